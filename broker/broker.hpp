@@ -1,0 +1,70 @@
+// The broker process: one Asio event loop that accepts connections, runs a Session per
+// client, sweeps deadlines (handshake, slow consumers, lingering closes) and handles
+// SIGTERM/SIGINT (drain and stop) and SIGHUP. Everything runs on the thread that calls run().
+#pragma once
+
+#include <asio/awaitable.hpp>
+#include <asio/io_context.hpp>
+#include <asio/local/stream_protocol.hpp>
+#include <asio/signal_set.hpp>
+#include <asio/steady_timer.hpp>
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "chunk_pool.hpp"
+#include "config.hpp"
+#include "router.hpp"
+#include "stats.hpp"
+
+namespace ubroker::broker {
+
+class Session;
+
+class Broker {
+ public:
+  explicit Broker(Config config);
+  Broker(const Broker&) = delete;
+  Broker& operator=(const Broker&) = delete;
+  ~Broker();
+
+  // Listens, serves until SIGTERM/SIGINT, drains, removes the socket. Returns the exit code.
+  int run();
+
+  [[nodiscard]] const Config& config() const noexcept { return config_; }
+  [[nodiscard]] Router& router() noexcept { return router_; }
+  [[nodiscard]] ChunkPool& pool() noexcept { return pool_; }
+  [[nodiscard]] Stats& stats() noexcept { return stats_; }
+  [[nodiscard]] Session* find(std::uint64_t id) const;
+
+  // Sessions with queued output are flushed together at the end of the current read batch.
+  void mark_dirty(Session& s) { dirty_.push_back(&s); }
+  void flush_dirty();
+  void forget(Session& s);  // a session is going away
+
+ private:
+  using Socket = asio::local::stream_protocol::socket;
+
+  asio::awaitable<void> accept_loop();
+  asio::awaitable<void> serve(Socket socket);
+  asio::awaitable<void> sweep_loop();
+  asio::awaitable<void> signal_loop();
+  void stop(std::string_view why);
+
+  Config config_;
+  asio::io_context io_{1};
+  asio::local::stream_protocol::acceptor acceptor_;
+  asio::signal_set signals_;
+  asio::steady_timer sweep_timer_;
+  Stats stats_;
+  ChunkPool pool_;
+  Router router_;
+  std::unordered_map<std::uint64_t, Session*> sessions_;
+  std::vector<Session*> dirty_;
+  std::vector<Session*> flushing_;  // scratch for flush_dirty
+  std::uint64_t next_id_ = 1;
+  bool stopping_ = false;
+};
+
+}  // namespace ubroker::broker

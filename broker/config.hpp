@@ -1,0 +1,45 @@
+// The broker's settings: defaults, the TOML config file, then command-line overrides.
+// Every setting has a sane default; unknown keys and bad values are errors naming the key and
+// its line. Read once at start-up on the main thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <expected>
+#include <string>
+
+namespace ubroker::broker {
+
+struct Limits {
+  std::uint32_t max_frame_bytes = 1u << 20;   // bytes after the 8-byte prefix
+  std::uint32_t max_subscriptions = 4096;     // per client
+  std::uint32_t queue_max_messages = 16384;   // per client outbound queue
+  std::uint64_t queue_max_bytes = 8u << 20;   // per client outbound queue
+  std::uint32_t max_connections = 16384;
+};
+
+struct Timeouts {
+  std::chrono::milliseconds handshake{5000};      // Hello must arrive within this
+  std::chrono::milliseconds slow_consumer{5000};  // full queue without progress -> disconnect
+  std::chrono::milliseconds shutdown{3000};       // flush deadline on SIGTERM/SIGINT
+  std::chrono::milliseconds linger{1000};         // flush deadline for a final error frame
+};
+
+struct Config {
+  std::string socket_path;       // empty: the default (see proto/socket_address.hpp)
+  mode_t socket_mode = 0660;
+  std::string log_level = "info";
+  std::string config_file;       // where the settings came from ("" = defaults only)
+  Limits limits;
+  Timeouts timeouts;
+};
+
+// Parses a TOML config file into `config` (keys absent keep their current value).
+[[nodiscard]] std::expected<void, std::string> load_config_file(const std::string& path, Config& config);
+
+// Checks relations between settings (e.g. a frame must fit in a queue).
+[[nodiscard]] std::expected<void, std::string> validate(const Config& config);
+
+}  // namespace ubroker::broker

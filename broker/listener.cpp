@@ -1,0 +1,96 @@
+// listen_on(): directory creation, lock, liveness check of an existing socket, bind, chmod.
+#include "listener.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fmt/format.h>
+
+#include "ubroker/proto/socket_address.hpp"
+#include "ubroker/shm/syscall.hpp"
+
+namespace ubroker::broker {
+namespace {
+
+using Error = std::unexpected<std::string>;
+
+std::string errno_text() { return std::strerror(errno); }
+
+shm::UniqueFd new_socket() {
+  return shm::UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+}
+
+// True when something accepts connections at `addr`.
+bool someone_listens(const proto::SocketAddress& addr) {
+  shm::UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!probe) return false;
+  return ::connect(probe.get(), addr.get(), addr.len) == 0;
+}
+
+std::expected<void, std::string> make_parent_dir(const std::string& path) {
+  const auto parent = std::filesystem::path(path).parent_path();
+  if (parent.empty()) return {};
+  std::error_code ec;
+  std::filesystem::create_directories(parent, ec);
+  if (ec) return Error(fmt::format("cannot create directory {}: {}", parent.string(), ec.message()));
+  return {};
+}
+
+}  // namespace
+
+void SocketFile::remove() noexcept {
+  if (path_.empty()) return;
+  struct stat st{};
+  if (::lstat(path_.c_str(), &st) == 0 && st.st_dev == dev_ && st.st_ino == ino_) ::unlink(path_.c_str());
+  path_.clear();
+  lock_.reset();
+}
+
+std::expected<Listening, std::string> listen_on(const std::string& where, mode_t mode, int backlog) {
+  auto addr = proto::make_socket_address(where);
+  if (!addr) return Error(addr.error());
+  Listening out;
+  out.fd = new_socket();
+  if (!out.fd) return Error(fmt::format("socket(AF_UNIX): {}", errno_text()));
+
+  if (addr->abstract()) {
+    if (::bind(out.fd.get(), addr->get(), addr->len) != 0) {
+      if (errno == EADDRINUSE) return Error(fmt::format("another broker is already listening on {}", where));
+      return Error(fmt::format("cannot bind {}: {}", where, errno_text()));
+    }
+  } else {
+    if (auto r = make_parent_dir(where); !r) return Error(r.error());
+    const std::string lock_path = where + ".lock";
+    shm::UniqueFd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!lock) return Error(fmt::format("cannot open lock file {}: {}", lock_path, errno_text()));
+    if (shm::retry_eintr([&] { return ::flock(lock.get(), LOCK_EX | LOCK_NB); }) != 0) {
+      if (errno == EWOULDBLOCK) return Error(fmt::format("another broker holds {} (it serves {})", lock_path, where));
+      return Error(fmt::format("cannot lock {}: {}", lock_path, errno_text()));
+    }
+    struct stat st{};
+    if (::lstat(where.c_str(), &st) == 0) {
+      if (!S_ISSOCK(st.st_mode)) return Error(fmt::format("{} exists and is not a socket; refusing to replace it", where));
+      if (someone_listens(*addr)) return Error(fmt::format("another broker is already listening on {}", where));
+      if (::unlink(where.c_str()) != 0) return Error(fmt::format("cannot remove stale socket {}: {}", where, errno_text()));
+    }
+    // Bind with a restrictive umask, then set the configured mode: no window where the socket
+    // is more open than configured.
+    const mode_t old_umask = ::umask(0777);
+    const int bound = ::bind(out.fd.get(), addr->get(), addr->len);
+    const int bind_errno = errno;
+    ::umask(old_umask);
+    if (bound != 0) return Error(fmt::format("cannot bind {}: {}", where, std::strerror(bind_errno)));
+    if (::lstat(where.c_str(), &st) != 0) return Error(fmt::format("cannot stat {}: {}", where, errno_text()));
+    out.file = SocketFile(where, std::move(lock), st.st_dev, st.st_ino);
+    if (::chmod(where.c_str(), mode) != 0) return Error(fmt::format("cannot chmod {}: {}", where, errno_text()));
+  }
+  if (::listen(out.fd.get(), backlog) != 0) return Error(fmt::format("cannot listen on {}: {}", where, errno_text()));
+  return out;
+}
+
+}  // namespace ubroker::broker

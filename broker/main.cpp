@@ -1,0 +1,52 @@
+// brokerd: parse the command line and config, set up logging, run the broker.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdio>
+
+#include "broker.hpp"
+#include "config.hpp"
+#include "ubroker/proto/socket_address.hpp"
+
+int main(int argc, char** argv) {
+  using ubroker::broker::Config;
+  CLI::App app{"brokerd: the ubroker message broker for the processes of one machine.\n"
+               "Clients connect over a Unix domain socket; see docs/architecture.md."};
+  app.set_version_flag("--version", std::string("brokerd ") + UBROKER_VERSION);
+  std::string socket, config_file, log_level;
+  app.add_option("-s,--socket", socket,
+                 "Socket path, or @name for an abstract socket "
+                 "(default: $UBROKER_SOCKET, else $XDG_RUNTIME_DIR/ubroker.sock, else /run/ubroker/ubroker.sock)");
+  app.add_option("-c,--config", config_file, "TOML config file (every setting has a default; see docs/configuration.md)")
+      ->check(CLI::ExistingFile);
+  app.add_option("-l,--log-level", log_level, "trace, debug, info, warn, error, critical or off (default: info)");
+  CLI11_PARSE(app, argc, argv);
+
+  Config config;
+  if (!config_file.empty()) {
+    if (auto r = ubroker::broker::load_config_file(config_file, config); !r) {
+      std::fprintf(stderr, "brokerd: %s\n", r.error().c_str());
+      return 2;
+    }
+  }
+  if (!socket.empty()) config.socket_path = socket;
+  if (config.socket_path.empty()) config.socket_path = ubroker::proto::default_socket_path();
+  if (!log_level.empty()) config.log_level = log_level;
+  if (auto r = ubroker::broker::validate(config); !r) {
+    std::fprintf(stderr, "brokerd: %s\n", r.error().c_str());
+    return 2;
+  }
+
+  auto logger = spdlog::stderr_color_mt("brokerd");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(config.log_level));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+
+  // Writes use MSG_NOSIGNAL; this also covers anything else that might raise SIGPIPE.
+  std::signal(SIGPIPE, SIG_IGN);
+
+  ubroker::broker::Broker broker(std::move(config));
+  return broker.run();
+}

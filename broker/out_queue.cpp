@@ -1,0 +1,115 @@
+// OutQueue: pieces_ and msg_ends_ are vectors consumed from a head index and compacted when
+// the head passes half, so steady-state appends and consumes allocate nothing.
+#include "out_queue.hpp"
+
+#include <algorithm>
+
+namespace ubroker::broker {
+
+std::byte* OutQueue::append_inline(std::size_t n) {
+  if (!tail_ || tail_->capacity() - tail_used_ < n) {
+    tail_ = pool_->acquire(n);
+    tail_used_ = 0;
+  }
+  std::byte* p = tail_->data() + tail_used_;
+  // Extend the last piece when it ends exactly where these bytes start.
+  if (piece_head_ < pieces_.size()) {
+    Piece& last = pieces_.back();
+    if (last.chunk.get() == tail_.get() && last.data + last.len == p) {
+      last.len += n;
+      tail_used_ += n;
+      appended_ += n;
+      return p;
+    }
+  }
+  pieces_.push_back({tail_, p, n});
+  tail_used_ += n;
+  appended_ += n;
+  return p;
+}
+
+void OutQueue::append_ref(const ChunkRef& chunk, const std::byte* data, std::size_t n) {
+  if (n == 0) return;
+  pieces_.push_back({chunk, const_cast<std::byte*>(data), n});
+  appended_ += n;
+}
+
+void OutQueue::end_message() { msg_ends_.push_back(appended_); }
+
+std::size_t OutQueue::gather(std::span<iovec> iov) const noexcept {
+  std::size_t used = 0;
+  for (std::size_t i = piece_head_; i < pieces_.size() && used < iov.size(); ++i) {
+    const Piece& p = pieces_[i];
+    const std::size_t skip = i == piece_head_ ? head_offset_ : 0;
+    iov[used++] = {.iov_base = p.data + skip, .iov_len = p.len - skip};
+  }
+  return used;
+}
+
+std::size_t OutQueue::consume(std::size_t n) noexcept {
+  sent_ += n;
+  while (n > 0) {
+    Piece& p = pieces_[piece_head_];
+    const std::size_t left = p.len - head_offset_;
+    if (n < left) {
+      head_offset_ += n;
+      break;
+    }
+    n -= left;
+    p.chunk.reset();
+    ++piece_head_;
+    head_offset_ = 0;
+  }
+  std::size_t done = 0;
+  while (msg_head_ < msg_ends_.size() && msg_ends_[msg_head_] <= sent_) {
+    boundary_ = msg_ends_[msg_head_];
+    ++msg_head_;
+    ++done;
+  }
+  if (empty()) {
+    // Nothing queued: give the tail chunk back so an idle session holds no buffer.
+    tail_.reset();
+    tail_used_ = 0;
+  }
+  compact();
+  return done;
+}
+
+std::size_t OutQueue::discard_unsent() noexcept {
+  // Keep the head message if some of its bytes are out; it must be finished.
+  std::uint64_t keep_to = sent_;
+  std::size_t keep_msgs = msg_head_;
+  if (msg_head_ < msg_ends_.size() && sent_ > boundary_) {
+    keep_to = msg_ends_[msg_head_];
+    keep_msgs = msg_head_ + 1;
+  }
+  const std::size_t dropped = msg_ends_.size() - keep_msgs;
+  msg_ends_.resize(keep_msgs);
+  // Cut the pieces at stream position keep_to.
+  std::uint64_t pos = sent_ - head_offset_;
+  std::size_t i = piece_head_;
+  for (; i < pieces_.size() && pos < keep_to; ++i) {
+    const std::uint64_t end = pos + pieces_[i].len;
+    if (end > keep_to) pieces_[i].len = static_cast<std::size_t>(keep_to - pos);
+    pos = std::min(end, keep_to);
+  }
+  pieces_.erase(pieces_.begin() + static_cast<std::ptrdiff_t>(i), pieces_.end());
+  appended_ = keep_to;
+  tail_.reset();  // never append behind a cut piece
+  tail_used_ = 0;
+  compact();
+  return dropped;
+}
+
+void OutQueue::compact() noexcept {
+  if (piece_head_ > 0 && piece_head_ * 2 >= pieces_.size()) {
+    pieces_.erase(pieces_.begin(), pieces_.begin() + static_cast<std::ptrdiff_t>(piece_head_));
+    piece_head_ = 0;
+  }
+  if (msg_head_ > 0 && msg_head_ * 2 >= msg_ends_.size()) {
+    msg_ends_.erase(msg_ends_.begin(), msg_ends_.begin() + static_cast<std::ptrdiff_t>(msg_head_));
+    msg_head_ = 0;
+  }
+}
+
+}  // namespace ubroker::broker

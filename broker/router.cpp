@@ -1,0 +1,237 @@
+// Router implementation. The hot path is publish(): one cache lookup, a scan of the cached
+// targets, and for each target a header serialised straight into its outbound queue.
+#include "router.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <fmt/format.h>
+
+#include "session.hpp"
+#include "ubroker/proto/frame_codec.hpp"
+#include "ubroker/proto/topic.hpp"
+
+namespace ubroker::broker {
+namespace {
+
+constexpr std::size_t kMaxCachedTopics = 65536;
+constexpr std::size_t kMaxGroupName = 255;
+
+std::string group_key(std::string_view pattern, std::string_view name) {
+  std::string key;
+  key.reserve(pattern.size() + 1 + name.size());
+  key.append(pattern).push_back('\x1f');  // never inside a valid pattern or group name
+  key.append(name);
+  return key;
+}
+
+const char* check_group_name(std::string_view name) {
+  if (name.size() > kMaxGroupName) return "queue group name longer than 255 bytes";
+  for (char c : name) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u >= 0x7f) return "queue group name has a space, control or non-ASCII character";
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+std::expected<void, RouteError> Router::subscribe(Session& owner, std::uint64_t id, std::string_view pattern,
+                                                  std::string_view group, wire::Overflow overflow,
+                                                  std::size_t max_subscriptions) {
+  auto& subs = owner.subscriptions();
+  if (subs.contains(id)) {
+    return std::unexpected(RouteError{wire::DUPLICATE_SUBSCRIPTION, fmt::format("subscription id {} is in use", id)});
+  }
+  if (subs.size() >= max_subscriptions) {
+    return std::unexpected(RouteError{
+        wire::LIMIT_EXCEEDED, fmt::format("too many subscriptions (limit {} per client)", max_subscriptions)});
+  }
+  if (const char* why = proto::check_pattern(pattern)) {
+    return std::unexpected(RouteError{wire::INVALID_PATTERN, fmt::format("invalid pattern '{}': {}", pattern, why)});
+  }
+  if (const char* why = check_group_name(group)) return std::unexpected(RouteError{wire::INVALID_PATTERN, why});
+
+  auto sub = std::make_unique<Subscription>();
+  sub->owner = &owner;
+  sub->id = id;
+  sub->pattern = pattern;
+  sub->overflow = overflow;
+  Subscription* raw = sub.get();
+  subs.emplace(id, std::move(sub));
+  if (group.empty()) {
+    direct_index_.insert(pattern, raw);
+  } else {
+    auto [it, fresh] = groups_.try_emplace(group_key(pattern, group));
+    if (fresh) {
+      it->second = std::make_unique<Group>();
+      it->second->pattern = pattern;
+      it->second->name = group;
+      group_index_.insert(pattern, it->second.get());
+    }
+    raw->group = it->second.get();
+    raw->group->members.push_back(raw);
+  }
+  ++subscription_count_;
+  invalidate();
+  return {};
+}
+
+std::expected<std::uint64_t, RouteError> Router::unsubscribe(Session& owner, std::uint64_t id) {
+  auto& subs = owner.subscriptions();
+  auto it = subs.find(id);
+  if (it == subs.end()) {
+    return std::unexpected(RouteError{wire::UNKNOWN_SUBSCRIPTION, fmt::format("no subscription with id {}", id)});
+  }
+  const std::uint64_t dropped = it->second->dropped;
+  remove(*it->second);
+  subs.erase(it);
+  return dropped;
+}
+
+void Router::remove_session(Session& owner) {
+  for (auto& [id, sub] : owner.subscriptions()) remove(*sub);
+  owner.subscriptions().clear();
+}
+
+void Router::remove(Subscription& sub) {
+  if (Group* g = sub.group) {
+    auto& m = g->members;
+    m.erase(std::find(m.begin(), m.end(), &sub));
+    if (g->next >= m.size()) g->next = 0;
+    if (m.empty()) {
+      group_index_.erase(g->pattern, g);
+      groups_.erase(group_key(g->pattern, g->name));
+    }
+  } else {
+    direct_index_.erase(sub.pattern, &sub);
+  }
+  --subscription_count_;
+  invalidate();
+}
+
+const Router::Route& Router::resolve(std::string_view topic) {
+  if (auto it = cache_.find(topic); it != cache_.end()) return it->second;
+  if (cache_.size() >= kMaxCachedTopics) cache_.clear();
+  Route route;
+  direct_index_.match(topic, [&](Subscription* s) { route.direct.push_back(s); });
+  std::sort(route.direct.begin(), route.direct.end(), [](const Subscription* a, const Subscription* b) {
+    return a->owner != b->owner ? a->owner->id() < b->owner->id() : a->id < b->id;
+  });
+  group_index_.match(topic, [&](Group* g) { route.groups.push_back(g); });
+  return cache_.emplace(std::string(topic), std::move(route)).first->second;
+}
+
+void Router::add_target(Session* s, Subscription* sub) {
+  const bool lossless = sub->overflow == wire::BLOCK;
+  if (!targets_.empty() && targets_.back().session == s) {
+    targets_.back().count++;
+    targets_.back().lossless |= lossless;
+  } else {
+    targets_.push_back({s, static_cast<std::uint32_t>(target_subs_.size()), 1, lossless});
+  }
+  target_subs_.push_back(sub);
+}
+
+std::size_t Router::pick_member(const Group& g) const {
+  const std::size_t n = g.members.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::size_t at = (g.next + i) % n;
+    if (g.members[at]->owner->has_room()) return at;
+  }
+  return g.next % n;  // all full: the policy of the one whose turn it is decides
+}
+
+RouteResult Router::publish(Session& from, const Published& msg) {
+  const Route& route = resolve(msg.topic);
+  targets_.clear();
+  target_subs_.clear();
+  for (Subscription* s : route.direct) add_target(s->owner, s);
+  group_picks_.clear();
+  for (Group* g : route.groups) {
+    const std::size_t at = pick_member(*g);
+    group_picks_.push_back(at);
+    add_target(g->members[at]->owner, g->members[at]);
+  }
+
+  bool blocked = false;
+  for (const Target& t : targets_) {
+    if (t.lossless && !t.session->has_room()) {
+      t.session->add_waiter(from.id());
+      blocked = true;
+    }
+  }
+  if (blocked) {
+    // A full group member may free up before the others: wait on every lossless member.
+    for (Group* g : route.groups) {
+      for (Subscription* m : g->members) {
+        if (m->overflow == wire::BLOCK && !m->owner->has_room()) m->owner->add_waiter(from.id());
+      }
+    }
+    ++stats_.publisher_blocks;
+    return RouteResult::kBlocked;
+  }
+
+  ++stats_.messages_in;
+  stats_.bytes_in += msg.payload.size();
+  if (targets_.empty()) {
+    ++stats_.no_subscriber;
+    return RouteResult::kRouted;
+  }
+  for (std::size_t i = 0; i < route.groups.size(); ++i) {
+    Group* g = route.groups[i];
+    g->next = (group_picks_[i] + 1) % g->members.size();
+  }
+  auto& h = deliver_header_;
+  h.set_type(wire::DELIVER);
+  h.set_topic(msg.topic.data(), msg.topic.size());
+  h.set_sender_id(from.id());
+  h.set_sender_uid(from.peer().uid);
+  h.set_sender_pid(static_cast<std::uint32_t>(from.peer().pid));
+  for (const Target& t : targets_) {
+    if (t.session->has_room()) {
+      deliver(t, from, msg);
+      continue;
+    }
+    for (std::uint32_t i = 0; i < t.count; ++i) {
+      Subscription* s = target_subs_[t.first + i];
+      ++s->dropped;
+      ++s->dropped_unreported;
+    }
+    ++stats_.dropped_overflow;
+  }
+  return RouteResult::kRouted;
+}
+
+void Router::deliver(const Target& t, const Session&, const Published& msg) {
+  auto& h = deliver_header_;
+  h.clear_sub_ids();
+  h.clear_dropped();
+  bool any_dropped = false;
+  for (std::uint32_t i = 0; i < t.count; ++i) any_dropped |= target_subs_[t.first + i]->dropped_unreported != 0;
+  for (std::uint32_t i = 0; i < t.count; ++i) {
+    Subscription* s = target_subs_[t.first + i];
+    h.add_sub_ids(s->id);
+    if (any_dropped) h.add_dropped(s->dropped_unreported);
+    s->dropped_unreported = 0;
+    ++s->delivered;
+  }
+  const std::size_t head = proto::frame_head_size(h);
+  const std::size_t size = msg.payload.size();
+  OutQueue& q = t.session->out();
+  if (size <= kInlinePayloadMax || msg.chunk == nullptr) {
+    std::byte* p = q.append_inline(head + size);
+    proto::write_frame_head(p, h, size);
+    if (size != 0) std::memcpy(p + head, msg.payload.data(), size);
+    ++stats_.payload_copies;
+  } else {
+    proto::write_frame_head(q.append_inline(head), h, size);
+    q.append_ref(*msg.chunk, msg.payload.data(), size);
+  }
+  q.end_message();
+  t.session->count_delivery(size);
+  t.session->mark_dirty();
+  ++stats_.deliveries;
+  stats_.delivered_bytes += size;
+}
+
+}  // namespace ubroker::broker

@@ -1,0 +1,99 @@
+// The Router decides where a published message goes: it indexes every subscription by
+// pattern, caches the resolved targets per topic, picks one member per queue group, and
+// applies each target's overflow policy (hold the publisher back, or drop and count). All
+// routing decisions live here, so a later direct lane can ask the same place.
+// Event loop thread only; holds non-owning Session/Subscription pointers that Sessions
+// remove (remove_session) before they go away.
+#pragma once
+
+#include <cstdint>
+#include <expected>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "chunk_pool.hpp"
+#include "stats.hpp"
+#include "subscription.hpp"
+#include "topic_index.hpp"
+#include "ubroker.pb.h"
+
+namespace ubroker::broker {
+
+class Session;
+
+struct RouteError {
+  wire::ErrorCode code;
+  std::string message;
+};
+
+struct Published {
+  std::string_view topic;
+  std::span<const std::byte> payload;
+  const ChunkRef* chunk;  // holds `payload`, for deliveries that reference instead of copy
+};
+
+enum class RouteResult { kRouted, kBlocked };
+
+class Router {
+ public:
+  // Payloads up to this size are copied into each subscriber's queue (cheaper than a
+  // reference for small messages); larger ones are referenced in the publisher's chunk.
+  static constexpr std::size_t kInlinePayloadMax = 1024;
+
+  explicit Router(Stats& stats) : stats_(stats) {}
+  Router(const Router&) = delete;
+  Router& operator=(const Router&) = delete;
+
+  [[nodiscard]] std::expected<void, RouteError> subscribe(Session& owner, std::uint64_t id, std::string_view pattern,
+                                                          std::string_view group, wire::Overflow overflow,
+                                                          std::size_t max_subscriptions);
+  // Returns the subscription's total drop count.
+  [[nodiscard]] std::expected<std::uint64_t, RouteError> unsubscribe(Session& owner, std::uint64_t id);
+  // Forgets every subscription of a session that is going away.
+  void remove_session(Session& owner);
+
+  // Routes one message from `from`. kBlocked: a lossless target is full; nothing was
+  // delivered, `from` is registered with the full targets and must retry later.
+  [[nodiscard]] RouteResult publish(Session& from, const Published& msg);
+
+  [[nodiscard]] std::size_t subscription_count() const noexcept { return subscription_count_; }
+
+ private:
+  struct Route {
+    std::vector<Subscription*> direct;  // sorted by owner, so one frame per owner
+    std::vector<Group*> groups;
+  };
+  struct Target {
+    Session* session;
+    std::uint32_t first;  // into target_subs_
+    std::uint32_t count;
+    bool lossless;
+  };
+
+  const Route& resolve(std::string_view topic);
+  void invalidate() noexcept { cache_.clear(); }
+  void add_target(Session* s, Subscription* sub);
+  // Index of the member to get the next message: the first with room from the cursor on.
+  std::size_t pick_member(const Group& g) const;
+  void deliver(const Target& t, const Session& from, const Published& msg);
+  void remove(Subscription& sub);
+
+  Stats& stats_;
+  TopicIndex<Subscription*> direct_index_;
+  TopicIndex<Group*> group_index_;
+  std::unordered_map<std::string, std::unique_ptr<Group>, StringHash, std::equal_to<>> groups_;
+  std::unordered_map<std::string, Route, StringHash, std::equal_to<>> cache_;
+  std::size_t subscription_count_ = 0;
+
+  // Scratch reused by every publish (no allocation per message once warm).
+  std::vector<Target> targets_;
+  std::vector<Subscription*> target_subs_;
+  std::vector<std::size_t> group_picks_;  // per route.groups entry
+  wire::Header deliver_header_;
+};
+
+}  // namespace ubroker::broker

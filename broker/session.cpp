@@ -1,0 +1,322 @@
+// Session: the connection's I/O loops and flow control. Frame semantics are in
+// session_frames.cpp. Reads and writes are raw recvmsg/sendmsg (proto/fd_socket) after Asio
+// readiness waits, always tried before waiting (Asio's reactor is edge-triggered).
+#include "session.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <array>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/use_awaitable.hpp>
+#include <cstring>
+
+#include "broker.hpp"
+#include "ubroker/proto/fd_socket.hpp"
+#include "ubroker/proto/frame_codec.hpp"
+
+namespace ubroker::broker {
+namespace {
+
+constexpr auto kUseTuple = asio::experimental::as_tuple(asio::use_awaitable);
+constexpr std::size_t kMinReadRoom = 16 * 1024;
+
+}  // namespace
+
+Session::Session(Broker& broker, Socket socket, proto::PeerCredentials peer, std::uint64_t id)
+    : broker_(broker),
+      socket_(std::move(socket)),
+      peer_(std::move(peer)),
+      id_(id),
+      accepted_at_(Clock::now()),
+      last_progress_(accepted_at_),
+      out_(broker.pool()),
+      reader_wake_(socket_.get_executor()),
+      writer_wake_(socket_.get_executor()) {}
+
+Session::~Session() {
+  broker_.router().remove_session(*this);
+  broker_.forget(*this);
+  broker_.stats().dropped_disconnect += out_.messages();
+  notify_waiters();
+}
+
+std::string Session::describe() const {
+  return fmt::format("client {} ({}, pid {}, uid {})", id_, name_.empty() ? "-" : name_, peer_.pid, peer_.uid);
+}
+
+asio::awaitable<void> Session::run() {
+  using namespace asio::experimental::awaitable_operators;
+  co_await (read_loop() || write_loop());
+  closed_ = true;
+  std::error_code ignored;
+  socket_.close(ignored);
+}
+
+bool Session::has_room() const noexcept {
+  const auto& l = broker_.config().limits;
+  return out_.messages() < l.queue_max_messages && out_.bytes() < l.queue_max_bytes;
+}
+
+bool Session::below_low_watermark() const noexcept {
+  const auto& l = broker_.config().limits;
+  return out_.messages() <= l.queue_max_messages / 2 && out_.bytes() <= l.queue_max_bytes / 2;
+}
+
+void Session::add_waiter(std::uint64_t publisher_id) {
+  if (waiters_.empty() || waiters_.back() != publisher_id) waiters_.push_back(publisher_id);
+}
+
+void Session::notify_waiters() {
+  if (waiters_.empty()) return;
+  waking_.swap(waiters_);
+  for (std::uint64_t id : waking_) {
+    if (Session* s = broker_.find(id)) s->wake_reader();
+  }
+  waking_.clear();
+}
+
+void Session::wake_reader() {
+  if (reader_paused_) reader_wake_.cancel();
+}
+
+void Session::mark_dirty() {
+  // A queue that just became non-empty starts its slow-consumer clock now.
+  if (out_.messages() == 1) last_progress_ = Clock::now();
+  if (!dirty_) {
+    dirty_ = true;
+    broker_.mark_dirty(*this);
+  }
+}
+
+void Session::flush() {
+  dirty_ = false;
+  if (closed_ || write_blocked_) return;
+  send_some();
+  if (write_blocked_ || closed_ || (closing_ && out_.empty())) writer_wake_.cancel();
+}
+
+void Session::send_some() {
+  std::array<iovec, 256> iov;
+  while (!out_.empty()) {
+    const std::size_t n = out_.gather(iov);
+    std::size_t offered = 0;
+    for (std::size_t i = 0; i < n; ++i) offered += iov[i].iov_len;
+    auto sent = proto::send(socket_.native_handle(), std::span(iov.data(), n));
+    if (!sent) {
+      if (proto::would_block(sent.error())) {
+        write_blocked_ = true;
+      } else {
+        spdlog::debug("{}: write failed: {}", describe(), sent.error().message());
+        closed_ = true;
+      }
+      break;
+    }
+    out_.consume(*sent);
+    last_progress_ = Clock::now();
+    if (*sent < offered) {  // the socket buffer is full: the next try would say EAGAIN
+      write_blocked_ = true;
+      break;
+    }
+  }
+  if (!waiters_.empty() && below_low_watermark()) notify_waiters();
+}
+
+asio::awaitable<void> Session::write_loop() {
+  for (;;) {
+    if (closed_) break;
+    if (write_blocked_) {
+      auto [ec] = co_await socket_.async_wait(Socket::wait_write, kUseTuple);
+      write_blocked_ = false;
+      if (ec || closed_) break;
+      send_some();
+      continue;
+    }
+    if (out_.empty()) {
+      if (closing_) break;  // everything flushed: the session ends
+      writer_wake_.expires_at(Clock::time_point::max());
+      co_await writer_wake_.async_wait(kUseTuple);
+      continue;
+    }
+    send_some();
+  }
+  closed_ = true;
+}
+
+asio::awaitable<void> Session::park_until_closed() {
+  // Reading is over; the writer ends the session once the queue is flushed (or the deadline
+  // sweep closes it). `||` cancels this wait when the writer returns.
+  while (!closed_) {
+    reader_wake_.expires_at(Clock::time_point::max());
+    co_await reader_wake_.async_wait(kUseTuple);
+  }
+}
+
+asio::awaitable<void> Session::read_loop() {
+  for (;;) {
+    const Step step = process_frames();
+    broker_.flush_dirty();
+    if (closed_) break;
+    if (step == Step::kClose || closing_) {
+      co_await park_until_closed();
+      break;
+    }
+    if (step == Step::kBlocked) {
+      reader_paused_ = true;
+      reader_wake_.expires_at(Clock::time_point::max());
+      co_await reader_wake_.async_wait(kUseTuple);
+      reader_paused_ = false;
+      continue;
+    }
+    bool would_block = false;
+    if (!read_some(would_block)) break;
+    if (would_block) {
+      if (in_ && in_begin_ == in_end_) in_.reset();  // idle sessions hold no buffer
+      auto [ec] = co_await socket_.async_wait(Socket::wait_read, kUseTuple);
+      if (ec) break;
+    }
+  }
+  closed_ = true;
+}
+
+bool Session::read_some(bool& would_block) {
+  const auto& limits = broker_.config().limits;
+  std::size_t pending = in_ ? in_end_ - in_begin_ : 0;
+  // Bytes the partial frame at the front needs in all (its prefix was checked already).
+  std::size_t need = proto::kPrefixSize;
+  if (in_ && pending >= proto::kPrefixSize) {
+    auto split = proto::split_frame({in_->data() + in_begin_, pending}, {.max_frame = limits.max_frame_bytes});
+    if (split) need = split->frame_size;
+  }
+  if (!in_ || in_->capacity() - in_end_ < kMinReadRoom || in_->capacity() - in_begin_ < need) {
+    if (in_ && in_.unique() && in_->capacity() >= need + kMinReadRoom) {
+      std::memmove(in_->data(), in_->data() + in_begin_, pending);
+    } else {
+      ChunkRef fresh = broker_.pool().acquire(need + kMinReadRoom);
+      if (pending != 0) std::memcpy(fresh->data(), in_->data() + in_begin_, pending);
+      in_ = std::move(fresh);
+    }
+    in_begin_ = 0;
+    in_end_ = pending;
+  }
+  auto got = proto::receive(socket_.native_handle(), {in_->data() + in_end_, in_->capacity() - in_end_}, in_fds_);
+  if (!got) {
+    if (proto::would_block(got.error())) {
+      would_block = true;
+      return true;
+    }
+    if (got.error().category() == proto::transport_category()) {
+      send_error(wire::FD_ERROR, got.error().message(), true);
+      return true;
+    }
+    spdlog::debug("{}: read failed: {}", describe(), got.error().message());
+    return false;
+  }
+  if (got->eof) {
+    if (pending != 0) spdlog::info("{}: disconnected inside a frame ({} bytes of it unread)", describe(), pending);
+    return false;
+  }
+  in_end_ += got->bytes;
+  return true;
+}
+
+Session::Step Session::process_frames() {
+  if (!in_) return closing_ ? Step::kClose : Step::kContinue;
+  const proto::FrameLimits limits{.max_frame = broker_.config().limits.max_frame_bytes};
+  while (!closing_) {
+    auto split = proto::split_frame({in_->data() + in_begin_, in_end_ - in_begin_}, limits);
+    if (!split) {
+      const bool too_large = split.error() == proto::FrameError::kFrameTooLarge;
+      send_error(too_large ? wire::FRAME_TOO_LARGE : wire::PROTOCOL_ERROR,
+                 too_large ? fmt::format("frame larger than the limit of {} bytes", limits.max_frame)
+                           : std::string(proto::describe(split.error())),
+                 true);
+      return Step::kClose;
+    }
+    if (!split->complete) break;
+    if (auto parsed = proto::parse_header(split->header, header_); !parsed) {
+      send_error(wire::PROTOCOL_ERROR, proto::describe(parsed.error()), true);
+      return Step::kClose;
+    }
+    const Step step = handle_frame(header_, split->payload);
+    if (step == Step::kBlocked) return step;  // the frame stays buffered for the retry
+    in_begin_ += split->frame_size;
+    if (step == Step::kClose) return step;
+  }
+  if (in_begin_ == in_end_ && in_.unique()) in_begin_ = in_end_ = 0;
+  return closing_ ? Step::kClose : Step::kContinue;
+}
+
+void Session::send_error(wire::ErrorCode code, std::string_view message, bool fatal, std::uint64_t seq) {
+  if (closing_ || closed_) return;
+  control_.Clear();
+  control_.set_type(wire::ERROR);
+  control_.set_seq(seq);
+  auto* e = control_.mutable_error();
+  e->set_code(code);
+  e->set_message(message.data(), message.size());
+  e->set_fatal(fatal);
+  queue_control(control_);
+  if (code == wire::PROTOCOL_ERROR || code == wire::FRAME_TOO_LARGE || code == wire::FD_ERROR) {
+    ++broker_.stats().protocol_errors;
+  }
+  if (fatal) {
+    spdlog::warn("{}: closing: {} ({})", describe(), message, wire::ErrorCode_Name(code));
+    closing_ = true;
+    close_deadline_ = Clock::now() + broker_.config().timeouts.linger;
+    reader_wake_.cancel();
+  } else {
+    spdlog::debug("{}: refused: {} ({})", describe(), message, wire::ErrorCode_Name(code));
+  }
+}
+
+void Session::queue_control(const wire::Header& h) {
+  const std::size_t size = proto::frame_head_size(h);
+  proto::write_frame_head(out_.append_inline(size), h, 0);
+  out_.end_message();
+  mark_dirty();
+}
+
+void Session::begin_shutdown() {
+  if (closed_ || closing_) return;
+  send_error(wire::SHUTTING_DOWN, "the broker is shutting down", true);
+  close_deadline_ = Clock::now() + broker_.config().timeouts.shutdown;
+  flush();
+}
+
+void Session::force_close() {
+  if (closed_) return;
+  closed_ = true;
+  std::error_code ignored;
+  socket_.close(ignored);
+  reader_wake_.cancel();
+  writer_wake_.cancel();
+}
+
+void Session::check_deadlines(Clock::time_point now) {
+  if (closed_) return;
+  const auto& t = broker_.config().timeouts;
+  if (closing_) {
+    if (now >= close_deadline_) force_close();
+    return;
+  }
+  if (!welcomed_ && now - accepted_at_ > t.handshake) {
+    send_error(wire::HANDSHAKE_TIMEOUT, fmt::format("no HELLO within {} ms", t.handshake.count()), true);
+    flush();
+    return;
+  }
+  if (!has_room() && now - last_progress_ > t.slow_consumer) {
+    const std::size_t queued = out_.messages();
+    const std::size_t dropped = out_.discard_unsent();
+    broker_.stats().dropped_disconnect += dropped;
+    ++broker_.stats().slow_consumer_disconnects;
+    send_error(wire::SLOW_CONSUMER,
+               fmt::format("outbound queue full ({} messages) with no progress for {} ms; {} queued messages dropped",
+                           queued, t.slow_consumer.count(), dropped),
+               true);
+    flush();
+    notify_waiters();
+  }
+}
+
+}  // namespace ubroker::broker

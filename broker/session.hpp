@@ -1,0 +1,128 @@
+// One client connection: handshake, a reader loop that splits frames and hands them to the
+// Router, a writer loop that drains the bounded outbound queue with gather writes, and the
+// flow-control state between them (a reader paused behind a full subscriber; publishers
+// waiting for this session's queue to drain). Lives in its connection's coroutine frame;
+// everything runs on the broker's event loop thread.
+#pragma once
+
+#include <asio/awaitable.hpp>
+#include <asio/local/stream_protocol.hpp>
+#include <asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "chunk_pool.hpp"
+#include "out_queue.hpp"
+#include "subscription.hpp"
+#include "ubroker.pb.h"
+#include "ubroker/proto/peer_credentials.hpp"
+
+namespace ubroker::broker {
+
+class Broker;
+using Clock = std::chrono::steady_clock;
+
+class Session {
+ public:
+  using Socket = asio::local::stream_protocol::socket;
+
+  Session(Broker& broker, Socket socket, proto::PeerCredentials peer, std::uint64_t id);
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+  ~Session();
+
+  // Runs the connection to its end; the Session may be destroyed when this returns.
+  asio::awaitable<void> run();
+
+  [[nodiscard]] std::uint64_t id() const noexcept { return id_; }
+  [[nodiscard]] const proto::PeerCredentials& peer() const noexcept { return peer_; }
+  [[nodiscard]] const std::string& name() const noexcept { return name_; }
+  [[nodiscard]] auto& subscriptions() noexcept { return subs_; }
+
+  // Flow control, used by the Router.
+  [[nodiscard]] bool has_room() const noexcept;
+  [[nodiscard]] OutQueue& out() noexcept { return out_; }
+  void add_waiter(std::uint64_t publisher_id);
+  void mark_dirty();  // flushed at the end of the current read batch
+  void count_delivery(std::size_t payload_bytes) noexcept {
+    ++deliveries_;
+    delivered_bytes_ += payload_bytes;
+  }
+
+  // Sends what is queued without blocking; hands over to the writer loop on EAGAIN.
+  void flush();
+  // Unpauses a reader held back by a full subscriber.
+  void wake_reader();
+
+  // Queues an Error frame. A fatal one stops reading and closes after the flush (or linger).
+  void send_error(wire::ErrorCode code, std::string_view message, bool fatal, std::uint64_t seq = 0);
+  // The broker is stopping: tell the client, flush, close.
+  void begin_shutdown();
+  // Closes the socket now; the loops end.
+  void force_close();
+
+  // Called periodically by the broker: enforces handshake, slow-consumer and linger deadlines.
+  void check_deadlines(Clock::time_point now);
+
+ private:
+  enum class Step { kContinue, kBlocked, kClose };
+
+  asio::awaitable<void> read_loop();
+  asio::awaitable<void> write_loop();
+  // Reads once into the receive chunk; false on EOF or a fatal error (already reported).
+  bool read_some(bool& would_block);
+  // Processes every complete frame buffered (stops early when blocked or closing).
+  Step process_frames();
+  Step handle_frame(const wire::Header& h, std::span<const std::byte> payload);
+  Step handle_hello(const wire::Header& h);
+  Step handle_publish(const wire::Header& h, std::span<const std::byte> payload);
+  Step handle_subscribe(const wire::Header& h);
+  Step handle_unsubscribe(const wire::Header& h);
+  void queue_control(const wire::Header& h);
+  void send_some();
+  asio::awaitable<void> park_until_closed();
+  [[nodiscard]] std::string describe() const;  // "client 7 (name, pid 12, uid 1000)" for logs
+  void notify_waiters();
+  [[nodiscard]] bool below_low_watermark() const noexcept;
+
+  Broker& broker_;
+  Socket socket_;
+  proto::PeerCredentials peer_;
+  std::uint64_t id_;
+  std::string name_;
+
+  bool welcomed_ = false;
+  bool closing_ = false;  // stop reading; close once the queue is flushed
+  bool closed_ = false;   // the socket is closed
+  bool write_blocked_ = false;
+  bool dirty_ = false;
+  bool reader_paused_ = false;
+  Clock::time_point accepted_at_;
+  Clock::time_point last_progress_;  // last byte written, or the queue became non-empty
+  Clock::time_point close_deadline_ = Clock::time_point::max();
+
+  OutQueue out_;
+  asio::steady_timer reader_wake_;
+  asio::steady_timer writer_wake_;
+  std::vector<std::uint64_t> waiters_;  // publishers held back by this session's full queue
+  std::vector<std::uint64_t> waking_;   // scratch for notify_waiters (keeps capacity)
+
+  ChunkRef in_;
+  std::size_t in_begin_ = 0;
+  std::size_t in_end_ = 0;
+  std::vector<shm::UniqueFd> in_fds_;
+  wire::Header header_;  // reused for every frame parsed
+  wire::Header control_; // reused for every control frame queued
+
+  std::unordered_map<std::uint64_t, std::unique_ptr<Subscription>> subs_;
+
+  std::uint64_t published_ = 0;
+  std::uint64_t deliveries_ = 0;
+  std::uint64_t delivered_bytes_ = 0;
+};
+
+}  // namespace ubroker::broker

@@ -1,0 +1,35 @@
+// A client's subscription as the broker keeps it. Owned by its Session (stable address);
+// indexed by the Router. Event loop thread only.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ubroker.pb.h"
+
+namespace ubroker::broker {
+
+class Session;
+struct Group;
+
+struct Subscription {
+  Session* owner = nullptr;
+  std::uint64_t id = 0;  // chosen by the client, unique per session
+  std::string pattern;
+  Group* group = nullptr;  // queue group, or nullptr
+  wire::Overflow overflow = wire::BLOCK;
+  std::uint64_t delivered = 0;
+  std::uint64_t dropped = 0;             // total, reported in the UNSUBSCRIBE ack
+  std::uint64_t dropped_unreported = 0;  // since the last delivery (carried in the next DELIVER)
+};
+
+// Subscriptions sharing (pattern, name): each message goes to one member.
+struct Group {
+  std::string pattern;
+  std::string name;
+  std::vector<Subscription*> members;
+  std::size_t next = 0;  // round-robin cursor
+};
+
+}  // namespace ubroker::broker

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The project's one entry point on a Debian 12 machine (the README's two commands):
+#   bash scripts/dev.sh run    install what is missing, build Release, run brokerd in the foreground
+#   bash scripts/dev.sh test   install what is missing, build, run the whole test suite
+# Extra arguments after `run` go to brokerd (e.g. `run -- --socket /tmp/b.sock`).
+# Installs only Debian packages by name (apt-get); downloads nothing else.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build_dir=${UBROKER_BUILD_DIR:-$here/build/release}
+
+packages=(
+  g++ cmake ninja-build ccache pkg-config
+  libasio-dev libprotobuf-dev protobuf-compiler
+  libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev
+  libgtest-dev libgmock-dev
+)
+
+usage() {
+  sed -n '2,6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+install_missing() {
+  local missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "dev.sh: installing missing Debian packages: ${missing[*]}"
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "dev.sh: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+    sudo=(sudo)
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -q
+  "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+configure() {
+  local launcher=()
+  command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+  cmake -S "$here" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DUBROKER_WERROR=ON "${launcher[@]}" "$@" >/dev/null
+}
+
+jobs=$(nproc 2>/dev/null || echo 2)
+
+case "${1:-}" in
+  run)
+    shift
+    [ "${1:-}" = "--" ] && shift
+    install_missing
+    configure
+    cmake --build "$build_dir" --target brokerd -j "$jobs"
+    exec "$build_dir/broker/brokerd" "$@"
+    ;;
+  test)
+    install_missing
+    configure
+    cmake --build "$build_dir" -j "$jobs"
+    cd "$build_dir"
+    exec ctest --output-on-failure --timeout 300 -j "$jobs"
+    ;;
+  -h|--help|help)
+    usage
+    ;;
+  *)
+    usage >&2
+    exit 2
+    ;;
+esac
