@@ -1,0 +1,151 @@
+// The public Client and Subscription: thin handles over ClientCore.
+#include "ubroker/client.hpp"
+
+#include <cstdlib>
+#include <fmt/format.h>
+
+#include "client_core.hpp"
+#include "handshake.hpp"
+#include "ubroker/proto/socket_address.hpp"
+
+namespace ubroker {
+namespace {
+
+std::unexpected<Error> closed() { return std::unexpected(Error{Errc::kNotConnected, "the client is closed"}); }
+
+}  // namespace
+
+std::string_view to_string(Errc code) noexcept {
+  switch (code) {
+    case Errc::kProtocolError: return "PROTOCOL_ERROR";
+    case Errc::kUnsupportedVersion: return "UNSUPPORTED_VERSION";
+    case Errc::kHandshakeTimeout: return "HANDSHAKE_TIMEOUT";
+    case Errc::kFrameTooLarge: return "FRAME_TOO_LARGE";
+    case Errc::kInvalidTopic: return "INVALID_TOPIC";
+    case Errc::kInvalidPattern: return "INVALID_PATTERN";
+    case Errc::kReservedTopic: return "RESERVED_TOPIC";
+    case Errc::kDuplicateSubscription: return "DUPLICATE_SUBSCRIPTION";
+    case Errc::kUnknownSubscription: return "UNKNOWN_SUBSCRIPTION";
+    case Errc::kLimitExceeded: return "LIMIT_EXCEEDED";
+    case Errc::kSlowConsumer: return "SLOW_CONSUMER";
+    case Errc::kShuttingDown: return "SHUTTING_DOWN";
+    case Errc::kPermissionDenied: return "PERMISSION_DENIED";
+    case Errc::kFdError: return "FD_ERROR";
+    case Errc::kConnectFailed: return "CONNECT_FAILED";
+    case Errc::kNotConnected: return "NOT_CONNECTED";
+    case Errc::kTimeout: return "TIMEOUT";
+    case Errc::kInvalidArgument: return "INVALID_ARGUMENT";
+  }
+  return "UNKNOWN";
+}
+
+Result<Client> Client::connect(ConnectOptions options) {
+  if (options.address.empty()) {
+    if (const char* fd = std::getenv("UBROKER_FD"); fd != nullptr && *fd != '\0') {
+      char* end = nullptr;
+      const long n = std::strtol(fd, &end, 10);
+      if (*end != '\0' || n < 0 || n > 1 << 24) {
+        return std::unexpected(Error{Errc::kInvalidArgument, fmt::format("UBROKER_FD='{}' is not an fd number", fd)});
+      }
+      return adopt(shm::UniqueFd(static_cast<int>(n)), std::move(options));
+    }
+    options.address = proto::default_socket_path();
+  }
+  auto fd = detail::connect_socket(options.address, options.timeout);
+  if (!fd) return std::unexpected(fd.error());
+  return adopt(std::move(*fd), std::move(options));
+}
+
+Result<Client> Client::adopt(shm::UniqueFd connected, ConnectOptions options) {
+  if (auto ok = detail::check_adopted(connected); !ok) return std::unexpected(ok.error());
+  auto welcomed = detail::handshake(connected, options.name, options.timeout);
+  if (!welcomed) return std::unexpected(welcomed.error());
+  auto core = std::make_shared<detail::ClientCore>(std::move(options), std::move(connected), welcomed->client_id,
+                                                   std::move(welcomed->limits), std::move(welcomed->leftover));
+  core->start();
+  return Client(std::move(core));
+}
+
+Client::Client(std::shared_ptr<detail::ClientCore> core) : core_(std::move(core)) {}
+Client::Client(Client&&) noexcept = default;
+Client& Client::operator=(Client&& other) noexcept {
+  if (this != &other) {
+    close();
+    core_ = std::move(other.core_);
+  }
+  return *this;
+}
+Client::~Client() { close(); }
+
+void Client::close() {
+  if (core_) core_->close();
+}
+
+Result<void> Client::publish(std::string_view topic, std::span<const std::byte> payload) {
+  if (!core_) return closed();
+  return core_->publish(topic, payload);
+}
+
+Result<void> Client::publish(std::string_view topic, std::string_view text) {
+  return publish(topic, std::as_bytes(std::span(text.data(), text.size())));
+}
+
+Result<Subscription> Client::subscribe(std::string_view pattern, Handler handler, SubscribeOptions options) {
+  if (!core_) return closed();
+  if (!handler) return std::unexpected(Error{Errc::kInvalidArgument, "subscribe: empty handler"});
+  return core_->subscribe(pattern, std::move(handler), options);
+}
+
+Result<Subscription> Client::subscribe(std::string_view pattern, SubscribeOptions options) {
+  if (!core_) return closed();
+  return core_->subscribe(pattern, nullptr, options);
+}
+
+Result<Message> Client::receive(std::chrono::milliseconds timeout) {
+  if (!core_) return closed();
+  return core_->receive(timeout);
+}
+
+Result<void> Client::flush(std::chrono::milliseconds timeout) {
+  if (!core_) return closed();
+  return core_->flush(timeout);
+}
+
+std::uint64_t Client::id() const noexcept { return core_ ? core_->id() : 0; }
+bool Client::connected() const noexcept { return core_ && core_->connected(); }
+std::optional<Error> Client::disconnect_reason() const {
+  if (!core_) return Error{Errc::kNotConnected, "the client is closed"};
+  return core_->disconnect_reason();
+}
+
+// ---- Subscription ------------------------------------------------------------------------
+
+Subscription::Subscription(std::shared_ptr<detail::ClientCore> core, std::shared_ptr<detail::SubState> state)
+    : core_(std::move(core)), state_(std::move(state)) {}
+Subscription::Subscription(Subscription&&) noexcept = default;
+Subscription& Subscription::operator=(Subscription&& other) noexcept {
+  if (this != &other) {
+    if (active()) (void)unsubscribe();
+    core_ = std::move(other.core_);
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+Subscription::~Subscription() {
+  if (active()) (void)unsubscribe();
+}
+
+std::uint64_t Subscription::id() const noexcept { return state_ ? state_->id : 0; }
+bool Subscription::active() const noexcept { return state_ && state_->active.load(); }
+std::uint64_t Subscription::dropped() const noexcept { return state_ ? state_->dropped.load() : 0; }
+
+Result<std::uint64_t> Subscription::unsubscribe(std::chrono::milliseconds timeout) {
+  if (!state_ || !core_) return std::unexpected(Error{Errc::kUnknownSubscription, "not subscribed"});
+  if (!core_->connected()) {
+    state_->active = false;
+    return state_->dropped.load();
+  }
+  return core_->unsubscribe(*state_, timeout);
+}
+
+}  // namespace ubroker

@@ -1,0 +1,300 @@
+// ClientCore: lifecycle, the write path, and the calls that wait for the broker's answers.
+// The read path is in client_reader.cpp.
+#include "client_core.hpp"
+
+#include <sys/socket.h>
+
+#include <asio/post.hpp>
+#include <cstring>
+#include <fmt/format.h>
+
+#include "ubroker/proto/fd_socket.hpp"
+#include "ubroker/proto/frame_codec.hpp"
+#include "ubroker/proto/topic.hpp"
+
+namespace ubroker::detail {
+namespace {
+
+Error not_connected(const std::optional<Error>& why) {
+  if (why) return {Errc::kNotConnected, fmt::format("not connected: {}", why->message)};
+  return {Errc::kNotConnected, "not connected"};
+}
+
+std::chrono::steady_clock::time_point deadline_after(std::chrono::milliseconds timeout) {
+  const auto now = std::chrono::steady_clock::now();
+  return timeout >= std::chrono::hours(24 * 365) ? std::chrono::steady_clock::time_point::max() : now + timeout;
+}
+
+}  // namespace
+
+ClientCore::ClientCore(ConnectOptions options, shm::UniqueFd fd, std::uint64_t client_id, wire::Limits limits,
+                       std::vector<std::byte> leftover)
+    : options_(std::move(options)),
+      client_id_(client_id),
+      limits_(std::move(limits)),
+      fd_(fd.get()),
+      own_io_(options_.io ? nullptr : std::make_unique<asio::io_context>(1)),
+      io_(options_.io ? *options_.io : *own_io_),
+      socket_(io_, asio::local::stream_protocol(), fd.release()),
+      rbuf_(std::max<std::size_t>(256 * 1024, limits_.max_frame_bytes() + proto::kPrefixSize)) {
+  std::memcpy(rbuf_.data(), leftover.data(), leftover.size());
+  rend_ = leftover.size();
+}
+
+ClientCore::~ClientCore() {
+  close();
+  if (thread_.joinable()) {
+    if (thread_.get_id() == std::this_thread::get_id()) {
+      thread_.detach();  // the last reference went away in a callback; the thread ends on its own
+    } else {
+      thread_.join();
+    }
+  }
+}
+
+void ClientCore::start() {
+  asio::post(io_, [self = shared_from_this()] { self->on_readable(); });
+  if (own_io_) {
+    // No work guard: run() returns once the connection has failed or closed and every
+    // pending wait has completed, which releases the handlers' references to this core.
+    thread_ = std::thread([this] { own_io_->run(); });
+  }
+}
+
+void ClientCore::close() {
+  fail(Error{Errc::kNotConnected, "closed by the application"});
+  if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+}
+
+bool ClientCore::on_io_thread() const { return io_.get_executor().running_in_this_thread(); }
+
+std::optional<Error> ClientCore::disconnect_reason() const {
+  std::lock_guard lk(state_mu_);
+  return disconnect_reason_;
+}
+
+void ClientCore::fail(Error why) {
+  {
+    std::lock_guard lk(state_mu_);
+    if (!connected_.exchange(false)) return;
+    disconnect_reason_ = std::move(why);
+    for (auto& [seq, a] : answers_) {
+      if (!a.done) {
+        a.done = true;
+        a.error = not_connected(disconnect_reason_);
+      }
+    }
+  }
+  // Wakes every thread blocked on this connection; the fd itself is closed in the destructor.
+  ::shutdown(fd_, SHUT_RDWR);
+  answer_cv_.notify_all();
+  { std::lock_guard lk(write_mu_); }
+  write_cv_.notify_all();
+  { std::lock_guard lk(queue_mu_); }
+  queue_cv_.notify_all();
+}
+
+// ---- writing ------------------------------------------------------------------------------
+
+Result<void> ClientCore::send_frame(const wire::Header& h, std::span<const std::byte> payload) {
+  const std::size_t head = proto::frame_head_size(h);
+  if (head - proto::kPrefixSize + payload.size() > limits_.max_frame_bytes()) {
+    return std::unexpected(Error{Errc::kFrameTooLarge, fmt::format("message of {} bytes exceeds the broker's frame limit of {} bytes",
+                                                                   payload.size(), limits_.max_frame_bytes())});
+  }
+  std::unique_lock lk(write_mu_);
+  // Lossless backpressure: wait while too much is unsent (never on the I/O thread, which
+  // is the one that drains it; there the bound is enforced by pausing reads instead).
+  if (pending_.size() >= options_.max_pending_bytes && !on_io_thread()) {
+    write_cv_.wait(lk, [&] { return pending_.size() < options_.max_pending_bytes || !connected(); });
+  }
+  if (!connected()) {
+    lk.unlock();
+    return std::unexpected(not_connected(disconnect_reason()));
+  }
+  const std::size_t at = pending_.size();
+  pending_.resize(at + head + payload.size());
+  proto::write_frame_head(pending_.data() + at, h, payload.size());
+  if (!payload.empty()) std::memcpy(pending_.data() + at + head, payload.data(), payload.size());
+  if (writer_active_) return {};
+  writer_active_ = true;
+  lk.unlock();
+  drive_writes();
+  return {};
+}
+
+void ClientCore::drive_writes() {
+  for (;;) {
+    {
+      std::lock_guard lk(write_mu_);
+      if (sending_off_ == sending_.size()) {
+        sending_.clear();
+        sending_off_ = 0;
+        if (pending_.empty() || !connected()) {
+          writer_active_ = false;
+          if (read_paused_for_writes_) {
+            read_paused_for_writes_ = false;
+            asio::post(io_, [self = shared_from_this()] { self->on_readable(); });
+          }
+          return;
+        }
+        sending_.swap(pending_);
+        write_cv_.notify_all();
+      }
+    }
+    const iovec iov{.iov_base = sending_.data() + sending_off_, .iov_len = sending_.size() - sending_off_};
+    auto sent = proto::send(fd_, std::span(&iov, 1));
+    if (sent) {
+      sending_off_ += *sent;
+      continue;
+    }
+    if (proto::would_block(sent.error())) {
+      wait_writable();  // the I/O thread stays the writer until the batch is out
+      return;
+    }
+    fail(Error{Errc::kNotConnected, fmt::format("write to broker failed: {}", sent.error().message())});
+    std::lock_guard lk(write_mu_);
+    writer_active_ = false;
+    return;
+  }
+}
+
+void ClientCore::wait_writable() {
+  asio::post(io_, [self = shared_from_this()] {
+    self->socket_.async_wait(asio::local::stream_protocol::socket::wait_write, [self](const std::error_code& ec) {
+      if (ec) {
+        self->fail(Error{Errc::kNotConnected, fmt::format("waiting to write: {}", ec.message())});
+        std::lock_guard lk(self->write_mu_);
+        self->writer_active_ = false;
+        return;
+      }
+      self->drive_writes();
+    });
+  });
+}
+
+// ---- calls -------------------------------------------------------------------------------
+
+Result<void> ClientCore::publish(std::string_view topic, std::span<const std::byte> payload) {
+  if (const char* why = proto::check_topic(topic)) {
+    return std::unexpected(Error{Errc::kInvalidTopic, fmt::format("invalid topic '{}': {}", topic, why)});
+  }
+  if (proto::is_reserved(topic)) {
+    return std::unexpected(Error{Errc::kReservedTopic, fmt::format("'{}' is reserved for the broker", topic)});
+  }
+  thread_local wire::Header h;
+  h.set_type(wire::PUBLISH);
+  h.set_topic(topic.data(), topic.size());
+  return send_frame(h, payload);
+}
+
+Result<Answer> ClientCore::request(wire::Header& h, std::chrono::milliseconds timeout, bool wait) {
+  std::uint64_t seq;
+  {
+    std::lock_guard lk(state_mu_);
+    seq = next_seq_++;
+    answers_[seq] = Answer{};
+  }
+  h.set_seq(seq);
+  auto forget = [&] {
+    std::lock_guard lk(state_mu_);
+    answers_.erase(seq);
+  };
+  if (auto sent = send_frame(h, {}); !sent) {
+    forget();
+    return std::unexpected(sent.error());
+  }
+  if (!wait) {
+    forget();  // the answer is dropped when it comes
+    return Answer{.done = true, .error = std::nullopt, .dropped = 0};
+  }
+  std::unique_lock lk(state_mu_);
+  const bool done = answer_cv_.wait_until(lk, deadline_after(timeout), [&] { return answers_[seq].done; });
+  Answer a = std::move(answers_[seq]);
+  answers_.erase(seq);
+  if (!done) return std::unexpected(Error{Errc::kTimeout, "timed out waiting for the broker's answer"});
+  if (a.error) return std::unexpected(*a.error);
+  return a;
+}
+
+Result<Subscription> ClientCore::subscribe(std::string_view pattern, Client::Handler handler,
+                                           const SubscribeOptions& options) {
+  if (const char* why = proto::check_pattern(pattern)) {
+    return std::unexpected(Error{Errc::kInvalidPattern, fmt::format("invalid pattern '{}': {}", pattern, why)});
+  }
+  auto state = std::make_shared<SubState>();
+  state->handler = std::move(handler);
+  {
+    std::lock_guard lk(state_mu_);
+    state->id = next_sub_id_++;
+    subs_.emplace(state->id, state);
+  }
+  wire::Header h;
+  h.set_type(wire::SUBSCRIBE);
+  h.set_topic(pattern.data(), pattern.size());
+  h.add_sub_ids(state->id);
+  h.set_group(options.group);
+  h.set_overflow(options.overflow == Overflow::kDrop ? wire::DROP : wire::BLOCK);
+  auto answer = request(h, options_.timeout, !on_io_thread());
+  if (!answer) {
+    std::lock_guard lk(state_mu_);
+    subs_.erase(state->id);
+    return std::unexpected(answer.error());
+  }
+  return Subscription(shared_from_this(), std::move(state));
+}
+
+Result<std::uint64_t> ClientCore::unsubscribe(SubState& state, std::chrono::milliseconds timeout) {
+  if (!state.active.exchange(false)) {
+    return std::unexpected(Error{Errc::kUnknownSubscription, "already unsubscribed"});
+  }
+  wire::Header h;
+  h.set_type(wire::UNSUBSCRIBE);
+  h.add_sub_ids(state.id);
+  const bool wait = !on_io_thread();
+  auto answer = request(h, timeout, wait);
+  if (!wait || !answer) {
+    // The broker's ACK (if any) removes the entry; without a connection nothing will come.
+    std::lock_guard lk(state_mu_);
+    if (!wait && answer) {
+      unsubscribing_[h.seq()] = state.id;
+    } else {
+      subs_.erase(state.id);
+    }
+  } else {
+    std::lock_guard lk(state_mu_);
+    subs_.erase(state.id);
+  }
+  if (!answer) return std::unexpected(answer.error());
+  if (wait) state.dropped.store(answer->dropped, std::memory_order_relaxed);
+  return state.dropped.load(std::memory_order_relaxed);
+}
+
+Result<void> ClientCore::flush(std::chrono::milliseconds timeout) {
+  if (on_io_thread()) return std::unexpected(Error{Errc::kInvalidArgument, "flush() cannot wait on the I/O thread"});
+  wire::Header h;
+  h.set_type(wire::PING);
+  auto answer = request(h, timeout, true);
+  if (!answer) return std::unexpected(answer.error());
+  return {};
+}
+
+Result<Message> ClientCore::receive(std::chrono::milliseconds timeout) {
+  if (on_io_thread()) return std::unexpected(Error{Errc::kInvalidArgument, "receive() cannot wait on the I/O thread"});
+  std::unique_lock lk(queue_mu_);
+  const bool ready = queue_cv_.wait_until(lk, deadline_after(timeout), [&] { return !queue_.empty() || !connected(); });
+  if (queue_.empty()) {
+    lk.unlock();
+    if (!ready) return std::unexpected(Error{Errc::kTimeout, "no message within the timeout"});
+    return std::unexpected(not_connected(disconnect_reason()));
+  }
+  Message m = std::move(queue_.front());
+  queue_.pop_front();
+  if (read_paused_for_queue_ && queue_.size() <= options_.receive_queue / 2) {
+    read_paused_for_queue_ = false;
+    asio::post(io_, [self = shared_from_this()] { self->on_readable(); });
+  }
+  return m;
+}
+
+}  // namespace ubroker::detail

@@ -1,0 +1,126 @@
+// ClientCore: the shared state behind Client and its Subscriptions.
+//
+// Writing: any thread appends encoded frames to `pending_` under write_mu_. The first thread
+// to find no active writer becomes it and sends inline (lowest latency); frames appended by
+// others meanwhile go out in the same batch. On EAGAIN the I/O thread takes over the
+// writer role and waits for writability. Only the active writer touches `sending_`.
+//
+// Reading: only the I/O thread reads, splits frames and dispatches them: deliveries to
+// callbacks or the receive queue, answers (ACK/PONG/ERROR with a seq) to waiting callers.
+//
+// Lifetime: shared by Client, Subscriptions and pending I/O handlers; the socket fd is
+// closed in the destructor, when no thread can be using it (close() only shuts it down).
+#pragma once
+
+#include <asio/io_context.hpp>
+#include <asio/local/stream_protocol.hpp>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "ubroker.pb.h"
+#include "ubroker/client.hpp"
+
+namespace ubroker::detail {
+
+struct SubState {
+  std::uint64_t id = 0;
+  Client::Handler handler;  // empty: messages go to the receive queue
+  std::atomic<std::uint64_t> dropped{0};
+  std::atomic<bool> active{true};
+};
+
+// The broker's answer to one request (SUBSCRIBE, UNSUBSCRIBE, PING).
+struct Answer {
+  bool done = false;
+  std::optional<Error> error;
+  std::uint64_t dropped = 0;
+};
+
+class ClientCore : public std::enable_shared_from_this<ClientCore> {
+ public:
+  ClientCore(ConnectOptions options, shm::UniqueFd fd, std::uint64_t client_id, wire::Limits limits,
+             std::vector<std::byte> leftover);
+  ~ClientCore();
+  ClientCore(const ClientCore&) = delete;
+  ClientCore& operator=(const ClientCore&) = delete;
+
+  void start();  // begins reading (and starts the own I/O thread)
+  void close();
+
+  Result<void> publish(std::string_view topic, std::span<const std::byte> payload);
+  Result<Subscription> subscribe(std::string_view pattern, Client::Handler handler, const SubscribeOptions& options);
+  Result<std::uint64_t> unsubscribe(SubState& state, std::chrono::milliseconds timeout);
+  Result<Message> receive(std::chrono::milliseconds timeout);
+  Result<void> flush(std::chrono::milliseconds timeout);
+
+  [[nodiscard]] std::uint64_t id() const noexcept { return client_id_; }
+  [[nodiscard]] bool connected() const noexcept { return connected_.load(std::memory_order_acquire); }
+  [[nodiscard]] std::optional<Error> disconnect_reason() const;
+
+ private:
+  [[nodiscard]] bool on_io_thread() const;
+  // Encodes one frame into pending_ and sends it (or leaves it to the active writer).
+  Result<void> send_frame(const wire::Header& h, std::span<const std::byte> payload);
+  void drive_writes();
+  void wait_writable();
+  // Sends a request frame and (off the I/O thread) waits for its answer.
+  Result<Answer> request(wire::Header& h, std::chrono::milliseconds timeout, bool wait);
+
+  void start_read();
+  void on_readable();
+  void dispatch(const wire::Header& h, std::span<const std::byte> payload);
+  void deliver(const wire::Header& h, std::span<const std::byte> payload);
+  void answer(const wire::Header& h);
+  void fail(Error why);
+
+  ConnectOptions options_;
+  const std::uint64_t client_id_;
+  const wire::Limits limits_;
+  const int fd_;  // owned by socket_, valid until the destructor
+  std::unique_ptr<asio::io_context> own_io_;
+  asio::io_context& io_;
+  asio::local::stream_protocol::socket socket_;
+  std::thread thread_;
+  std::atomic<bool> connected_{true};
+
+  // Write side.
+  std::mutex write_mu_;
+  std::condition_variable write_cv_;  // pending_ drained below the bound, or disconnected
+  std::vector<std::byte> pending_;
+  std::vector<std::byte> sending_;    // the active writer's batch
+  std::size_t sending_off_ = 0;
+  bool writer_active_ = false;
+  bool read_paused_for_writes_ = false;  // I/O thread stopped reading: too much unsent
+
+  // Read side (I/O thread only).
+  std::vector<std::byte> rbuf_;
+  std::size_t rbegin_ = 0;
+  std::size_t rend_ = 0;
+  wire::Header rheader_;
+  bool read_paused_for_queue_ = false;  // guarded by queue_mu_
+
+  // Subscriptions and outstanding requests.
+  mutable std::mutex state_mu_;
+  std::condition_variable answer_cv_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<SubState>> subs_;
+  std::unordered_map<std::uint64_t, Answer> answers_;                // by seq
+  std::unordered_map<std::uint64_t, std::uint64_t> unsubscribing_;   // seq -> sub id
+  std::optional<Error> disconnect_reason_;
+  std::uint64_t next_sub_id_ = 1;
+  std::uint64_t next_seq_ = 1;
+
+  // Messages for receive().
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;
+  std::deque<Message> queue_;
+};
+
+}  // namespace ubroker::detail

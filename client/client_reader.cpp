@@ -1,0 +1,165 @@
+// ClientCore's read path, on the I/O thread only: read, split frames, dispatch.
+#include <asio/post.hpp>
+#include <cstdio>
+#include <cstring>
+#include <fmt/format.h>
+
+#include "client_core.hpp"
+#include "ubroker/proto/fd_socket.hpp"
+#include "ubroker/proto/frame_codec.hpp"
+
+namespace ubroker::detail {
+
+void ClientCore::start_read() {
+  socket_.async_wait(asio::local::stream_protocol::socket::wait_read,
+                     [self = shared_from_this()](const std::error_code& ec) {
+                       if (ec) {
+                         self->fail(Error{Errc::kNotConnected, fmt::format("waiting to read: {}", ec.message())});
+                         return;
+                       }
+                       self->on_readable();
+                     });
+}
+
+void ClientCore::on_readable() {
+  const proto::FrameLimits limits{.max_frame = limits_.max_frame_bytes() + 1024};
+  std::vector<shm::UniqueFd> fds;
+  for (;;) {
+    if (!connected()) return;
+    // Dispatch every complete frame buffered.
+    for (;;) {
+      auto split = proto::split_frame({rbuf_.data() + rbegin_, rend_ - rbegin_}, limits);
+      if (!split) {
+        fail(Error{Errc::kProtocolError, fmt::format("bad frame from the broker: {}", proto::describe(split.error()))});
+        return;
+      }
+      if (!split->complete) break;
+      if (auto p = proto::parse_header(split->header, rheader_); !p) {
+        fail(Error{Errc::kProtocolError, fmt::format("bad frame from the broker: {}", proto::describe(p.error()))});
+        return;
+      }
+      dispatch(rheader_, split->payload);
+      rbegin_ += split->frame_size;
+      if (!connected()) return;
+    }
+    if (rbegin_ == rend_) rbegin_ = rend_ = 0;
+    // Flow control: stop reading while the application has not caught up.
+    {
+      std::lock_guard lk(queue_mu_);
+      if (queue_.size() >= options_.receive_queue) {
+        read_paused_for_queue_ = true;
+        return;  // receive() resumes us
+      }
+    }
+    {
+      std::lock_guard lk(write_mu_);
+      if (pending_.size() >= options_.max_pending_bytes && writer_active_) {
+        read_paused_for_writes_ = true;
+        return;  // drive_writes() resumes us
+      }
+    }
+    if (rbuf_.size() - rend_ < 16 * 1024) {
+      std::memmove(rbuf_.data(), rbuf_.data() + rbegin_, rend_ - rbegin_);
+      rend_ -= rbegin_;
+      rbegin_ = 0;
+    }
+    auto got = proto::receive(fd_, {rbuf_.data() + rend_, rbuf_.size() - rend_}, fds);
+    if (!got) {
+      if (proto::would_block(got.error())) {
+        start_read();
+        return;
+      }
+      fail(Error{Errc::kNotConnected, fmt::format("read from broker failed: {}", got.error().message())});
+      return;
+    }
+    if (!fds.empty()) {
+      fail(Error{Errc::kFdError, "the broker sent unexpected file descriptors"});
+      return;
+    }
+    if (got->eof) {
+      fail(Error{Errc::kNotConnected, "the broker closed the connection"});
+      return;
+    }
+    rend_ += got->bytes;
+  }
+}
+
+void ClientCore::dispatch(const wire::Header& h, std::span<const std::byte> payload) {
+  switch (h.type()) {
+    case wire::DELIVER:
+      deliver(h, payload);
+      return;
+    case wire::ACK:
+    case wire::PONG:
+      answer(h);
+      return;
+    case wire::ERROR:
+      if (h.error().fatal()) {
+        fail(Error{static_cast<Errc>(h.error().code()), h.error().message()});
+        return;
+      }
+      answer(h);
+      return;
+    default:
+      fail(Error{Errc::kProtocolError, fmt::format("unexpected {} frame from the broker", wire::FrameType_Name(h.type()))});
+  }
+}
+
+void ClientCore::deliver(const wire::Header& h, std::span<const std::byte> payload) {
+  MessageView view{.topic = h.topic(),
+                   .payload = payload,
+                   .sender = {.client_id = h.sender_id(), .uid = h.sender_uid(), .pid = h.sender_pid()},
+                   .subscription = 0,
+                   .dropped_before = 0};
+  for (int i = 0; i < h.sub_ids_size(); ++i) {
+    SubState* sub = nullptr;
+    {
+      std::lock_guard lk(state_mu_);
+      if (auto it = subs_.find(h.sub_ids(i)); it != subs_.end()) sub = it->second.get();
+    }
+    // Entries are erased only on this thread or after the broker's ACK, so `sub` stays valid.
+    if (sub == nullptr) continue;
+    view.subscription = sub->id;
+    view.dropped_before = i < h.dropped_size() ? h.dropped(i) : 0;
+    if (view.dropped_before != 0) sub->dropped.fetch_add(view.dropped_before, std::memory_order_relaxed);
+    if (!sub->active.load(std::memory_order_acquire)) continue;
+    if (sub->handler) {
+      sub->handler(view);
+    } else {
+      std::lock_guard lk(queue_mu_);
+      queue_.emplace_back(view);
+      queue_cv_.notify_one();
+    }
+  }
+}
+
+void ClientCore::answer(const wire::Header& h) {
+  {
+    std::lock_guard lk(state_mu_);
+    if (auto u = unsubscribing_.find(h.seq()); u != unsubscribing_.end()) {
+      subs_.erase(u->second);
+      unsubscribing_.erase(u);
+    }
+    auto it = answers_.find(h.seq());
+    if (it == answers_.end()) {
+      // Nobody waits (a publish, or a request made on the I/O thread): report it.
+      if (h.type() == wire::ERROR) {
+        const Error e{static_cast<Errc>(h.error().code()), h.error().message()};
+        if (options_.on_error) {
+          options_.on_error(e);
+        } else {
+          std::fprintf(stderr, "ubroker: broker refused a request: %s (%s)\n", e.message.c_str(),
+                       std::string(to_string(e.code)).c_str());
+        }
+      }
+      return;
+    }
+    Answer& a = it->second;
+    a.done = true;
+    if (h.type() == wire::ERROR) a.error = Error{static_cast<Errc>(h.error().code()), h.error().message()};
+    if (h.dropped_size() > 0) a.dropped = h.dropped(0);
+  }
+  answer_cv_.notify_all();
+}
+
+}  // namespace ubroker::detail

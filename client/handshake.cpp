@@ -1,0 +1,140 @@
+// connect(2) and the handshake with poll(2) deadlines; errors name the address and the reason.
+#include "handshake.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <cstring>
+#include <fmt/format.h>
+#include <thread>
+
+#include "ubroker/proto/fd_socket.hpp"
+#include "ubroker/proto/frame_codec.hpp"
+#include "ubroker/proto/socket_address.hpp"
+
+namespace ubroker::detail {
+namespace {
+
+using Deadline = std::chrono::steady_clock::time_point;
+
+Error connect_error(const std::string& address, int err) {
+  std::string why;
+  switch (err) {
+    case ENOENT: why = "no such file (is brokerd running?)"; break;
+    case ECONNREFUSED: why = "connection refused (nothing listening; a stale socket?)"; break;
+    case EACCES: why = "permission denied"; break;
+    default: why = std::strerror(err);
+  }
+  return {Errc::kConnectFailed, fmt::format("cannot connect to broker at {}: {}", address, why)};
+}
+
+// Waits until fd is ready for `events` or the deadline passes.
+Result<void> wait_for(int fd, short events, Deadline deadline, const char* what) {
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return std::unexpected(Error{Errc::kTimeout, fmt::format("timed out {}", what)});
+    pollfd p{.fd = fd, .events = events, .revents = 0};
+    const int n = ::poll(&p, 1, static_cast<int>(std::min<std::int64_t>(left.count(), 1 << 30)));
+    if (n > 0) return {};
+    if (n < 0 && errno != EINTR) {
+      return std::unexpected(Error{Errc::kConnectFailed, fmt::format("poll: {}", std::strerror(errno))});
+    }
+  }
+}
+
+Deadline deadline_after(std::chrono::milliseconds timeout) {
+  const auto now = std::chrono::steady_clock::now();
+  return timeout >= std::chrono::hours(24 * 365) ? Deadline::max() : now + timeout;
+}
+
+}  // namespace
+
+Result<shm::UniqueFd> connect_socket(const std::string& address, std::chrono::milliseconds timeout) {
+  auto addr = proto::make_socket_address(address);
+  if (!addr) return std::unexpected(Error{Errc::kInvalidArgument, addr.error()});
+  shm::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) return std::unexpected(Error{Errc::kConnectFailed, fmt::format("socket: {}", std::strerror(errno))});
+  const Deadline deadline = deadline_after(timeout);
+  for (;;) {
+    if (shm::retry_eintr([&] { return ::connect(fd.get(), addr->get(), addr->len); }) == 0) return fd;
+    // AF_UNIX says EAGAIN when the listen backlog is full: retry until the deadline.
+    if (errno != EAGAIN) return std::unexpected(connect_error(address, errno));
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return std::unexpected(Error{Errc::kTimeout, fmt::format("timed out connecting to {} (backlog full)", address)});
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+Result<void> check_adopted(const shm::UniqueFd& fd) {
+  int type = 0;
+  socklen_t len = sizeof(type);
+  sockaddr_storage local{};
+  socklen_t local_len = sizeof(local);
+  if (::getsockopt(fd.get(), SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM ||
+      ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &local_len) != 0 || local.ss_family != AF_UNIX) {
+    return std::unexpected(Error{Errc::kInvalidArgument, fmt::format("fd {} is not a connected AF_UNIX stream socket", fd.get())});
+  }
+  const int flags = ::fcntl(fd.get(), F_GETFL);
+  if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK) != 0 || ::fcntl(fd.get(), F_SETFD, FD_CLOEXEC) != 0) {
+    return std::unexpected(Error{Errc::kInvalidArgument, fmt::format("fcntl on fd {}: {}", fd.get(), std::strerror(errno))});
+  }
+  return {};
+}
+
+Result<Welcomed> handshake(const shm::UniqueFd& fd, const std::string& name, std::chrono::milliseconds timeout) {
+  const Deadline deadline = deadline_after(timeout);
+  wire::Header hello;
+  hello.set_type(wire::HELLO);
+  hello.mutable_hello()->set_protocol_version(proto::kProtocolVersion);
+  hello.mutable_hello()->set_client_name(name);
+  std::vector<std::byte> out(proto::frame_head_size(hello));
+  proto::write_frame_head(out.data(), hello, 0);
+  for (std::size_t off = 0; off < out.size();) {
+    const iovec iov{.iov_base = out.data() + off, .iov_len = out.size() - off};
+    auto sent = proto::send(fd.get(), std::span(&iov, 1));
+    if (sent) {
+      off += *sent;
+    } else if (proto::would_block(sent.error())) {
+      if (auto w = wait_for(fd.get(), POLLOUT, deadline, "sending HELLO"); !w) return std::unexpected(w.error());
+    } else {
+      return std::unexpected(Error{Errc::kConnectFailed, fmt::format("sending HELLO: {}", sent.error().message())});
+    }
+  }
+
+  std::vector<std::byte> in(64 * 1024);
+  std::size_t have = 0;
+  std::vector<shm::UniqueFd> fds;
+  const proto::FrameLimits limits{.max_frame = 64 * 1024};
+  for (;;) {
+    auto split = proto::split_frame({in.data(), have}, limits);
+    if (!split) return std::unexpected(Error{Errc::kProtocolError, fmt::format("bad answer to HELLO: {}", proto::describe(split.error()))});
+    if (split->complete) {
+      wire::Header h;
+      if (auto p = proto::parse_header(split->header, h); !p) {
+        return std::unexpected(Error{Errc::kProtocolError, fmt::format("bad answer to HELLO: {}", proto::describe(p.error()))});
+      }
+      if (h.type() == wire::ERROR) {
+        return std::unexpected(Error{static_cast<Errc>(h.error().code()), h.error().message()});
+      }
+      if (h.type() != wire::WELCOME || !h.has_welcome()) {
+        return std::unexpected(Error{Errc::kProtocolError, "the broker answered HELLO with something other than WELCOME"});
+      }
+      Welcomed w{.client_id = h.welcome().client_id(), .limits = h.welcome().limits(), .leftover = {}};
+      w.leftover.assign(in.begin() + static_cast<std::ptrdiff_t>(split->frame_size), in.begin() + static_cast<std::ptrdiff_t>(have));
+      return w;
+    }
+    auto got = proto::receive(fd.get(), {in.data() + have, in.size() - have}, fds);
+    if (got && got->eof) return std::unexpected(Error{Errc::kConnectFailed, "the broker closed the connection during the handshake"});
+    if (got) {
+      have += got->bytes;
+    } else if (proto::would_block(got.error())) {
+      if (auto w = wait_for(fd.get(), POLLIN, deadline, "waiting for WELCOME"); !w) return std::unexpected(w.error());
+    } else {
+      return std::unexpected(Error{Errc::kConnectFailed, fmt::format("reading WELCOME: {}", got.error().message())});
+    }
+  }
+}
+
+}  // namespace ubroker::detail

@@ -1,0 +1,31 @@
+// Connecting to a broker: the socket connect and the HELLO/WELCOME exchange, done
+// synchronously with a deadline before the client's I/O machinery starts. Any thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ubroker.pb.h"
+#include "ubroker/client.hpp"
+
+namespace ubroker::detail {
+
+struct Welcomed {
+  std::uint64_t client_id = 0;
+  wire::Limits limits;
+  std::vector<std::byte> leftover;  // bytes read past the WELCOME frame
+};
+
+// A connected, non-blocking, close-on-exec socket to `address` (a path or "@name").
+[[nodiscard]] Result<shm::UniqueFd> connect_socket(const std::string& address, std::chrono::milliseconds timeout);
+
+// Checks that `fd` is a connected AF_UNIX stream socket and makes it non-blocking.
+[[nodiscard]] Result<void> check_adopted(const shm::UniqueFd& fd);
+
+// Sends HELLO and waits for WELCOME (or the broker's Error).
+[[nodiscard]] Result<Welcomed> handshake(const shm::UniqueFd& fd, const std::string& name,
+                                         std::chrono::milliseconds timeout);
+
+}  // namespace ubroker::detail

@@ -1,0 +1,132 @@
+// ubroker::Client: a connection to a ubroker broker.
+//
+//   auto client = ubroker::Client::connect({.name = "thermostat"});
+//   if (!client) { /* client.error().message says why */ }
+//   auto sub = client->subscribe("sensors.*.temp", [](const ubroker::MessageView& m) { ... });
+//   client->publish("sensors.kitchen.temp", "21.5");
+//
+// Threads: every method may be called from any thread. By default the client runs its own
+// I/O thread, and subscription callbacks run on it, one at a time, in delivery order; with
+// ConnectOptions::io they run on the application's io_context instead. A callback may
+// publish and subscribe, but blocking calls (flush, receive, a subscribe or unsubscribe that
+// waits for the broker) must not be made from the I/O thread: there they do not wait.
+//
+// Flow control is lossless by default: when the broker holds this client back, publish()
+// blocks once ConnectOptions::max_pending_bytes are waiting to be sent.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "ubroker/error.hpp"
+#include "ubroker/message.hpp"
+#include "ubroker/shm/unique_fd.hpp"
+
+namespace asio {
+class io_context;
+}
+
+namespace ubroker {
+
+namespace detail {
+class ClientCore;
+struct SubState;
+}  // namespace detail
+
+inline constexpr std::chrono::milliseconds kForever = std::chrono::milliseconds::max();
+
+struct ConnectOptions {
+  // A socket path or "@name" (abstract). Empty: an inherited connected fd named by
+  // $UBROKER_FD if set, else $UBROKER_SOCKET, $XDG_RUNTIME_DIR/ubroker.sock or
+  // /run/ubroker/ubroker.sock.
+  std::string address;
+  std::string name;  // shown in the broker's logs and in brokerctl
+  std::chrono::milliseconds timeout{5000};  // connect and handshake
+  asio::io_context* io = nullptr;           // run I/O on this context instead of an own thread
+  std::size_t max_pending_bytes = 8u << 20;  // unsent bytes before publish() blocks
+  std::size_t receive_queue = 4096;          // messages held for receive() before reading pauses
+  // Errors the broker reports about earlier calls that had no one waiting (e.g. a publish it
+  // refused). Runs on the I/O thread. When empty, such errors are written to stderr.
+  std::function<void(const Error&)> on_error;
+};
+
+enum class Overflow {
+  kBlock,  // lossless: the broker holds publishers back while this subscriber is full
+  kDrop,   // the broker drops messages for this subscription while it is full, and counts them
+};
+
+struct SubscribeOptions {
+  std::string group;  // queue group: each message goes to one member of the group
+  Overflow overflow = Overflow::kBlock;
+};
+
+// A live subscription; unsubscribes when destroyed.
+class Subscription {
+ public:
+  Subscription() = default;
+  Subscription(Subscription&&) noexcept;
+  Subscription& operator=(Subscription&&) noexcept;
+  ~Subscription();
+
+  [[nodiscard]] std::uint64_t id() const noexcept;
+  [[nodiscard]] bool active() const noexcept;
+  // Messages the broker dropped for this subscription (DROP policy) as reported so far.
+  [[nodiscard]] std::uint64_t dropped() const noexcept;
+  // Ends the subscription; waits for the broker's acknowledgement (after which no callback
+  // runs) and returns the exact total of messages dropped for it.
+  Result<std::uint64_t> unsubscribe(std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
+ private:
+  friend class detail::ClientCore;
+  Subscription(std::shared_ptr<detail::ClientCore> core, std::shared_ptr<detail::SubState> state);
+  std::shared_ptr<detail::ClientCore> core_;
+  std::shared_ptr<detail::SubState> state_;
+};
+
+class Client {
+ public:
+  using Handler = std::function<void(const MessageView&)>;
+
+  // Connects and completes the handshake before returning.
+  [[nodiscard]] static Result<Client> connect(ConnectOptions options = {});
+  // Uses an already connected socket (e.g. inherited from a parent process).
+  [[nodiscard]] static Result<Client> adopt(shm::UniqueFd connected, ConnectOptions options = {});
+
+  Client(Client&&) noexcept;
+  Client& operator=(Client&&) noexcept;
+  ~Client();
+
+  Result<void> publish(std::string_view topic, std::span<const std::byte> payload);
+  Result<void> publish(std::string_view topic, std::string_view text);
+
+  // Messages go to `handler` on the I/O thread.
+  Result<Subscription> subscribe(std::string_view pattern, Handler handler, SubscribeOptions options = {});
+  // Messages wait for receive().
+  Result<Subscription> subscribe(std::string_view pattern, SubscribeOptions options = {});
+  // The next message of a subscription made without a handler.
+  Result<Message> receive(std::chrono::milliseconds timeout = kForever);
+
+  // Returns once the broker has processed everything this client sent before the call.
+  Result<void> flush(std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
+  // Closes the connection; pending calls fail with kNotConnected. Idempotent.
+  void close();
+
+  [[nodiscard]] std::uint64_t id() const noexcept;  // the client id the broker assigned
+  [[nodiscard]] bool connected() const noexcept;
+  // Why the connection ended (an error from the broker, EOF, ...), once it has.
+  [[nodiscard]] std::optional<Error> disconnect_reason() const;
+
+ private:
+  explicit Client(std::shared_ptr<detail::ClientCore> core);
+  std::shared_ptr<detail::ClientCore> core_;
+};
+
+}  // namespace ubroker

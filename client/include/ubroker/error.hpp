@@ -1,0 +1,45 @@
+// Errors of the ubroker client API: a code the program can act on and a sentence a person
+// can read. Codes 1..99 are the broker's (same numbers as ErrorCode in ubroker.proto);
+// 100+ arise in the client itself.
+#pragma once
+
+#include <expected>
+#include <string>
+#include <string_view>
+
+namespace ubroker {
+
+enum class Errc : int {
+  kProtocolError = 1,
+  kUnsupportedVersion = 2,
+  kHandshakeTimeout = 3,
+  kFrameTooLarge = 4,
+  kInvalidTopic = 5,
+  kInvalidPattern = 6,
+  kReservedTopic = 7,
+  kDuplicateSubscription = 8,
+  kUnknownSubscription = 9,
+  kLimitExceeded = 10,
+  kSlowConsumer = 11,
+  kShuttingDown = 12,
+  kPermissionDenied = 13,
+  kFdError = 14,
+
+  kConnectFailed = 100,    // no broker reachable at the address (the message says why)
+  kNotConnected = 101,     // the connection is closed (the message says why)
+  kTimeout = 102,          // the operation's deadline passed
+  kInvalidArgument = 103,  // the call's arguments are unusable
+};
+
+// The code's name, e.g. "SLOW_CONSUMER".
+[[nodiscard]] std::string_view to_string(Errc code) noexcept;
+
+struct Error {
+  Errc code;
+  std::string message;
+};
+
+template <class T>
+using Result = std::expected<T, Error>;
+
+}  // namespace ubroker
