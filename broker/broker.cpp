@@ -101,9 +101,10 @@ int Broker::run() {
   io_.run();
   listening->file.remove();
   spdlog::info("stopped: {} connections served, {} messages in, {} deliveries, {} dropped (overflow), "
-               "{} dropped (disconnect), {} protocol errors",
+               "{} dropped (disconnect), {} publisher blocks, {} slow consumers disconnected, {} protocol errors",
                stats_.connections_accepted, stats_.messages_in, stats_.deliveries, stats_.dropped_overflow,
-               stats_.dropped_disconnect, stats_.protocol_errors);
+               stats_.dropped_disconnect, stats_.publisher_blocks, stats_.slow_consumer_disconnects,
+               stats_.protocol_errors);
   return 0;
 }
 

@@ -1,0 +1,188 @@
+// Publish/subscribe end to end against a real brokerd: separate processes, wildcards, queue
+// groups, per-publisher order, sender identity, unsubscribe.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <map>
+#include <mutex>
+#include <set>
+#include <vector>
+
+#include "broker_process.hpp"
+#include "test_util.hpp"
+
+namespace ubroker::test {
+namespace {
+
+Process publish_from_peer(const BrokerProcess& b, const std::string& topic, std::uint64_t count, std::size_t size,
+                          std::uint64_t tag) {
+  return Process::spawn({peer_publish_cmd(), "publish", b.socket(), topic, std::to_string(count), std::to_string(size),
+                         std::to_string(tag)});
+}
+
+void expect_peer_ok(Process& p) {
+  auto st = p.wait(std::chrono::seconds(120));
+  ASSERT_TRUE(st.has_value()) << "peer did not finish";
+  EXPECT_EQ(exit_code(*st), 0) << p.err();
+}
+
+TEST(PubSub, BetweenProcessesWithSenderIdentity) {
+  BrokerProcess broker;
+  Client sub = broker.connect("sub");
+  auto s = sub.subscribe("data.stream");
+  ASSERT_TRUE(s.has_value()) << s.error().message;
+  Process peer = publish_from_peer(broker, "data.stream", 1000, 64, 7);
+  for (std::uint64_t i = 0; i < 1000; ++i) {
+    auto m = sub.receive(std::chrono::seconds(10));
+    ASSERT_TRUE(m.has_value()) << i << ": " << m.error().message;
+    EXPECT_EQ(m->topic(), "data.stream");
+    EXPECT_EQ(m->payload().size(), 64u);
+    const auto d = decode(m->payload());
+    ASSERT_EQ(d.seq, i);
+    EXPECT_EQ(d.tag, 7u);
+    // Stamped by the broker from the kernel's credentials of the peer process.
+    EXPECT_EQ(m->sender().pid, static_cast<std::uint32_t>(peer.pid()));
+    EXPECT_EQ(m->sender().uid, ::getuid());
+    EXPECT_NE(m->sender().client_id, sub.id());
+  }
+  expect_peer_ok(peer);
+  EXPECT_EQ(broker.stop(), 0);
+}
+
+TEST(PubSub, Wildcards) {
+  BrokerProcess broker;
+  Client pub = broker.connect("pub");
+  Client sub = broker.connect("sub");
+  std::mutex mu;
+  std::map<std::string, std::vector<std::string>> got;
+  std::vector<Subscription> subs;
+  for (const char* pattern : {"a.b", "a.*", "a.>", ">", "*.b.*", "x.*.z"}) {
+    auto s = sub.subscribe(pattern, [&, p = std::string(pattern)](const MessageView& m) {
+      std::lock_guard lk(mu);
+      got[p].emplace_back(m.topic);
+    });
+    ASSERT_TRUE(s.has_value()) << pattern;
+    subs.push_back(std::move(*s));
+  }
+  for (const char* topic : {"a.b", "a.b.c", "a", "x.y.z", "q.b.r"}) ASSERT_TRUE(pub.publish(topic, "m").has_value());
+  ASSERT_TRUE(pub.flush().has_value());
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lk(mu);
+    return got[">"].size() == 5;
+  }));
+  ASSERT_TRUE(sub.flush().has_value());  // every delivery ahead of the PONG has been dispatched
+  std::lock_guard lk(mu);
+  using V = std::vector<std::string>;
+  EXPECT_EQ(got["a.b"], (V{"a.b"}));
+  EXPECT_EQ(got["a.*"], (V{"a.b"}));
+  EXPECT_EQ(got["a.>"], (V{"a.b", "a.b.c"}));
+  EXPECT_EQ(got[">"], (V{"a.b", "a.b.c", "a", "x.y.z", "q.b.r"}));
+  EXPECT_EQ(got["*.b.*"], (V{"a.b.c", "q.b.r"}));
+  EXPECT_EQ(got["x.*.z"], (V{"x.y.z"}));
+}
+
+TEST(PubSub, InvalidPatternAndTopicAreRefusedWithCodes) {
+  BrokerProcess broker;
+  Client c = broker.connect();
+  auto s = c.subscribe("a..b");
+  ASSERT_FALSE(s.has_value());
+  EXPECT_EQ(s.error().code, Errc::kInvalidPattern);
+  auto p = c.publish("a.*", "x");
+  ASSERT_FALSE(p.has_value());
+  EXPECT_EQ(p.error().code, Errc::kInvalidTopic);
+  p = c.publish("$sys.client.connected", "x");
+  ASSERT_FALSE(p.has_value());
+  EXPECT_EQ(p.error().code, Errc::kReservedTopic);
+  EXPECT_TRUE(c.flush().has_value());  // the connection is fine
+}
+
+TEST(PubSub, QueueGroupDeliversEachMessageExactlyOnce) {
+  BrokerProcess broker;
+  constexpr std::uint64_t kCount = 3000;
+  std::mutex mu;
+  std::vector<std::uint64_t> seen[3];
+  std::atomic<std::uint64_t> plain{0};
+  std::vector<Client> members;
+  std::vector<Subscription> subs;
+  for (int i = 0; i < 3; ++i) {
+    members.push_back(broker.connect("worker" + std::to_string(i)));
+    auto s = members.back().subscribe(
+        "jobs.>",
+        [&, i](const MessageView& m) {
+          std::lock_guard lk(mu);
+          seen[i].push_back(decode(m.payload).seq);
+        },
+        {.group = "workers"});
+    ASSERT_TRUE(s.has_value());
+    subs.push_back(std::move(*s));
+  }
+  // A subscriber outside the group still sees everything.
+  Client watcher = broker.connect("watcher");
+  auto w = watcher.subscribe("jobs.>", [&](const MessageView&) { ++plain; });
+  ASSERT_TRUE(w.has_value());
+
+  Process peer = publish_from_peer(broker, "jobs.render", kCount, 32, 1);
+  expect_peer_ok(peer);
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lk(mu);
+    return seen[0].size() + seen[1].size() + seen[2].size() >= kCount && plain == kCount;
+  })) << "group total short";
+  for (auto& c : members) ASSERT_TRUE(c.flush().has_value());
+  std::lock_guard lk(mu);
+  std::set<std::uint64_t> all;
+  std::size_t total = 0;
+  for (auto& v : seen) {
+    EXPECT_GT(v.size(), 0u) << "a member got nothing";
+    EXPECT_TRUE(std::is_sorted(v.begin(), v.end()));  // each member still sees publisher order
+    all.insert(v.begin(), v.end());
+    total += v.size();
+  }
+  EXPECT_EQ(total, kCount) << "duplicates across the group";
+  EXPECT_EQ(all.size(), kCount);
+  EXPECT_EQ(*all.rbegin(), kCount - 1);
+  EXPECT_EQ(plain.load(), kCount);
+}
+
+TEST(PubSub, PerPublisherOrderWithConcurrentPublishers) {
+  BrokerProcess broker;
+  constexpr std::uint64_t kEach = 100000;
+  std::map<std::uint64_t, std::uint64_t> next;  // tag -> expected seq (I/O thread only)
+  std::atomic<std::uint64_t> received{0}, out_of_order{0};
+  Client sub = broker.connect("sub");
+  auto s = sub.subscribe("ordered", [&](const MessageView& m) {
+    const auto d = decode(m.payload);
+    if (next[d.tag] != d.seq) ++out_of_order;
+    next[d.tag] = d.seq + 1;
+    ++received;
+  });
+  ASSERT_TRUE(s.has_value());
+  Process a = publish_from_peer(broker, "ordered", kEach, 64, 1);
+  Process b = publish_from_peer(broker, "ordered", kEach, 64, 2);
+  expect_peer_ok(a);
+  expect_peer_ok(b);
+  ASSERT_TRUE(eventually([&] { return received == 2 * kEach; })) << received.load();
+  EXPECT_EQ(out_of_order.load(), 0u);
+}
+
+TEST(PubSub, NoCallbackAfterUnsubscribeReturns) {
+  BrokerProcess broker;
+  Client pub = broker.connect("pub");
+  Client sub = broker.connect("sub");
+  std::atomic<int> calls{0};
+  auto s = sub.subscribe("t", [&](const MessageView&) { ++calls; });
+  ASSERT_TRUE(s.has_value());
+  ASSERT_TRUE(pub.publish("t", "1").has_value());
+  ASSERT_TRUE(pub.flush().has_value());
+  ASSERT_TRUE(eventually([&] { return calls == 1; }));
+  auto dropped = s->unsubscribe();
+  ASSERT_TRUE(dropped.has_value());
+  EXPECT_EQ(*dropped, 0u);
+  EXPECT_FALSE(s->active());
+  ASSERT_TRUE(pub.publish("t", "2").has_value());
+  ASSERT_TRUE(pub.flush().has_value());
+  ASSERT_TRUE(sub.flush().has_value());  // anything in flight would have arrived by now
+  EXPECT_EQ(calls.load(), 1);
+}
+
+}  // namespace
+}  // namespace ubroker::test

@@ -1,0 +1,42 @@
+// Helpers shared by the integration tests: decoding the test peer's payloads, waiting for
+// a condition with a deadline (never a bare sleep standing in for one).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <span>
+#include <string>
+#include <thread>
+
+namespace ubroker::test {
+
+struct PeerPayload {
+  std::uint64_t seq;
+  std::uint64_t tag;
+};
+
+inline PeerPayload decode(std::span<const std::byte> p) {
+  PeerPayload d{~0ull, ~0ull};
+  if (p.size() >= 16) {
+    std::memcpy(&d.seq, p.data(), 8);
+    std::memcpy(&d.tag, p.data() + 8, 8);
+  }
+  return d;
+}
+
+// Polls `cond` until true or the deadline; returns its last value.
+inline bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
+
+inline std::string peer_publish_cmd() { return UBROKER_TEST_PEER; }
+
+}  // namespace ubroker::test

@@ -1,0 +1,39 @@
+// A raw, protocol-level connection for tests that must send what the client library never
+// would: garbage, truncated and oversized frames, frames out of order.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ubroker.pb.h"
+#include "ubroker/shm/unique_fd.hpp"
+
+namespace ubroker::test {
+
+class RawConnection {
+ public:
+  explicit RawConnection(const std::string& address);
+
+  void send_bytes(std::span<const std::byte> bytes);
+  void send_text(std::string_view text);
+  void send_frame(const wire::Header& h, std::string_view payload = {});
+  void hello(const std::string& name = "raw");  // HELLO, then expects WELCOME
+
+  // The next frame, or nullopt on EOF or timeout (eof() tells which).
+  std::optional<wire::Header> read_frame(std::chrono::milliseconds timeout = std::chrono::seconds(5),
+                                         std::string* payload = nullptr);
+  // True when the broker closed the connection (reads until EOF, skipping frames).
+  bool wait_closed(std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  [[nodiscard]] bool eof() const noexcept { return eof_; }
+  [[nodiscard]] int fd() const noexcept { return fd_.get(); }
+
+ private:
+  shm::UniqueFd fd_;
+  std::vector<std::byte> buf_;
+  bool eof_ = false;
+};
+
+}  // namespace ubroker::test
