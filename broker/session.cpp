@@ -77,6 +77,9 @@ void Session::notify_waiters() {
 }
 
 void Session::wake_reader() {
+  // The wake may come before the reader parks (the subscriber drained within the same
+  // flush that follows the block), so it is remembered, not only delivered.
+  woken_ = true;
   if (reader_paused_) reader_wake_.cancel();
 }
 
@@ -154,6 +157,7 @@ asio::awaitable<void> Session::park_until_closed() {
 
 asio::awaitable<void> Session::read_loop() {
   for (;;) {
+    woken_ = false;
     const Step step = process_frames();
     broker_.flush_dirty();
     if (closed_) break;
@@ -162,10 +166,12 @@ asio::awaitable<void> Session::read_loop() {
       break;
     }
     if (step == Step::kBlocked) {
-      reader_paused_ = true;
-      reader_wake_.expires_at(Clock::time_point::max());
-      co_await reader_wake_.async_wait(kUseTuple);
-      reader_paused_ = false;
+      if (!woken_) {
+        reader_paused_ = true;
+        reader_wake_.expires_at(Clock::time_point::max());
+        co_await reader_wake_.async_wait(kUseTuple);
+        reader_paused_ = false;
+      }
       continue;
     }
     bool would_block = false;

@@ -101,6 +101,7 @@ class Session {
   bool write_blocked_ = false;
   bool dirty_ = false;
   bool reader_paused_ = false;
+  bool woken_ = false;  // a wake_reader() since the last processing pass
   Clock::time_point accepted_at_;
   Clock::time_point last_progress_;  // last byte written, or the queue became non-empty
   Clock::time_point close_deadline_ = Clock::time_point::max();

@@ -188,33 +188,34 @@ Result<void> ClientCore::publish(std::string_view topic, std::span<const std::by
   return send_frame(h, payload);
 }
 
-Result<Answer> ClientCore::request(wire::Header& h, std::chrono::milliseconds timeout, bool wait) {
-  std::uint64_t seq;
-  {
-    std::lock_guard lk(state_mu_);
-    seq = next_seq_++;
-    answers_[seq] = Answer{};
-  }
-  h.set_seq(seq);
-  auto forget = [&] {
-    std::lock_guard lk(state_mu_);
-    answers_.erase(seq);
-  };
-  if (auto sent = send_frame(h, {}); !sent) {
-    forget();
-    return std::unexpected(sent.error());
-  }
-  if (!wait) {
-    forget();  // the answer is dropped when it comes
+std::uint64_t ClientCore::begin_request(std::optional<std::uint64_t> unsubscribing) {
+  std::lock_guard lk(state_mu_);
+  const std::uint64_t seq = next_seq_++;
+  answers_[seq] = Answer{};
+  if (unsubscribing) unsubscribing_[seq] = *unsubscribing;
+  return seq;
+}
+
+Result<Answer> ClientCore::finish_request(std::uint64_t seq, Result<void> sent, std::chrono::milliseconds timeout,
+                                          bool wait) {
+  std::unique_lock lk(state_mu_);
+  if (!sent || !wait) {
+    answers_.erase(seq);  // an answer that comes later finds nobody waiting and is dropped
+    if (!sent) return std::unexpected(sent.error());
     return Answer{.done = true, .error = std::nullopt, .dropped = 0};
   }
-  std::unique_lock lk(state_mu_);
   const bool done = answer_cv_.wait_until(lk, deadline_after(timeout), [&] { return answers_[seq].done; });
   Answer a = std::move(answers_[seq]);
   answers_.erase(seq);
   if (!done) return std::unexpected(Error{Errc::kTimeout, "timed out waiting for the broker's answer"});
   if (a.error) return std::unexpected(*a.error);
   return a;
+}
+
+Result<Answer> ClientCore::request(wire::Header& h, std::chrono::milliseconds timeout, bool wait) {
+  const std::uint64_t seq = begin_request(std::nullopt);
+  h.set_seq(seq);
+  return finish_request(seq, send_frame(h, {}), timeout, wait);
 }
 
 Result<Subscription> ClientCore::subscribe(std::string_view pattern, Client::Handler handler,
@@ -248,24 +249,21 @@ Result<std::uint64_t> ClientCore::unsubscribe(SubState& state, std::chrono::mill
   if (!state.active.exchange(false)) {
     return std::unexpected(Error{Errc::kUnknownSubscription, "already unsubscribed"});
   }
+  // Deliveries already on their way still reach the handler; the I/O thread forgets the
+  // subscription when the broker's ACK arrives, after the last of them.
+  const std::uint64_t seq = begin_request(state.id);
   wire::Header h;
   h.set_type(wire::UNSUBSCRIBE);
+  h.set_seq(seq);
   h.add_sub_ids(state.id);
   const bool wait = !on_io_thread();
-  auto answer = request(h, timeout, wait);
-  if (!wait || !answer) {
-    // The broker's ACK (if any) removes the entry; without a connection nothing will come.
-    std::lock_guard lk(state_mu_);
-    if (!wait && answer) {
-      unsubscribing_[h.seq()] = state.id;
-    } else {
-      subs_.erase(state.id);
-    }
-  } else {
-    std::lock_guard lk(state_mu_);
+  auto answer = finish_request(seq, send_frame(h, {}), timeout, wait);
+  if (!answer) {
+    std::lock_guard lk(state_mu_);  // no ACK will come (or none in time): forget it now
+    unsubscribing_.erase(seq);
     subs_.erase(state.id);
+    return std::unexpected(answer.error());
   }
-  if (!answer) return std::unexpected(answer.error());
   if (wait) state.dropped.store(answer->dropped, std::memory_order_relaxed);
   return state.dropped.load(std::memory_order_relaxed);
 }

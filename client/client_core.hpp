@@ -73,6 +73,10 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   void wait_writable();
   // Sends a request frame and (off the I/O thread) waits for its answer.
   Result<Answer> request(wire::Header& h, std::chrono::milliseconds timeout, bool wait);
+  // The two halves of request(): a seq registered for the answer (and, for UNSUBSCRIBE, the
+  // subscription the I/O thread forgets on the ACK), then the wait.
+  std::uint64_t begin_request(std::optional<std::uint64_t> unsubscribing);
+  Result<Answer> finish_request(std::uint64_t seq, Result<void> sent, std::chrono::milliseconds timeout, bool wait);
 
   void start_read();
   void on_readable();

@@ -122,7 +122,6 @@ void ClientCore::deliver(const wire::Header& h, std::span<const std::byte> paylo
     view.subscription = sub->id;
     view.dropped_before = i < h.dropped_size() ? h.dropped(i) : 0;
     if (view.dropped_before != 0) sub->dropped.fetch_add(view.dropped_before, std::memory_order_relaxed);
-    if (!sub->active.load(std::memory_order_acquire)) continue;
     if (sub->handler) {
       sub->handler(view);
     } else {
@@ -137,7 +136,13 @@ void ClientCore::answer(const wire::Header& h) {
   {
     std::lock_guard lk(state_mu_);
     if (auto u = unsubscribing_.find(h.seq()); u != unsubscribing_.end()) {
-      subs_.erase(u->second);
+      // The broker sends nothing for this subscription after its ACK.
+      if (h.type() == wire::ACK) {
+        if (auto it = subs_.find(u->second); it != subs_.end() && h.dropped_size() > 0) {
+          it->second->dropped.store(h.dropped(0), std::memory_order_relaxed);
+        }
+        subs_.erase(u->second);
+      }
       unsubscribing_.erase(u);
     }
     auto it = answers_.find(h.seq());

@@ -56,6 +56,7 @@ TEST(PeerCredentials, ChildOfAnotherUidAndGroups) {
   if (child == 0) {
     // Credentials are captured at connect/socketpair time; so the child makes a new
     // connection after dropping privileges: it sends one end of a fresh socketpair back.
+    ::close(ready[1]);  // else our own copy keeps the read below from ever seeing EOF
     const gid_t groups[] = {4242, 4343};
     if (::setgroups(2, groups) != 0 || ::setresgid(4141, 4141, 4141) != 0 || ::setresuid(4040, 4040, 4040) != 0) _exit(2);
     int inner[2];
@@ -80,6 +81,7 @@ TEST(PeerCredentials, ChildOfAnotherUidAndGroups) {
   }
   child_end.reset();
   ::close(ready[0]);
+  shm::UniqueFd release_child(ready[1]);  // closing it lets the child exit, on every path
   std::byte buf[1];
   std::vector<shm::UniqueFd> fds;
   // Blocking wait for the child's message.
@@ -98,7 +100,7 @@ TEST(PeerCredentials, ChildOfAnotherUidAndGroups) {
   if (peer->pidfd) {  // kernels >= 6.5
     EXPECT_EQ(pid_of_pidfd(peer->pidfd.get()), child);
   }
-  ::close(ready[1]);
+  release_child.reset();
   int status = 0;
   ASSERT_EQ(::waitpid(child, &status, 0), child);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
