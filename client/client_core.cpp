@@ -55,8 +55,10 @@ ClientCore::~ClientCore() {
 void ClientCore::start() {
   asio::post(io_, [self = shared_from_this()] { self->on_readable(); });
   if (own_io_) {
-    // No work guard: run() returns once the connection has failed or closed and every
-    // pending wait has completed, which releases the handlers' references to this core.
+    // The guard keeps the thread alive while reading is paused (no operation pending);
+    // fail() releases it, and run() returns once every pending handler has completed,
+    // which also releases the handlers' references to this core.
+    work_.emplace(own_io_->get_executor());
     thread_ = std::thread([this] { own_io_->run(); });
   }
 }
@@ -78,6 +80,7 @@ void ClientCore::fail(Error why) {
     std::lock_guard lk(state_mu_);
     if (!connected_.exchange(false)) return;
     disconnect_reason_ = std::move(why);
+    work_.reset();
     for (auto& [seq, a] : answers_) {
       if (!a.done) {
         a.done = true;

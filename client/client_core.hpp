@@ -12,6 +12,7 @@
 // closed in the destructor, when no thread can be using it (close() only shuts it down).
 #pragma once
 
+#include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
 #include <asio/local/stream_protocol.hpp>
 #include <atomic>
@@ -92,6 +93,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::unique_ptr<asio::io_context> own_io_;
   asio::io_context& io_;
   asio::local::stream_protocol::socket socket_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;  // own thread only
   std::thread thread_;
   std::atomic<bool> connected_{true};
 

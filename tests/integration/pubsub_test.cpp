@@ -3,13 +3,18 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <sys/socket.h>
+
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <set>
+#include <thread>
 #include <vector>
 
 #include "broker_process.hpp"
 #include "test_util.hpp"
+#include "ubroker/proto/socket_address.hpp"
 
 namespace ubroker::test {
 namespace {
@@ -182,6 +187,82 @@ TEST(PubSub, NoCallbackAfterUnsubscribeReturns) {
   ASSERT_TRUE(pub.flush().has_value());
   ASSERT_TRUE(sub.flush().has_value());  // anything in flight would have arrived by now
   EXPECT_EQ(calls.load(), 1);
+}
+
+TEST(PubSub, PublishingFromManyThreadsOfOneClient) {
+  BrokerProcess broker;
+  constexpr int kThreads = 4;
+  constexpr std::uint64_t kEach = 50000;
+  std::uint64_t next[kThreads] = {};  // I/O thread only
+  std::atomic<std::uint64_t> received{0}, out_of_order{0};
+  Client sub = broker.connect("sub");
+  auto s = sub.subscribe("mt", [&](const MessageView& m) {
+    const auto d = decode(m.payload);
+    if (d.tag >= kThreads || next[d.tag] != d.seq) ++out_of_order;
+    if (d.tag < kThreads) next[d.tag] = d.seq + 1;
+    ++received;
+  });
+  ASSERT_TRUE(s.has_value());
+  Client pub = broker.connect("pub");
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::byte payload[16];
+      const std::uint64_t tag = static_cast<std::uint64_t>(t);
+      std::memcpy(payload + 8, &tag, 8);
+      for (std::uint64_t seq = 0; seq < kEach; ++seq) {
+        std::memcpy(payload, &seq, 8);
+        if (!pub.publish("mt", payload)) ++failures;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  ASSERT_TRUE(pub.flush().has_value());
+  EXPECT_EQ(failures.load(), 0);
+  ASSERT_TRUE(eventually([&] { return received == kThreads * kEach; })) << received.load();
+  EXPECT_EQ(out_of_order.load(), 0u);  // each thread's messages stay in its order
+}
+
+TEST(PubSub, ReceiveQueuePausesAndResumesReading) {
+  BrokerProcess broker;
+  constexpr std::uint64_t kCount = 30000;  // far more than the client's receive queue holds
+  auto c = Client::connect({.address = broker.socket(), .name = "late", .receive_queue = 1000});
+  ASSERT_TRUE(c.has_value());
+  auto s = c->subscribe("backlog");
+  ASSERT_TRUE(s.has_value());
+  Process peer = publish_from_peer(broker, "backlog", kCount, 64, 1);
+  // A consumer that starts late: the queue fills, the I/O thread stops reading, and every
+  // receive() below must bring it back.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  for (std::uint64_t i = 0; i < kCount; ++i) {
+    auto m = c->receive(std::chrono::seconds(10));
+    ASSERT_TRUE(m.has_value()) << i << ": " << m.error().message;
+    ASSERT_EQ(decode(m->payload()).seq, i);
+  }
+  expect_peer_ok(peer);
+}
+
+TEST(PubSub, ConnectThroughAnInheritedFd) {
+  BrokerProcess broker;
+  Client sub = broker.connect("sub");
+  auto s = sub.subscribe("inherited");
+  ASSERT_TRUE(s.has_value());
+  // The parent connects; the child (the example publisher) gets the fd via UBROKER_FD.
+  const auto addr = proto::make_socket_address(broker.socket()).value();
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);  // no CLOEXEC: the child inherits it
+  ASSERT_EQ(::connect(fd, addr.get(), addr.len), 0);
+  Process child = Process::spawn({UBROKER_EXAMPLE_PUBLISH, "inherited", "via-fd"},
+                                 {"UBROKER_FD=" + std::to_string(fd), "UBROKER_SOCKET=/nonexistent"});
+  ::close(fd);
+  auto st = child.wait(std::chrono::seconds(10));
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(exit_code(*st), 0) << child.err();
+  auto m = sub.receive(std::chrono::seconds(5));
+  ASSERT_TRUE(m.has_value()) << m.error().message;
+  EXPECT_EQ(m->text(), "via-fd");
+  // SO_PEERCRED names the process that connected: an inherited fd keeps its parent's identity.
+  EXPECT_EQ(m->sender().pid, static_cast<std::uint32_t>(::getpid()));
 }
 
 }  // namespace
