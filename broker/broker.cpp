@@ -100,11 +100,11 @@ int Broker::run() {
   asio::co_spawn(io_, signal_loop(), log_failure("signal handling"));
   io_.run();
   listening->file.remove();
-  spdlog::info("stopped: {} connections served, {} messages in, {} deliveries, {} dropped (overflow), "
-               "{} dropped (disconnect), {} publisher blocks, {} slow consumers disconnected, {} protocol errors",
-               stats_.connections_accepted, stats_.messages_in, stats_.deliveries, stats_.dropped_overflow,
-               stats_.dropped_disconnect, stats_.publisher_blocks, stats_.slow_consumer_disconnects,
-               stats_.protocol_errors);
+  spdlog::info(
+      "stopped: {} connections served, {} messages in, {} deliveries, {} dropped (overflow), "
+      "{} dropped (disconnect), {} publisher blocks, {} slow consumers disconnected, {} protocol errors",
+      stats_.connections_accepted, stats_.messages_in, stats_.deliveries, stats_.dropped_overflow,
+      stats_.dropped_disconnect, stats_.publisher_blocks, stats_.slow_consumer_disconnects, stats_.protocol_errors);
   return 0;
 }
 

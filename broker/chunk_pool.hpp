@@ -37,9 +37,14 @@ class Chunk {
 class ChunkRef {
  public:
   ChunkRef() noexcept = default;
-  ChunkRef(const ChunkRef& o) noexcept : chunk_(o.chunk_) { if (chunk_) ++chunk_->refs_; }
+  ChunkRef(const ChunkRef& o) noexcept : chunk_(o.chunk_) {
+    if (chunk_) ++chunk_->refs_;
+  }
   ChunkRef(ChunkRef&& o) noexcept : chunk_(std::exchange(o.chunk_, nullptr)) {}
-  ChunkRef& operator=(ChunkRef o) noexcept { std::swap(chunk_, o.chunk_); return *this; }
+  ChunkRef& operator=(ChunkRef o) noexcept {
+    std::swap(chunk_, o.chunk_);
+    return *this;
+  }
   ~ChunkRef() { reset(); }
 
   void reset() noexcept;

@@ -4,8 +4,8 @@
 
 #include <fmt/format.h>
 
-#include <limits>
 #include <toml++/toml.h>
+#include <limits>
 
 namespace ubroker::broker {
 namespace {
@@ -69,11 +69,16 @@ std::expected<void, std::string> load_timeouts(const toml::table& t, Timeouts& t
     const std::string_view key = k.str();
     auto r = get_int<std::int64_t>(v, key, 1, 24ll * 3600 * 1000);
     std::chrono::milliseconds* target = nullptr;
-    if (key == "handshake_ms") target = &to.handshake;
-    else if (key == "slow_consumer_ms") target = &to.slow_consumer;
-    else if (key == "shutdown_ms") target = &to.shutdown;
-    else if (key == "linger_ms") target = &to.linger;
-    else return Error(fmt::format("{}: unknown key 'timeouts.{}'", where(v), key));
+    if (key == "handshake_ms")
+      target = &to.handshake;
+    else if (key == "slow_consumer_ms")
+      target = &to.slow_consumer;
+    else if (key == "shutdown_ms")
+      target = &to.shutdown;
+    else if (key == "linger_ms")
+      target = &to.linger;
+    else
+      return Error(fmt::format("{}: unknown key 'timeouts.{}'", where(v), key));
     if (!r) return Error(r.error());
     *target = std::chrono::milliseconds(*r);
   }
@@ -135,7 +140,9 @@ std::expected<void, std::string> validate(const Config& config) {
   static constexpr std::string_view kLevels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
   bool known = false;
   for (auto lv : kLevels) known = known || lv == config.log_level;
-  if (!known) return Error(fmt::format("unknown log level '{}' (trace, debug, info, warn, error, critical, off)", config.log_level));
+  if (!known)
+    return Error(
+        fmt::format("unknown log level '{}' (trace, debug, info, warn, error, critical, off)", config.log_level));
   return {};
 }
 

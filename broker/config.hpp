@@ -13,10 +13,10 @@
 namespace ubroker::broker {
 
 struct Limits {
-  std::uint32_t max_frame_bytes = 1u << 20;   // bytes after the 8-byte prefix
-  std::uint32_t max_subscriptions = 4096;     // per client
-  std::uint32_t queue_max_messages = 16384;   // per client outbound queue
-  std::uint64_t queue_max_bytes = 8u << 20;   // per client outbound queue
+  std::uint32_t max_frame_bytes = 1u << 20;  // bytes after the 8-byte prefix
+  std::uint32_t max_subscriptions = 4096;    // per client
+  std::uint32_t queue_max_messages = 16384;  // per client outbound queue
+  std::uint64_t queue_max_bytes = 8u << 20;  // per client outbound queue
   std::uint32_t max_connections = 16384;
 };
 
@@ -28,10 +28,10 @@ struct Timeouts {
 };
 
 struct Config {
-  std::string socket_path;       // empty: the default (see proto/socket_address.hpp)
+  std::string socket_path;  // empty: the default (see proto/socket_address.hpp)
   mode_t socket_mode = 0660;
   std::string log_level = "info";
-  std::string config_file;       // where the settings came from ("" = defaults only)
+  std::string config_file;  // where the settings came from ("" = defaults only)
   Limits limits;
   Timeouts timeouts;
 };

@@ -7,9 +7,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <cstring>
 #include <filesystem>
-#include <fmt/format.h>
 
 #include "ubroker/proto/socket_address.hpp"
 #include "ubroker/shm/syscall.hpp"
@@ -19,7 +19,9 @@ namespace {
 
 using Error = std::unexpected<std::string>;
 
-std::string errno_text() { return std::strerror(errno); }
+std::string errno_text() {
+  return std::strerror(errno);
+}
 
 shm::UniqueFd new_socket() {
   return shm::UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
@@ -45,7 +47,7 @@ std::expected<void, std::string> make_parent_dir(const std::string& path) {
 
 void SocketFile::remove() noexcept {
   if (path_.empty()) return;
-  struct stat st{};
+  struct stat st {};
   if (::lstat(path_.c_str(), &st) == 0 && st.st_dev == dev_ && st.st_ino == ino_) ::unlink(path_.c_str());
   path_.clear();
   lock_.reset();
@@ -72,11 +74,13 @@ std::expected<Listening, std::string> listen_on(const std::string& where, mode_t
       if (errno == EWOULDBLOCK) return Error(fmt::format("another broker holds {} (it serves {})", lock_path, where));
       return Error(fmt::format("cannot lock {}: {}", lock_path, errno_text()));
     }
-    struct stat st{};
+    struct stat st {};
     if (::lstat(where.c_str(), &st) == 0) {
-      if (!S_ISSOCK(st.st_mode)) return Error(fmt::format("{} exists and is not a socket; refusing to replace it", where));
+      if (!S_ISSOCK(st.st_mode))
+        return Error(fmt::format("{} exists and is not a socket; refusing to replace it", where));
       if (someone_listens(*addr)) return Error(fmt::format("another broker is already listening on {}", where));
-      if (::unlink(where.c_str()) != 0) return Error(fmt::format("cannot remove stale socket {}: {}", where, errno_text()));
+      if (::unlink(where.c_str()) != 0)
+        return Error(fmt::format("cannot remove stale socket {}: {}", where, errno_text()));
     }
     // Bind with a restrictive umask, then set the configured mode: no window where the socket
     // is more open than configured.

@@ -20,7 +20,9 @@ class SocketFile {
   SocketFile(std::string path, shm::UniqueFd lock, dev_t dev, ino_t ino)
       : path_(std::move(path)), lock_(std::move(lock)), dev_(dev), ino_(ino) {}
   SocketFile(SocketFile&& o) noexcept
-      : path_(std::move(o.path_)), lock_(std::move(o.lock_)), dev_(o.dev_), ino_(o.ino_) { o.path_.clear(); }
+      : path_(std::move(o.path_)), lock_(std::move(o.lock_)), dev_(o.dev_), ino_(o.ino_) {
+    o.path_.clear();
+  }
   SocketFile& operator=(SocketFile&& o) noexcept {
     if (this != &o) {
       remove();

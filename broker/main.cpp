@@ -12,14 +12,16 @@
 
 int main(int argc, char** argv) {
   using ubroker::broker::Config;
-  CLI::App app{"brokerd: the ubroker message broker for the processes of one machine.\n"
-               "Clients connect over a Unix domain socket; see docs/architecture.md."};
+  CLI::App app{
+      "brokerd: the ubroker message broker for the processes of one machine.\n"
+      "Clients connect over a Unix domain socket; see docs/architecture.md."};
   app.set_version_flag("--version", std::string("brokerd ") + UBROKER_VERSION);
   std::string socket, config_file, log_level;
   app.add_option("-s,--socket", socket,
                  "Socket path, or @name for an abstract socket "
                  "(default: $UBROKER_SOCKET, else $XDG_RUNTIME_DIR/ubroker.sock, else /run/ubroker/ubroker.sock)");
-  app.add_option("-c,--config", config_file, "TOML config file (every setting has a default; see docs/configuration.md)")
+  app.add_option("-c,--config", config_file,
+                 "TOML config file (every setting has a default; see docs/configuration.md)")
       ->check(CLI::ExistingFile);
   app.add_option("-l,--log-level", log_level, "trace, debug, info, warn, error, critical or off (default: info)");
   CLI11_PARSE(app, argc, argv);

@@ -34,7 +34,9 @@ void OutQueue::append_ref(const ChunkRef& chunk, const std::byte* data, std::siz
   appended_ += n;
 }
 
-void OutQueue::end_message() { msg_ends_.push_back(appended_); }
+void OutQueue::end_message() {
+  msg_ends_.push_back(appended_);
+}
 
 std::size_t OutQueue::gather(std::span<iovec> iov) const noexcept {
   std::size_t used = 0;

@@ -52,7 +52,7 @@ class OutQueue {
   ChunkPool* pool_;
   std::vector<Piece> pieces_;
   std::size_t piece_head_ = 0;
-  std::size_t head_offset_ = 0;         // bytes of pieces_[piece_head_] already sent
+  std::size_t head_offset_ = 0;          // bytes of pieces_[piece_head_] already sent
   std::vector<std::uint64_t> msg_ends_;  // stream positions where messages end
   std::size_t msg_head_ = 0;
   std::uint64_t appended_ = 0;  // stream position of the next byte appended

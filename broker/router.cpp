@@ -2,9 +2,9 @@
 // targets, and for each target a header serialised straight into its outbound queue.
 #include "router.hpp"
 
+#include <fmt/format.h>
 #include <algorithm>
 #include <cstring>
-#include <fmt/format.h>
 
 #include "session.hpp"
 #include "ubroker/proto/frame_codec.hpp"
@@ -43,8 +43,8 @@ std::expected<void, RouteError> Router::subscribe(Session& owner, std::uint64_t 
     return std::unexpected(RouteError{wire::DUPLICATE_SUBSCRIPTION, fmt::format("subscription id {} is in use", id)});
   }
   if (subs.size() >= max_subscriptions) {
-    return std::unexpected(RouteError{
-        wire::LIMIT_EXCEEDED, fmt::format("too many subscriptions (limit {} per client)", max_subscriptions)});
+    return std::unexpected(RouteError{wire::LIMIT_EXCEEDED,
+                                      fmt::format("too many subscriptions (limit {} per client)", max_subscriptions)});
   }
   if (const char* why = proto::check_pattern(pattern)) {
     return std::unexpected(RouteError{wire::INVALID_PATTERN, fmt::format("invalid pattern '{}': {}", pattern, why)});

@@ -116,8 +116,8 @@ class Session {
   std::size_t in_begin_ = 0;
   std::size_t in_end_ = 0;
   std::vector<shm::UniqueFd> in_fds_;
-  wire::Header header_;  // reused for every frame parsed
-  wire::Header control_; // reused for every control frame queued
+  wire::Header header_;   // reused for every frame parsed
+  wire::Header control_;  // reused for every control frame queued
 
   std::unordered_map<std::uint64_t, std::unique_ptr<Subscription>> subs_;
 

@@ -31,14 +31,16 @@ std::string sanitize_name(const std::string& raw) {
 Session::Step Session::handle_frame(const wire::Header& h, std::span<const std::byte> payload) {
   if (!welcomed_) {
     if (h.type() != wire::HELLO) {
-      send_error(wire::PROTOCOL_ERROR, fmt::format("expected HELLO as the first frame, got {}", wire::FrameType_Name(h.type())), true);
+      send_error(wire::PROTOCOL_ERROR,
+                 fmt::format("expected HELLO as the first frame, got {}", wire::FrameType_Name(h.type())), true);
       return Step::kClose;
     }
     return handle_hello(h);
   }
   if (h.fd_count() != 0 || !in_fds_.empty()) {
     // No frame of this protocol version carries file descriptors.
-    send_error(wire::FD_ERROR, fmt::format("unexpected file descriptors with a {} frame", wire::FrameType_Name(h.type())), true);
+    send_error(wire::FD_ERROR,
+               fmt::format("unexpected file descriptors with a {} frame", wire::FrameType_Name(h.type())), true);
     return Step::kClose;
   }
   // Every frame but PUBLISH may queue an answer to this client: hold back while its own
@@ -57,11 +59,10 @@ Session::Step Session::handle_frame(const wire::Header& h, std::span<const std::
       control_.set_seq(h.seq());
       queue_control(control_);
       return Step::kContinue;
-    case wire::HELLO:
-      send_error(wire::PROTOCOL_ERROR, "HELLO sent twice", true);
-      return Step::kClose;
+    case wire::HELLO: send_error(wire::PROTOCOL_ERROR, "HELLO sent twice", true); return Step::kClose;
     default:
-      send_error(wire::PROTOCOL_ERROR, fmt::format("{} frames are sent by the broker, not by clients", wire::FrameType_Name(h.type())), true);
+      send_error(wire::PROTOCOL_ERROR,
+                 fmt::format("{} frames are sent by the broker, not by clients", wire::FrameType_Name(h.type())), true);
       return Step::kClose;
   }
 }

@@ -7,18 +7,18 @@ namespace ubroker::broker {
 
 struct Stats {
   std::uint64_t connections_accepted = 0;
-  std::uint64_t connections_refused = 0;   // over max_connections or failed at accept
-  std::uint64_t messages_in = 0;           // PUBLISH frames accepted
-  std::uint64_t bytes_in = 0;              // their payload bytes
-  std::uint64_t deliveries = 0;            // DELIVER frames queued to subscribers
-  std::uint64_t delivered_bytes = 0;       // their payload bytes
-  std::uint64_t dropped_overflow = 0;      // DROP subscriptions whose queue was full
-  std::uint64_t dropped_disconnect = 0;    // queued deliveries discarded with their client
-  std::uint64_t no_subscriber = 0;         // published with nobody matching
-  std::uint64_t publisher_blocks = 0;      // times a publisher was held back by a full subscriber
+  std::uint64_t connections_refused = 0;  // over max_connections or failed at accept
+  std::uint64_t messages_in = 0;          // PUBLISH frames accepted
+  std::uint64_t bytes_in = 0;             // their payload bytes
+  std::uint64_t deliveries = 0;           // DELIVER frames queued to subscribers
+  std::uint64_t delivered_bytes = 0;      // their payload bytes
+  std::uint64_t dropped_overflow = 0;     // DROP subscriptions whose queue was full
+  std::uint64_t dropped_disconnect = 0;   // queued deliveries discarded with their client
+  std::uint64_t no_subscriber = 0;        // published with nobody matching
+  std::uint64_t publisher_blocks = 0;     // times a publisher was held back by a full subscriber
   std::uint64_t slow_consumer_disconnects = 0;
   std::uint64_t protocol_errors = 0;
-  std::uint64_t payload_copies = 0;        // deliveries whose payload was copied (small, inline)
+  std::uint64_t payload_copies = 0;  // deliveries whose payload was copied (small, inline)
 };
 
 }  // namespace ubroker::broker

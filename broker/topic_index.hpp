@@ -45,9 +45,7 @@ class TopicIndex {
 
     // The list a pattern's final token selects (`>` or an ordinary end).
     std::vector<T>& entries(std::string_view pattern) { return pattern.ends_with(">") ? rest : exact; }
-    [[nodiscard]] bool empty() const noexcept {
-      return children.empty() && !star && exact.empty() && rest.empty();
-    }
+    [[nodiscard]] bool empty() const noexcept { return children.empty() && !star && exact.empty() && rest.empty(); }
   };
 
   static std::string_view first_token(std::string_view s, std::string_view& rest) {

@@ -1,8 +1,8 @@
 // The public Client and Subscription: thin handles over ClientCore.
 #include "ubroker/client.hpp"
 
-#include <cstdlib>
 #include <fmt/format.h>
+#include <cstdlib>
 
 #include "client_core.hpp"
 #include "handshake.hpp"
@@ -11,7 +11,9 @@
 namespace ubroker {
 namespace {
 
-std::unexpected<Error> closed() { return std::unexpected(Error{Errc::kNotConnected, "the client is closed"}); }
+std::unexpected<Error> closed() {
+  return std::unexpected(Error{Errc::kNotConnected, "the client is closed"});
+}
 
 }  // namespace
 
@@ -75,7 +77,9 @@ Client& Client::operator=(Client&& other) noexcept {
   }
   return *this;
 }
-Client::~Client() { close(); }
+Client::~Client() {
+  close();
+}
 
 void Client::close() {
   if (core_) core_->close();
@@ -111,8 +115,12 @@ Result<void> Client::flush(std::chrono::milliseconds timeout) {
   return core_->flush(timeout);
 }
 
-std::uint64_t Client::id() const noexcept { return core_ ? core_->id() : 0; }
-bool Client::connected() const noexcept { return core_ && core_->connected(); }
+std::uint64_t Client::id() const noexcept {
+  return core_ ? core_->id() : 0;
+}
+bool Client::connected() const noexcept {
+  return core_ && core_->connected();
+}
 std::optional<Error> Client::disconnect_reason() const {
   if (!core_) return Error{Errc::kNotConnected, "the client is closed"};
   return core_->disconnect_reason();
@@ -135,9 +143,15 @@ Subscription::~Subscription() {
   if (active()) (void)unsubscribe();
 }
 
-std::uint64_t Subscription::id() const noexcept { return state_ ? state_->id : 0; }
-bool Subscription::active() const noexcept { return state_ && state_->active.load(); }
-std::uint64_t Subscription::dropped() const noexcept { return state_ ? state_->dropped.load() : 0; }
+std::uint64_t Subscription::id() const noexcept {
+  return state_ ? state_->id : 0;
+}
+bool Subscription::active() const noexcept {
+  return state_ && state_->active.load();
+}
+std::uint64_t Subscription::dropped() const noexcept {
+  return state_ ? state_->dropped.load() : 0;
+}
 
 Result<std::uint64_t> Subscription::unsubscribe(std::chrono::milliseconds timeout) {
   if (!state_ || !core_) return std::unexpected(Error{Errc::kUnknownSubscription, "not subscribed"});

@@ -4,9 +4,9 @@
 
 #include <sys/socket.h>
 
+#include <fmt/format.h>
 #include <asio/post.hpp>
 #include <cstring>
-#include <fmt/format.h>
 
 #include "ubroker/proto/fd_socket.hpp"
 #include "ubroker/proto/frame_codec.hpp"
@@ -37,7 +37,7 @@ ClientCore::ClientCore(ConnectOptions options, shm::UniqueFd fd, std::uint64_t c
       io_(options_.io ? *options_.io : *own_io_),
       socket_(io_, asio::local::stream_protocol(), fd.release()),
       rbuf_(std::max<std::size_t>(256 * 1024, limits_.max_frame_bytes() + proto::kPrefixSize)) {
-  std::memcpy(rbuf_.data(), leftover.data(), leftover.size());
+  if (!leftover.empty()) std::memcpy(rbuf_.data(), leftover.data(), leftover.size());
   rend_ = leftover.size();
 }
 
@@ -68,7 +68,9 @@ void ClientCore::close() {
   if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
 }
 
-bool ClientCore::on_io_thread() const { return io_.get_executor().running_in_this_thread(); }
+bool ClientCore::on_io_thread() const {
+  return io_.get_executor().running_in_this_thread();
+}
 
 std::optional<Error> ClientCore::disconnect_reason() const {
   std::lock_guard lk(state_mu_);
@@ -102,8 +104,9 @@ void ClientCore::fail(Error why) {
 Result<void> ClientCore::send_frame(const wire::Header& h, std::span<const std::byte> payload) {
   const std::size_t head = proto::frame_head_size(h);
   if (head - proto::kPrefixSize + payload.size() > limits_.max_frame_bytes()) {
-    return std::unexpected(Error{Errc::kFrameTooLarge, fmt::format("message of {} bytes exceeds the broker's frame limit of {} bytes",
-                                                                   payload.size(), limits_.max_frame_bytes())});
+    return std::unexpected(
+        Error{Errc::kFrameTooLarge, fmt::format("message of {} bytes exceeds the broker's frame limit of {} bytes",
+                                                payload.size(), limits_.max_frame_bytes())});
   }
   std::unique_lock lk(write_mu_);
   // Lossless backpressure: wait while too much is unsent (never on the I/O thread, which

@@ -101,7 +101,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::mutex write_mu_;
   std::condition_variable write_cv_;  // pending_ drained below the bound, or disconnected
   std::vector<std::byte> pending_;
-  std::vector<std::byte> sending_;    // the active writer's batch
+  std::vector<std::byte> sending_;  // the active writer's batch
   std::size_t sending_off_ = 0;
   bool writer_active_ = false;
   bool read_paused_for_writes_ = false;  // I/O thread stopped reading: too much unsent
@@ -117,8 +117,8 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   mutable std::mutex state_mu_;
   std::condition_variable answer_cv_;
   std::unordered_map<std::uint64_t, std::shared_ptr<SubState>> subs_;
-  std::unordered_map<std::uint64_t, Answer> answers_;                // by seq
-  std::unordered_map<std::uint64_t, std::uint64_t> unsubscribing_;   // seq -> sub id
+  std::unordered_map<std::uint64_t, Answer> answers_;               // by seq
+  std::unordered_map<std::uint64_t, std::uint64_t> unsubscribing_;  // seq -> sub id
   std::optional<Error> disconnect_reason_;
   std::uint64_t next_sub_id_ = 1;
   std::uint64_t next_seq_ = 1;

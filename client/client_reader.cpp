@@ -1,8 +1,8 @@
 // ClientCore's read path, on the I/O thread only: read, split frames, dispatch.
+#include <fmt/format.h>
 #include <asio/post.hpp>
 #include <cstdio>
 #include <cstring>
-#include <fmt/format.h>
 
 #include "client_core.hpp"
 #include "ubroker/proto/fd_socket.hpp"
@@ -86,13 +86,9 @@ void ClientCore::on_readable() {
 
 void ClientCore::dispatch(const wire::Header& h, std::span<const std::byte> payload) {
   switch (h.type()) {
-    case wire::DELIVER:
-      deliver(h, payload);
-      return;
+    case wire::DELIVER: deliver(h, payload); return;
     case wire::ACK:
-    case wire::PONG:
-      answer(h);
-      return;
+    case wire::PONG: answer(h); return;
     case wire::ERROR:
       if (h.error().fatal()) {
         fail(Error{static_cast<Errc>(h.error().code()), h.error().message()});
@@ -101,7 +97,8 @@ void ClientCore::dispatch(const wire::Header& h, std::span<const std::byte> payl
       answer(h);
       return;
     default:
-      fail(Error{Errc::kProtocolError, fmt::format("unexpected {} frame from the broker", wire::FrameType_Name(h.type()))});
+      fail(Error{Errc::kProtocolError,
+                 fmt::format("unexpected {} frame from the broker", wire::FrameType_Name(h.type()))});
   }
 }
 

@@ -5,8 +5,8 @@
 #include <poll.h>
 #include <sys/socket.h>
 
-#include <cstring>
 #include <fmt/format.h>
+#include <cstring>
 #include <thread>
 
 #include "ubroker/proto/fd_socket.hpp"
@@ -32,7 +32,8 @@ Error connect_error(const std::string& address, int err) {
 // Waits until fd is ready for `events` or the deadline passes.
 Result<void> wait_for(int fd, short events, Deadline deadline, const char* what) {
   for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return std::unexpected(Error{Errc::kTimeout, fmt::format("timed out {}", what)});
     pollfd p{.fd = fd, .events = events, .revents = 0};
     const int n = ::poll(&p, 1, static_cast<int>(std::min<std::int64_t>(left.count(), 1 << 30)));
@@ -74,11 +75,13 @@ Result<void> check_adopted(const shm::UniqueFd& fd) {
   socklen_t local_len = sizeof(local);
   if (::getsockopt(fd.get(), SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM ||
       ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &local_len) != 0 || local.ss_family != AF_UNIX) {
-    return std::unexpected(Error{Errc::kInvalidArgument, fmt::format("fd {} is not a connected AF_UNIX stream socket", fd.get())});
+    return std::unexpected(
+        Error{Errc::kInvalidArgument, fmt::format("fd {} is not a connected AF_UNIX stream socket", fd.get())});
   }
   const int flags = ::fcntl(fd.get(), F_GETFL);
   if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK) != 0 || ::fcntl(fd.get(), F_SETFD, FD_CLOEXEC) != 0) {
-    return std::unexpected(Error{Errc::kInvalidArgument, fmt::format("fcntl on fd {}: {}", fd.get(), std::strerror(errno))});
+    return std::unexpected(
+        Error{Errc::kInvalidArgument, fmt::format("fcntl on fd {}: {}", fd.get(), std::strerror(errno))});
   }
   return {};
 }
@@ -109,24 +112,30 @@ Result<Welcomed> handshake(const shm::UniqueFd& fd, const std::string& name, std
   const proto::FrameLimits limits{.max_frame = 64 * 1024};
   for (;;) {
     auto split = proto::split_frame({in.data(), have}, limits);
-    if (!split) return std::unexpected(Error{Errc::kProtocolError, fmt::format("bad answer to HELLO: {}", proto::describe(split.error()))});
+    if (!split)
+      return std::unexpected(
+          Error{Errc::kProtocolError, fmt::format("bad answer to HELLO: {}", proto::describe(split.error()))});
     if (split->complete) {
       wire::Header h;
       if (auto p = proto::parse_header(split->header, h); !p) {
-        return std::unexpected(Error{Errc::kProtocolError, fmt::format("bad answer to HELLO: {}", proto::describe(p.error()))});
+        return std::unexpected(
+            Error{Errc::kProtocolError, fmt::format("bad answer to HELLO: {}", proto::describe(p.error()))});
       }
       if (h.type() == wire::ERROR) {
         return std::unexpected(Error{static_cast<Errc>(h.error().code()), h.error().message()});
       }
       if (h.type() != wire::WELCOME || !h.has_welcome()) {
-        return std::unexpected(Error{Errc::kProtocolError, "the broker answered HELLO with something other than WELCOME"});
+        return std::unexpected(
+            Error{Errc::kProtocolError, "the broker answered HELLO with something other than WELCOME"});
       }
       Welcomed w{.client_id = h.welcome().client_id(), .limits = h.welcome().limits(), .leftover = {}};
-      w.leftover.assign(in.begin() + static_cast<std::ptrdiff_t>(split->frame_size), in.begin() + static_cast<std::ptrdiff_t>(have));
+      w.leftover.assign(in.begin() + static_cast<std::ptrdiff_t>(split->frame_size),
+                        in.begin() + static_cast<std::ptrdiff_t>(have));
       return w;
     }
     auto got = proto::receive(fd.get(), {in.data() + have, in.size() - have}, fds);
-    if (got && got->eof) return std::unexpected(Error{Errc::kConnectFailed, "the broker closed the connection during the handshake"});
+    if (got && got->eof)
+      return std::unexpected(Error{Errc::kConnectFailed, "the broker closed the connection during the handshake"});
     if (got) {
       have += got->bytes;
     } else if (proto::would_block(got.error())) {

@@ -8,9 +8,11 @@
 
 int main(int argc, char** argv) {
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
-    std::fprintf(stderr, "usage: %s TOPIC [MESSAGE...]\n"
-                         "Publishes each MESSAGE on TOPIC (or each line of standard input).\n"
-                         "The broker is found at $UBROKER_SOCKET or the default socket path.\n", argv[0]);
+    std::fprintf(stderr,
+                 "usage: %s TOPIC [MESSAGE...]\n"
+                 "Publishes each MESSAGE on TOPIC (or each line of standard input).\n"
+                 "The broker is found at $UBROKER_SOCKET or the default socket path.\n",
+                 argv[0]);
     return argc < 2 ? 2 : 0;
   }
   auto client = ubroker::Client::connect({.name = "ubroker-publish"});

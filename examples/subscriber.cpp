@@ -8,9 +8,11 @@
 
 int main(int argc, char** argv) {
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
-    std::fprintf(stderr, "usage: %s PATTERN [COUNT]\n"
-                         "Prints messages on topics matching PATTERN ('*' = one token, '>' = the rest).\n"
-                         "The broker is found at $UBROKER_SOCKET or the default socket path.\n", argv[0]);
+    std::fprintf(stderr,
+                 "usage: %s PATTERN [COUNT]\n"
+                 "Prints messages on topics matching PATTERN ('*' = one token, '>' = the rest).\n"
+                 "The broker is found at $UBROKER_SOCKET or the default socket path.\n",
+                 argv[0]);
     return argc < 2 ? 2 : 0;
   }
   const long count = argc > 2 ? std::strtol(argv[2], nullptr, 10) : -1;

@@ -68,7 +68,9 @@ void write_prefix(std::byte* dst, std::uint32_t frame_len, std::uint32_t header_
   store_le32(dst + 4, header_len);
 }
 
-std::size_t frame_head_size(const wire::Header& header) { return kPrefixSize + header.ByteSizeLong(); }
+std::size_t frame_head_size(const wire::Header& header) {
+  return kPrefixSize + header.ByteSizeLong();
+}
 
 std::size_t write_frame_head(std::byte* dst, const wire::Header& header, std::size_t payload_size) {
   const auto header_len = static_cast<std::uint32_t>(header.GetCachedSize());

@@ -11,7 +11,9 @@ namespace ubroker::proto {
 namespace {
 
 // Kernels without SO_PEERGROUPS/SO_PEERPIDFD say ENOPROTOOPT; a non-socket says ENOTSOCK.
-bool unsupported(int err) { return err == ENOPROTOOPT || err == EINVAL || err == EOPNOTSUPP; }
+bool unsupported(int err) {
+  return err == ENOPROTOOPT || err == EINVAL || err == EOPNOTSUPP;
+}
 
 shm::Result<std::vector<gid_t>> read_groups(int socket) {
   std::vector<gid_t> groups(16);

@@ -40,8 +40,12 @@ const char* check_tokens(std::string_view s, bool allow_wildcards) noexcept {
 
 }  // namespace
 
-const char* check_topic(std::string_view topic) noexcept { return check_tokens(topic, false); }
-const char* check_pattern(std::string_view pattern) noexcept { return check_tokens(pattern, true); }
+const char* check_topic(std::string_view topic) noexcept {
+  return check_tokens(topic, false);
+}
+const char* check_pattern(std::string_view pattern) noexcept {
+  return check_tokens(pattern, true);
+}
 
 bool is_wildcard(std::string_view pattern) noexcept {
   std::string_view rest = pattern, token;

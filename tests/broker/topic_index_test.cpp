@@ -22,9 +22,13 @@ std::string random_topic(std::mt19937& rng, bool pattern) {
   for (int i = 0; i < n; ++i) {
     if (i) s += '.';
     const int t = tok(rng);
-    if (t == 4) s += '*';
-    else if (t == 5) { s += '>'; break; }
-    else s += tokens[t];
+    if (t == 4)
+      s += '*';
+    else if (t == 5) {
+      s += '>';
+      break;
+    } else
+      s += tokens[t];
   }
   return s;
 }
@@ -38,8 +42,10 @@ TEST(TopicIndex, AgreesWithReferenceMatcher) {
   // Remove every third again: erase must keep the rest intact.
   std::set<int> live;
   for (int i = 0; i < static_cast<int>(patterns.size()); ++i) {
-    if (i % 3 == 0) index.erase(patterns[i], i);
-    else live.insert(i);
+    if (i % 3 == 0)
+      index.erase(patterns[i], i);
+    else
+      live.insert(i);
   }
   for (int k = 0; k < 2000; ++k) {
     const std::string topic = random_topic(rng, false);

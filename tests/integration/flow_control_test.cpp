@@ -16,7 +16,8 @@ namespace ubroker::test {
 namespace {
 
 Process publish_from_peer(const BrokerProcess& b, const std::string& topic, std::uint64_t count, std::size_t size) {
-  return Process::spawn({peer_publish_cmd(), "publish", b.socket(), topic, std::to_string(count), std::to_string(size), "1"});
+  return Process::spawn(
+      {peer_publish_cmd(), "publish", b.socket(), topic, std::to_string(count), std::to_string(size), "1"});
 }
 
 // A number from brokerd's closing summary line, e.g. "12 publisher blocks".
@@ -59,14 +60,13 @@ TEST(FlowControl, DropPolicyCountsExactlyWhatItDropped) {
   constexpr std::uint64_t kCount = 200'000;
   std::atomic<std::uint64_t> received{0}, reported{0};
   Client sub = broker.connect("dropper");
-  auto s = sub.subscribe(
-      "lossy",
-      [&](const MessageView& m) {
-        reported += m.dropped_before;
-        // At most ~100k msg/s: slower than the publisher, so its queue overflows.
-        if (++received % 100 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      },
-      {.overflow = Overflow::kDrop});
+  auto s = sub.subscribe("lossy",
+                         [&](const MessageView& m) {
+                           reported += m.dropped_before;
+                           // At most ~100k msg/s: slower than the publisher, so its queue overflows.
+                           if (++received % 100 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                         },
+                         {.overflow = Overflow::kDrop});
   ASSERT_TRUE(s.has_value());
   // A lossless subscriber on the same topic gets every message regardless.
   std::atomic<std::uint64_t> lossless{0};

@@ -71,11 +71,14 @@ TEST(Lifecycle, AbstractSocketName) {
   const std::string name = "@ubroker-test-" + std::to_string(::getpid());
   Process broker = Process::spawn({UBROKER_BROKERD, "--socket", name});
   std::optional<Client> c;
-  ASSERT_TRUE(eventually([&] {
-    auto r = Client::connect({.address = name});
-    if (r) c.emplace(std::move(*r));
-    return c.has_value();
-  }, std::chrono::seconds(10))) << broker.err();
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto r = Client::connect({.address = name});
+        if (r) c.emplace(std::move(*r));
+        return c.has_value();
+      },
+      std::chrono::seconds(10)))
+      << broker.err();
   auto s = c->subscribe("x");
   ASSERT_TRUE(s.has_value());
   ASSERT_TRUE(c->publish("x", "hi").has_value());
@@ -135,7 +138,8 @@ TEST(Lifecycle, SigtermFlushesQueuedMessagesThenRemovesTheSocket) {
     ++received;
   });
   ASSERT_TRUE(s.has_value());
-  Process peer = Process::spawn({peer_publish_cmd(), "publish", broker.socket(), "work", std::to_string(kCount), "64", "1"});
+  Process peer =
+      Process::spawn({peer_publish_cmd(), "publish", broker.socket(), "work", std::to_string(kCount), "64", "1"});
   auto st = peer.wait(std::chrono::seconds(60));
   ASSERT_TRUE(st.has_value());
   ASSERT_EQ(exit_code(*st), 0) << peer.err();  // every message accepted, most still queued

@@ -111,13 +111,12 @@ TEST(PubSub, QueueGroupDeliversEachMessageExactlyOnce) {
   std::vector<Subscription> subs;
   for (int i = 0; i < 3; ++i) {
     members.push_back(broker.connect("worker" + std::to_string(i)));
-    auto s = members.back().subscribe(
-        "jobs.>",
-        [&, i](const MessageView& m) {
-          std::lock_guard lk(mu);
-          seen[i].push_back(decode(m.payload).seq);
-        },
-        {.group = "workers"});
+    auto s = members.back().subscribe("jobs.>",
+                                      [&, i](const MessageView& m) {
+                                        std::lock_guard lk(mu);
+                                        seen[i].push_back(decode(m.payload).seq);
+                                      },
+                                      {.group = "workers"});
     ASSERT_TRUE(s.has_value());
     subs.push_back(std::move(*s));
   }

@@ -28,7 +28,8 @@ inline PeerPayload decode(std::span<const std::byte> p) {
 }
 
 // Polls `cond` until true or the deadline; returns its last value.
-inline bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+inline bool eventually(const std::function<bool()>& cond,
+                       std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (!cond()) {
     if (std::chrono::steady_clock::now() >= deadline) return false;
@@ -37,6 +38,8 @@ inline bool eventually(const std::function<bool()>& cond, std::chrono::milliseco
   return true;
 }
 
-inline std::string peer_publish_cmd() { return UBROKER_TEST_PEER; }
+inline std::string peer_publish_cmd() {
+  return UBROKER_TEST_PEER;
+}
 
 }  // namespace ubroker::test

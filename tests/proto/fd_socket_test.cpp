@@ -30,7 +30,9 @@ std::size_t open_fds() {
   return n;
 }
 
-iovec iov_of(const char* s) { return {.iov_base = const_cast<char*>(s), .iov_len = std::strlen(s)}; }
+iovec iov_of(const char* s) {
+  return {.iov_base = const_cast<char*>(s), .iov_len = std::strlen(s)};
+}
 
 TEST(FdSocket, BytesAndFdsArriveTogether) {
   Pair p;

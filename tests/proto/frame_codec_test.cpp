@@ -63,7 +63,9 @@ TEST(FrameCodec, EveryTruncationIsIncompleteNotAnError) {
   EXPECT_TRUE(check_clean_eof(0).has_value());
 }
 
-TEST(FrameCodec, ZeroLengthFrame) { EXPECT_EQ(split_frame(prefix(0, 0), {}).error(), FrameError::kEmptyFrame); }
+TEST(FrameCodec, ZeroLengthFrame) {
+  EXPECT_EQ(split_frame(prefix(0, 0), {}).error(), FrameError::kEmptyFrame);
+}
 
 TEST(FrameCodec, OversizedFrameRejectedFromPrefixAlone) {
   // Only the prefix has arrived: the size is refused before anyone buffers the frame.

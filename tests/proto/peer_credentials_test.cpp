@@ -9,8 +9,8 @@
 
 #include "ubroker/proto/fd_socket.hpp"
 
-#include <gtest/gtest.h>
 #include <grp.h>
+#include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -58,7 +58,8 @@ TEST(PeerCredentials, ChildOfAnotherUidAndGroups) {
     // connection after dropping privileges: it sends one end of a fresh socketpair back.
     ::close(ready[1]);  // else our own copy keeps the read below from ever seeing EOF
     const gid_t groups[] = {4242, 4343};
-    if (::setgroups(2, groups) != 0 || ::setresgid(4141, 4141, 4141) != 0 || ::setresuid(4040, 4040, 4040) != 0) _exit(2);
+    if (::setgroups(2, groups) != 0 || ::setresgid(4141, 4141, 4141) != 0 || ::setresuid(4040, 4040, 4040) != 0)
+      _exit(2);
     int inner[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM, 0, inner) != 0) _exit(3);
     char c = 'x';

@@ -38,10 +38,10 @@ TEST(Topic, Matching) {
     bool match;
   };
   const Case cases[] = {
-      {"a.b", "a.b", true},     {"a.b", "a.c", false},   {"a.b", "a.b.c", false}, {"a.*", "a.b", true},
-      {"a.*", "a.b.c", false},  {"a.*", "a", false},     {"a.>", "a.b", true},    {"a.>", "a.b.c", true},
-      {"a.>", "a", false},      {">", "a", true},        {">", "a.b.c", true},    {"*", "a", true},
-      {"*", "a.b", false},      {"*.b.>", "x.b.c", true}, {"*.b.>", "x.b", false}, {"a.*.c", "a.x.c", true},
+      {"a.b", "a.b", true},    {"a.b", "a.c", false},    {"a.b", "a.b.c", false}, {"a.*", "a.b", true},
+      {"a.*", "a.b.c", false}, {"a.*", "a", false},      {"a.>", "a.b", true},    {"a.>", "a.b.c", true},
+      {"a.>", "a", false},     {">", "a", true},         {">", "a.b.c", true},    {"*", "a", true},
+      {"*", "a.b", false},     {"*.b.>", "x.b.c", true}, {"*.b.>", "x.b", false}, {"a.*.c", "a.x.c", true},
   };
   for (const auto& c : cases) EXPECT_EQ(pattern_matches(c.pattern, c.topic), c.match) << c.pattern << " " << c.topic;
 }

@@ -96,7 +96,11 @@ std::optional<int> Process::wait(std::chrono::milliseconds timeout) {
   }
 }
 
-std::string Process::out() const { return read_file(out_path_); }
-std::string Process::err() const { return read_file(err_path_); }
+std::string Process::out() const {
+  return read_file(out_path_);
+}
+std::string Process::err() const {
+  return read_file(err_path_);
+}
 
 }  // namespace ubroker::test

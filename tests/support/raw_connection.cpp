@@ -28,12 +28,14 @@ void RawConnection::send_bytes(std::span<const std::byte> bytes) {
   }
 }
 
-void RawConnection::send_text(std::string_view text) { send_bytes(std::as_bytes(std::span(text.data(), text.size()))); }
+void RawConnection::send_text(std::string_view text) {
+  send_bytes(std::as_bytes(std::span(text.data(), text.size())));
+}
 
 void RawConnection::send_frame(const wire::Header& h, std::string_view payload) {
   std::vector<std::byte> b(proto::frame_head_size(h) + payload.size());
   const std::size_t head = proto::write_frame_head(b.data(), h, payload.size());
-  std::memcpy(b.data() + head, payload.data(), payload.size());
+  if (!payload.empty()) std::memcpy(b.data() + head, payload.data(), payload.size());
   send_bytes(b);
 }
 
@@ -59,7 +61,8 @@ std::optional<wire::Header> RawConnection::read_frame(std::chrono::milliseconds 
       buf_.erase(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(split->frame_size));
       return h;
     }
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return std::nullopt;
     pollfd p{.fd = fd_.get(), .events = POLLIN, .revents = 0};
     if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
@@ -76,7 +79,8 @@ std::optional<wire::Header> RawConnection::read_frame(std::chrono::milliseconds 
 bool RawConnection::wait_closed(std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (!eof_ && std::chrono::steady_clock::now() < deadline) {
-    (void)read_frame(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()));
+    (void)read_frame(
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()));
   }
   return eof_;
 }

@@ -47,9 +47,9 @@ struct ConnectOptions {
   // $UBROKER_FD if set, else $UBROKER_SOCKET, $XDG_RUNTIME_DIR/ubroker.sock or
   // /run/ubroker/ubroker.sock.
   std::string address;
-  std::string name;  // shown in the broker's logs and in brokerctl
-  std::chrono::milliseconds timeout{5000};  // connect and handshake
-  asio::io_context* io = nullptr;           // run I/O on this context instead of an own thread
+  std::string name;                          // shown in the broker's logs and in brokerctl
+  std::chrono::milliseconds timeout{5000};   // connect and handshake
+  asio::io_context* io = nullptr;            // run I/O on this context instead of an own thread
   std::size_t max_pending_bytes = 8u << 20;  // unsent bytes before publish() blocks
   std::size_t receive_queue = 4096;          // messages held for receive() before reading pauses
   // Errors the broker reports about earlier calls that had no one waiting (e.g. a publish it

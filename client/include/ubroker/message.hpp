@@ -35,8 +35,11 @@ class Message {
  public:
   Message() = default;
   explicit Message(const MessageView& v)
-      : topic_(v.topic), payload_(v.payload.begin(), v.payload.end()), sender_(v.sender),
-        subscription_(v.subscription), dropped_before_(v.dropped_before) {}
+      : topic_(v.topic),
+        payload_(v.payload.begin(), v.payload.end()),
+        sender_(v.sender),
+        subscription_(v.subscription),
+        dropped_before_(v.dropped_before) {}
 
   [[nodiscard]] std::string_view topic() const noexcept { return topic_; }
   [[nodiscard]] std::span<const std::byte> payload() const noexcept { return payload_; }

@@ -20,9 +20,9 @@ namespace ubroker::proto {
 inline constexpr std::size_t kMaxFdsPerMessage = 16;
 
 enum class TransportErrc {
-  kFdsTruncated = 1,        // MSG_CTRUNC: the peer sent more fds than kMaxFdsPerMessage
-  kUnexpectedControl,       // control message other than SCM_RIGHTS
-  kTooManyFds,              // caller tried to send more than kMaxFdsPerMessage
+  kFdsTruncated = 1,   // MSG_CTRUNC: the peer sent more fds than kMaxFdsPerMessage
+  kUnexpectedControl,  // control message other than SCM_RIGHTS
+  kTooManyFds,         // caller tried to send more than kMaxFdsPerMessage
 };
 [[nodiscard]] const std::error_category& transport_category() noexcept;
 [[nodiscard]] inline std::error_code make_error_code(TransportErrc e) noexcept {
@@ -41,14 +41,12 @@ struct Received {
 
 // One recvmsg(MSG_DONTWAIT | MSG_CMSG_CLOEXEC) into `buf`; fds that arrived are appended to
 // `fds` (already owned, even when the call reports an error after receiving them).
-[[nodiscard]] shm::Result<Received> receive(int socket, std::span<std::byte> buf,
-                                            std::vector<shm::UniqueFd>& fds);
+[[nodiscard]] shm::Result<Received> receive(int socket, std::span<std::byte> buf, std::vector<shm::UniqueFd>& fds);
 
 // One sendmsg(MSG_DONTWAIT | MSG_NOSIGNAL) of `iov`, with `fds` attached to the first byte.
 // Returns bytes sent (fds went with them if > 0). Attach fds only while no byte of their frame
 // has gone out.
-[[nodiscard]] shm::Result<std::size_t> send(int socket, std::span<const iovec> iov,
-                                            std::span<const int> fds = {});
+[[nodiscard]] shm::Result<std::size_t> send(int socket, std::span<const iovec> iov, std::span<const int> fds = {});
 
 }  // namespace ubroker::proto
 

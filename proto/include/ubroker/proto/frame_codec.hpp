@@ -53,8 +53,7 @@ struct FrameSplit {
 
 // Parses header bytes into `out` (reused across calls, so steady state allocates nothing) and
 // checks the frame type is one this protocol defines.
-[[nodiscard]] std::expected<void, FrameError> parse_header(std::span<const std::byte> bytes,
-                                                           wire::Header& out);
+[[nodiscard]] std::expected<void, FrameError> parse_header(std::span<const std::byte> bytes, wire::Header& out);
 
 // A stream that ends with `leftover` unparsed bytes ended cleanly only if there are none.
 [[nodiscard]] inline std::expected<void, FrameError> check_clean_eof(std::size_t leftover) noexcept {

@@ -17,7 +17,9 @@ inline constexpr std::string_view kReservedPrefix = "$sys.";
 [[nodiscard]] const char* check_topic(std::string_view topic) noexcept;
 [[nodiscard]] const char* check_pattern(std::string_view pattern) noexcept;
 
-[[nodiscard]] inline bool is_reserved(std::string_view topic) noexcept { return topic.starts_with(kReservedPrefix); }
+[[nodiscard]] inline bool is_reserved(std::string_view topic) noexcept {
+  return topic.starts_with(kReservedPrefix);
+}
 [[nodiscard]] bool is_wildcard(std::string_view pattern) noexcept;
 
 // Whether a valid pattern matches a valid topic.

@@ -12,9 +12,13 @@ template <class T>
 using Result = std::expected<T, std::error_code>;
 
 // The current errno as an error_code (std::system_category).
-[[nodiscard]] inline std::error_code last_error() noexcept { return {errno, std::system_category()}; }
+[[nodiscard]] inline std::error_code last_error() noexcept {
+  return {errno, std::system_category()};
+}
 
-[[nodiscard]] inline std::error_code errno_code(int err) noexcept { return {err, std::system_category()}; }
+[[nodiscard]] inline std::error_code errno_code(int err) noexcept {
+  return {err, std::system_category()};
+}
 
 // Calls f() until it does not fail with EINTR; returns its last result (-1 with errno set on failure).
 template <class F>
