@@ -15,11 +15,6 @@
 namespace ubroker::test {
 namespace {
 
-Process publish_from_peer(const BrokerProcess& b, const std::string& topic, std::uint64_t count, std::size_t size) {
-  return Process::spawn(
-      {peer_publish_cmd(), "publish", b.socket(), topic, std::to_string(count), std::to_string(size), "1"});
-}
-
 // A number from brokerd's closing summary line, e.g. "12 publisher blocks".
 std::uint64_t summary_figure(const std::string& log, const std::string& what) {
   std::smatch m;

@@ -138,8 +138,7 @@ TEST(Lifecycle, SigtermFlushesQueuedMessagesThenRemovesTheSocket) {
     ++received;
   });
   ASSERT_TRUE(s.has_value());
-  Process peer =
-      Process::spawn({peer_publish_cmd(), "publish", broker.socket(), "work", std::to_string(kCount), "64", "1"});
+  Process peer = publish_from_peer(broker, "work", kCount, 64);
   auto st = peer.wait(std::chrono::seconds(60));
   ASSERT_TRUE(st.has_value());
   ASSERT_EQ(exit_code(*st), 0) << peer.err();  // every message accepted, most still queued

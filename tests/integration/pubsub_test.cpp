@@ -19,12 +19,6 @@
 namespace ubroker::test {
 namespace {
 
-Process publish_from_peer(const BrokerProcess& b, const std::string& topic, std::uint64_t count, std::size_t size,
-                          std::uint64_t tag) {
-  return Process::spawn({peer_publish_cmd(), "publish", b.socket(), topic, std::to_string(count), std::to_string(size),
-                         std::to_string(tag)});
-}
-
 void expect_peer_ok(Process& p) {
   auto st = p.wait(std::chrono::seconds(120));
   ASSERT_TRUE(st.has_value()) << "peer did not finish";

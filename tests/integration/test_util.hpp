@@ -11,6 +11,8 @@
 #include <string>
 #include <thread>
 
+#include "broker_process.hpp"
+
 namespace ubroker::test {
 
 struct PeerPayload {
@@ -38,8 +40,12 @@ inline bool eventually(const std::function<bool()>& cond,
   return true;
 }
 
-inline std::string peer_publish_cmd() {
-  return UBROKER_TEST_PEER;
+// Publishes `count` messages of `size` bytes (sequence number, tag, padding) from a separate
+// process; it flushes before it exits 0.
+inline Process publish_from_peer(const BrokerProcess& b, const std::string& topic, std::uint64_t count,
+                                 std::size_t size, std::uint64_t tag = 1) {
+  return Process::spawn({UBROKER_TEST_PEER, "publish", b.socket(), topic, std::to_string(count), std::to_string(size),
+                         std::to_string(tag)});
 }
 
 }  // namespace ubroker::test
