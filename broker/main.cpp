@@ -3,12 +3,43 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <sys/resource.h>
+
+#include <cerrno>
 #include <csignal>
+#include <cstring>
 #include <cstdio>
 
 #include "broker.hpp"
 #include "config.hpp"
 #include "ubroker/proto/socket_address.hpp"
+
+namespace {
+
+// Every client costs the broker one fd: take the soft RLIMIT_NOFILE up to the hard limit,
+// and say so when even that cannot hold max_connections.
+void raise_fd_limit(std::uint32_t max_connections) {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+    spdlog::warn("getrlimit(RLIMIT_NOFILE): {}", std::strerror(errno));
+    return;
+  }
+  if (rl.rlim_cur < rl.rlim_max) {
+    const rlim_t old = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+      spdlog::warn("setrlimit(RLIMIT_NOFILE, {}): {}", rl.rlim_max, std::strerror(errno));
+      rl.rlim_cur = old;
+    }
+  }
+  constexpr rlim_t kReserve = 64;  // listener, logs, epoll, signals
+  if (rl.rlim_cur < max_connections + kReserve) {
+    spdlog::warn("RLIMIT_NOFILE is {}: fewer than limits.max_connections ({}) clients will fit", rl.rlim_cur,
+                 max_connections);
+  }
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using ubroker::broker::Config;
@@ -48,6 +79,7 @@ int main(int argc, char** argv) {
 
   // Writes use MSG_NOSIGNAL; this also covers anything else that might raise SIGPIPE.
   std::signal(SIGPIPE, SIG_IGN);
+  raise_fd_limit(config.limits.max_connections);
 
   ubroker::broker::Broker broker(std::move(config));
   return broker.run();
