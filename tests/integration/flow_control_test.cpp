@@ -23,7 +23,7 @@ std::uint64_t summary_figure(const std::string& log, const std::string& what) {
 }
 
 TEST(FlowControl, SlowSubscriberTwoMillionMessagesZeroLoss) {
-  BrokerProcess broker;
+  BrokerProcess broker("[limits]\nqueue_max_messages = 2000\n");
   constexpr std::uint64_t kCount = 2'000'000;
   std::atomic<std::uint64_t> received{0}, gaps{0};
   std::uint64_t expect = 0;  // I/O thread only
@@ -32,8 +32,12 @@ TEST(FlowControl, SlowSubscriberTwoMillionMessagesZeroLoss) {
     const auto seq = decode(m.payload).seq;
     if (seq != expect) ++gaps;
     expect = seq + 1;
-    // Deliberately slow: the publisher is faster, so the broker must hold it back.
-    if (++received % 20000 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(3));
+    // Deliberately slow: a long stall at the start (far longer than the queue and socket
+    // buffers take to fill at any speed), then short ones, so the broker must hold the
+    // publisher back.
+    const std::uint64_t n = ++received;
+    if (n == 1) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    if (n % 5000 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   });
   ASSERT_TRUE(s.has_value());
   Process peer = publish_from_peer(broker, "firehose", kCount, 16);
@@ -51,15 +55,21 @@ TEST(FlowControl, SlowSubscriberTwoMillionMessagesZeroLoss) {
 }
 
 TEST(FlowControl, DropPolicyCountsExactlyWhatItDropped) {
-  BrokerProcess broker("[limits]\nqueue_max_messages = 500\n");
+  // The drop subscriber stops reading until the publisher is done, so its queue overflows
+  // whatever the relative speeds; the deadline is long enough that it is not cut off.
+  BrokerProcess broker("[limits]\nqueue_max_messages = 500\n[timeouts]\nslow_consumer_ms = 120000\n");
   constexpr std::uint64_t kCount = 200'000;
   std::atomic<std::uint64_t> received{0}, reported{0};
+  std::mutex mu;
+  std::condition_variable cv;
+  bool go = false;
   Client sub = broker.connect("dropper");
   auto s = sub.subscribe("lossy",
                          [&](const MessageView& m) {
+                           std::unique_lock lk(mu);
+                           cv.wait(lk, [&] { return go; });
                            reported += m.dropped_before;
-                           // At most ~100k msg/s: slower than the publisher, so its queue overflows.
-                           if (++received % 100 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                           ++received;
                          },
                          {.overflow = Overflow::kDrop});
   ASSERT_TRUE(s.has_value());
@@ -70,17 +80,22 @@ TEST(FlowControl, DropPolicyCountsExactlyWhatItDropped) {
   ASSERT_TRUE(o.has_value());
 
   Process peer = publish_from_peer(broker, "lossy", kCount, 16);
-  auto st = peer.wait(std::chrono::seconds(120));
+  auto st = peer.wait(std::chrono::seconds(240));
   ASSERT_TRUE(st.has_value());
   ASSERT_EQ(exit_code(*st), 0) << peer.err();
+  {
+    std::lock_guard lk(mu);
+    go = true;
+  }
+  cv.notify_all();
   // The peer flushed: the broker has routed every message (queued or dropped). Unsubscribing
   // returns after everything queued ahead of the ACK was delivered, with the exact total.
-  auto total_dropped = s->unsubscribe(std::chrono::seconds(60));
+  auto total_dropped = s->unsubscribe(std::chrono::seconds(120));
   ASSERT_TRUE(total_dropped.has_value()) << total_dropped.error().message;
-  EXPECT_GT(*total_dropped, 0u) << "the subscriber was never slow enough to drop";
+  EXPECT_GT(*total_dropped, 0u);
   EXPECT_EQ(received.load() + *total_dropped, kCount);
   EXPECT_LE(reported.load(), *total_dropped);
-  ASSERT_TRUE(eventually([&] { return lossless == kCount; }));
+  ASSERT_TRUE(eventually([&] { return lossless == kCount; }, std::chrono::seconds(120)));
 }
 
 TEST(FlowControl, StuckSubscriberIsDisconnectedWhileOthersGoOn) {

@@ -211,7 +211,7 @@ TEST(PubSub, PublishingFromManyThreadsOfOneClient) {
     });
   }
   for (auto& t : threads) t.join();
-  ASSERT_TRUE(pub.flush().has_value());
+  ASSERT_TRUE(pub.flush(std::chrono::seconds(120)).has_value());
   EXPECT_EQ(failures.load(), 0);
   ASSERT_TRUE(eventually([&] { return received == kThreads * kEach; })) << received.load();
   EXPECT_EQ(out_of_order.load(), 0u);  // each thread's messages stay in its order
