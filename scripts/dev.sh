@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The project's one entry point on a Debian 12 machine (the README's two commands):
 #   bash scripts/dev.sh run    install what is missing, build Release, run brokerd in the foreground
-#   bash scripts/dev.sh test   install what is missing, build, run the whole test suite
+#   bash scripts/dev.sh test   install what is missing, build, run the whole test suite twice:
+#                              a Release build, then an AddressSanitizer+UBSan build
 # Extra arguments after `run` go to brokerd (e.g. `run -- --socket /tmp/b.sock`).
 # Installs only Debian packages by name (apt-get); downloads nothing else.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${UBROKER_BUILD_DIR:-$here/build/release}
+asan_dir=$here/build/asan
 
 packages=(
   g++ cmake ninja-build ccache pkg-config
@@ -17,7 +19,7 @@ packages=(
 )
 
 usage() {
-  sed -n '2,6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,7p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 install_missing() {
@@ -37,11 +39,20 @@ install_missing() {
   "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
+# configure DIR BUILD_TYPE [cmake args...]
 configure() {
+  local dir=$1 type=$2
+  shift 2
   local launcher=()
   command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-  cmake -S "$here" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  cmake -S "$here" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE="$type" \
     -DUBROKER_WERROR=ON "${launcher[@]}" "$@" >/dev/null
+}
+
+# run_suite DIR: builds everything in DIR and runs its tests.
+run_suite() {
+  cmake --build "$1" -j "$jobs"
+  (cd "$1" && ctest --output-on-failure --timeout 300 -j "$jobs")
 }
 
 jobs=$(nproc 2>/dev/null || echo 2)
@@ -51,16 +62,19 @@ case "${1:-}" in
     shift
     [ "${1:-}" = "--" ] && shift
     install_missing
-    configure
+    configure "$build_dir" Release
     cmake --build "$build_dir" --target brokerd -j "$jobs"
     exec "$build_dir/broker/brokerd" "$@"
     ;;
   test)
     install_missing
-    configure
-    cmake --build "$build_dir" -j "$jobs"
-    cd "$build_dir"
-    exec ctest --output-on-failure --timeout 300 -j "$jobs"
+    echo "== Release build and tests"
+    configure "$build_dir" Release
+    run_suite "$build_dir"
+    echo "== AddressSanitizer+UBSan build and tests"
+    configure "$asan_dir" Debug -DUBROKER_SANITIZE=address
+    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+    run_suite "$asan_dir"
     ;;
   -h|--help|help)
     usage
