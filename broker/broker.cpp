@@ -59,7 +59,9 @@ Broker::Broker(Config config)
       acceptor_(io_),
       signals_(io_, SIGINT, SIGTERM, SIGHUP),
       sweep_timer_(io_),
-      router_(stats_) {}
+      router_(stats_),
+      retained_(config_.limits.retained_max_bytes),
+      request_timer_(io_) {}
 
 Broker::~Broker() = default;
 
@@ -98,6 +100,7 @@ int Broker::run() {
   asio::co_spawn(io_, accept_loop(), log_failure("accept loop"));
   asio::co_spawn(io_, sweep_loop(), log_failure("deadline sweep"));
   asio::co_spawn(io_, signal_loop(), log_failure("signal handling"));
+  asio::co_spawn(io_, request_deadline_loop(), log_failure("request deadlines"));
   io_.run();
   listening->file.remove();
   spdlog::info(
@@ -160,6 +163,7 @@ asio::awaitable<void> Broker::sweep_loop() {
     if (stopping_ && sessions_.empty()) {
       std::error_code ignored;
       signals_.cancel(ignored);
+      request_timer_.cancel();
       co_return;
     }
   }
@@ -180,6 +184,49 @@ asio::awaitable<void> Broker::signal_loop() {
     }
     stop(signo == SIGINT ? "SIGINT" : "SIGTERM");
   }
+}
+
+asio::awaitable<void> Broker::request_deadline_loop() {
+  for (;;) {
+    const auto next = requests_.next_deadline();
+    request_timer_.expires_at(next ? *next : Clock::time_point::max());
+    co_await request_timer_.async_wait(kUseTuple);
+    if (stopping_ && sessions_.empty()) co_return;
+    requests_.expire(Clock::now(), [&](const PendingRequest& p) {
+      ++stats_.request_timeouts;
+      if (Session* caller = find(p.caller)) {
+        --caller->pending_requests();
+        caller->send_error(wire::TIMEOUT, "no reply before the request's deadline", false, p.caller_seq);
+      }
+    });
+    flush_dirty();
+  }
+}
+
+void Broker::request_added(Clock::time_point deadline) {
+  if (deadline < request_timer_.expiry()) request_timer_.cancel();  // the loop re-arms
+}
+
+void Broker::session_gone(Session& s) {
+  std::vector<std::string> services;
+  for (const auto& [id, sub] : s.subscriptions()) {
+    if (sub->service) services.push_back(sub->pattern);
+  }
+  router_.remove_session(s);
+  requests_.drop_session(s.id(), [&](const PendingRequest& p) {
+    ++stats_.responder_gone;
+    if (Session* caller = find(p.caller)) {
+      --caller->pending_requests();
+      caller->send_error(wire::RESPONDER_GONE,
+                         fmt::format("the responder (client {}) disconnected before replying", s.id()), false,
+                         p.caller_seq);
+    }
+  });
+  if (s.welcomed()) {
+    for (const auto& pattern : services) service_event(s, pattern, false);
+    client_event(s, false);
+  }
+  flush_dirty();
 }
 
 void Broker::stop(std::string_view why) {

@@ -3,7 +3,11 @@
 // SIGTERM/SIGINT (drain and stop) and SIGHUP. Everything runs on the thread that calls run().
 #pragma once
 
+#include <google/protobuf/message_lite.h>
+
 #include <asio/awaitable.hpp>
+#include <chrono>
+#include <span>
 #include <asio/io_context.hpp>
 #include <asio/local/stream_protocol.hpp>
 #include <asio/signal_set.hpp>
@@ -15,12 +19,15 @@
 
 #include "chunk_pool.hpp"
 #include "config.hpp"
+#include "request_table.hpp"
+#include "retained_store.hpp"
 #include "router.hpp"
 #include "stats.hpp"
 
 namespace ubroker::broker {
 
 class Session;
+using Clock = std::chrono::steady_clock;
 
 class Broker {
  public:
@@ -37,6 +44,19 @@ class Broker {
   [[nodiscard]] ChunkPool& pool() noexcept { return pool_; }
   [[nodiscard]] Stats& stats() noexcept { return stats_; }
   [[nodiscard]] Session* find(std::uint64_t id) const;
+  [[nodiscard]] RequestTable& requests() noexcept { return requests_; }
+  [[nodiscard]] RetainedStore& retained() noexcept { return retained_; }
+
+  // A request with this deadline was added: the deadline timer may need to fire sooner.
+  void request_added(Clock::time_point deadline);
+  // A session is going away: its subscriptions, services and requests are released, and its
+  // departure is announced.
+  void session_gone(Session& s);
+  // Presence events on $sys.client.* and $sys.service.*.
+  void client_event(const Session& s, bool connected);
+  void service_event(const Session& s, std::string_view pattern, bool up);
+  // Answers a request on $sys.admin.* on behalf of the broker.
+  void answer_admin(Session& caller, const wire::Header& request, std::span<const std::byte> payload);
 
   // Sessions with queued output are flushed together at the end of the current read batch.
   void mark_dirty(Session& s) { dirty_.push_back(&s); }
@@ -50,6 +70,8 @@ class Broker {
   asio::awaitable<void> serve(Socket socket);
   asio::awaitable<void> sweep_loop();
   asio::awaitable<void> signal_loop();
+  asio::awaitable<void> request_deadline_loop();
+  void publish_event(std::string_view topic, const google::protobuf::MessageLite& event);
   void stop(std::string_view why);
 
   Config config_;
@@ -60,6 +82,11 @@ class Broker {
   Stats stats_;
   ChunkPool pool_;
   Router router_;
+  RequestTable requests_;
+  RetainedStore retained_;
+  asio::steady_timer request_timer_;
+  std::vector<std::byte> event_buf_;  // scratch for presence event payloads
+  Clock::time_point started_ = Clock::now();
   std::unordered_map<std::uint64_t, Session*> sessions_;
   std::vector<Session*> dirty_;
   std::vector<Session*> flushing_;  // scratch for flush_dirty

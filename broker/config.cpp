@@ -53,6 +53,18 @@ std::expected<void, std::string> load_limits(const toml::table& t, Limits& l) {
       auto r = get_int<std::uint64_t>(v, key, 4096, std::int64_t{1} << 40);
       if (!r) return Error(r.error());
       l.queue_max_bytes = *r;
+    } else if (key == "max_pending_requests") {
+      auto r = get_int<std::uint32_t>(v, key, 1, kU32);
+      if (!r) return Error(r.error());
+      l.max_pending_requests = *r;
+    } else if (key == "request_timeout_max_ms") {
+      auto r = get_int<std::int64_t>(v, key, 1, 24ll * 3600 * 1000);
+      if (!r) return Error(r.error());
+      l.request_timeout_max = std::chrono::milliseconds(*r);
+    } else if (key == "retained_max_bytes") {
+      auto r = get_int<std::uint64_t>(v, key, 0, std::int64_t{1} << 40);
+      if (!r) return Error(r.error());
+      l.retained_max_bytes = *r;
     } else if (key == "max_connections") {
       auto r = get_int<std::uint32_t>(v, key, 1, 1 << 20);
       if (!r) return Error(r.error());

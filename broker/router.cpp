@@ -35,44 +35,61 @@ const char* check_group_name(std::string_view name) {
 
 }  // namespace
 
-std::expected<void, RouteError> Router::subscribe(Session& owner, std::uint64_t id, std::string_view pattern,
-                                                  std::string_view group, wire::Overflow overflow,
-                                                  std::size_t max_subscriptions) {
+std::expected<Subscription*, RouteError> Router::add(Session& owner, std::uint64_t id, std::string_view pattern,
+                                                     std::size_t max_subscriptions) {
   auto& subs = owner.subscriptions();
   if (subs.contains(id)) {
     return std::unexpected(RouteError{wire::DUPLICATE_SUBSCRIPTION, fmt::format("subscription id {} is in use", id)});
   }
   if (subs.size() >= max_subscriptions) {
-    return std::unexpected(RouteError{wire::LIMIT_EXCEEDED,
-                                      fmt::format("too many subscriptions (limit {} per client)", max_subscriptions)});
+    return std::unexpected(RouteError{
+        wire::LIMIT_EXCEEDED,
+        fmt::format("too many subscriptions and services (limit {} per client)", max_subscriptions)});
   }
   if (const char* why = proto::check_pattern(pattern)) {
     return std::unexpected(RouteError{wire::INVALID_PATTERN, fmt::format("invalid pattern '{}': {}", pattern, why)});
   }
-  if (const char* why = check_group_name(group)) return std::unexpected(RouteError{wire::INVALID_PATTERN, why});
-
   auto sub = std::make_unique<Subscription>();
   sub->owner = &owner;
   sub->id = id;
   sub->pattern = pattern;
-  sub->overflow = overflow;
   Subscription* raw = sub.get();
   subs.emplace(id, std::move(sub));
-  if (group.empty()) {
-    direct_index_.insert(pattern, raw);
-  } else {
-    auto [it, fresh] = groups_.try_emplace(group_key(pattern, group));
-    if (fresh) {
-      it->second = std::make_unique<Group>();
-      it->second->pattern = pattern;
-      it->second->name = group;
-      group_index_.insert(pattern, it->second.get());
-    }
-    raw->group = it->second.get();
-    raw->group->members.push_back(raw);
-  }
   ++subscription_count_;
   invalidate();
+  return raw;
+}
+
+std::expected<void, RouteError> Router::subscribe(Session& owner, std::uint64_t id, std::string_view pattern,
+                                                  std::string_view group, wire::Overflow overflow,
+                                                  std::size_t max_subscriptions) {
+  if (const char* why = check_group_name(group)) return std::unexpected(RouteError{wire::INVALID_PATTERN, why});
+  auto added = add(owner, id, pattern, max_subscriptions);
+  if (!added) return std::unexpected(added.error());
+  Subscription* sub = *added;
+  sub->overflow = overflow;
+  if (group.empty()) {
+    direct_index_.insert(pattern, sub);
+    return {};
+  }
+  auto [it, fresh] = groups_.try_emplace(group_key(pattern, group));
+  if (fresh) {
+    it->second = std::make_unique<Group>();
+    it->second->pattern = pattern;
+    it->second->name = group;
+    group_index_.insert(pattern, it->second.get());
+  }
+  sub->group = it->second.get();
+  sub->group->members.push_back(sub);
+  return {};
+}
+
+std::expected<void, RouteError> Router::serve(Session& owner, std::uint64_t id, std::string_view pattern,
+                                              std::size_t max_subscriptions) {
+  auto added = add(owner, id, pattern, max_subscriptions);
+  if (!added) return std::unexpected(added.error());
+  (*added)->service = true;
+  service_index_.insert(pattern, *added);
   return {};
 }
 
@@ -94,7 +111,9 @@ void Router::remove_session(Session& owner) {
 }
 
 void Router::remove(Subscription& sub) {
-  if (Group* g = sub.group) {
+  if (sub.service) {
+    service_index_.erase(sub.pattern, &sub);
+  } else if (Group* g = sub.group) {
     auto& m = g->members;
     m.erase(std::find(m.begin(), m.end(), &sub));
     if (g->next >= m.size()) g->next = 0;
@@ -109,7 +128,7 @@ void Router::remove(Subscription& sub) {
   invalidate();
 }
 
-const Router::Route& Router::resolve(std::string_view topic) {
+Router::Route& Router::resolve(std::string_view topic) {
   if (auto it = cache_.find(topic); it != cache_.end()) return it->second;
   if (cache_.size() >= kMaxCachedTopics) cache_.clear();
   Route route;
@@ -118,6 +137,7 @@ const Router::Route& Router::resolve(std::string_view topic) {
     return a->owner != b->owner ? a->owner->id() < b->owner->id() : a->id < b->id;
   });
   group_index_.match(topic, [&](Group* g) { route.groups.push_back(g); });
+  service_index_.match(topic, [&](Subscription* s) { route.services.push_back(s); });
   return cache_.emplace(std::string(topic), std::move(route)).first->second;
 }
 
@@ -142,6 +162,13 @@ std::size_t Router::pick_member(const Group& g) const {
 }
 
 RouteResult Router::publish(Session& from, const Published& msg) {
+  const SenderStamp stamp{from.id(), from.peer().uid, static_cast<std::uint32_t>(from.peer().pid)};
+  return route(stamp, msg, &from);
+}
+
+void Router::publish_system(const Published& msg, const SenderStamp& stamp) { (void)route(stamp, msg, nullptr); }
+
+RouteResult Router::route(const SenderStamp& stamp, const Published& msg, Session* from) {
   const Route& route = resolve(msg.topic);
   targets_.clear();
   target_subs_.clear();
@@ -155,8 +182,8 @@ RouteResult Router::publish(Session& from, const Published& msg) {
 
   bool blocked = false;
   for (const Target& t : targets_) {
-    if (t.lossless && !t.session->has_room()) {
-      t.session->add_waiter(from.id());
+    if (from != nullptr && t.lossless && !t.session->has_room()) {
+      t.session->add_waiter(from->id());
       blocked = true;
     }
   }
@@ -164,7 +191,7 @@ RouteResult Router::publish(Session& from, const Published& msg) {
     // A full group member may free up before the others: wait on every lossless member.
     for (Group* g : route.groups) {
       for (Subscription* m : g->members) {
-        if (m->overflow == wire::BLOCK && !m->owner->has_room()) m->owner->add_waiter(from.id());
+        if (m->overflow == wire::BLOCK && !m->owner->has_room()) m->owner->add_waiter(from->id());
       }
     }
     ++stats_.publisher_blocks;
@@ -184,12 +211,12 @@ RouteResult Router::publish(Session& from, const Published& msg) {
   auto& h = deliver_header_;
   h.set_type(wire::DELIVER);
   h.set_topic(msg.topic.data(), msg.topic.size());
-  h.set_sender_id(from.id());
-  h.set_sender_uid(from.peer().uid);
-  h.set_sender_pid(static_cast<std::uint32_t>(from.peer().pid));
+  h.set_sender_id(stamp.id);
+  h.set_sender_uid(stamp.uid);
+  h.set_sender_pid(stamp.pid);
   for (const Target& t : targets_) {
-    if (t.session->has_room()) {
-      deliver(t, from, msg);
+    if (t.session->has_room() || (from == nullptr && t.lossless)) {
+      deliver(t, msg);
       continue;
     }
     for (std::uint32_t i = 0; i < t.count; ++i) {
@@ -202,7 +229,7 @@ RouteResult Router::publish(Session& from, const Published& msg) {
   return RouteResult::kRouted;
 }
 
-void Router::deliver(const Target& t, const Session&, const Published& msg) {
+void Router::deliver(const Target& t, const Published& msg) {
   auto& h = deliver_header_;
   h.clear_sub_ids();
   h.clear_dropped();
@@ -215,23 +242,29 @@ void Router::deliver(const Target& t, const Session&, const Published& msg) {
     s->dropped_unreported = 0;
     ++s->delivered;
   }
-  const std::size_t head = proto::frame_head_size(h);
-  const std::size_t size = msg.payload.size();
-  OutQueue& q = t.session->out();
-  if (size <= kInlinePayloadMax || msg.chunk == nullptr) {
-    std::byte* p = q.append_inline(head + size);
-    proto::write_frame_head(p, h, size);
-    if (size != 0) std::memcpy(p + head, msg.payload.data(), size);
-    ++stats_.payload_copies;
-  } else {
-    proto::write_frame_head(q.append_inline(head), h, size);
-    q.append_ref(*msg.chunk, msg.payload.data(), size);
-  }
-  q.end_message();
-  t.session->count_delivery(size);
-  t.session->mark_dirty();
+  if (t.session->queue_frame(h, msg.payload, msg.chunk)) ++stats_.payload_copies;
+  t.session->count_delivery(msg.payload.size());
   ++stats_.deliveries;
-  stats_.delivered_bytes += size;
+  stats_.delivered_bytes += msg.payload.size();
 }
+
+RouteResult Router::pick_responder(Session& from, std::string_view topic, Subscription*& responder) {
+  Route& route = resolve(topic);
+  const std::size_t n = route.services.size();
+  if (n == 0) return RouteResult::kNoResponders;
+  for (std::size_t i = 0; i < n; ++i) {
+    Subscription* s = route.services[(route.next_service + i) % n];
+    if (s->owner->has_room()) {
+      route.next_service = (route.next_service + i + 1) % n;
+      responder = s;
+      return RouteResult::kRouted;
+    }
+  }
+  for (Subscription* s : route.services) s->owner->add_waiter(from.id());
+  ++stats_.publisher_blocks;
+  return RouteResult::kBlocked;
+}
+
+std::size_t Router::count_responders(std::string_view topic) { return resolve(topic).services.size(); }
 
 }  // namespace ubroker::broker

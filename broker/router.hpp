@@ -36,7 +36,14 @@ struct Published {
   const ChunkRef* chunk;  // holds `payload`, for deliveries that reference instead of copy
 };
 
-enum class RouteResult { kRouted, kBlocked };
+// Who a delivery says sent it (the broker's own events: id 0).
+struct SenderStamp {
+  std::uint64_t id = 0;
+  std::uint32_t uid = 0;
+  std::uint32_t pid = 0;
+};
+
+enum class RouteResult { kRouted, kBlocked, kNoResponders };
 
 class Router {
  public:
@@ -53,12 +60,23 @@ class Router {
                                                           std::size_t max_subscriptions);
   // Returns the subscription's total drop count.
   [[nodiscard]] std::expected<std::uint64_t, RouteError> unsubscribe(Session& owner, std::uint64_t id);
-  // Forgets every subscription of a session that is going away.
+  // Registers a responder for requests on topics matching `pattern`.
+  [[nodiscard]] std::expected<void, RouteError> serve(Session& owner, std::uint64_t id, std::string_view pattern,
+                                                      std::size_t max_subscriptions);
+  // Forgets every subscription and service of a session that is going away.
   void remove_session(Session& owner);
 
   // Routes one message from `from`. kBlocked: a lossless target is full; nothing was
   // delivered, `from` is registered with the full targets and must retry later.
   [[nodiscard]] RouteResult publish(Session& from, const Published& msg);
+  // The broker's own messages ($sys. events): never held back, so delivered to lossless
+  // subscribers even when their queues are full (bounded by how rare the events are).
+  void publish_system(const Published& msg, const SenderStamp& stamp);
+
+  // The responder a request on `topic` goes to (round-robin, preferring one with room).
+  // kBlocked: all are full and `from` is registered with them. kNoResponders: nobody serves it.
+  [[nodiscard]] RouteResult pick_responder(Session& from, std::string_view topic, Subscription*& responder);
+  [[nodiscard]] std::size_t count_responders(std::string_view topic);
 
   [[nodiscard]] std::size_t subscription_count() const noexcept { return subscription_count_; }
 
@@ -66,6 +84,8 @@ class Router {
   struct Route {
     std::vector<Subscription*> direct;  // sorted by owner, so one frame per owner
     std::vector<Group*> groups;
+    std::vector<Subscription*> services;
+    std::size_t next_service = 0;  // round-robin cursor (restarts when the cache is cleared)
   };
   struct Target {
     Session* session;
@@ -74,17 +94,21 @@ class Router {
     bool lossless;
   };
 
-  const Route& resolve(std::string_view topic);
+  Route& resolve(std::string_view topic);
   void invalidate() noexcept { cache_.clear(); }
   void add_target(Session* s, Subscription* sub);
   // Index of the member to get the next message: the first with room from the cursor on.
   std::size_t pick_member(const Group& g) const;
-  void deliver(const Target& t, const Session& from, const Published& msg);
+  RouteResult route(const SenderStamp& stamp, const Published& msg, Session* from);
+  void deliver(const Target& t, const Published& msg);
+  [[nodiscard]] std::expected<Subscription*, RouteError> add(Session& owner, std::uint64_t id, std::string_view pattern,
+                                                             std::size_t max_subscriptions);
   void remove(Subscription& sub);
 
   Stats& stats_;
   TopicIndex<Subscription*> direct_index_;
   TopicIndex<Group*> group_index_;
+  TopicIndex<Subscription*> service_index_;
   std::unordered_map<std::string, std::unique_ptr<Group>, StringHash, std::equal_to<>> groups_;
   std::unordered_map<std::string, Route, StringHash, std::equal_to<>> cache_;
   std::size_t subscription_count_ = 0;

@@ -35,7 +35,7 @@ Session::Session(Broker& broker, Socket socket, proto::PeerCredentials peer, std
       writer_wake_(socket_.get_executor()) {}
 
 Session::~Session() {
-  broker_.router().remove_session(*this);
+  broker_.session_gone(*this);
   broker_.forget(*this);
   broker_.stats().dropped_disconnect += out_.messages();
   notify_waiters();
@@ -276,11 +276,23 @@ void Session::send_error(wire::ErrorCode code, std::string_view message, bool fa
   }
 }
 
-void Session::queue_control(const wire::Header& h) {
-  const std::size_t size = proto::frame_head_size(h);
-  proto::write_frame_head(out_.append_inline(size), h, 0);
+void Session::queue_control(const wire::Header& h) { queue_frame(h, {}, nullptr); }
+
+bool Session::queue_frame(const wire::Header& h, std::span<const std::byte> payload, const ChunkRef* chunk) {
+  const std::size_t head = proto::frame_head_size(h);
+  const std::size_t size = payload.size();
+  const bool copy = size <= Router::kInlinePayloadMax || chunk == nullptr;
+  if (copy) {
+    std::byte* p = out_.append_inline(head + size);
+    proto::write_frame_head(p, h, size);
+    if (size != 0) std::memcpy(p + head, payload.data(), size);
+  } else {
+    proto::write_frame_head(out_.append_inline(head), h, size);
+    out_.append_ref(*chunk, payload.data(), size);
+  }
   out_.end_message();
   mark_dirty();
+  return copy && size != 0;
 }
 
 void Session::begin_shutdown() {

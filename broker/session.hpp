@@ -11,10 +11,12 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "broker.hpp"
 #include "chunk_pool.hpp"
 #include "out_queue.hpp"
 #include "subscription.hpp"
@@ -24,7 +26,6 @@
 namespace ubroker::broker {
 
 class Broker;
-using Clock = std::chrono::steady_clock;
 
 class Session {
  public:
@@ -48,6 +49,11 @@ class Session {
   [[nodiscard]] OutQueue& out() noexcept { return out_; }
   void add_waiter(std::uint64_t publisher_id);
   void mark_dirty();  // flushed at the end of the current read batch
+  // Queues one frame: its head, then the payload (copied when small or when `chunk` is null,
+  // else referenced). Returns true when the payload was copied.
+  bool queue_frame(const wire::Header& h, std::span<const std::byte> payload, const ChunkRef* chunk);
+  [[nodiscard]] bool welcomed() const noexcept { return welcomed_; }
+  std::uint32_t& pending_requests() noexcept { return pending_requests_; }
   void count_delivery(std::size_t payload_bytes) noexcept {
     ++deliveries_;
     delivered_bytes_ += payload_bytes;
@@ -82,6 +88,12 @@ class Session {
   Step handle_publish(const wire::Header& h, std::span<const std::byte> payload);
   Step handle_subscribe(const wire::Header& h);
   Step handle_unsubscribe(const wire::Header& h);
+  Step handle_serve(const wire::Header& h);
+  Step handle_request(const wire::Header& h, std::span<const std::byte> payload);
+  Step handle_reply(const wire::Header& h, std::span<const std::byte> payload);
+  Step handle_probe(const wire::Header& h);
+  void send_retained(const Subscription& sub);
+  void ack(std::uint64_t seq, std::uint64_t value = 0);
   void queue_control(const wire::Header& h);
   void send_some();
   asio::awaitable<void> park_until_closed();
@@ -121,6 +133,7 @@ class Session {
 
   std::unordered_map<std::uint64_t, std::unique_ptr<Subscription>> subs_;
 
+  std::uint32_t pending_requests_ = 0;  // requests this client waits for
   std::uint64_t published_ = 0;
   std::uint64_t deliveries_ = 0;
   std::uint64_t delivered_bytes_ = 0;

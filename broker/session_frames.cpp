@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "broker.hpp"
+#include "retained_store.hpp"
 #include "session.hpp"
 #include "ubroker/proto/frame_codec.hpp"
 #include "ubroker/proto/topic.hpp"
@@ -15,6 +16,7 @@ namespace ubroker::broker {
 namespace {
 
 constexpr std::size_t kMaxClientName = 128;
+constexpr std::string_view kAdminPrefix = "$sys.admin.";
 
 // Client names end up in logs and tables: printable ASCII only, bounded.
 std::string sanitize_name(const std::string& raw) {
@@ -43,9 +45,9 @@ Session::Step Session::handle_frame(const wire::Header& h, std::span<const std::
                fmt::format("unexpected file descriptors with a {} frame", wire::FrameType_Name(h.type())), true);
     return Step::kClose;
   }
-  // Every frame but PUBLISH may queue an answer to this client: hold back while its own
-  // queue is full, so a client that never reads cannot grow it without bound.
-  if (h.type() != wire::PUBLISH && !has_room()) {
+  // Every frame but PUBLISH and REPLY may queue an answer to this client: hold back while
+  // its own queue is full, so a client that never reads cannot grow it without bound.
+  if (h.type() != wire::PUBLISH && h.type() != wire::REPLY && !has_room()) {
     add_waiter(id_);
     return Step::kBlocked;
   }
@@ -53,6 +55,10 @@ Session::Step Session::handle_frame(const wire::Header& h, std::span<const std::
     case wire::PUBLISH: return handle_publish(h, payload);
     case wire::SUBSCRIBE: return handle_subscribe(h);
     case wire::UNSUBSCRIBE: return handle_unsubscribe(h);
+    case wire::SERVE: return handle_serve(h);
+    case wire::REQUEST: return handle_request(h, payload);
+    case wire::REPLY: return handle_reply(h, payload);
+    case wire::PROBE: return handle_probe(h);
     case wire::PING:
       control_.Clear();
       control_.set_type(wire::PONG);
@@ -96,8 +102,10 @@ Session::Step Session::handle_hello(const wire::Header& h) {
   l->set_max_subscriptions(cfg.limits.max_subscriptions);
   l->set_queue_max_messages(cfg.limits.queue_max_messages);
   l->set_queue_max_bytes(cfg.limits.queue_max_bytes);
+  l->set_max_pending_requests(cfg.limits.max_pending_requests);
   queue_control(control_);
   spdlog::debug("{}: connected (gid {}, pidfd {})", describe(), peer_.gid, peer_.pidfd ? "yes" : "no");
+  broker_.client_event(*this, true);
   return Step::kContinue;
 }
 
@@ -118,6 +126,7 @@ Session::Step Session::handle_publish(const wire::Header& h, std::span<const std
   }
   const Published msg{.topic = topic, .payload = payload, .chunk = &in_};
   if (broker_.router().publish(*this, msg) == RouteResult::kBlocked) return Step::kBlocked;
+  if (h.retain()) broker_.retained().put(topic, payload, id_, peer_.uid, static_cast<std::uint32_t>(peer_.pid));
   ++published_;
   return Step::kContinue;
 }
@@ -133,11 +142,34 @@ Session::Step Session::handle_subscribe(const wire::Header& h) {
     send_error(r.error().code, r.error().message, false, h.seq());
     return Step::kContinue;
   }
+  // Retained values first, then the ACK, then live traffic: nothing between them is lost
+  // or doubled, since this all happens in one turn of the event loop.
+  if (h.group().empty()) send_retained(*subs_.at(h.sub_ids(0)));
+  ack(h.seq());
+  return Step::kContinue;
+}
+
+void Session::send_retained(const Subscription& sub) {
+  wire::Header& d = control_;
+  broker_.retained().for_each_match(sub.pattern, [&](const RetainedMessage& m) {
+    d.Clear();
+    d.set_type(wire::DELIVER);
+    d.set_topic(m.topic);
+    d.add_sub_ids(sub.id);
+    d.set_retain(true);
+    d.set_sender_id(m.sender_id);
+    d.set_sender_uid(m.sender_uid);
+    d.set_sender_pid(m.sender_pid);
+    queue_frame(d, m.payload, nullptr);
+  });
+}
+
+void Session::ack(std::uint64_t seq, std::uint64_t value) {
   control_.Clear();
   control_.set_type(wire::ACK);
-  control_.set_seq(h.seq());
+  control_.set_seq(seq);
+  control_.set_value(value);
   queue_control(control_);
-  return Step::kContinue;
 }
 
 Session::Step Session::handle_unsubscribe(const wire::Header& h) {
@@ -145,16 +177,126 @@ Session::Step Session::handle_unsubscribe(const wire::Header& h) {
     send_error(wire::PROTOCOL_ERROR, "UNSUBSCRIBE needs exactly one subscription id", true);
     return Step::kClose;
   }
+  auto it = subs_.find(h.sub_ids(0));
+  const bool service = it != subs_.end() && it->second->service;
+  const std::string pattern = service ? it->second->pattern : std::string();
   auto r = broker_.router().unsubscribe(*this, h.sub_ids(0));
   if (!r) {
     send_error(r.error().code, r.error().message, false, h.seq());
     return Step::kContinue;
   }
-  control_.Clear();
-  control_.set_type(wire::ACK);
-  control_.set_seq(h.seq());
-  control_.add_dropped(*r);
-  queue_control(control_);
+  ack(h.seq(), *r);
+  if (service) broker_.service_event(*this, pattern, false);
+  return Step::kContinue;
+}
+
+Session::Step Session::handle_serve(const wire::Header& h) {
+  if (h.sub_ids_size() != 1) {
+    send_error(wire::PROTOCOL_ERROR, "SERVE needs exactly one id", true);
+    return Step::kClose;
+  }
+  if (proto::is_reserved(h.topic())) {
+    send_error(wire::RESERVED_TOPIC, fmt::format("'{}' is reserved for the broker", h.topic()), false, h.seq());
+    return Step::kContinue;
+  }
+  auto r = broker_.router().serve(*this, h.sub_ids(0), h.topic(), broker_.config().limits.max_subscriptions);
+  if (!r) {
+    send_error(r.error().code, r.error().message, false, h.seq());
+    return Step::kContinue;
+  }
+  ack(h.seq());
+  broker_.service_event(*this, h.topic(), true);
+  return Step::kContinue;
+}
+
+Session::Step Session::handle_request(const wire::Header& h, std::span<const std::byte> payload) {
+  const std::string& topic = h.topic();
+  if (const char* why = proto::check_topic(topic)) {
+    send_error(wire::INVALID_TOPIC, fmt::format("request refused: invalid topic: {}", why), false, h.seq());
+    return Step::kContinue;
+  }
+  if (topic.starts_with(kAdminPrefix)) {
+    broker_.answer_admin(*this, h, payload);
+    return Step::kContinue;
+  }
+  if (proto::is_reserved(topic)) {
+    send_error(wire::RESERVED_TOPIC, fmt::format("request refused: '{}' is reserved for the broker", topic), false,
+               h.seq());
+    return Step::kContinue;
+  }
+  const auto& limits = broker_.config().limits;
+  if (pending_requests_ >= limits.max_pending_requests) {
+    send_error(wire::LIMIT_EXCEEDED,
+               fmt::format("too many requests in flight (limit {} per client)", limits.max_pending_requests), false,
+               h.seq());
+    return Step::kContinue;
+  }
+  Subscription* responder = nullptr;
+  switch (broker_.router().pick_responder(*this, topic, responder)) {
+    case RouteResult::kBlocked: return Step::kBlocked;
+    case RouteResult::kNoResponders:
+      ++broker_.stats().no_responders;
+      send_error(wire::NO_RESPONDERS, fmt::format("no responder serves '{}'", topic), false, h.seq());
+      return Step::kContinue;
+    case RouteResult::kRouted: break;
+  }
+  const auto timeout = h.timeout_ms() == 0 ? limits.request_timeout_max
+                                           : std::min<std::chrono::milliseconds>(
+                                                 std::chrono::milliseconds(h.timeout_ms()), limits.request_timeout_max);
+  const auto deadline = Clock::now() + timeout;
+  const std::uint64_t request_id = broker_.requests().add(id_, h.seq(), responder->owner->id(), deadline);
+  ++pending_requests_;
+  ++broker_.stats().requests;
+  broker_.request_added(deadline);
+  wire::Header& out = control_;
+  out.Clear();
+  out.set_type(wire::REQUEST);
+  out.set_topic(topic);
+  out.set_request_id(request_id);
+  out.add_sub_ids(responder->id);
+  out.set_sender_id(id_);
+  out.set_sender_uid(peer_.uid);
+  out.set_sender_pid(static_cast<std::uint32_t>(peer_.pid));
+  responder->owner->queue_frame(out, payload, &in_);
+  return Step::kContinue;
+}
+
+Session::Step Session::handle_reply(const wire::Header& h, std::span<const std::byte> payload) {
+  auto pending = broker_.requests().take_reply(h.request_id(), id_);
+  if (!pending) {
+    ++broker_.stats().replies_refused;
+    if (!has_room()) {
+      add_waiter(id_);
+      return Step::kBlocked;
+    }
+    send_error(wire::UNKNOWN_REQUEST,
+               fmt::format("reply refused: request {} is unknown, finished, or was not sent to this client",
+                           h.request_id()),
+               false);
+    return Step::kContinue;
+  }
+  Session* caller = broker_.find(pending->caller);
+  if (caller == nullptr) return Step::kContinue;  // the caller left; its state is already gone
+  --caller->pending_requests();
+  wire::Header& out = control_;
+  out.Clear();
+  out.set_type(wire::REPLY);
+  out.set_seq(pending->caller_seq);
+  out.set_sender_id(id_);
+  out.set_sender_uid(peer_.uid);
+  out.set_sender_pid(static_cast<std::uint32_t>(peer_.pid));
+  // Replies skip the room check: each answers a request the caller made, and those are
+  // bounded by max_pending_requests.
+  caller->queue_frame(out, payload, &in_);
+  return Step::kContinue;
+}
+
+Session::Step Session::handle_probe(const wire::Header& h) {
+  if (const char* why = proto::check_topic(h.topic())) {
+    send_error(wire::INVALID_TOPIC, fmt::format("probe refused: invalid topic: {}", why), false, h.seq());
+    return Step::kContinue;
+  }
+  ack(h.seq(), broker_.router().count_responders(h.topic()));
   return Step::kContinue;
 }
 

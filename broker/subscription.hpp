@@ -19,6 +19,7 @@ struct Subscription {
   std::string pattern;
   Group* group = nullptr;  // queue group, or nullptr
   wire::Overflow overflow = wire::BLOCK;
+  bool service = false;  // a responder registration (SERVE): receives REQUESTs, not DELIVERs
   std::uint64_t delivered = 0;
   std::uint64_t dropped = 0;             // total, reported in the UNSUBSCRIBE ack
   std::uint64_t dropped_unreported = 0;  // since the last delivery (carried in the next DELIVER)

@@ -11,6 +11,8 @@
 namespace ubroker {
 namespace {
 
+std::span<const std::byte> as_bytes(std::string_view text) { return std::as_bytes(std::span(text.data(), text.size())); }
+
 std::unexpected<Error> closed() {
   return std::unexpected(Error{Errc::kNotConnected, "the client is closed"});
 }
@@ -33,6 +35,9 @@ std::string_view to_string(Errc code) noexcept {
     case Errc::kShuttingDown: return "SHUTTING_DOWN";
     case Errc::kPermissionDenied: return "PERMISSION_DENIED";
     case Errc::kFdError: return "FD_ERROR";
+    case Errc::kNoResponders: return "NO_RESPONDERS";
+    case Errc::kResponderGone: return "RESPONDER_GONE";
+    case Errc::kUnknownRequest: return "UNKNOWN_REQUEST";
     case Errc::kConnectFailed: return "CONNECT_FAILED";
     case Errc::kNotConnected: return "NOT_CONNECTED";
     case Errc::kTimeout: return "TIMEOUT";
@@ -85,14 +90,56 @@ void Client::close() {
   if (core_) core_->close();
 }
 
-Result<void> Client::publish(std::string_view topic, std::span<const std::byte> payload) {
+Result<void> Client::publish(std::string_view topic, std::span<const std::byte> payload, PublishOptions options) {
   if (!core_) return closed();
-  return core_->publish(topic, payload);
+  return core_->publish(topic, payload, options);
 }
 
-Result<void> Client::publish(std::string_view topic, std::string_view text) {
-  return publish(topic, std::as_bytes(std::span(text.data(), text.size())));
+Result<void> Client::publish(std::string_view topic, std::string_view text, PublishOptions options) {
+  return publish(topic, as_bytes(text), options);
 }
+
+Result<Message> Client::request(std::string_view topic, std::span<const std::byte> payload,
+                                std::chrono::milliseconds timeout) {
+  if (!core_) return closed();
+  return core_->request(topic, payload, timeout);
+}
+
+Result<Message> Client::request(std::string_view topic, std::string_view text, std::chrono::milliseconds timeout) {
+  return request(topic, as_bytes(text), timeout);
+}
+
+void Client::request_async(std::string_view topic, std::span<const std::byte> payload,
+                           std::chrono::milliseconds timeout, ReplyHandler done) {
+  if (!core_) {
+    done(closed());
+    return;
+  }
+  core_->request_async(topic, payload, timeout, std::move(done));
+}
+
+Result<Subscription> Client::serve(std::string_view pattern, RequestHandler handler) {
+  if (!core_) return closed();
+  if (!handler) return std::unexpected(Error{Errc::kInvalidArgument, "serve: empty handler"});
+  return core_->serve(pattern, std::move(handler));
+}
+
+Result<void> Client::wait_for_responder(std::string_view topic, std::chrono::milliseconds timeout) {
+  if (!core_) return closed();
+  return core_->wait_for_responder(topic, timeout);
+}
+
+// ---- Request -----------------------------------------------------------------------------
+
+Result<void> Request::reply(std::span<const std::byte> payload) {
+  if (replied_) return std::unexpected(Error{Errc::kInvalidArgument, "this request was already answered"});
+  auto core = core_.lock();
+  if (!core) return std::unexpected(Error{Errc::kNotConnected, "the client that received this request is gone"});
+  replied_ = true;
+  return core->reply(request_id_, payload);
+}
+
+Result<void> Request::reply(std::string_view text) { return reply(as_bytes(text)); }
 
 Result<Subscription> Client::subscribe(std::string_view pattern, Handler handler, SubscribeOptions options) {
   if (!core_) return closed();

@@ -78,18 +78,28 @@ std::optional<Error> ClientCore::disconnect_reason() const {
 }
 
 void ClientCore::fail(Error why) {
+  std::vector<Client::ReplyHandler> orphans;  // asynchronous requests that will get no answer now
+  Error orphan_error;
   {
     std::lock_guard lk(state_mu_);
     if (!connected_.exchange(false)) return;
     disconnect_reason_ = std::move(why);
     work_.reset();
-    for (auto& [seq, a] : answers_) {
-      if (!a.done) {
-        a.done = true;
-        a.error = not_connected(disconnect_reason_);
+    orphan_error = not_connected(disconnect_reason_);
+    for (auto it = answers_.begin(); it != answers_.end();) {
+      if (it->second.callback) {
+        orphans.push_back(std::move(it->second.callback));
+        it = answers_.erase(it);
+        continue;
       }
+      if (!it->second.done) {
+        it->second.done = true;
+        it->second.error = orphan_error;
+      }
+      ++it;
     }
   }
+  for (auto& done : orphans) done(std::unexpected(orphan_error));
   // Wakes every thread blocked on this connection; the fd itself is closed in the destructor.
   ::shutdown(fd_, SHUT_RDWR);
   answer_cv_.notify_all();
@@ -181,7 +191,8 @@ void ClientCore::wait_writable() {
 
 // ---- calls -------------------------------------------------------------------------------
 
-Result<void> ClientCore::publish(std::string_view topic, std::span<const std::byte> payload) {
+Result<void> ClientCore::publish(std::string_view topic, std::span<const std::byte> payload,
+                                 const PublishOptions& options) {
   if (const char* why = proto::check_topic(topic)) {
     return std::unexpected(Error{Errc::kInvalidTopic, fmt::format("invalid topic '{}': {}", topic, why)});
   }
@@ -191,6 +202,7 @@ Result<void> ClientCore::publish(std::string_view topic, std::span<const std::by
   thread_local wire::Header h;
   h.set_type(wire::PUBLISH);
   h.set_topic(topic.data(), topic.size());
+  h.set_retain(options.retain);
   return send_frame(h, payload);
 }
 
@@ -208,7 +220,7 @@ Result<Answer> ClientCore::finish_request(std::uint64_t seq, Result<void> sent, 
   if (!sent || !wait) {
     answers_.erase(seq);  // an answer that comes later finds nobody waiting and is dropped
     if (!sent) return std::unexpected(sent.error());
-    return Answer{.done = true, .error = std::nullopt, .dropped = 0};
+    return Answer{.done = true};
   }
   const bool done = answer_cv_.wait_until(lk, deadline_after(timeout), [&] { return answers_[seq].done; });
   Answer a = std::move(answers_[seq]);
@@ -218,10 +230,26 @@ Result<Answer> ClientCore::finish_request(std::uint64_t seq, Result<void> sent, 
   return a;
 }
 
-Result<Answer> ClientCore::request(wire::Header& h, std::chrono::milliseconds timeout, bool wait) {
+Result<Answer> ClientCore::control_request(wire::Header& h, std::chrono::milliseconds timeout, bool wait) {
   const std::uint64_t seq = begin_request(std::nullopt);
   h.set_seq(seq);
   return finish_request(seq, send_frame(h, {}), timeout, wait);
+}
+
+Result<Subscription> ClientCore::add_subscription(wire::Header& h, std::shared_ptr<SubState> state) {
+  {
+    std::lock_guard lk(state_mu_);
+    state->id = next_sub_id_++;
+    subs_.emplace(state->id, state);
+  }
+  h.add_sub_ids(state->id);
+  auto answer = control_request(h, options_.timeout, !on_io_thread());
+  if (!answer) {
+    std::lock_guard lk(state_mu_);
+    subs_.erase(state->id);
+    return std::unexpected(answer.error());
+  }
+  return Subscription(shared_from_this(), std::move(state));
 }
 
 Result<Subscription> ClientCore::subscribe(std::string_view pattern, Client::Handler handler,
@@ -231,24 +259,122 @@ Result<Subscription> ClientCore::subscribe(std::string_view pattern, Client::Han
   }
   auto state = std::make_shared<SubState>();
   state->handler = std::move(handler);
-  {
-    std::lock_guard lk(state_mu_);
-    state->id = next_sub_id_++;
-    subs_.emplace(state->id, state);
-  }
   wire::Header h;
   h.set_type(wire::SUBSCRIBE);
   h.set_topic(pattern.data(), pattern.size());
-  h.add_sub_ids(state->id);
   h.set_group(options.group);
   h.set_overflow(options.overflow == Overflow::kDrop ? wire::DROP : wire::BLOCK);
-  auto answer = request(h, options_.timeout, !on_io_thread());
-  if (!answer) {
-    std::lock_guard lk(state_mu_);
-    subs_.erase(state->id);
-    return std::unexpected(answer.error());
+  return add_subscription(h, std::move(state));
+}
+
+Result<Subscription> ClientCore::serve(std::string_view pattern, Client::RequestHandler handler) {
+  if (const char* why = proto::check_pattern(pattern)) {
+    return std::unexpected(Error{Errc::kInvalidPattern, fmt::format("invalid pattern '{}': {}", pattern, why)});
   }
-  return Subscription(shared_from_this(), std::move(state));
+  if (proto::is_reserved(pattern)) {
+    return std::unexpected(Error{Errc::kReservedTopic, fmt::format("'{}' is reserved for the broker", pattern)});
+  }
+  auto state = std::make_shared<SubState>();
+  state->request_handler = std::move(handler);
+  wire::Header h;
+  h.set_type(wire::SERVE);
+  h.set_topic(pattern.data(), pattern.size());
+  return add_subscription(h, std::move(state));
+}
+
+Result<std::uint64_t> ClientCore::send_request(std::string_view topic, std::span<const std::byte> payload,
+                                               std::chrono::milliseconds timeout, Client::ReplyHandler done) {
+  if (const char* why = proto::check_topic(topic)) {
+    return std::unexpected(Error{Errc::kInvalidTopic, fmt::format("invalid topic '{}': {}", topic, why)});
+  }
+  if (proto::is_reserved(topic) && !topic.starts_with("$sys.admin.")) {
+    return std::unexpected(Error{Errc::kReservedTopic, fmt::format("'{}' is reserved for the broker", topic)});
+  }
+  if (timeout.count() <= 0) return std::unexpected(Error{Errc::kInvalidArgument, "request timeout must be positive"});
+  const std::uint64_t seq = begin_request(std::nullopt);
+  if (done) {
+    std::lock_guard lk(state_mu_);
+    answers_[seq].callback = std::move(done);
+  }
+  thread_local wire::Header h;
+  h.Clear();
+  h.set_type(wire::REQUEST);
+  h.set_seq(seq);
+  h.set_topic(topic.data(), topic.size());
+  h.set_timeout_ms(static_cast<std::uint32_t>(std::min<std::int64_t>(timeout.count(), UINT32_MAX)));
+  if (auto sent = send_frame(h, payload); !sent) {
+    std::lock_guard lk(state_mu_);
+    answers_.erase(seq);
+    return std::unexpected(sent.error());
+  }
+  return seq;
+}
+
+Result<Message> ClientCore::request(std::string_view topic, std::span<const std::byte> payload,
+                                    std::chrono::milliseconds timeout) {
+  if (on_io_thread()) {
+    return std::unexpected(Error{Errc::kInvalidArgument, "request() cannot wait on the I/O thread; use request_async()"});
+  }
+  auto seq = send_request(topic, payload, timeout, nullptr);
+  if (!seq) return std::unexpected(seq.error());
+  // The broker answers TIMEOUT at the deadline; the extra second only covers a broker that
+  // stopped answering altogether.
+  auto answer = finish_request(*seq, {}, timeout + std::chrono::seconds(1), true);
+  if (!answer) return std::unexpected(answer.error());
+  if (!answer->reply) return std::unexpected(Error{Errc::kProtocolError, "the broker acknowledged a request"});
+  return std::move(*answer->reply);
+}
+
+void ClientCore::request_async(std::string_view topic, std::span<const std::byte> payload,
+                               std::chrono::milliseconds timeout, Client::ReplyHandler done) {
+  auto shared_done = std::make_shared<Client::ReplyHandler>(std::move(done));
+  auto seq = send_request(topic, payload, timeout, [shared_done](Result<Message> r) { (*shared_done)(std::move(r)); });
+  if (!seq) (*shared_done)(std::unexpected(seq.error()));
+}
+
+Result<void> ClientCore::reply(std::uint64_t request_id, std::span<const std::byte> payload) {
+  thread_local wire::Header h;
+  h.Clear();
+  h.set_type(wire::REPLY);
+  h.set_request_id(request_id);
+  return send_frame(h, payload);
+}
+
+Result<void> ClientCore::wait_for_responder(std::string_view topic, std::chrono::milliseconds timeout) {
+  if (on_io_thread()) return std::unexpected(Error{Errc::kInvalidArgument, "wait_for_responder() cannot wait on the I/O thread"});
+  if (const char* why = proto::check_topic(topic)) {
+    return std::unexpected(Error{Errc::kInvalidTopic, fmt::format("invalid topic '{}': {}", topic, why)});
+  }
+  // Every $sys.service.up wakes us to ask again; the subscription exists before the first
+  // probe, so a service that appears in between is not missed.
+  std::mutex mu;
+  std::condition_variable cv;
+  std::uint64_t events = 0;
+  auto ups = subscribe("$sys.service.up", [&](const MessageView&) {
+    std::lock_guard lk(mu);
+    ++events;
+    cv.notify_all();
+  }, {});
+  if (!ups) return std::unexpected(ups.error());
+  const auto deadline = deadline_after(timeout);
+  for (;;) {
+    std::uint64_t seen;
+    {
+      std::lock_guard lk(mu);
+      seen = events;
+    }
+    wire::Header h;
+    h.set_type(wire::PROBE);
+    h.set_topic(topic.data(), topic.size());
+    auto answer = control_request(h, options_.timeout, true);
+    if (!answer) return std::unexpected(answer.error());
+    if (answer->value > 0) return {};
+    std::unique_lock lk(mu);
+    if (!cv.wait_until(lk, deadline, [&] { return events != seen || !connected(); })) {
+      return std::unexpected(Error{Errc::kTimeout, fmt::format("no responder for '{}' within the timeout", topic)});
+    }
+    if (!connected()) return std::unexpected(not_connected(disconnect_reason()));
+  }
 }
 
 Result<std::uint64_t> ClientCore::unsubscribe(SubState& state, std::chrono::milliseconds timeout) {
@@ -270,7 +396,7 @@ Result<std::uint64_t> ClientCore::unsubscribe(SubState& state, std::chrono::mill
     subs_.erase(state.id);
     return std::unexpected(answer.error());
   }
-  if (wait) state.dropped.store(answer->dropped, std::memory_order_relaxed);
+  if (wait) state.dropped.store(answer->value, std::memory_order_relaxed);
   return state.dropped.load(std::memory_order_relaxed);
 }
 
@@ -278,7 +404,7 @@ Result<void> ClientCore::flush(std::chrono::milliseconds timeout) {
   if (on_io_thread()) return std::unexpected(Error{Errc::kInvalidArgument, "flush() cannot wait on the I/O thread"});
   wire::Header h;
   h.set_type(wire::PING);
-  auto answer = request(h, timeout, true);
+  auto answer = control_request(h, timeout, true);
   if (!answer) return std::unexpected(answer.error());
   return {};
 }

@@ -33,16 +33,19 @@ namespace ubroker::detail {
 
 struct SubState {
   std::uint64_t id = 0;
-  Client::Handler handler;  // empty: messages go to the receive queue
+  Client::Handler handler;                // empty: messages go to the receive queue
+  Client::RequestHandler request_handler;  // set for a service (serve())
   std::atomic<std::uint64_t> dropped{0};
   std::atomic<bool> active{true};
 };
 
-// The broker's answer to one request (SUBSCRIBE, UNSUBSCRIBE, PING).
+// The broker's answer to one request (SUBSCRIBE, UNSUBSCRIBE, SERVE, PING, PROBE, REQUEST).
 struct Answer {
   bool done = false;
   std::optional<Error> error;
-  std::uint64_t dropped = 0;
+  std::uint64_t value = 0;       // ACK.value
+  std::optional<Message> reply;  // a REQUEST's REPLY
+  Client::ReplyHandler callback;  // request_async(): called instead of waking a waiter
 };
 
 class ClientCore : public std::enable_shared_from_this<ClientCore> {
@@ -56,8 +59,14 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   void start();  // begins reading (and starts the own I/O thread)
   void close();
 
-  Result<void> publish(std::string_view topic, std::span<const std::byte> payload);
+  Result<void> publish(std::string_view topic, std::span<const std::byte> payload, const PublishOptions& options);
   Result<Subscription> subscribe(std::string_view pattern, Client::Handler handler, const SubscribeOptions& options);
+  Result<Subscription> serve(std::string_view pattern, Client::RequestHandler handler);
+  Result<Message> request(std::string_view topic, std::span<const std::byte> payload, std::chrono::milliseconds timeout);
+  void request_async(std::string_view topic, std::span<const std::byte> payload, std::chrono::milliseconds timeout,
+                     Client::ReplyHandler done);
+  Result<void> reply(std::uint64_t request_id, std::span<const std::byte> payload);
+  Result<void> wait_for_responder(std::string_view topic, std::chrono::milliseconds timeout);
   Result<std::uint64_t> unsubscribe(SubState& state, std::chrono::milliseconds timeout);
   Result<Message> receive(std::chrono::milliseconds timeout);
   Result<void> flush(std::chrono::milliseconds timeout);
@@ -72,8 +81,12 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   Result<void> send_frame(const wire::Header& h, std::span<const std::byte> payload);
   void drive_writes();
   void wait_writable();
-  // Sends a request frame and (off the I/O thread) waits for its answer.
-  Result<Answer> request(wire::Header& h, std::chrono::milliseconds timeout, bool wait);
+  // Sends a control frame and (off the I/O thread) waits for its answer.
+  Result<Answer> control_request(wire::Header& h, std::chrono::milliseconds timeout, bool wait);
+  // A REQUEST frame with a fresh seq; `done` set means asynchronous.
+  Result<std::uint64_t> send_request(std::string_view topic, std::span<const std::byte> payload,
+                                     std::chrono::milliseconds timeout, Client::ReplyHandler done);
+  Result<Subscription> add_subscription(wire::Header& h, std::shared_ptr<SubState> state);
   // The two halves of request(): a seq registered for the answer (and, for UNSUBSCRIBE, the
   // subscription the I/O thread forgets on the ACK), then the wait.
   std::uint64_t begin_request(std::optional<std::uint64_t> unsubscribing);
@@ -83,7 +96,8 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   void on_readable();
   void dispatch(const wire::Header& h, std::span<const std::byte> payload);
   void deliver(const wire::Header& h, std::span<const std::byte> payload);
-  void answer(const wire::Header& h);
+  void deliver_request(const wire::Header& h, std::span<const std::byte> payload);
+  void answer(const wire::Header& h, std::span<const std::byte> payload);
   void fail(Error why);
 
   ConnectOptions options_;

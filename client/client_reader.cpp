@@ -87,14 +87,16 @@ void ClientCore::on_readable() {
 void ClientCore::dispatch(const wire::Header& h, std::span<const std::byte> payload) {
   switch (h.type()) {
     case wire::DELIVER: deliver(h, payload); return;
+    case wire::REQUEST: deliver_request(h, payload); return;
     case wire::ACK:
-    case wire::PONG: answer(h); return;
+    case wire::PONG: answer(h, {}); return;
+    case wire::REPLY: answer(h, payload); return;
     case wire::ERROR:
       if (h.error().fatal()) {
         fail(Error{static_cast<Errc>(h.error().code()), h.error().message()});
         return;
       }
-      answer(h);
+      answer(h, {});
       return;
     default:
       fail(Error{Errc::kProtocolError,
@@ -107,7 +109,8 @@ void ClientCore::deliver(const wire::Header& h, std::span<const std::byte> paylo
                    .payload = payload,
                    .sender = {.client_id = h.sender_id(), .uid = h.sender_uid(), .pid = h.sender_pid()},
                    .subscription = 0,
-                   .dropped_before = 0};
+                   .dropped_before = 0,
+                   .retained = h.retain()};
   for (int i = 0; i < h.sub_ids_size(); ++i) {
     SubState* sub = nullptr;
     {
@@ -129,14 +132,39 @@ void ClientCore::deliver(const wire::Header& h, std::span<const std::byte> paylo
   }
 }
 
-void ClientCore::answer(const wire::Header& h) {
+void ClientCore::deliver_request(const wire::Header& h, std::span<const std::byte> payload) {
+  SubState* service = nullptr;
+  if (h.sub_ids_size() == 1) {
+    std::lock_guard lk(state_mu_);
+    if (auto it = subs_.find(h.sub_ids(0)); it != subs_.end()) service = it->second.get();
+  }
+  if (service == nullptr || !service->request_handler) return;  // unserved meanwhile: the caller times out
+  Request r;
+  r.core_ = weak_from_this();
+  r.request_id_ = h.request_id();
+  r.topic_ = h.topic();
+  r.payload_.assign(payload.begin(), payload.end());
+  r.sender_ = {.client_id = h.sender_id(), .uid = h.sender_uid(), .pid = h.sender_pid()};
+  service->request_handler(std::move(r));
+}
+
+void ClientCore::answer(const wire::Header& h, std::span<const std::byte> payload) {
+  Client::ReplyHandler callback;
+  Result<Message> result = std::unexpected(Error{Errc::kProtocolError, ""});
+  if (h.type() == wire::ERROR) {
+    result = std::unexpected(Error{static_cast<Errc>(h.error().code()), h.error().message()});
+  } else if (h.type() == wire::REPLY) {
+    result = Message(MessageView{.topic = {},
+                                 .payload = payload,
+                                 .sender = {.client_id = h.sender_id(), .uid = h.sender_uid(), .pid = h.sender_pid()}});
+  }
   {
     std::lock_guard lk(state_mu_);
     if (auto u = unsubscribing_.find(h.seq()); u != unsubscribing_.end()) {
       // The broker sends nothing for this subscription after its ACK.
       if (h.type() == wire::ACK) {
-        if (auto it = subs_.find(u->second); it != subs_.end() && h.dropped_size() > 0) {
-          it->second->dropped.store(h.dropped(0), std::memory_order_relaxed);
+        if (auto it = subs_.find(u->second); it != subs_.end()) {
+          it->second->dropped.store(h.value(), std::memory_order_relaxed);
         }
         subs_.erase(u->second);
       }
@@ -144,7 +172,8 @@ void ClientCore::answer(const wire::Header& h) {
     }
     auto it = answers_.find(h.seq());
     if (it == answers_.end()) {
-      // Nobody waits (a publish, or a request made on the I/O thread): report it.
+      // Nobody waits (a publish, a request made on the I/O thread, a request that timed out
+      // locally): report errors, drop the rest.
       if (h.type() == wire::ERROR) {
         const Error e{static_cast<Errc>(h.error().code()), h.error().message()};
         if (options_.on_error) {
@@ -157,9 +186,19 @@ void ClientCore::answer(const wire::Header& h) {
       return;
     }
     Answer& a = it->second;
-    a.done = true;
-    if (h.type() == wire::ERROR) a.error = Error{static_cast<Errc>(h.error().code()), h.error().message()};
-    if (h.dropped_size() > 0) a.dropped = h.dropped(0);
+    if (a.callback) {
+      callback = std::move(a.callback);
+      answers_.erase(it);
+    } else {
+      a.done = true;
+      if (!result && h.type() == wire::ERROR) a.error = result.error();
+      if (h.type() == wire::REPLY) a.reply = std::move(*result);
+      a.value = h.value();
+    }
+  }
+  if (callback) {
+    callback(std::move(result));
+    return;
   }
   answer_cv_.notify_all();
 }

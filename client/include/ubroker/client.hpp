@@ -24,6 +24,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "ubroker/error.hpp"
 #include "ubroker/message.hpp"
@@ -55,6 +56,41 @@ struct ConnectOptions {
   // Errors the broker reports about earlier calls that had no one waiting (e.g. a publish it
   // refused). Runs on the I/O thread. When empty, such errors are written to stderr.
   std::function<void(const Error&)> on_error;
+};
+
+struct PublishOptions {
+  // Keep this message as the topic's last value: each later subscription to a matching
+  // pattern receives it first (marked retained). An empty retained publish clears the topic.
+  bool retain = false;
+};
+
+// A request a responder received (from serve()). It owns its bytes and may be moved to
+// another thread and answered later; reply() at most once.
+class Request {
+ public:
+  Request(Request&&) noexcept = default;
+  Request& operator=(Request&&) noexcept = default;
+  ~Request() = default;
+
+  [[nodiscard]] std::string_view topic() const noexcept { return topic_; }
+  [[nodiscard]] std::span<const std::byte> payload() const noexcept { return payload_; }
+  [[nodiscard]] std::string_view text() const noexcept {
+    return {reinterpret_cast<const char*>(payload_.data()), payload_.size()};
+  }
+  [[nodiscard]] const Sender& sender() const noexcept { return sender_; }  // the caller, stamped by the broker
+
+  Result<void> reply(std::span<const std::byte> payload);
+  Result<void> reply(std::string_view text);
+
+ private:
+  friend class detail::ClientCore;
+  Request() = default;
+  std::weak_ptr<detail::ClientCore> core_;
+  std::uint64_t request_id_ = 0;
+  std::string topic_;
+  std::vector<std::byte> payload_;
+  Sender sender_;
+  bool replied_ = false;
 };
 
 enum class Overflow {
@@ -93,6 +129,8 @@ class Subscription {
 class Client {
  public:
   using Handler = std::function<void(const MessageView&)>;
+  using RequestHandler = std::function<void(Request)>;
+  using ReplyHandler = std::function<void(Result<Message>)>;
 
   // Connects and completes the handshake before returning.
   [[nodiscard]] static Result<Client> connect(ConnectOptions options = {});
@@ -103,8 +141,25 @@ class Client {
   Client& operator=(Client&&) noexcept;
   ~Client();
 
-  Result<void> publish(std::string_view topic, std::span<const std::byte> payload);
-  Result<void> publish(std::string_view topic, std::string_view text);
+  Result<void> publish(std::string_view topic, std::span<const std::byte> payload, PublishOptions options = {});
+  Result<void> publish(std::string_view topic, std::string_view text, PublishOptions options = {});
+
+  // Sends a request to one responder of `topic` and waits for its reply. Errors: kNoResponders
+  // at once when nobody serves the topic, kResponderGone at once when the responder
+  // disconnects, kTimeout at the deadline (the broker enforces it).
+  Result<Message> request(std::string_view topic, std::span<const std::byte> payload,
+                          std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  Result<Message> request(std::string_view topic, std::string_view text,
+                          std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // The same without waiting: `done` runs once, on the I/O thread (or, if the connection
+  // fails, on the thread that notices).
+  void request_async(std::string_view topic, std::span<const std::byte> payload, std::chrono::milliseconds timeout,
+                     ReplyHandler done);
+  // Answers requests on topics matching `pattern`; responders of the same topics share the
+  // requests, each request going to one of them. `handler` runs on the I/O thread.
+  Result<Subscription> serve(std::string_view pattern, RequestHandler handler);
+  // Returns once some client serves `topic`, or kTimeout.
+  Result<void> wait_for_responder(std::string_view topic, std::chrono::milliseconds timeout);
 
   // Messages go to `handler` on the I/O thread.
   Result<Subscription> subscribe(std::string_view pattern, Handler handler, SubscribeOptions options = {});

@@ -25,6 +25,7 @@ struct MessageView {
   Sender sender;
   std::uint64_t subscription = 0;    // the subscription this delivery is for
   std::uint64_t dropped_before = 0;  // messages the broker dropped for it since the previous one (DROP policy)
+  bool retained = false;             // a retained value sent on subscribing, not live traffic
 
   [[nodiscard]] std::string_view text() const noexcept {
     return {reinterpret_cast<const char*>(payload.data()), payload.size()};
@@ -49,6 +50,7 @@ class Message {
   [[nodiscard]] const Sender& sender() const noexcept { return sender_; }
   [[nodiscard]] std::uint64_t subscription() const noexcept { return subscription_; }
   [[nodiscard]] std::uint64_t dropped_before() const noexcept { return dropped_before_; }
+  [[nodiscard]] bool retained() const noexcept { return retained_; }
 
  private:
   std::string topic_;
@@ -56,6 +58,7 @@ class Message {
   Sender sender_;
   std::uint64_t subscription_ = 0;
   std::uint64_t dropped_before_ = 0;
+  bool retained_ = false;
 };
 
 }  // namespace ubroker

@@ -1,0 +1,53 @@
+// Requests in flight between a caller and a responder: which caller (and its correlation
+// seq) a responder's REPLY goes back to, and the deadline at which the caller gets TIMEOUT.
+// Every path frees the entry: reply, timeout, either side disconnecting. Deadlines live in a
+// min-heap with lazy deletion (a finished request's heap entry is skipped when it surfaces).
+// Event loop thread only.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <queue>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace ubroker::broker {
+
+struct PendingRequest {
+  std::uint64_t id = 0;          // the broker's request id (what the responder sees)
+  std::uint64_t caller = 0;      // session ids
+  std::uint64_t caller_seq = 0;  // the caller's correlation id
+  std::uint64_t responder = 0;
+  std::chrono::steady_clock::time_point deadline;
+};
+
+class RequestTable {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  std::uint64_t add(std::uint64_t caller, std::uint64_t caller_seq, std::uint64_t responder, Clock::time_point deadline);
+
+  // The request `id` if `responder` is the one it went to; it is removed.
+  std::optional<PendingRequest> take_reply(std::uint64_t id, std::uint64_t responder);
+
+  // Removes and hands over every request whose deadline is at or before `now`.
+  void expire(Clock::time_point now, const std::function<void(const PendingRequest&)>& on_expired);
+
+  // A session went away: requests it was answering are handed to `on_responder_gone`; the
+  // ones it was waiting for are forgotten.
+  void drop_session(std::uint64_t session, const std::function<void(const PendingRequest&)>& on_responder_gone);
+
+  [[nodiscard]] std::optional<Clock::time_point> next_deadline();
+  [[nodiscard]] std::size_t size() const noexcept { return pending_.size(); }
+
+ private:
+  using Deadline = std::pair<Clock::time_point, std::uint64_t>;
+  std::unordered_map<std::uint64_t, PendingRequest> pending_;
+  std::priority_queue<Deadline, std::vector<Deadline>, std::greater<>> deadlines_;
+  std::uint64_t next_id_ = 1;
+};
+
+}  // namespace ubroker::broker
