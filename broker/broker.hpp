@@ -6,13 +6,13 @@
 #include <google/protobuf/message_lite.h>
 
 #include <asio/awaitable.hpp>
-#include <chrono>
-#include <span>
 #include <asio/io_context.hpp>
 #include <asio/local/stream_protocol.hpp>
 #include <asio/signal_set.hpp>
 #include <asio/steady_timer.hpp>
+#include <chrono>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>

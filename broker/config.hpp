@@ -18,9 +18,9 @@ struct Limits {
   std::uint32_t queue_max_messages = 16384;  // per client outbound queue
   std::uint64_t queue_max_bytes = 8u << 20;  // per client outbound queue
   std::uint32_t max_connections = 16384;
-  std::uint32_t max_pending_requests = 4096;            // per client, waiting for replies
+  std::uint32_t max_pending_requests = 4096;              // per client, waiting for replies
   std::chrono::milliseconds request_timeout_max{300000};  // cap on (and default for) a request's deadline
-  std::uint64_t retained_max_bytes = 64u << 20;         // all retained messages together
+  std::uint64_t retained_max_bytes = 64u << 20;           // all retained messages together
 };
 
 struct Timeouts {

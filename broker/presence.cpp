@@ -48,8 +48,8 @@ void Broker::answer_admin(Session& caller, const wire::Header& request, std::spa
   wire::BrokerStatus st;
   st.set_version(UBROKER_VERSION);
   st.set_pid(static_cast<std::uint32_t>(::getpid()));
-  st.set_uptime_ms(
-      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started_).count()));
+  st.set_uptime_ms(static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started_).count()));
   st.set_socket(config_.socket_path);
   st.set_connections(sessions_.size());
   st.set_subscriptions(router_.subscription_count());

@@ -28,7 +28,8 @@ class RequestTable {
  public:
   using Clock = std::chrono::steady_clock;
 
-  std::uint64_t add(std::uint64_t caller, std::uint64_t caller_seq, std::uint64_t responder, Clock::time_point deadline);
+  std::uint64_t add(std::uint64_t caller, std::uint64_t caller_seq, std::uint64_t responder,
+                    Clock::time_point deadline);
 
   // The request `id` if `responder` is the one it went to; it is removed.
   std::optional<PendingRequest> take_reply(std::uint64_t id, std::uint64_t responder);

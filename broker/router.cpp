@@ -42,9 +42,9 @@ std::expected<Subscription*, RouteError> Router::add(Session& owner, std::uint64
     return std::unexpected(RouteError{wire::DUPLICATE_SUBSCRIPTION, fmt::format("subscription id {} is in use", id)});
   }
   if (subs.size() >= max_subscriptions) {
-    return std::unexpected(RouteError{
-        wire::LIMIT_EXCEEDED,
-        fmt::format("too many subscriptions and services (limit {} per client)", max_subscriptions)});
+    return std::unexpected(
+        RouteError{wire::LIMIT_EXCEEDED,
+                   fmt::format("too many subscriptions and services (limit {} per client)", max_subscriptions)});
   }
   if (const char* why = proto::check_pattern(pattern)) {
     return std::unexpected(RouteError{wire::INVALID_PATTERN, fmt::format("invalid pattern '{}': {}", pattern, why)});
@@ -166,7 +166,9 @@ RouteResult Router::publish(Session& from, const Published& msg) {
   return route(stamp, msg, &from);
 }
 
-void Router::publish_system(const Published& msg, const SenderStamp& stamp) { (void)route(stamp, msg, nullptr); }
+void Router::publish_system(const Published& msg, const SenderStamp& stamp) {
+  (void)route(stamp, msg, nullptr);
+}
 
 RouteResult Router::route(const SenderStamp& stamp, const Published& msg, Session* from) {
   const Route& route = resolve(msg.topic);
@@ -265,6 +267,8 @@ RouteResult Router::pick_responder(Session& from, std::string_view topic, Subscr
   return RouteResult::kBlocked;
 }
 
-std::size_t Router::count_responders(std::string_view topic) { return resolve(topic).services.size(); }
+std::size_t Router::count_responders(std::string_view topic) {
+  return resolve(topic).services.size();
+}
 
 }  // namespace ubroker::broker

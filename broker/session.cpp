@@ -276,7 +276,9 @@ void Session::send_error(wire::ErrorCode code, std::string_view message, bool fa
   }
 }
 
-void Session::queue_control(const wire::Header& h) { queue_frame(h, {}, nullptr); }
+void Session::queue_control(const wire::Header& h) {
+  queue_frame(h, {}, nullptr);
+}
 
 bool Session::queue_frame(const wire::Header& h, std::span<const std::byte> payload, const ChunkRef* chunk) {
   const std::size_t head = proto::frame_head_size(h);

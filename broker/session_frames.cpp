@@ -269,10 +269,10 @@ Session::Step Session::handle_reply(const wire::Header& h, std::span<const std::
       add_waiter(id_);
       return Step::kBlocked;
     }
-    send_error(wire::UNKNOWN_REQUEST,
-               fmt::format("reply refused: request {} is unknown, finished, or was not sent to this client",
-                           h.request_id()),
-               false);
+    send_error(
+        wire::UNKNOWN_REQUEST,
+        fmt::format("reply refused: request {} is unknown, finished, or was not sent to this client", h.request_id()),
+        false);
     return Step::kContinue;
   }
   Session* caller = broker_.find(pending->caller);

@@ -19,7 +19,7 @@ struct Stats {
   std::uint64_t slow_consumer_disconnects = 0;
   std::uint64_t protocol_errors = 0;
   std::uint64_t payload_copies = 0;  // deliveries whose payload was copied (small, inline)
-  std::uint64_t requests = 0;         // REQUESTs routed to a responder
+  std::uint64_t requests = 0;        // REQUESTs routed to a responder
   std::uint64_t no_responders = 0;
   std::uint64_t responder_gone = 0;
   std::uint64_t request_timeouts = 0;

@@ -11,7 +11,9 @@
 namespace ubroker {
 namespace {
 
-std::span<const std::byte> as_bytes(std::string_view text) { return std::as_bytes(std::span(text.data(), text.size())); }
+std::span<const std::byte> as_bytes(std::string_view text) {
+  return std::as_bytes(std::span(text.data(), text.size()));
+}
 
 std::unexpected<Error> closed() {
   return std::unexpected(Error{Errc::kNotConnected, "the client is closed"});
@@ -139,7 +141,9 @@ Result<void> Request::reply(std::span<const std::byte> payload) {
   return core->reply(request_id_, payload);
 }
 
-Result<void> Request::reply(std::string_view text) { return reply(as_bytes(text)); }
+Result<void> Request::reply(std::string_view text) {
+  return reply(as_bytes(text));
+}
 
 Result<Subscription> Client::subscribe(std::string_view pattern, Handler handler, SubscribeOptions options) {
   if (!core_) return closed();

@@ -313,7 +313,8 @@ Result<std::uint64_t> ClientCore::send_request(std::string_view topic, std::span
 Result<Message> ClientCore::request(std::string_view topic, std::span<const std::byte> payload,
                                     std::chrono::milliseconds timeout) {
   if (on_io_thread()) {
-    return std::unexpected(Error{Errc::kInvalidArgument, "request() cannot wait on the I/O thread; use request_async()"});
+    return std::unexpected(
+        Error{Errc::kInvalidArgument, "request() cannot wait on the I/O thread; use request_async()"});
   }
   auto seq = send_request(topic, payload, timeout, nullptr);
   if (!seq) return std::unexpected(seq.error());
@@ -341,7 +342,8 @@ Result<void> ClientCore::reply(std::uint64_t request_id, std::span<const std::by
 }
 
 Result<void> ClientCore::wait_for_responder(std::string_view topic, std::chrono::milliseconds timeout) {
-  if (on_io_thread()) return std::unexpected(Error{Errc::kInvalidArgument, "wait_for_responder() cannot wait on the I/O thread"});
+  if (on_io_thread())
+    return std::unexpected(Error{Errc::kInvalidArgument, "wait_for_responder() cannot wait on the I/O thread"});
   if (const char* why = proto::check_topic(topic)) {
     return std::unexpected(Error{Errc::kInvalidTopic, fmt::format("invalid topic '{}': {}", topic, why)});
   }
@@ -350,11 +352,13 @@ Result<void> ClientCore::wait_for_responder(std::string_view topic, std::chrono:
   std::mutex mu;
   std::condition_variable cv;
   std::uint64_t events = 0;
-  auto ups = subscribe("$sys.service.up", [&](const MessageView&) {
-    std::lock_guard lk(mu);
-    ++events;
-    cv.notify_all();
-  }, {});
+  auto ups = subscribe("$sys.service.up",
+                       [&](const MessageView&) {
+                         std::lock_guard lk(mu);
+                         ++events;
+                         cv.notify_all();
+                       },
+                       {});
   if (!ups) return std::unexpected(ups.error());
   const auto deadline = deadline_after(timeout);
   for (;;) {

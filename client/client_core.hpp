@@ -33,7 +33,7 @@ namespace ubroker::detail {
 
 struct SubState {
   std::uint64_t id = 0;
-  Client::Handler handler;                // empty: messages go to the receive queue
+  Client::Handler handler;                 // empty: messages go to the receive queue
   Client::RequestHandler request_handler;  // set for a service (serve())
   std::atomic<std::uint64_t> dropped{0};
   std::atomic<bool> active{true};
@@ -43,8 +43,8 @@ struct SubState {
 struct Answer {
   bool done = false;
   std::optional<Error> error;
-  std::uint64_t value = 0;       // ACK.value
-  std::optional<Message> reply;  // a REQUEST's REPLY
+  std::uint64_t value = 0;        // ACK.value
+  std::optional<Message> reply;   // a REQUEST's REPLY
   Client::ReplyHandler callback;  // request_async(): called instead of waking a waiter
 };
 
@@ -62,7 +62,8 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   Result<void> publish(std::string_view topic, std::span<const std::byte> payload, const PublishOptions& options);
   Result<Subscription> subscribe(std::string_view pattern, Client::Handler handler, const SubscribeOptions& options);
   Result<Subscription> serve(std::string_view pattern, Client::RequestHandler handler);
-  Result<Message> request(std::string_view topic, std::span<const std::byte> payload, std::chrono::milliseconds timeout);
+  Result<Message> request(std::string_view topic, std::span<const std::byte> payload,
+                          std::chrono::milliseconds timeout);
   void request_async(std::string_view topic, std::span<const std::byte> payload, std::chrono::milliseconds timeout,
                      Client::ReplyHandler done);
   Result<void> reply(std::uint64_t request_id, std::span<const std::byte> payload);

@@ -12,6 +12,9 @@
 #include <thread>
 
 #include "broker_process.hpp"
+#include "ubroker.pb.h"
+
+#include <gtest/gtest.h>
 
 namespace ubroker::test {
 
@@ -46,6 +49,27 @@ inline Process publish_from_peer(const BrokerProcess& b, const std::string& topi
                                  std::size_t size, std::uint64_t tag = 1) {
   return Process::spawn({UBROKER_TEST_PEER, "publish", b.socket(), topic, std::to_string(count), std::to_string(size),
                          std::to_string(tag)});
+}
+
+// The broker's counters, from its $sys.admin.status service.
+inline wire::BrokerStatus broker_status(Client& c) {
+  wire::BrokerStatus st;
+  auto r = c.request("$sys.admin.status", std::string_view{}, std::chrono::seconds(5));
+  EXPECT_TRUE(r.has_value()) << (r ? "" : r.error().message);
+  if (r) {
+    EXPECT_TRUE(st.ParseFromArray(r->payload().data(), static_cast<int>(r->payload().size())));
+  }
+  return st;
+}
+
+// Waits until a spawned process has printed `line` on stdout.
+inline bool wait_for_output(const Process& p, const std::string& line,
+                            std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  return eventually([&] { return p.out().find(line) != std::string::npos; }, timeout);
+}
+
+inline Process serve_from_peer(const BrokerProcess& b, const std::string& topic, const std::string& mode) {
+  return Process::spawn({UBROKER_TEST_PEER, "serve", b.socket(), topic, mode});
 }
 
 }  // namespace ubroker::test

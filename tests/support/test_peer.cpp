@@ -5,6 +5,9 @@
 //   ubroker_test_peer subscribe ADDRESS PATTERN COUNT
 // receives COUNT messages in a callback, checks their sequence numbers, and prints
 // "received COUNT gaps G seconds S" (S from the first message to the last).
+//   ubroker_test_peer serve ADDRESS TOPIC MODE
+// serves TOPIC: MODE "echo" replies with the request's payload, "hang" never replies.
+// Prints "ready" once serving and "request" for each request; runs until killed.
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -12,6 +15,7 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ubroker/client.hpp"
@@ -53,9 +57,37 @@ int subscribe(const std::string& address, const std::string& pattern, std::uint6
   return received == count && gaps == 0 ? 0 : 1;
 }
 
+int serve(const std::string& address, const std::string& topic, const std::string& mode) {
+  auto client = ubroker::Client::connect({.address = address, .name = "test-peer-serve"});
+  if (!client) {
+    std::fprintf(stderr, "connect: %s\n", client.error().message.c_str());
+    return 1;
+  }
+  std::vector<ubroker::Request> held;  // "hang": requests kept unanswered (I/O thread only)
+  auto service = client->serve(topic, [&](ubroker::Request r) {
+    std::printf("request\n");
+    std::fflush(stdout);
+    if (mode == "echo") {
+      std::vector<std::byte> body(r.payload().begin(), r.payload().end());
+      (void)r.reply(body);
+    } else {
+      held.push_back(std::move(r));
+    }
+  });
+  if (!service) {
+    std::fprintf(stderr, "serve: %s\n", service.error().message.c_str());
+    return 1;
+  }
+  std::printf("ready\n");
+  std::fflush(stdout);
+  while (client->connected()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 5 && std::string(argv[1]) == "serve") return serve(argv[2], argv[3], argv[4]);
   if (argc == 5 && std::string(argv[1]) == "subscribe") {
     return subscribe(argv[2], argv[3], std::strtoull(argv[4], nullptr, 10));
   }

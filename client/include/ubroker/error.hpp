@@ -24,10 +24,10 @@ enum class Errc : int {
   kShuttingDown = 12,
   kPermissionDenied = 13,
   kFdError = 14,
-  kNoResponders = 15,   // nobody serves the requested topic
-  kResponderGone = 16,  // the responder disconnected before replying
-  kTimeout = 17,        // no reply (or answer) before the deadline
-  kUnknownRequest = 18, // a reply to a request that is unknown, finished or someone else's
+  kNoResponders = 15,    // nobody serves the requested topic
+  kResponderGone = 16,   // the responder disconnected before replying
+  kTimeout = 17,         // no reply (or answer) before the deadline
+  kUnknownRequest = 18,  // a reply to a request that is unknown, finished or someone else's
 
   kConnectFailed = 100,    // no broker reachable at the address (the message says why)
   kNotConnected = 101,     // the connection is closed (the message says why)

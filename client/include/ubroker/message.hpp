@@ -40,7 +40,8 @@ class Message {
         payload_(v.payload.begin(), v.payload.end()),
         sender_(v.sender),
         subscription_(v.subscription),
-        dropped_before_(v.dropped_before) {}
+        dropped_before_(v.dropped_before),
+        retained_(v.retained) {}
 
   [[nodiscard]] std::string_view topic() const noexcept { return topic_; }
   [[nodiscard]] std::span<const std::byte> payload() const noexcept { return payload_; }

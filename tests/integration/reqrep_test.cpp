@@ -1,0 +1,274 @@
+// Request/reply end to end against a real brokerd: round trips, many requests in flight,
+// responders sharing requests, and each failure with its own code at the right time, with
+// no pending state left behind in the broker.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "broker_process.hpp"
+#include "raw_connection.hpp"
+#include "test_util.hpp"
+
+namespace ubroker::test {
+namespace {
+
+using std::chrono::milliseconds;
+using Clock = std::chrono::steady_clock;
+
+TEST(RequestReply, RoundTripWithResponderIdentity) {
+  BrokerProcess broker;
+  Client server = broker.connect("server");
+  auto service = server.serve("math.double", [](Request r) {
+    const int n = std::stoi(std::string(r.text()));
+    ASSERT_TRUE(r.reply(std::to_string(2 * n)).has_value());
+  });
+  ASSERT_TRUE(service.has_value());
+  Client caller = broker.connect("caller");
+  for (int i = 0; i < 100; ++i) {
+    auto reply = caller.request("math.double", std::to_string(i));
+    ASSERT_TRUE(reply.has_value()) << reply.error().message;
+    EXPECT_EQ(reply->text(), std::to_string(2 * i));
+    EXPECT_EQ(reply->sender().client_id, server.id());
+  }
+  EXPECT_EQ(broker_status(caller).requests_pending(), 0u);
+}
+
+TEST(RequestReply, ThousandOutstandingFromOneClientAnsweredLaterFromAnotherThread) {
+  BrokerProcess broker;
+  constexpr int kRequests = 1000;
+  std::mutex mu;
+  std::vector<Request> held;
+  Client server = broker.connect("server");
+  auto service = server.serve("work", [&](Request r) {
+    std::lock_guard lk(mu);
+    held.push_back(std::move(r));
+  });
+  ASSERT_TRUE(service.has_value());
+  Client caller = broker.connect("caller");
+  std::mutex results_mu;
+  std::map<int, std::string> results;
+  std::atomic<int> failures{0};
+  for (int i = 0; i < kRequests; ++i) {
+    const std::string body = "job" + std::to_string(i);
+    caller.request_async("work", std::as_bytes(std::span(body.data(), body.size())), std::chrono::seconds(60),
+                         [&, i](Result<Message> r) {
+                           std::lock_guard lk(results_mu);
+                           if (r)
+                             results[i] = std::string(r->text());
+                           else
+                             ++failures;
+                         });
+  }
+  // Every request is held by the responder at once: they are all outstanding together.
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lk(mu);
+    return held.size() == kRequests;
+  }));
+  std::thread replier([&] {
+    std::lock_guard lk(mu);
+    for (auto it = held.rbegin(); it != held.rend(); ++it) {  // in reverse: correlation, not order
+      ASSERT_TRUE(it->reply("done:" + std::string(it->text())).has_value());
+    }
+  });
+  replier.join();
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lk(results_mu);
+    return static_cast<int>(results.size()) + failures == kRequests;
+  }));
+  EXPECT_EQ(failures.load(), 0);
+  for (int i = 0; i < kRequests; ++i) EXPECT_EQ(results[i], "done:job" + std::to_string(i));
+  EXPECT_EQ(broker_status(caller).requests_pending(), 0u);
+}
+
+TEST(RequestReply, ThreeRespondersShareTheRequestsEachAnsweredOnce) {
+  BrokerProcess broker;
+  constexpr int kRequests = 300;
+  std::atomic<int> served[3] = {0, 0, 0};
+  std::vector<Client> servers;
+  std::vector<Subscription> services;
+  for (int i = 0; i < 3; ++i) {
+    servers.push_back(broker.connect("server" + std::to_string(i)));
+    auto s = servers.back().serve("shared.task", [&, i](Request r) {
+      ++served[i];
+      (void)r.reply(std::to_string(i));
+    });
+    ASSERT_TRUE(s.has_value());
+    services.push_back(std::move(*s));
+  }
+  Client caller = broker.connect("caller");
+  int answered = 0;
+  for (int i = 0; i < kRequests; ++i) {
+    auto r = caller.request("shared.task", "x");
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+    ++answered;
+  }
+  EXPECT_EQ(answered, kRequests);
+  EXPECT_EQ(served[0] + served[1] + served[2], kRequests);  // each request to exactly one
+  for (auto& n : served) EXPECT_GT(n.load(), 0);
+}
+
+TEST(RequestReply, NoRespondersFailsAtOnce) {
+  BrokerProcess broker;
+  Client caller = broker.connect("caller");
+  const auto start = Clock::now();
+  auto r = caller.request("nobody.home", "?", std::chrono::seconds(30));
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, Errc::kNoResponders);
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(2)) << "NO_RESPONDERS must not wait for the deadline";
+  EXPECT_EQ(broker_status(caller).no_responders(), 1u);
+}
+
+TEST(RequestReply, ResponderKilledMidRequestFailsAtOnce) {
+  BrokerProcess broker;
+  Process server = serve_from_peer(broker, "fragile", "hang");
+  ASSERT_TRUE(wait_for_output(server, "ready")) << server.err();
+  Client caller = broker.connect("caller");
+  Result<Message> result = std::unexpected(Error{Errc::kProtocolError, "not done"});
+  std::atomic<bool> done{false};
+  Clock::time_point answered;
+  caller.request_async("fragile", {}, std::chrono::seconds(30), [&](Result<Message> r) {
+    result = std::move(r);
+    answered = Clock::now();
+    done = true;
+  });
+  ASSERT_TRUE(wait_for_output(server, "request"));
+  const auto killed = Clock::now();
+  server.signal(SIGKILL);
+  ASSERT_TRUE(eventually([&] { return done.load(); }, std::chrono::seconds(5)));
+  ASSERT_FALSE(result.has_value());
+  EXPECT_EQ(result.error().code, Errc::kResponderGone) << result.error().message;
+  EXPECT_LT(answered - killed, std::chrono::seconds(2)) << "RESPONDER_GONE must not wait for the deadline";
+  const auto st = broker_status(caller);
+  EXPECT_EQ(st.responder_gone(), 1u);
+  EXPECT_EQ(st.requests_pending(), 0u);
+}
+
+TEST(RequestReply, TimeoutAtTheDeadlineAndTheLateReplyIsRefused) {
+  BrokerProcess broker;
+  std::mutex mu;
+  std::optional<Request> held;
+  std::atomic<int> refusals{0};
+  auto server = Client::connect({.address = broker.socket(), .name = "late-server", .on_error = [&](const Error& e) {
+                                   if (e.code == Errc::kUnknownRequest) ++refusals;
+                                 }});
+  ASSERT_TRUE(server.has_value());
+  auto service = server->serve("slow", [&](Request r) {
+    std::lock_guard lk(mu);
+    held.emplace(std::move(r));
+  });
+  ASSERT_TRUE(service.has_value());
+  Client caller = broker.connect("caller");
+  const auto start = Clock::now();
+  auto r = caller.request("slow", "?", milliseconds(300));
+  const auto took = Clock::now() - start;
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, Errc::kTimeout) << r.error().message;
+  EXPECT_GE(took, milliseconds(300));
+  EXPECT_LT(took, milliseconds(1200));
+  EXPECT_EQ(broker_status(caller).requests_pending(), 0u);
+  {
+    std::lock_guard lk(mu);
+    ASSERT_TRUE(held.has_value());
+    ASSERT_TRUE(held->reply("too late").has_value());  // sent; the broker refuses it
+  }
+  ASSERT_TRUE(eventually([&] { return refusals == 1; }));
+  const auto st = broker_status(caller);
+  EXPECT_EQ(st.request_timeouts(), 1u);
+  EXPECT_EQ(st.replies_refused(), 1u);
+}
+
+TEST(RequestReply, ForgedReplyIsRefusedAndNeverDelivered) {
+  BrokerProcess broker;
+  std::mutex mu;
+  std::optional<Request> held;
+  Client server = broker.connect("server");
+  auto service = server.serve("guarded", [&](Request r) {
+    std::lock_guard lk(mu);
+    held.emplace(std::move(r));
+  });
+  ASSERT_TRUE(service.has_value());
+  Client caller = broker.connect("caller");
+  std::atomic<bool> done{false};
+  std::string answer;
+  caller.request_async("guarded", {}, std::chrono::seconds(30), [&](Result<Message> r) {
+    answer = r ? std::string(r->text()) : "error";
+    done = true;
+  });
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lk(mu);
+    return held.has_value();
+  }));
+  // A third client guesses request ids: every forged reply is refused.
+  RawConnection forger(broker.socket());
+  forger.hello("forger");
+  for (std::uint64_t id = 1; id <= 3; ++id) {
+    wire::Header h;
+    h.set_type(wire::REPLY);
+    h.set_request_id(id);
+    forger.send_frame(h, "forged");
+    auto f = forger.read_frame();
+    ASSERT_TRUE(f.has_value());
+    EXPECT_EQ(f->error().code(), wire::UNKNOWN_REQUEST);
+    EXPECT_FALSE(f->error().fatal());
+  }
+  EXPECT_FALSE(done.load());
+  {
+    std::lock_guard lk(mu);
+    ASSERT_TRUE(held->reply("genuine").has_value());
+  }
+  ASSERT_TRUE(eventually([&] { return done.load(); }));
+  EXPECT_EQ(answer, "genuine");
+  const auto st = broker_status(caller);
+  EXPECT_EQ(st.replies_refused(), 3u);
+  EXPECT_EQ(st.requests_pending(), 0u);
+}
+
+TEST(RequestReply, CallerLeavingFreesItsRequests) {
+  BrokerProcess broker;
+  std::mutex mu;
+  std::vector<Request> held;
+  Client server = broker.connect("server");
+  auto service = server.serve("sink", [&](Request r) {
+    std::lock_guard lk(mu);
+    held.push_back(std::move(r));
+  });
+  ASSERT_TRUE(service.has_value());
+  {
+    Client caller = broker.connect("caller");
+    for (int i = 0; i < 10; ++i) caller.request_async("sink", {}, std::chrono::seconds(60), [](Result<Message>) {});
+    ASSERT_TRUE(eventually([&] {
+      std::lock_guard lk(mu);
+      return held.size() == 10;
+    }));
+  }  // the caller disconnects with 10 requests pending
+  Client observer = broker.connect("observer");
+  ASSERT_TRUE(eventually([&] { return broker_status(observer).requests_pending() == 0; }));
+}
+
+TEST(RequestReply, WaitForResponder) {
+  BrokerProcess broker;
+  Client caller = broker.connect("caller");
+  auto none = caller.wait_for_responder("late.service", milliseconds(200));
+  ASSERT_FALSE(none.has_value());
+  EXPECT_EQ(none.error().code, Errc::kTimeout);
+  Client server = broker.connect("server");
+  std::optional<Subscription> late;  // touched by the main thread only after join()
+  std::thread starter([&] {
+    std::this_thread::sleep_for(milliseconds(200));  // the service appears while we wait
+    auto s = server.serve("late.*", [](Request r) { (void)r.reply("here"); });
+    ASSERT_TRUE(s.has_value());
+    late.emplace(std::move(*s));
+  });
+  auto ok = caller.wait_for_responder("late.service", std::chrono::seconds(10));
+  starter.join();
+  EXPECT_TRUE(ok.has_value()) << ok.error().message;
+  auto r = caller.request("late.service", "?");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->text(), "here");
+}
+
+}  // namespace
+}  // namespace ubroker::test
