@@ -36,6 +36,61 @@ TEST(RequestReply, RoundTripWithResponderIdentity) {
   EXPECT_EQ(broker_status(caller).requests_pending(), 0u);
 }
 
+TEST(RequestReply, ResponderInAnotherProcess) {
+  BrokerProcess broker;
+  Process server = serve_from_peer(broker, "echo", "echo");
+  ASSERT_TRUE(wait_for_output(server, "ready")) << server.err();
+  Client caller = broker.connect("caller");
+  for (int i = 0; i < 50; ++i) {
+    auto r = caller.request("echo", "ping " + std::to_string(i));
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+    EXPECT_EQ(r->text(), "ping " + std::to_string(i));
+    EXPECT_EQ(r->sender().pid, static_cast<std::uint32_t>(server.pid()));
+  }
+}
+
+TEST(RequestReply, PendingRequestsAreBoundedPerClient) {
+  BrokerProcess broker("[limits]\nmax_pending_requests = 5\n");
+  std::mutex mu;
+  std::vector<Request> held;
+  Client server = broker.connect("server");
+  auto service = server.serve("queue", [&](Request r) {
+    std::lock_guard lk(mu);
+    held.push_back(std::move(r));
+  });
+  ASSERT_TRUE(service.has_value());
+  Client caller = broker.connect("caller");
+  std::atomic<int> ok{0}, limited{0};
+  for (int i = 0; i < 7; ++i) {
+    caller.request_async("queue", {}, std::chrono::seconds(30), [&](Result<Message> r) {
+      if (r)
+        ++ok;
+      else if (r.error().code == Errc::kLimitExceeded)
+        ++limited;
+    });
+  }
+  ASSERT_TRUE(eventually([&] { return limited == 2; }));
+  {
+    std::lock_guard lk(mu);
+    ASSERT_EQ(held.size(), 5u);
+    for (auto& r : held) ASSERT_TRUE(r.reply("ok").has_value());
+  }
+  ASSERT_TRUE(eventually([&] { return ok == 5; }));
+  // With the five answered, there is room again.
+  std::thread answerer([&] {
+    ASSERT_TRUE(eventually([&] {
+      std::lock_guard lk(mu);
+      return held.size() == 6;
+    }));
+    std::lock_guard lk(mu);
+    ASSERT_TRUE(held.back().reply("again").has_value());
+  });
+  auto again = caller.request("queue", "?");
+  answerer.join();
+  ASSERT_TRUE(again.has_value()) << again.error().message;
+  EXPECT_EQ(again->text(), "again");
+}
+
 TEST(RequestReply, ThousandOutstandingFromOneClientAnsweredLaterFromAnotherThread) {
   BrokerProcess broker;
   constexpr int kRequests = 1000;
