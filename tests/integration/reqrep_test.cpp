@@ -18,6 +18,44 @@ namespace {
 using std::chrono::milliseconds;
 using Clock = std::chrono::steady_clock;
 
+// A responder that keeps every request unanswered until the test says so.
+class HoldingServer {
+ public:
+  HoldingServer(BrokerProcess& broker, const std::string& topic, ConnectOptions options = {})
+      : client_([&] {
+          options.address = broker.socket();
+          options.name = "holding-server";
+          return std::move(Client::connect(std::move(options)).value());
+        }()) {
+    service_ = std::move(client_
+                             .serve(topic,
+                                    [this](Request r) {
+                                      std::lock_guard lk(mu_);
+                                      held_.push_back(std::move(r));
+                                    })
+                             .value());
+  }
+  // Waits until `n` requests are held.
+  bool wait_for(std::size_t n) {
+    return eventually([&] {
+      std::lock_guard lk(mu_);
+      return held_.size() >= n;
+    });
+  }
+  // Runs fn(requests) with the held requests locked.
+  template <class Fn>
+  void with_held(Fn&& fn) {
+    std::lock_guard lk(mu_);
+    fn(held_);
+  }
+
+ private:
+  Client client_;
+  Subscription service_;
+  std::mutex mu_;
+  std::vector<Request> held_;
+};
+
 TEST(RequestReply, RoundTripWithResponderIdentity) {
   BrokerProcess broker;
   Client server = broker.connect("server");
@@ -51,14 +89,7 @@ TEST(RequestReply, ResponderInAnotherProcess) {
 
 TEST(RequestReply, PendingRequestsAreBoundedPerClient) {
   BrokerProcess broker("[limits]\nmax_pending_requests = 5\n");
-  std::mutex mu;
-  std::vector<Request> held;
-  Client server = broker.connect("server");
-  auto service = server.serve("queue", [&](Request r) {
-    std::lock_guard lk(mu);
-    held.push_back(std::move(r));
-  });
-  ASSERT_TRUE(service.has_value());
+  HoldingServer server(broker, "queue");
   Client caller = broker.connect("caller");
   std::atomic<int> ok{0}, limited{0};
   for (int i = 0; i < 7; ++i) {
@@ -70,20 +101,15 @@ TEST(RequestReply, PendingRequestsAreBoundedPerClient) {
     });
   }
   ASSERT_TRUE(eventually([&] { return limited == 2; }));
-  {
-    std::lock_guard lk(mu);
+  server.with_held([](std::vector<Request>& held) {
     ASSERT_EQ(held.size(), 5u);
     for (auto& r : held) ASSERT_TRUE(r.reply("ok").has_value());
-  }
+  });
   ASSERT_TRUE(eventually([&] { return ok == 5; }));
   // With the five answered, there is room again.
   std::thread answerer([&] {
-    ASSERT_TRUE(eventually([&] {
-      std::lock_guard lk(mu);
-      return held.size() == 6;
-    }));
-    std::lock_guard lk(mu);
-    ASSERT_TRUE(held.back().reply("again").has_value());
+    ASSERT_TRUE(server.wait_for(6));
+    server.with_held([](std::vector<Request>& held) { ASSERT_TRUE(held.back().reply("again").has_value()); });
   });
   auto again = caller.request("queue", "?");
   answerer.join();
@@ -93,15 +119,8 @@ TEST(RequestReply, PendingRequestsAreBoundedPerClient) {
 
 TEST(RequestReply, ThousandOutstandingFromOneClientAnsweredLaterFromAnotherThread) {
   BrokerProcess broker;
-  constexpr int kRequests = 1000;
-  std::mutex mu;
-  std::vector<Request> held;
-  Client server = broker.connect("server");
-  auto service = server.serve("work", [&](Request r) {
-    std::lock_guard lk(mu);
-    held.push_back(std::move(r));
-  });
-  ASSERT_TRUE(service.has_value());
+  static constexpr int kRequests = 1000;  // static: used inside lambdas without capture
+  HoldingServer server(broker, "work");
   Client caller = broker.connect("caller");
   std::mutex results_mu;
   std::map<int, std::string> results;
@@ -118,15 +137,14 @@ TEST(RequestReply, ThousandOutstandingFromOneClientAnsweredLaterFromAnotherThrea
                          });
   }
   // Every request is held by the responder at once: they are all outstanding together.
-  ASSERT_TRUE(eventually([&] {
-    std::lock_guard lk(mu);
-    return held.size() == kRequests;
-  }));
+  ASSERT_TRUE(server.wait_for(kRequests));
   std::thread replier([&] {
-    std::lock_guard lk(mu);
-    for (auto it = held.rbegin(); it != held.rend(); ++it) {  // in reverse: correlation, not order
-      ASSERT_TRUE(it->reply("done:" + std::string(it->text())).has_value());
-    }
+    server.with_held([](std::vector<Request>& held) {
+      ASSERT_EQ(held.size(), static_cast<std::size_t>(kRequests));
+      for (auto it = held.rbegin(); it != held.rend(); ++it) {  // in reverse: correlation, not order
+        ASSERT_TRUE(it->reply("done:" + std::string(it->text())).has_value());
+      }
+    });
   });
   replier.join();
   ASSERT_TRUE(eventually([&] {
@@ -203,18 +221,10 @@ TEST(RequestReply, ResponderKilledMidRequestFailsAtOnce) {
 
 TEST(RequestReply, TimeoutAtTheDeadlineAndTheLateReplyIsRefused) {
   BrokerProcess broker;
-  std::mutex mu;
-  std::optional<Request> held;
   std::atomic<int> refusals{0};
-  auto server = Client::connect({.address = broker.socket(), .name = "late-server", .on_error = [&](const Error& e) {
-                                   if (e.code == Errc::kUnknownRequest) ++refusals;
-                                 }});
-  ASSERT_TRUE(server.has_value());
-  auto service = server->serve("slow", [&](Request r) {
-    std::lock_guard lk(mu);
-    held.emplace(std::move(r));
-  });
-  ASSERT_TRUE(service.has_value());
+  HoldingServer server(broker, "slow", {.on_error = [&](const Error& e) {
+                         if (e.code == Errc::kUnknownRequest) ++refusals;
+                       }});
   Client caller = broker.connect("caller");
   const auto start = Clock::now();
   auto r = caller.request("slow", "?", milliseconds(300));
@@ -224,11 +234,10 @@ TEST(RequestReply, TimeoutAtTheDeadlineAndTheLateReplyIsRefused) {
   EXPECT_GE(took, milliseconds(300));
   EXPECT_LT(took, milliseconds(1200));
   EXPECT_EQ(broker_status(caller).requests_pending(), 0u);
-  {
-    std::lock_guard lk(mu);
-    ASSERT_TRUE(held.has_value());
-    ASSERT_TRUE(held->reply("too late").has_value());  // sent; the broker refuses it
-  }
+  server.with_held([](std::vector<Request>& held) {
+    ASSERT_EQ(held.size(), 1u);
+    ASSERT_TRUE(held[0].reply("too late").has_value());  // sent; the broker refuses it
+  });
   ASSERT_TRUE(eventually([&] { return refusals == 1; }));
   const auto st = broker_status(caller);
   EXPECT_EQ(st.request_timeouts(), 1u);
@@ -237,14 +246,7 @@ TEST(RequestReply, TimeoutAtTheDeadlineAndTheLateReplyIsRefused) {
 
 TEST(RequestReply, ForgedReplyIsRefusedAndNeverDelivered) {
   BrokerProcess broker;
-  std::mutex mu;
-  std::optional<Request> held;
-  Client server = broker.connect("server");
-  auto service = server.serve("guarded", [&](Request r) {
-    std::lock_guard lk(mu);
-    held.emplace(std::move(r));
-  });
-  ASSERT_TRUE(service.has_value());
+  HoldingServer server(broker, "guarded");
   Client caller = broker.connect("caller");
   std::atomic<bool> done{false};
   std::string answer;
@@ -252,10 +254,7 @@ TEST(RequestReply, ForgedReplyIsRefusedAndNeverDelivered) {
     answer = r ? std::string(r->text()) : "error";
     done = true;
   });
-  ASSERT_TRUE(eventually([&] {
-    std::lock_guard lk(mu);
-    return held.has_value();
-  }));
+  ASSERT_TRUE(server.wait_for(1));
   // A third client guesses request ids: every forged reply is refused.
   RawConnection forger(broker.socket());
   forger.hello("forger");
@@ -270,10 +269,7 @@ TEST(RequestReply, ForgedReplyIsRefusedAndNeverDelivered) {
     EXPECT_FALSE(f->error().fatal());
   }
   EXPECT_FALSE(done.load());
-  {
-    std::lock_guard lk(mu);
-    ASSERT_TRUE(held->reply("genuine").has_value());
-  }
+  server.with_held([](std::vector<Request>& held) { ASSERT_TRUE(held[0].reply("genuine").has_value()); });
   ASSERT_TRUE(eventually([&] { return done.load(); }));
   EXPECT_EQ(answer, "genuine");
   const auto st = broker_status(caller);
@@ -283,21 +279,11 @@ TEST(RequestReply, ForgedReplyIsRefusedAndNeverDelivered) {
 
 TEST(RequestReply, CallerLeavingFreesItsRequests) {
   BrokerProcess broker;
-  std::mutex mu;
-  std::vector<Request> held;
-  Client server = broker.connect("server");
-  auto service = server.serve("sink", [&](Request r) {
-    std::lock_guard lk(mu);
-    held.push_back(std::move(r));
-  });
-  ASSERT_TRUE(service.has_value());
+  HoldingServer server(broker, "sink");
   {
     Client caller = broker.connect("caller");
     for (int i = 0; i < 10; ++i) caller.request_async("sink", {}, std::chrono::seconds(60), [](Result<Message>) {});
-    ASSERT_TRUE(eventually([&] {
-      std::lock_guard lk(mu);
-      return held.size() == 10;
-    }));
+    ASSERT_TRUE(server.wait_for(10));
   }  // the caller disconnects with 10 requests pending
   Client observer = broker.connect("observer");
   ASSERT_TRUE(eventually([&] { return broker_status(observer).requests_pending() == 0; }));
