@@ -159,6 +159,10 @@ asio::awaitable<void> Broker::sweep_loop() {
     co_await sweep_timer_.async_wait(kUseTuple);
     const auto now = Clock::now();
     for (auto& [id, s] : sessions_) s->check_deadlines(now);
+    if (now - last_rate_tick_ >= std::chrono::seconds(1)) {
+      router_.tick_rates(std::chrono::duration<double>(now - last_rate_tick_).count());
+      last_rate_tick_ = now;
+    }
     flush_dirty();
     if (stopping_ && sessions_.empty()) {
       std::error_code ignored;
@@ -174,7 +178,7 @@ asio::awaitable<void> Broker::signal_loop() {
     auto [ec, signo] = co_await signals_.async_wait(kUseTuple);
     if (ec) co_return;
     if (signo == SIGHUP) {
-      spdlog::info("SIGHUP: nothing to reload in this version (no policy file yet)");
+      reload();
       continue;
     }
     if (stopping_) {
@@ -201,6 +205,10 @@ asio::awaitable<void> Broker::request_deadline_loop() {
     });
     flush_dirty();
   }
+}
+
+void Broker::reload() {
+  spdlog::info("reload: nothing to reload in this version (no policy file yet)");
 }
 
 void Broker::request_added(Clock::time_point deadline) {

@@ -55,7 +55,9 @@ class Broker {
   // Presence events on $sys.client.* and $sys.service.*.
   void client_event(const Session& s, bool connected);
   void service_event(const Session& s, std::string_view pattern, bool up);
-  // Answers a request on $sys.admin.* on behalf of the broker.
+  // Reloads what can be reloaded (SIGHUP and $sys.admin.reload).
+  void reload();
+  // Answers a request on $sys.admin.* on behalf of the broker (admin.cpp).
   void answer_admin(Session& caller, const wire::Header& request, std::span<const std::byte> payload);
 
   // Sessions with queued output are flushed together at the end of the current read batch.
@@ -72,6 +74,10 @@ class Broker {
   asio::awaitable<void> signal_loop();
   asio::awaitable<void> request_deadline_loop();
   void publish_event(std::string_view topic, const google::protobuf::MessageLite& event);
+  [[nodiscard]] wire::BrokerStatus status() const;
+  [[nodiscard]] wire::ClientList clients() const;
+  [[nodiscard]] wire::SubscriptionList subscriptions() const;
+  [[nodiscard]] wire::TopicList topics();
   void stop(std::string_view why);
 
   Config config_;
@@ -87,6 +93,7 @@ class Broker {
   asio::steady_timer request_timer_;
   std::vector<std::byte> event_buf_;  // scratch for presence event payloads
   Clock::time_point started_ = Clock::now();
+  Clock::time_point last_rate_tick_ = Clock::now();
   std::unordered_map<std::uint64_t, Session*> sessions_;
   std::vector<Session*> dirty_;
   std::vector<Session*> flushing_;  // scratch for flush_dirty

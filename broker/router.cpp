@@ -138,6 +138,11 @@ Router::Route& Router::resolve(std::string_view topic) {
   });
   group_index_.match(topic, [&](Group* g) { route.groups.push_back(g); });
   service_index_.match(topic, [&](Subscription* s) { route.services.push_back(s); });
+  if (auto st = topic_stats_.find(topic); st != topic_stats_.end()) {
+    route.stats = &st->second;
+  } else if (topic_stats_.size() < kMaxTrackedTopics) {
+    route.stats = &topic_stats_.emplace(std::string(topic), TopicStats{}).first->second;
+  }
   return cache_.emplace(std::string(topic), std::move(route)).first->second;
 }
 
@@ -200,8 +205,23 @@ RouteResult Router::route(const SenderStamp& stamp, const Published& msg, Sessio
     return RouteResult::kBlocked;
   }
 
-  ++stats_.messages_in;
-  stats_.bytes_in += msg.payload.size();
+  if (from != nullptr) {
+    ++stats_.messages_in;
+    stats_.bytes_in += msg.payload.size();
+  } else {
+    ++stats_.system_messages;
+  }
+  if (TopicStats* ts = route.stats) {
+    ++ts->messages;
+    ts->bytes += msg.payload.size();
+    auto& pubs = ts->publishers;
+    if ((pubs.empty() || pubs.back() != stamp.id) && pubs.size() < kMaxPublishersTracked &&
+        std::find(pubs.begin(), pubs.end(), stamp.id) == pubs.end()) {
+      pubs.push_back(stamp.id);
+    }
+  } else {
+    ++untracked_messages_;
+  }
   if (targets_.empty()) {
     ++stats_.no_subscriber;
     return RouteResult::kRouted;
@@ -269,6 +289,20 @@ RouteResult Router::pick_responder(Session& from, std::string_view topic, Subscr
 
 std::size_t Router::count_responders(std::string_view topic) {
   return resolve(topic).services.size();
+}
+
+std::size_t Router::count_subscribers(std::string_view topic) {
+  const Route& r = resolve(topic);
+  return r.direct.size() + r.groups.size();
+}
+
+void Router::tick_rates(double seconds) {
+  if (seconds <= 0) return;
+  for (auto& [topic, ts] : topic_stats_) {
+    const double now = static_cast<double>(ts.messages - ts.messages_at_last_tick) / seconds;
+    ts.rate = ts.rate == 0 ? now : 0.5 * ts.rate + 0.5 * now;
+    ts.messages_at_last_tick = ts.messages;
+  }
 }
 
 }  // namespace ubroker::broker

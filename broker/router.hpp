@@ -45,6 +45,16 @@ struct SenderStamp {
 
 enum class RouteResult { kRouted, kBlocked, kNoResponders };
 
+// What brokerctl shows per topic. Kept apart from the route cache (which is cleared on
+// every subscription change) and bounded in the number of topics tracked.
+struct TopicStats {
+  std::uint64_t messages = 0;
+  std::uint64_t bytes = 0;
+  std::uint64_t messages_at_last_tick = 0;
+  double rate = 0;                        // messages/s, smoothed over recent ticks
+  std::vector<std::uint64_t> publishers;  // distinct publisher ids, up to kMaxPublishersTracked
+};
+
 class Router {
  public:
   // Payloads up to this size are copied into each subscriber's queue (cheaper than a
@@ -80,12 +90,22 @@ class Router {
 
   [[nodiscard]] std::size_t subscription_count() const noexcept { return subscription_count_; }
 
+  static constexpr std::size_t kMaxTrackedTopics = 65536;
+  static constexpr std::size_t kMaxPublishersTracked = 64;
+  [[nodiscard]] const auto& topic_stats() const noexcept { return topic_stats_; }
+  [[nodiscard]] std::uint64_t untracked_messages() const noexcept { return untracked_messages_; }
+  // Subscriptions (group members counted one per group) a message on `topic` would reach.
+  [[nodiscard]] std::size_t count_subscribers(std::string_view topic);
+  // Folds the messages since the previous tick into each topic's rate.
+  void tick_rates(double seconds);
+
  private:
   struct Route {
     std::vector<Subscription*> direct;  // sorted by owner, so one frame per owner
     std::vector<Group*> groups;
     std::vector<Subscription*> services;
     std::size_t next_service = 0;  // round-robin cursor (restarts when the cache is cleared)
+    TopicStats* stats = nullptr;   // nullptr beyond kMaxTrackedTopics
   };
   struct Target {
     Session* session;
@@ -112,6 +132,8 @@ class Router {
   std::unordered_map<std::string, std::unique_ptr<Group>, StringHash, std::equal_to<>> groups_;
   std::unordered_map<std::string, Route, StringHash, std::equal_to<>> cache_;
   std::size_t subscription_count_ = 0;
+  std::unordered_map<std::string, TopicStats, StringHash, std::equal_to<>> topic_stats_;
+  std::uint64_t untracked_messages_ = 0;
 
   // Scratch reused by every publish (no allocation per message once warm).
   std::vector<Target> targets_;

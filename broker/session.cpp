@@ -10,6 +10,7 @@
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/use_awaitable.hpp>
 #include <cstring>
+#include <fstream>
 
 #include "broker.hpp"
 #include "ubroker/proto/fd_socket.hpp"
@@ -32,7 +33,14 @@ Session::Session(Broker& broker, Socket socket, proto::PeerCredentials peer, std
       last_progress_(accepted_at_),
       out_(broker.pool()),
       reader_wake_(socket_.get_executor()),
-      writer_wake_(socket_.get_executor()) {}
+      writer_wake_(socket_.get_executor()) {
+  connected_unix_ms_ = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count());
+  // Best effort: the process may be gone already; then brokerctl shows "-".
+  std::ifstream comm("/proc/" + std::to_string(peer_.pid) + "/comm");
+  std::getline(comm, command_);
+}
 
 Session::~Session() {
   broker_.session_gone(*this);

@@ -43,6 +43,21 @@ class Session {
   [[nodiscard]] const proto::PeerCredentials& peer() const noexcept { return peer_; }
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
   [[nodiscard]] auto& subscriptions() noexcept { return subs_; }
+  [[nodiscard]] const auto& subscriptions() const noexcept { return subs_; }
+
+  // For brokerctl (admin.cpp).
+  struct Counters {
+    std::uint64_t published = 0;
+    std::uint64_t published_bytes = 0;
+    std::uint64_t deliveries = 0;
+    std::uint64_t delivered_bytes = 0;
+  };
+  [[nodiscard]] Counters counters() const noexcept {
+    return {published_, published_bytes_, deliveries_, delivered_bytes_};
+  }
+  [[nodiscard]] const OutQueue& queue() const noexcept { return out_; }
+  [[nodiscard]] const std::string& command() const noexcept { return command_; }
+  [[nodiscard]] std::uint64_t connected_unix_ms() const noexcept { return connected_unix_ms_; }
 
   // Flow control, used by the Router.
   [[nodiscard]] bool has_room() const noexcept;
@@ -135,6 +150,9 @@ class Session {
 
   std::uint32_t pending_requests_ = 0;  // requests this client waits for
   std::uint64_t published_ = 0;
+  std::uint64_t published_bytes_ = 0;
+  std::string command_;  // the peer's /proc/PID/comm at accept
+  std::uint64_t connected_unix_ms_ = 0;
   std::uint64_t deliveries_ = 0;
   std::uint64_t delivered_bytes_ = 0;
 };

@@ -128,6 +128,7 @@ Session::Step Session::handle_publish(const wire::Header& h, std::span<const std
   if (broker_.router().publish(*this, msg) == RouteResult::kBlocked) return Step::kBlocked;
   if (h.retain()) broker_.retained().put(topic, payload, id_, peer_.uid, static_cast<std::uint32_t>(peer_.pid));
   ++published_;
+  published_bytes_ += payload.size();
   return Step::kContinue;
 }
 

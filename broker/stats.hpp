@@ -10,6 +10,7 @@ struct Stats {
   std::uint64_t connections_refused = 0;  // over max_connections or failed at accept
   std::uint64_t messages_in = 0;          // PUBLISH frames accepted
   std::uint64_t bytes_in = 0;             // their payload bytes
+  std::uint64_t system_messages = 0;      // the broker's own ($sys. presence events)
   std::uint64_t deliveries = 0;           // DELIVER frames queued to subscribers
   std::uint64_t delivered_bytes = 0;      // their payload bytes
   std::uint64_t dropped_overflow = 0;     // DROP subscriptions whose queue was full

@@ -40,6 +40,8 @@ std::string_view to_string(Errc code) noexcept {
     case Errc::kNoResponders: return "NO_RESPONDERS";
     case Errc::kResponderGone: return "RESPONDER_GONE";
     case Errc::kUnknownRequest: return "UNKNOWN_REQUEST";
+    case Errc::kKicked: return "KICKED";
+    case Errc::kNotFound: return "NOT_FOUND";
     case Errc::kConnectFailed: return "CONNECT_FAILED";
     case Errc::kNotConnected: return "NOT_CONNECTED";
     case Errc::kTimeout: return "TIMEOUT";

@@ -38,7 +38,8 @@ int exit_code(int status) {
   return -1000;
 }
 
-Process Process::spawn(std::vector<std::string> argv, const std::vector<std::string>& extra_env) {
+Process Process::spawn(std::vector<std::string> argv, const std::vector<std::string>& extra_env,
+                       const std::string& stdin_path) {
   Process p;
   p.out_path_ = temp_path("out");
   p.err_path_ = temp_path("err");
@@ -46,7 +47,7 @@ Process Process::spawn(std::vector<std::string> argv, const std::vector<std::str
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, p.out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
   posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, p.err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, stdin_path.c_str(), O_RDONLY, 0);
   std::vector<char*> args;
   for (auto& a : argv) args.push_back(a.data());
   args.push_back(nullptr);

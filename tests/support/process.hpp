@@ -14,7 +14,8 @@ namespace ubroker::test {
 class Process {
  public:
   // Starts argv[0] with the given arguments; output goes to files in a temporary directory.
-  static Process spawn(std::vector<std::string> argv, const std::vector<std::string>& extra_env = {});
+  static Process spawn(std::vector<std::string> argv, const std::vector<std::string>& extra_env = {},
+                       const std::string& stdin_path = "/dev/null");
   Process(Process&& o) noexcept;
   Process& operator=(Process&&) = delete;
   ~Process();

@@ -28,6 +28,8 @@ enum class Errc : int {
   kResponderGone = 16,   // the responder disconnected before replying
   kTimeout = 17,         // no reply (or answer) before the deadline
   kUnknownRequest = 18,  // a reply to a request that is unknown, finished or someone else's
+  kKicked = 19,          // an operator disconnected this client
+  kNotFound = 20,        // an admin request named something that does not exist
 
   kConnectFailed = 100,    // no broker reachable at the address (the message says why)
   kNotConnected = 101,     // the connection is closed (the message says why)

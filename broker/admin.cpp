@@ -1,0 +1,165 @@
+// The admin services the broker answers itself, on $sys.admin.* request topics; brokerctl
+// is an ordinary client of them. Allowed to the broker's own uid and root (the access
+// policy of issue 5 will add uids granted `admin`). Each answer is a protobuf message from
+// ubroker.proto in a REPLY; a refusal is an Error with its code.
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include "broker.hpp"
+#include "session.hpp"
+
+namespace ubroker::broker {
+namespace {
+
+std::uint64_t ms_since(Clock::time_point t) {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count());
+}
+
+}  // namespace
+
+wire::BrokerStatus Broker::status() const {
+  wire::BrokerStatus st;
+  st.set_version(UBROKER_VERSION);
+  st.set_pid(static_cast<std::uint32_t>(::getpid()));
+  st.set_uptime_ms(ms_since(started_));
+  st.set_socket(config_.socket_path);
+  st.set_connections(sessions_.size());
+  st.set_subscriptions(router_.subscription_count());
+  st.set_messages_in(stats_.messages_in);
+  st.set_bytes_in(stats_.bytes_in);
+  st.set_deliveries(stats_.deliveries);
+  st.set_delivered_bytes(stats_.delivered_bytes);
+  st.set_dropped_overflow(stats_.dropped_overflow);
+  st.set_dropped_disconnect(stats_.dropped_disconnect);
+  st.set_requests(stats_.requests);
+  st.set_requests_pending(requests_.size());
+  st.set_no_responders(stats_.no_responders);
+  st.set_responder_gone(stats_.responder_gone);
+  st.set_request_timeouts(stats_.request_timeouts);
+  st.set_replies_refused(stats_.replies_refused);
+  st.set_retained_topics(retained_.size());
+  st.set_retained_bytes(retained_.bytes());
+  st.set_retained_evicted(retained_.evicted());
+  st.set_slow_consumer_disconnects(stats_.slow_consumer_disconnects);
+  st.set_protocol_errors(stats_.protocol_errors);
+  return st;
+}
+
+wire::ClientList Broker::clients() const {
+  wire::ClientList list;
+  for (const auto& [id, s] : sessions_) {
+    if (!s->welcomed()) continue;
+    auto* c = list.add_clients();
+    c->set_client_id(id);
+    c->set_name(s->name());
+    c->set_pid(static_cast<std::uint32_t>(s->peer().pid));
+    c->set_uid(s->peer().uid);
+    c->set_gid(s->peer().gid);
+    c->set_command(s->command());
+    c->set_connected_unix_ms(s->connected_unix_ms());
+    const auto n = s->counters();
+    c->set_messages_in(n.published);
+    c->set_bytes_in(n.published_bytes);
+    c->set_messages_out(n.deliveries);
+    c->set_bytes_out(n.delivered_bytes);
+    c->set_queued_messages(s->queue().messages());
+    c->set_queued_bytes(s->queue().bytes());
+    std::uint64_t dropped = 0;
+    std::uint32_t subs = 0, services = 0;
+    for (const auto& [sid, sub] : s->subscriptions()) {
+      dropped += sub->dropped;
+      ++(sub->service ? services : subs);
+    }
+    c->set_dropped(dropped);
+    c->set_subscriptions(subs);
+    c->set_services(services);
+  }
+  return list;
+}
+
+wire::SubscriptionList Broker::subscriptions() const {
+  wire::SubscriptionList list;
+  for (const auto& [id, s] : sessions_) {
+    for (const auto& [sid, sub] : s->subscriptions()) {
+      auto* i = list.add_subscriptions();
+      i->set_client_id(id);
+      i->set_client_name(s->name());
+      i->set_id(sid);
+      i->set_pattern(sub->pattern);
+      if (sub->group != nullptr) i->set_group(sub->group->name);
+      i->set_policy(sub->service ? "serve" : sub->overflow == wire::DROP ? "drop" : "block");
+      i->set_delivered(sub->delivered);
+      i->set_dropped(sub->dropped);
+    }
+  }
+  return list;
+}
+
+wire::TopicList Broker::topics() {
+  wire::TopicList list;
+  for (const auto& [topic, ts] : router_.topic_stats()) {
+    auto* t = list.add_topics();
+    t->set_topic(topic);
+    t->set_messages(ts.messages);
+    t->set_bytes(ts.bytes);
+    t->set_publishers(static_cast<std::uint32_t>(ts.publishers.size()));
+    t->set_subscribers(static_cast<std::uint32_t>(router_.count_subscribers(topic)));
+    t->set_rate(ts.rate);
+    bool retained = false;
+    retained_.for_each_match(topic, [&](const RetainedMessage&) { retained = true; });
+    t->set_retained(retained);
+  }
+  list.set_untracked_messages(router_.untracked_messages());
+  return list;
+}
+
+void Broker::answer_admin(Session& caller, const wire::Header& request, std::span<const std::byte> payload) {
+  const std::string& topic = request.topic();
+  const auto uid = caller.peer().uid;
+  if (uid != 0 && uid != ::getuid()) {
+    spdlog::warn("{}: admin request {} refused (not the broker's uid or root)", caller.name(), topic);
+    caller.send_error(wire::PERMISSION_DENIED,
+                      fmt::format("{} needs the broker's uid ({}) or root; uid {} is neither", topic, ::getuid(), uid),
+                      false, request.seq());
+    return;
+  }
+  std::string body;
+  if (topic == "$sys.admin.status") {
+    body = status().SerializeAsString();
+  } else if (topic == "$sys.admin.clients") {
+    body = clients().SerializeAsString();
+  } else if (topic == "$sys.admin.subscriptions") {
+    body = subscriptions().SerializeAsString();
+  } else if (topic == "$sys.admin.topics") {
+    body = topics().SerializeAsString();
+  } else if (topic == "$sys.admin.reload") {
+    reload();
+  } else if (topic == "$sys.admin.kick") {
+    wire::KickRequest kick;
+    if (!kick.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+      caller.send_error(wire::PROTOCOL_ERROR, "kick: the payload is not a KickRequest", false, request.seq());
+      return;
+    }
+    Session* target = find(kick.client_id());
+    if (target == nullptr) {
+      caller.send_error(wire::NOT_FOUND, fmt::format("kick: no client {}", kick.client_id()), false, request.seq());
+      return;
+    }
+    const std::string why = kick.reason().empty() ? std::string("no reason given") : kick.reason();
+    spdlog::warn("client {} kicked by uid {} (pid {}): {}", kick.client_id(), uid, caller.peer().pid, why);
+    target->send_error(wire::KICKED, fmt::format("disconnected by an operator: {}", why), true);
+    target->flush();
+  } else {
+    caller.send_error(wire::NO_RESPONDERS, fmt::format("the broker has no admin service '{}'", topic), false,
+                      request.seq());
+    return;
+  }
+  wire::Header h;
+  h.set_type(wire::REPLY);
+  h.set_seq(request.seq());
+  h.set_sender_uid(static_cast<std::uint32_t>(::getuid()));
+  h.set_sender_pid(static_cast<std::uint32_t>(::getpid()));
+  caller.queue_frame(h, std::as_bytes(std::span(body.data(), body.size())), nullptr);
+}
+
+}  // namespace ubroker::broker

@@ -1,0 +1,244 @@
+// brokerctl against a real brokerd: every command's output checked against what the test
+// arranged (clients with known names and traffic), through the --json form; pipelines;
+// serve --exec; kick; exit codes; admin refused to another uid.
+#include <google/protobuf/util/json_util.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "broker_process.hpp"
+#include "test_util.hpp"
+
+namespace ubroker::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct Run {
+  int code;
+  std::string out, err;
+};
+
+// Runs brokerctl to completion.
+Run brokerctl(const BrokerProcess& b, std::vector<std::string> args, const std::string& stdin_path = "/dev/null") {
+  args.insert(args.begin(), {UBROKER_BROKERCTL, "--socket", b.socket()});
+  Process p = Process::spawn(args, {}, stdin_path);
+  auto st = p.wait(30s);
+  EXPECT_TRUE(st.has_value()) << "brokerctl did not finish";
+  return {st ? exit_code(*st) : -1, p.out(), p.err()};
+}
+
+template <class Msg>
+Msg parse_json(const std::string& json) {
+  Msg m;
+  const auto status = google::protobuf::util::JsonStringToMessage(json, &m);
+  EXPECT_TRUE(status.ok()) << status.ToString() << "\n" << json;
+  return m;
+}
+
+const wire::ClientInfo* find_client(const wire::ClientList& list, const std::string& name) {
+  for (const auto& c : list.clients()) {
+    if (c.name() == name) return &c;
+  }
+  return nullptr;
+}
+
+class Brokerctl : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (const char* p : {"orders.*", "orders.>"}) subs_.push_back(std::move(alpha_.subscribe(p).value()));
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE(beta_.publish("orders.new", "0123456789").has_value());
+    ASSERT_TRUE(beta_.publish("orders.cfg", "v1", {.retain = true}).has_value());
+    ASSERT_TRUE(beta_.flush().has_value());
+  }
+
+  BrokerProcess broker_{"socket_mode = \"0666\"\n"};
+  Client alpha_ = broker_.connect("alpha");
+  Client beta_ = broker_.connect("beta");
+  std::vector<Subscription> subs_;
+};
+
+TEST_F(Brokerctl, StatusJson) {
+  const auto r = brokerctl(broker_, {"status", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto st = parse_json<wire::BrokerStatus>(r.out);
+  EXPECT_EQ(st.messages_in(), 6u);
+  EXPECT_EQ(st.connections(), 3u);  // alpha, beta, brokerctl
+  EXPECT_EQ(st.subscriptions(), 2u);
+  EXPECT_EQ(st.deliveries(), 6u);  // one frame per message to alpha, naming both its subscriptions
+  EXPECT_EQ(st.retained_topics(), 1u);
+  EXPECT_EQ(st.socket(), broker_.socket());
+  EXPECT_EQ(st.pid(), static_cast<std::uint32_t>(broker_.process().pid()));
+}
+
+TEST_F(Brokerctl, ClientsJson) {
+  const auto r = brokerctl(broker_, {"clients", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto list = parse_json<wire::ClientList>(r.out);
+  const auto* alpha = find_client(list, "alpha");
+  const auto* beta = find_client(list, "beta");
+  ASSERT_NE(alpha, nullptr) << r.out;
+  ASSERT_NE(beta, nullptr);
+  EXPECT_EQ(alpha->client_id(), alpha_.id());
+  EXPECT_EQ(alpha->pid(), static_cast<std::uint32_t>(::getpid()));
+  EXPECT_EQ(alpha->uid(), ::getuid());
+  EXPECT_EQ(alpha->subscriptions(), 2u);
+  EXPECT_EQ(alpha->messages_out(), 6u);
+  EXPECT_EQ(beta->messages_in(), 6u);
+  EXPECT_EQ(beta->bytes_in(), 52u);
+  EXPECT_FALSE(beta->command().empty());
+  EXPECT_GT(beta->connected_unix_ms(), 0u);
+  // The table for people has the same clients.
+  const auto table = brokerctl(broker_, {"clients"});
+  ASSERT_EQ(table.code, 0);
+  EXPECT_NE(table.out.find("alpha"), std::string::npos);
+  EXPECT_NE(table.out.find("MSGS IN"), std::string::npos);
+}
+
+TEST_F(Brokerctl, SubsAndTopicsJson) {
+  auto r = brokerctl(broker_, {"subs", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto subs = parse_json<wire::SubscriptionList>(r.out);
+  ASSERT_EQ(subs.subscriptions_size(), 2);
+  for (const auto& s : subs.subscriptions()) {
+    EXPECT_EQ(s.client_name(), "alpha");
+    EXPECT_EQ(s.policy(), "block");
+    EXPECT_EQ(s.delivered(), 6u);
+  }
+  r = brokerctl(broker_, {"topics", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto topics = parse_json<wire::TopicList>(r.out);
+  bool seen_new = false, seen_cfg = false;
+  for (const auto& t : topics.topics()) {
+    if (t.topic() == "orders.new") {
+      seen_new = true;
+      EXPECT_EQ(t.messages(), 5u);
+      EXPECT_EQ(t.bytes(), 50u);
+      EXPECT_EQ(t.publishers(), 1u);
+      EXPECT_EQ(t.subscribers(), 2u);
+      EXPECT_FALSE(t.retained());
+    } else if (t.topic() == "orders.cfg") {
+      seen_cfg = true;
+      EXPECT_TRUE(t.retained());
+    }
+  }
+  EXPECT_TRUE(seen_new && seen_cfg) << r.out;
+  r = brokerctl(broker_, {"shm", "--json"});
+  ASSERT_EQ(r.code, 0);
+  EXPECT_NE(r.out.find("\"segments\": []"), std::string::npos);
+}
+
+TEST_F(Brokerctl, MonitorSeesExactlyWhatIsPublishedWithoutDisturbingSubscribers) {
+  Process mon = Process::spawn({UBROKER_BROKERCTL, "--socket", broker_.socket(), "monitor", "orders.>"});
+  ASSERT_TRUE(eventually([&] { return mon.err().find("monitoring") != std::string::npos; })) << mon.err();
+  std::atomic<int> normal{0};
+  auto watcher = beta_.subscribe("orders.>", [&](const MessageView& m) { normal += m.retained ? 0 : 1; });
+  ASSERT_TRUE(watcher.has_value());
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(beta_.publish("orders.m" + std::to_string(i), "item").has_value());
+  ASSERT_TRUE(eventually([&] {
+    const std::string out = mon.out();
+    return std::count(out.begin(), out.end(), '\n') >= 20 && normal == 20;
+  })) << "monitor printed:\n" << mon.out() << "\nstderr:\n" << mon.err() << "\nnormal: " << normal;
+  mon.signal(SIGINT);
+  auto st = mon.wait(10s);
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(exit_code(*st), 0);
+  std::istringstream lines(mon.out());
+  int n = 0;
+  for (std::string line; std::getline(lines, line); ++n) {
+    EXPECT_NE(line.find("orders.m" + std::to_string(n) + " "), std::string::npos) << line;
+    EXPECT_NE(line.find("client " + std::to_string(beta_.id())), std::string::npos) << line;
+    EXPECT_NE(line.find("4 B: item"), std::string::npos) << line;
+  }
+  EXPECT_EQ(n, 20);
+  EXPECT_EQ(normal.load(), 20);
+}
+
+TEST_F(Brokerctl, PubAndSubPipelinesDeliverEveryLineInOrder) {
+  const std::string input = broker_.dir() + "/lines.txt";
+  std::string expected;
+  {
+    std::ofstream f(input);
+    for (int i = 0; i < 200; ++i) {
+      f << "line " << i << "\n";
+      expected += "line " + std::to_string(i) + "\n";
+    }
+  }
+  Process sub = Process::spawn({UBROKER_BROKERCTL, "--socket", broker_.socket(), "sub", "pipe.t", "--count", "200"});
+  // Subscribed once the broker lists it.
+  ASSERT_TRUE(eventually([&] {
+    auto r = alpha_.request("$sys.admin.subscriptions", std::string_view{}, 5s);
+    wire::SubscriptionList l;
+    if (r) l.ParseFromArray(r->payload().data(), static_cast<int>(r->payload().size()));
+    for (const auto& s : l.subscriptions()) {
+      if (s.pattern() == "pipe.t") return true;
+    }
+    return false;
+  }));
+  const auto pub = brokerctl(broker_, {"pub", "pipe.t", "--lines"}, input);
+  ASSERT_EQ(pub.code, 0) << pub.err;
+  auto st = sub.wait(30s);
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(exit_code(*st), 0) << sub.err();
+  EXPECT_EQ(sub.out(), expected);
+}
+
+TEST_F(Brokerctl, ReqAgainstServeExecAndAgainstNobody) {
+  Process server =
+      Process::spawn({UBROKER_BROKERCTL, "--socket", broker_.socket(), "serve", "text.upper", "--exec", "tr a-z A-Z"});
+  ASSERT_TRUE(eventually([&] { return server.err().find("serving") != std::string::npos; })) << server.err();
+  auto r = brokerctl(broker_, {"req", "text.upper", "make me loud"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "MAKE ME LOUD\n");
+  r = brokerctl(broker_, {"req", "text.nobody", "x"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("no responder serves 'text.nobody'"), std::string::npos) << r.err;
+  server.signal(SIGINT);
+  auto st = server.wait(10s);
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(exit_code(*st), 0);
+}
+
+TEST_F(Brokerctl, KickDisconnectsTheClientWithAReasonItCanRead) {
+  Client victim = broker_.connect("victim");
+  const auto r = brokerctl(broker_, {"kick", std::to_string(victim.id()), "--reason", "maintenance window"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_TRUE(eventually([&] { return !victim.connected(); }));
+  const auto why = victim.disconnect_reason();
+  ASSERT_TRUE(why.has_value());
+  EXPECT_EQ(why->code, Errc::kKicked);
+  EXPECT_NE(why->message.find("maintenance window"), std::string::npos) << why->message;
+  const auto missing = brokerctl(broker_, {"kick", "999999"});
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_NE(missing.err.find("no client 999999"), std::string::npos) << missing.err;
+}
+
+TEST_F(Brokerctl, ExitCodesForUsageAndUnreachableBroker) {
+  auto r = brokerctl(broker_, {"frobnicate"});
+  EXPECT_EQ(r.code, 2);
+  Process p = Process::spawn({UBROKER_BROKERCTL, "--socket", broker_.dir() + "/absent.sock", "status"});
+  auto st = p.wait(10s);
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(exit_code(*st), 3);
+  EXPECT_NE(p.err().find(broker_.dir() + "/absent.sock"), std::string::npos) << p.err();
+  EXPECT_NE(p.err().find("no such file"), std::string::npos) << p.err();
+}
+
+TEST_F(Brokerctl, AnotherUidIsRefusedAdminCommands) {
+  ASSERT_EQ(::geteuid(), 0u) << "this test runs brokerctl as uid 4040: run it as root (CI does)";
+  ASSERT_EQ(::chmod(broker_.dir().c_str(), 0755), 0);  // the socket (0666) must be reachable
+  Process p = Process::spawn({"/usr/bin/setpriv", "--reuid=4040", "--regid=4040", "--clear-groups", UBROKER_BROKERCTL,
+                              "--socket", broker_.socket(), "clients", "--json"});
+  auto st = p.wait(10s);
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(exit_code(*st), 1) << p.err();
+  EXPECT_NE(p.err().find("uid 4040 is neither"), std::string::npos) << p.err();
+  EXPECT_TRUE(p.out().empty());
+}
+
+}  // namespace
+}  // namespace ubroker::test

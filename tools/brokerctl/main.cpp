@@ -1,0 +1,453 @@
+// brokerctl: see and operate a live ubroker broker. An ordinary client of the broker's
+// $sys.admin.* services plus a shell front end for publish, subscribe, request and serve.
+// Exit codes: 0 success, 1 an error reported by the broker, 2 usage, 3 no broker reachable.
+#include <fcntl.h>
+#include <google/protobuf/util/json_util.h>
+#include <pwd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <csignal>
+#include <cstdio>
+#include <ctime>
+#include <deque>
+#include <iostream>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "table.hpp"
+#include "ubroker.pb.h"
+#include "ubroker/client.hpp"
+#include "ubroker/proto/socket_address.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using ubroker::Client;
+using ubroker::Errc;
+
+enum Exit { kOk = 0, kBrokerError = 1, kUsage = 2, kUnreachable = 3 };
+
+std::atomic<bool> g_interrupted{false};
+
+int fail(const ubroker::Error& e) {
+  std::fprintf(stderr, "brokerctl: %s\n", e.message.c_str());
+  return e.code == Errc::kConnectFailed ? kUnreachable : kBrokerError;
+}
+
+std::string user_name(std::uint32_t uid) {
+  if (const passwd* pw = ::getpwuid(uid)) return pw->pw_name;
+  return std::to_string(uid);
+}
+
+std::string clock_time(std::uint64_t unix_ms) {
+  const std::time_t t = static_cast<std::time_t>(unix_ms / 1000);
+  std::tm tm{};
+  ::localtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
+}
+
+std::string human_duration(std::uint64_t ms) {
+  const std::uint64_t s = ms / 1000;
+  std::ostringstream o;
+  if (s >= 86400) o << s / 86400 << "d ";
+  if (s >= 3600) o << (s / 3600) % 24 << "h ";
+  if (s >= 60) o << (s / 60) % 60 << "m ";
+  o << s % 60 << "s";
+  return o.str();
+}
+
+// Printable payload preview: text when it is text, else hex.
+std::string preview(std::span<const std::byte> p, std::size_t max = 48) {
+  bool text = true;
+  for (auto b : p) {
+    const auto c = std::to_integer<unsigned char>(b);
+    if ((c < 0x20 && c != '\t') || c >= 0x7f) text = false;
+  }
+  std::string out;
+  const std::size_t n = std::min(p.size(), max);
+  if (text) {
+    out.assign(reinterpret_cast<const char*>(p.data()), n);
+  } else {
+    static const char* hex = "0123456789abcdef";
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto c = std::to_integer<unsigned char>(p[i]);
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  if (p.size() > max) out += "...";
+  return out;
+}
+
+struct Context {
+  std::string socket;
+  bool json = false;
+  std::optional<Client> client;
+
+  // Connects; on failure prints why and returns the exit code.
+  std::optional<int> connect(const std::string& name = "brokerctl") {
+    auto c = Client::connect({.address = socket, .name = name});
+    if (!c) return fail(c.error());
+    client.emplace(std::move(*c));
+    return std::nullopt;
+  }
+
+  // Runs an admin request and parses its answer into `out`.
+  template <class Msg>
+  std::optional<int> admin(const std::string& service, Msg& out, std::span<const std::byte> payload = {}) {
+    if (auto e = connect()) return e;
+    auto r = client->request("$sys.admin." + service, payload, 5s);
+    if (!r) return fail(r.error());
+    if (!out.ParseFromArray(r->payload().data(), static_cast<int>(r->payload().size()))) {
+      std::fprintf(stderr, "brokerctl: the broker's answer to %s is not a valid %s\n", service.c_str(),
+                   out.GetTypeName().c_str());
+      return kBrokerError;
+    }
+    return std::nullopt;
+  }
+
+  int print_json(const google::protobuf::Message& m) const {
+    std::string out;
+    google::protobuf::util::JsonPrintOptions o;
+    o.add_whitespace = true;
+    o.always_print_primitive_fields = true;
+    o.preserve_proto_field_names = true;
+    (void)google::protobuf::util::MessageToJsonString(m, &out, o);
+    std::fputs(out.c_str(), stdout);
+    return kOk;
+  }
+};
+
+int cmd_status(Context& ctx) {
+  ubroker::wire::BrokerStatus st;
+  if (auto e = ctx.admin("status", st)) return *e;
+  if (ctx.json) return ctx.print_json(st);
+  std::printf("brokerd %s, pid %u, up %s, socket %s\n", st.version().c_str(), st.pid(),
+              human_duration(st.uptime_ms()).c_str(), st.socket().c_str());
+  ubroker::ctl::Table t({"COUNTER", "VALUE"});
+  auto row = [&](const char* k, std::uint64_t v) { t.add({k, std::to_string(v)}); };
+  row("connections", st.connections());
+  row("subscriptions", st.subscriptions());
+  row("messages in", st.messages_in());
+  row("bytes in", st.bytes_in());
+  row("deliveries", st.deliveries());
+  row("bytes out", st.delivered_bytes());
+  row("dropped (overflow)", st.dropped_overflow());
+  row("dropped (disconnect)", st.dropped_disconnect());
+  row("requests", st.requests());
+  row("requests pending", st.requests_pending());
+  row("no responders", st.no_responders());
+  row("responders gone", st.responder_gone());
+  row("request timeouts", st.request_timeouts());
+  row("replies refused", st.replies_refused());
+  row("retained topics", st.retained_topics());
+  row("retained bytes", st.retained_bytes());
+  row("slow consumers cut off", st.slow_consumer_disconnects());
+  row("protocol errors", st.protocol_errors());
+  row("shared memory in use", 0);
+  t.print(stdout);
+  return kOk;
+}
+
+int cmd_clients(Context& ctx) {
+  ubroker::wire::ClientList list;
+  if (auto e = ctx.admin("clients", list)) return *e;
+  if (ctx.json) return ctx.print_json(list);
+  ubroker::ctl::Table t({"ID", "NAME", "PID", "COMMAND", "USER", "GID", "SINCE", "MSGS IN", "BYTES IN", "MSGS OUT",
+                         "BYTES OUT", "QUEUED", "DROPS", "SUBS", "SERVES"});
+  for (const auto& c : list.clients()) {
+    t.add({std::to_string(c.client_id()), c.name().empty() ? "-" : c.name(), std::to_string(c.pid()),
+           c.command().empty() ? "-" : c.command(), user_name(c.uid()), std::to_string(c.gid()),
+           clock_time(c.connected_unix_ms()), std::to_string(c.messages_in()), std::to_string(c.bytes_in()),
+           std::to_string(c.messages_out()), std::to_string(c.bytes_out()), std::to_string(c.queued_messages()),
+           std::to_string(c.dropped()), std::to_string(c.subscriptions()), std::to_string(c.services())});
+  }
+  t.print(stdout);
+  return kOk;
+}
+
+int cmd_subs(Context& ctx) {
+  ubroker::wire::SubscriptionList list;
+  if (auto e = ctx.admin("subscriptions", list)) return *e;
+  if (ctx.json) return ctx.print_json(list);
+  ubroker::ctl::Table t({"CLIENT", "NAME", "ID", "PATTERN", "GROUP", "POLICY", "DELIVERED", "DROPPED"});
+  for (const auto& s : list.subscriptions()) {
+    t.add({std::to_string(s.client_id()), s.client_name().empty() ? "-" : s.client_name(), std::to_string(s.id()),
+           s.pattern(), s.group().empty() ? "-" : s.group(), s.policy(), std::to_string(s.delivered()),
+           std::to_string(s.dropped())});
+  }
+  t.print(stdout);
+  return kOk;
+}
+
+int cmd_topics(Context& ctx) {
+  ubroker::wire::TopicList list;
+  if (auto e = ctx.admin("topics", list)) return *e;
+  if (ctx.json) return ctx.print_json(list);
+  ubroker::ctl::Table t({"TOPIC", "PUBLISHERS", "SUBSCRIBERS", "MESSAGES", "BYTES", "RATE/S", "RETAINED"});
+  for (const auto& s : list.topics()) {
+    char rate[32];
+    std::snprintf(rate, sizeof rate, "%.1f", s.rate());
+    t.add({s.topic(), std::to_string(s.publishers()), std::to_string(s.subscribers()), std::to_string(s.messages()),
+           std::to_string(s.bytes()), rate, s.retained() ? "yes" : "no"});
+  }
+  t.print(stdout);
+  return kOk;
+}
+
+int cmd_shm(Context& ctx) {
+  ubroker::wire::BrokerStatus st;
+  if (auto e = ctx.admin("status", st)) return *e;  // reachable and allowed
+  if (ctx.json) {
+    std::printf("{\n \"segments\": []\n}\n");
+  } else {
+    std::printf("no shared-memory segments (this broker does not support them yet)\n");
+  }
+  return kOk;
+}
+
+std::string read_all(std::FILE* in) {
+  std::string data;
+  char buf[65536];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, in)) > 0;) data.append(buf, n);
+  return data;
+}
+
+int cmd_pub(Context& ctx, const std::string& topic, const std::optional<std::string>& data, bool lines, bool retain) {
+  if (auto e = ctx.connect("brokerctl-pub")) return *e;
+  auto publish = [&](std::string_view text) -> std::optional<int> {
+    if (auto r = ctx.client->publish(topic, text, {.retain = retain}); !r) return fail(r.error());
+    return std::nullopt;
+  };
+  if (data) {
+    if (auto e = publish(*data)) return *e;
+  } else if (lines) {
+    for (std::string line; std::getline(std::cin, line);) {
+      if (auto e = publish(line)) return *e;
+    }
+  } else {
+    if (auto e = publish(read_all(stdin))) return *e;
+  }
+  if (auto r = ctx.client->flush(30s); !r) return fail(r.error());
+  return kOk;
+}
+
+// Prints payloads, one per line, until COUNT messages or an interrupt.
+int cmd_sub(Context& ctx, const std::string& pattern, std::uint64_t count) {
+  if (auto e = ctx.connect("brokerctl-sub")) return *e;
+  auto sub = ctx.client->subscribe(pattern);
+  if (!sub) return fail(sub.error());
+  for (std::uint64_t n = 0; count == 0 || n < count;) {
+    if (g_interrupted) return kOk;
+    auto m = ctx.client->receive(200ms);
+    if (!m) {
+      if (m.error().code == Errc::kTimeout) continue;
+      return fail(m.error());
+    }
+    std::fwrite(m->payload().data(), 1, m->payload().size(), stdout);
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+    ++n;
+  }
+  return kOk;
+}
+
+int cmd_monitor(Context& ctx, const std::string& pattern) {
+  if (auto e = ctx.connect("brokerctl-monitor")) return *e;
+  // DROP: the tap never holds publishers back, so normal subscribers see no change.
+  auto sub = ctx.client->subscribe(pattern, {.overflow = ubroker::Overflow::kDrop});
+  if (!sub) return fail(sub.error());
+  std::fprintf(stderr, "monitoring %s (Ctrl-C to stop)\n", pattern.c_str());
+  while (!g_interrupted) {
+    auto m = ctx.client->receive(200ms);
+    if (!m) {
+      if (m.error().code == Errc::kTimeout) continue;
+      return fail(m.error());
+    }
+    if (m->retained()) continue;  // published before the tap started
+    const auto now = std::chrono::system_clock::now();
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
+    const std::string when = clock_time(static_cast<std::uint64_t>(ms)).substr(11);
+    std::printf("%s.%03lld %s [client %llu uid %u pid %u] %zu B%s: %s\n", when.c_str(),
+                static_cast<long long>(ms % 1000), std::string(m->topic()).c_str(),
+                static_cast<unsigned long long>(m->sender().client_id), m->sender().uid, m->sender().pid,
+                m->payload().size(), m->dropped_before() ? " (after drops)" : "", preview(m->payload()).c_str());
+    std::fflush(stdout);
+  }
+  return kOk;
+}
+
+int cmd_req(Context& ctx, const std::string& topic, const std::optional<std::string>& data, int timeout_ms) {
+  if (auto e = ctx.connect("brokerctl-req")) return *e;
+  const std::string body = data ? *data : read_all(stdin);
+  auto r = ctx.client->request(topic, body, std::chrono::milliseconds(timeout_ms));
+  if (!r) return fail(r.error());
+  std::fwrite(r->payload().data(), 1, r->payload().size(), stdout);
+  if (r->payload().empty() || std::to_integer<char>(r->payload().back()) != '\n') std::fputc('\n', stdout);
+  return kOk;
+}
+
+// Runs `command` with `input` on its standard input; returns its standard output.
+std::string run_command(const std::string& command, std::string_view input) {
+  int in[2], out[2];
+  if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0) return "brokerctl: pipe failed\n";
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(in[0], STDIN_FILENO);
+    ::dup2(out[1], STDOUT_FILENO);
+    ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  ::close(in[0]);
+  ::close(out[1]);
+  // Feed stdin from a thread so a command that writes before reading cannot deadlock us.
+  std::thread feeder([fd = in[1], input] {
+    std::size_t off = 0;
+    while (off < input.size()) {
+      const ssize_t n = ::write(fd, input.data() + off, input.size() - off);
+      if (n <= 0) break;
+      off += static_cast<std::size_t>(n);
+    }
+    ::close(fd);
+  });
+  std::string result;
+  char buf[65536];
+  for (ssize_t n; (n = ::read(out[0], buf, sizeof buf)) > 0;) result.append(buf, static_cast<std::size_t>(n));
+  ::close(out[0]);
+  feeder.join();
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return result;
+}
+
+int cmd_serve(Context& ctx, const std::string& topic, const std::optional<std::string>& exec) {
+  if (auto e = ctx.connect("brokerctl-serve")) return *e;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<ubroker::Request> work;
+  auto service = ctx.client->serve(topic, [&](ubroker::Request r) {
+    std::lock_guard lk(mu);
+    work.push_back(std::move(r));
+    cv.notify_one();
+  });
+  if (!service) return fail(service.error());
+  std::fprintf(stderr, "serving %s%s (Ctrl-C to stop)\n", topic.c_str(), exec ? (" with: " + *exec).c_str() : "");
+  // Requests are answered here, off the I/O thread, one at a time, like inetd.
+  while (!g_interrupted && ctx.client->connected()) {
+    std::unique_lock lk(mu);
+    if (!cv.wait_for(lk, 200ms, [&] { return !work.empty(); })) continue;
+    ubroker::Request r = std::move(work.front());
+    work.pop_front();
+    lk.unlock();
+    const std::string answer = exec ? run_command(*exec, r.text()) : std::string(r.text());
+    (void)r.reply(answer);
+  }
+  return ctx.client->connected() ? kOk : fail(*ctx.client->disconnect_reason());
+}
+
+int cmd_kick(Context& ctx, std::uint64_t id, const std::string& reason) {
+  ubroker::wire::KickRequest kick;
+  kick.set_client_id(id);
+  kick.set_reason(reason);
+  const std::string body = kick.SerializeAsString();
+  if (auto e = ctx.connect()) return *e;
+  auto r = ctx.client->request("$sys.admin.kick", std::as_bytes(std::span(body.data(), body.size())), 5s);
+  if (!r) return fail(r.error());
+  std::printf("client %llu disconnected\n", static_cast<unsigned long long>(id));
+  return kOk;
+}
+
+int cmd_reload(Context& ctx) {
+  if (auto e = ctx.connect()) return *e;
+  auto r = ctx.client->request("$sys.admin.reload", std::string_view{}, 5s);
+  if (!r) return fail(r.error());
+  std::printf("reloaded\n");
+  return kOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "brokerctl: see and operate a live ubroker broker.\n"
+      "Exit codes: 0 success, 1 error reported by the broker, 2 usage, 3 no broker reachable."};
+  app.set_version_flag("--version", std::string("brokerctl ") + UBROKER_VERSION);
+  app.require_subcommand(1);
+  Context ctx;
+  ctx.socket = ubroker::proto::default_socket_path();
+  app.add_option("-s,--socket", ctx.socket,
+                 "Broker socket path or @name (default: $UBROKER_SOCKET, else $XDG_RUNTIME_DIR/ubroker.sock, else "
+                 "/run/ubroker/ubroker.sock)");
+
+  auto json_flag = [&](CLI::App* sub) { sub->add_flag("--json", ctx.json, "Print one JSON document"); };
+  auto* status = app.add_subcommand("status", "Version, uptime, connections, traffic and drop counters");
+  json_flag(status);
+  auto* clients = app.add_subcommand("clients", "Every client: identity, traffic, queue, drops, subscriptions");
+  json_flag(clients);
+  auto* subs = app.add_subcommand("subs", "Every subscription and service: pattern, group, policy, owner");
+  json_flag(subs);
+  auto* topics = app.add_subcommand("topics", "Topics seen: publishers, subscribers, messages, rate, retained");
+  json_flag(topics);
+  auto* shm = app.add_subcommand("shm", "Shared-memory segments");
+  json_flag(shm);
+
+  std::string pattern = ">", topic;
+  std::optional<std::string> data, exec;
+  bool lines = false, retain = false;
+  std::uint64_t count = 0, kick_id = 0;
+  int timeout_ms = 5000;
+  std::string reason;
+  auto* monitor = app.add_subcommand("monitor", "Live tap of matching traffic (never slows publishers)");
+  monitor->add_option("pattern", pattern, "Topic pattern (default: >)");
+  auto* pub = app.add_subcommand("pub", "Publish DATA, or standard input (one message, or one per line)");
+  pub->add_option("topic", topic, "Topic")->required();
+  pub->add_option("data", data, "Message; absent: read standard input");
+  pub->add_flag("--lines", lines, "Each line of standard input is one message");
+  pub->add_flag("--retain", retain, "Keep as the topic's retained value");
+  auto* sub = app.add_subcommand("sub", "Print each matching message's payload on its own line");
+  sub->add_option("pattern", pattern, "Topic pattern")->required();
+  sub->add_option("--count", count, "Exit after this many messages");
+  auto* req = app.add_subcommand("req", "Send a request and print the reply");
+  req->add_option("topic", topic, "Topic")->required();
+  req->add_option("data", data, "Request body; absent: read standard input");
+  req->add_option("--timeout", timeout_ms, "Milliseconds to wait (default 5000)");
+  auto* serve = app.add_subcommand(
+      "serve", "Answer requests: echo them, or reply with CMD's output (CMD gets the request on stdin)");
+  serve->add_option("topic", topic, "Topic pattern")->required();
+  serve->add_option("--exec", exec, "Shell command run per request");
+  auto* kick = app.add_subcommand("kick", "Disconnect a client, telling it why");
+  kick->add_option("client", kick_id, "Client id (see `brokerctl clients`)")->required();
+  kick->add_option("--reason", reason, "Reason the client is told");
+  auto* reload = app.add_subcommand("reload", "Reload the broker's configuration (like SIGHUP)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? kOk : kUsage;
+  }
+  std::signal(SIGINT, [](int) { g_interrupted = true; });
+  std::signal(SIGTERM, [](int) { g_interrupted = true; });
+  std::signal(SIGPIPE, SIG_IGN);
+
+  if (status->parsed()) return cmd_status(ctx);
+  if (clients->parsed()) return cmd_clients(ctx);
+  if (subs->parsed()) return cmd_subs(ctx);
+  if (topics->parsed()) return cmd_topics(ctx);
+  if (shm->parsed()) return cmd_shm(ctx);
+  if (monitor->parsed()) return cmd_monitor(ctx, pattern);
+  if (pub->parsed()) return cmd_pub(ctx, topic, data, lines, retain);
+  if (sub->parsed()) return cmd_sub(ctx, pattern, count);
+  if (req->parsed()) return cmd_req(ctx, topic, data, timeout_ms);
+  if (serve->parsed()) return cmd_serve(ctx, topic, exec);
+  if (kick->parsed()) return cmd_kick(ctx, kick_id, reason);
+  if (reload->parsed()) return cmd_reload(ctx);
+  return kUsage;
+}
