@@ -5,6 +5,8 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "broker.hpp"
 #include "session.hpp"
 
@@ -74,6 +76,8 @@ wire::ClientList Broker::clients() const {
     c->set_subscriptions(subs);
     c->set_services(services);
   }
+  std::sort(list.mutable_clients()->begin(), list.mutable_clients()->end(),
+            [](const auto& a, const auto& b) { return a.client_id() < b.client_id(); });
   return list;
 }
 
@@ -92,6 +96,10 @@ wire::SubscriptionList Broker::subscriptions() const {
       i->set_dropped(sub->dropped);
     }
   }
+  std::sort(list.mutable_subscriptions()->begin(), list.mutable_subscriptions()->end(),
+            [](const auto& a, const auto& b) {
+              return a.client_id() != b.client_id() ? a.client_id() < b.client_id() : a.id() < b.id();
+            });
   return list;
 }
 
@@ -109,6 +117,8 @@ wire::TopicList Broker::topics() {
     retained_.for_each_match(topic, [&](const RetainedMessage&) { retained = true; });
     t->set_retained(retained);
   }
+  std::sort(list.mutable_topics()->begin(), list.mutable_topics()->end(),
+            [](const auto& a, const auto& b) { return a.topic() < b.topic(); });
   list.set_untracked_messages(router_.untracked_messages());
   return list;
 }

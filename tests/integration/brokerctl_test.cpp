@@ -217,6 +217,19 @@ TEST_F(Brokerctl, KickDisconnectsTheClientWithAReasonItCanRead) {
   EXPECT_NE(missing.err.find("no client 999999"), std::string::npos) << missing.err;
 }
 
+TEST_F(Brokerctl, ReloadIsTheSameAsSighup) {
+  const auto r = brokerctl(broker_, {"reload"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "reloaded\n");
+  ASSERT_TRUE(eventually([&] { return broker_.process().err().find("reload:") != std::string::npos; }));
+  broker_.process().signal(SIGHUP);
+  ASSERT_TRUE(eventually([&] {
+    const std::string log = broker_.process().err();
+    return log.find("reload:") != log.rfind("reload:");  // logged twice
+  }));
+  EXPECT_TRUE(alpha_.flush().has_value());  // and the broker goes on
+}
+
 TEST_F(Brokerctl, ExitCodesForUsageAndUnreachableBroker) {
   auto r = brokerctl(broker_, {"frobnicate"});
   EXPECT_EQ(r.code, 2);
