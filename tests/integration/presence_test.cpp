@@ -57,10 +57,11 @@ class Watcher {
   }
 
  private:
-  Client client_;
-  Subscription sub_;
+  // Declared before the client: destroyed after it, so no callback can outlive them.
   std::mutex mu_;
   std::vector<Event> events_;
+  Client client_;
+  Subscription sub_;
 };
 
 TEST(Presence, ConnectAndDisconnectOfAnotherProcessWithItsIdentity) {

@@ -50,10 +50,11 @@ class HoldingServer {
   }
 
  private:
-  Client client_;
-  Subscription service_;
+  // Declared before the client: destroyed after it, so no callback can outlive them.
   std::mutex mu_;
   std::vector<Request> held_;
+  Client client_;
+  Subscription service_;
 };
 
 TEST(RequestReply, RoundTripWithResponderIdentity) {

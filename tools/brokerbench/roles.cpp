@@ -1,0 +1,347 @@
+// brokerbench roles (client processes) and floors (no broker).
+#include "roles.hpp"
+
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <asio/io_context.hpp>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "histogram.hpp"
+#include "ubroker/client.hpp"
+
+namespace ubroker::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::uint64_t ns_since(Clock::time_point t) {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t).count());
+}
+
+Latency summarize(const Histogram& h) {
+  return {h.quantile(0.5), h.quantile(0.9), h.quantile(0.99), h.quantile(0.999), h.max(), h.count()};
+}
+
+void write_histogram(const Histogram& h, const std::string& path) {
+  if (path.empty()) return;
+  if (std::FILE* f = std::fopen(path.c_str(), "w")) {
+    h.write_csv(f);
+    std::fclose(f);
+  }
+}
+
+std::map<std::string, std::string> words(const std::string& line) {
+  std::map<std::string, std::string> kv;
+  std::istringstream in(line);
+  for (std::string w; in >> w;) {
+    if (auto eq = w.find('='); eq != std::string::npos) kv[w.substr(0, eq)] = w.substr(eq + 1);
+  }
+  return kv;
+}
+
+std::optional<Client> connect(const std::string& address, const std::string& name, asio::io_context* io) {
+  auto c = Client::connect({.address = address, .name = name, .io = io});
+  if (!c) {
+    std::fprintf(stderr, "brokerbench %s: %s\n", name.c_str(), c.error().message.c_str());
+    return std::nullopt;
+  }
+  return std::move(*c);
+}
+
+// W1 B: republishes every ping as a pong, on this thread's io_context.
+int role_pong(const std::string& address) {
+  asio::io_context io(1);
+  auto c = connect(address, "bench-pong", &io);
+  if (!c) return 1;
+  auto sub = c->subscribe("bench.ping", [&](const MessageView& m) { (void)c->publish("bench.pong", m.payload); });
+  if (!sub) return 1;
+  std::printf("ready\n");
+  std::fflush(stdout);
+  auto guard = asio::make_work_guard(io);
+  io.run();
+  return 0;
+}
+
+// W1 A: one ping at a time, timing the round trip; the reply is awaited on this thread.
+int role_ping(const std::string& address, std::uint64_t warmup, std::uint64_t count, const std::string& csv) {
+  asio::io_context io(1);
+  auto c = connect(address, "bench-ping", &io);
+  if (!c) return 1;
+  bool got = false;
+  auto sub = c->subscribe("bench.pong", [&](const MessageView&) { got = true; });
+  if (!sub) return 1;
+  std::vector<std::byte> payload(64, std::byte{0x42});
+  Histogram h;
+  for (std::uint64_t i = 0; i < warmup + count; ++i) {
+    got = false;
+    const auto t0 = Clock::now();
+    if (!c->publish("bench.ping", payload)) return 1;
+    while (!got) {
+      if (io.run_one() == 0) return 1;  // the connection ended
+    }
+    if (i >= warmup) h.record(ns_since(t0));
+  }
+  write_histogram(h, csv);
+  std::printf("%s\n", format(summarize(h)).c_str());
+  return 0;
+}
+
+// W2/W3 receiver: checks every sequence number.
+int role_sub(const std::string& address, const std::string& topic, std::uint64_t count) {
+  auto c = connect(address, "bench-sub", nullptr);
+  if (!c) return 1;
+  std::mutex mu;
+  std::condition_variable cv;
+  Throughput t;
+  std::uint64_t next = 0;
+  Clock::time_point first, last;
+  auto sub = c->subscribe(topic, [&](const MessageView& m) {
+    std::uint64_t seq = ~0ull;
+    if (m.payload.size() >= 8) std::memcpy(&seq, m.payload.data(), 8);
+    if (t.received == 0) first = Clock::now();
+    ++t.received;
+    if (seq > next) t.lost += seq - next;
+    if (seq < next) ++t.reordered;
+    if (seq + 1 > next) next = seq + 1;
+    if (seq + 1 == count) {
+      last = Clock::now();
+      std::lock_guard lk(mu);
+      cv.notify_all();
+    }
+  });
+  if (!sub) return 1;
+  std::printf("ready\n");
+  std::fflush(stdout);
+  std::unique_lock lk(mu);
+  cv.wait(lk, [&] { return next >= count || !c->connected(); });
+  t.seconds = std::chrono::duration<double>(last - first).count();
+  if (t.received > count) t.duplicates = t.received - count;
+  std::printf("%s\n", format(t).c_str());
+  return 0;
+}
+
+// W2/W3 sender: as fast as the API allows.
+int role_pub(const std::string& address, const std::string& topic, std::uint64_t count, std::size_t size) {
+  auto c = connect(address, "bench-pub", nullptr);
+  if (!c) return 1;
+  std::vector<std::byte> payload(std::max<std::size_t>(size, 8), std::byte{0x5a});
+  for (std::uint64_t seq = 0; seq < count; ++seq) {
+    std::memcpy(payload.data(), &seq, 8);
+    if (auto r = c->publish(topic, payload); !r) {
+      std::fprintf(stderr, "brokerbench pub: %s\n", r.error().message.c_str());
+      return 1;
+    }
+  }
+  if (!c->flush(std::chrono::seconds(300))) return 1;
+  std::printf("published=%llu\n", static_cast<unsigned long long>(count));
+  return 0;
+}
+
+bool write_all(int fd, const void* p, std::size_t n) {
+  const auto* b = static_cast<const char*>(p);
+  while (n > 0) {
+    const ssize_t w = ::write(fd, b, n);
+    if (w <= 0) return false;
+    b += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+
+bool read_all(int fd, void* p, std::size_t n) {
+  auto* b = static_cast<char*>(p);
+  while (n > 0) {
+    const ssize_t r = ::read(fd, b, n);
+    if (r <= 0) return false;
+    b += r;
+    n -= static_cast<std::size_t>(r);
+  }
+  return true;
+}
+
+void echo_loop(int fd) {
+  char buf[64];
+  while (read_all(fd, buf, sizeof buf) && write_all(fd, buf, sizeof buf)) {
+  }
+  _exit(0);
+}
+
+Histogram ping_over(int fd, std::uint64_t warmup, std::uint64_t count) {
+  char buf[64] = {};
+  Histogram h;
+  for (std::uint64_t i = 0; i < warmup + count; ++i) {
+    const auto t0 = Clock::now();
+    if (!write_all(fd, buf, sizeof buf) || !read_all(fd, buf, sizeof buf)) break;
+    if (i >= warmup) h.record(ns_since(t0));
+  }
+  return h;
+}
+
+// Forwards bytes between two sockets with epoll, like a minimal broker hop.
+void relay_loop(int a, int b) {
+  const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+  epoll_event ev{.events = EPOLLIN, .data = {.fd = a}};
+  ::epoll_ctl(ep, EPOLL_CTL_ADD, a, &ev);
+  ev.data.fd = b;
+  ::epoll_ctl(ep, EPOLL_CTL_ADD, b, &ev);
+  char buf[65536];
+  for (;;) {
+    epoll_event got[2];
+    const int n = ::epoll_wait(ep, got, 2, -1);
+    for (int i = 0; i < n; ++i) {
+      const int from = got[i].data.fd, to = from == a ? b : a;
+      const ssize_t r = ::read(from, buf, sizeof buf);
+      if (r <= 0 || !write_all(to, buf, static_cast<std::size_t>(r))) _exit(0);
+    }
+  }
+}
+
+}  // namespace
+
+std::string format(const Latency& l) {
+  char s[256];
+  std::snprintf(s, sizeof s, "p50=%llu p90=%llu p99=%llu p999=%llu max=%llu count=%llu",
+                static_cast<unsigned long long>(l.p50), static_cast<unsigned long long>(l.p90),
+                static_cast<unsigned long long>(l.p99), static_cast<unsigned long long>(l.p999),
+                static_cast<unsigned long long>(l.max), static_cast<unsigned long long>(l.count));
+  return s;
+}
+
+std::string format(const Throughput& t) {
+  char s[256];
+  std::snprintf(s, sizeof s, "received=%llu lost=%llu reordered=%llu duplicates=%llu seconds=%.6f",
+                static_cast<unsigned long long>(t.received), static_cast<unsigned long long>(t.lost),
+                static_cast<unsigned long long>(t.reordered), static_cast<unsigned long long>(t.duplicates),
+                t.seconds);
+  return s;
+}
+
+Latency parse_latency(const std::string& line) {
+  auto kv = words(line);
+  auto u = [&](const char* k) { return kv.contains(k) ? std::stoull(kv[k]) : 0ull; };
+  return {u("p50"), u("p90"), u("p99"), u("p999"), u("max"), u("count")};
+}
+
+Throughput parse_throughput(const std::string& line) {
+  auto kv = words(line);
+  auto u = [&](const char* k) { return kv.contains(k) ? std::stoull(kv[k]) : 0ull; };
+  Throughput t{u("received"), u("lost"), u("reordered"), u("duplicates"), 0};
+  if (kv.contains("seconds")) t.seconds = std::stod(kv["seconds"]);
+  return t;
+}
+
+int run_role(int argc, char** argv) {
+  const std::string role = argc > 0 ? argv[0] : "";
+  auto arg = [&](int i) { return i < argc ? std::string(argv[i]) : std::string(); };
+  auto num = [&](int i) { return std::strtoull(arg(i).c_str(), nullptr, 10); };
+  if (role == "pong") return role_pong(arg(1));
+  if (role == "ping") return role_ping(arg(1), num(2), num(3), arg(4));
+  if (role == "sub") return role_sub(arg(1), arg(2), num(3));
+  if (role == "pub") return role_pub(arg(1), arg(2), num(3), num(4));
+  std::fprintf(stderr, "brokerbench: unknown role '%s'\n", role.c_str());
+  return 2;
+}
+
+Latency floor_pingpong(std::uint64_t warmup, std::uint64_t count, const std::string& csv) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return {};
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ::close(sv[0]);
+    echo_loop(sv[1]);
+  }
+  ::close(sv[1]);
+  const Histogram h = ping_over(sv[0], warmup, count);
+  ::close(sv[0]);
+  ::waitpid(child, nullptr, 0);
+  write_histogram(h, csv);
+  return summarize(h);
+}
+
+Latency floor_relay(std::uint64_t warmup, std::uint64_t count) {
+  int ab[2], bc[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ab) != 0 ||
+      ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, bc) != 0) {
+    return {};
+  }
+  const pid_t relay = ::fork();
+  if (relay == 0) {
+    ::close(ab[0]);
+    ::close(bc[1]);
+    relay_loop(ab[1], bc[0]);
+  }
+  const pid_t echo = ::fork();
+  if (echo == 0) {
+    ::close(ab[0]);
+    ::close(ab[1]);
+    ::close(bc[0]);
+    echo_loop(bc[1]);
+  }
+  ::close(ab[1]);
+  ::close(bc[0]);
+  ::close(bc[1]);
+  const Histogram h = ping_over(ab[0], warmup, count);
+  ::close(ab[0]);
+  ::waitpid(relay, nullptr, 0);
+  ::waitpid(echo, nullptr, 0);
+  return summarize(h);
+}
+
+Throughput floor_throughput(std::uint64_t count, std::size_t size) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return {};
+  const pid_t child = ::fork();
+  if (child == 0) {  // the sender: messages batched into 64 KiB writes
+    ::close(sv[0]);
+    std::vector<char> batch;
+    batch.reserve(65536 + size);
+    std::vector<char> msg(size, 0x5a);
+    for (std::uint64_t seq = 0; seq < count; ++seq) {
+      std::memcpy(msg.data(), &seq, 8);
+      batch.insert(batch.end(), msg.begin(), msg.end());
+      if (batch.size() >= 65536 || seq + 1 == count) {
+        if (!write_all(sv[1], batch.data(), batch.size())) _exit(1);
+        batch.clear();
+      }
+    }
+    _exit(0);
+  }
+  ::close(sv[1]);
+  Throughput t;
+  std::vector<char> buf(65536 + size);
+  std::size_t have = 0;
+  std::uint64_t next = 0;
+  Clock::time_point first{}, last{};
+  while (next < count) {
+    const ssize_t r = ::read(sv[0], buf.data() + have, buf.size() - have);
+    if (r <= 0) break;
+    if (t.received == 0 && have == 0) first = Clock::now();
+    have += static_cast<std::size_t>(r);
+    std::size_t off = 0;
+    for (; off + size <= have; off += size) {
+      std::uint64_t seq;
+      std::memcpy(&seq, buf.data() + off, 8);
+      if (seq != next) ++t.lost;
+      next = seq + 1;
+      ++t.received;
+    }
+    std::memmove(buf.data(), buf.data() + off, have - off);
+    have -= off;
+  }
+  last = Clock::now();
+  ::close(sv[0]);
+  ::waitpid(child, nullptr, 0);
+  t.seconds = std::chrono::duration<double>(last - first).count();
+  return t;
+}
+
+}  // namespace ubroker::bench

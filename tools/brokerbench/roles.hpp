@@ -1,0 +1,34 @@
+// The client roles brokerbench runs as separate processes ("brokerbench role NAME ..."), and
+// the machine's floors measured with no broker in between. Each prints one result line on
+// standard output that the orchestrating process parses.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace ubroker::bench {
+
+// Results travel as "key=value" words on one line.
+struct Latency {
+  std::uint64_t p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0, count = 0;  // ns
+};
+struct Throughput {
+  std::uint64_t received = 0, lost = 0, reordered = 0, duplicates = 0;
+  double seconds = 0;  // first to last message at the receiver
+  [[nodiscard]] double rate() const { return seconds > 0 ? static_cast<double>(received) / seconds : 0; }
+};
+
+// Runs a role; argv[0] is its name. Returns the process exit code.
+int run_role(int argc, char** argv);
+
+// Floors, measured in this process and children it forks.
+Latency floor_pingpong(std::uint64_t warmup, std::uint64_t count, const std::string& histogram_csv);
+Latency floor_relay(std::uint64_t warmup, std::uint64_t count);
+Throughput floor_throughput(std::uint64_t count, std::size_t size);
+
+std::string format(const Latency& l);
+std::string format(const Throughput& t);
+Latency parse_latency(const std::string& line);
+Throughput parse_throughput(const std::string& line);
+
+}  // namespace ubroker::bench
