@@ -3,7 +3,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -43,11 +43,7 @@ Process Process::spawn(std::vector<std::string> argv, const std::vector<std::str
   Process p;
   p.out_path_ = temp_path("out");
   p.err_path_ = temp_path("err");
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, p.out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, p.err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, stdin_path.c_str(), O_RDONLY, 0);
+  // Everything the child needs is prepared before fork(): after it, only async-signal-safe calls.
   std::vector<char*> args;
   for (auto& a : argv) args.push_back(a.data());
   args.push_back(nullptr);
@@ -57,9 +53,23 @@ Process Process::spawn(std::vector<std::string> argv, const std::vector<std::str
   std::vector<char*> env;
   for (auto& e : env_strings) env.push_back(e.data());
   env.push_back(nullptr);
-  const int rc = ::posix_spawn(&p.pid_, args[0], &actions, nullptr, args.data(), env.data());
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) throw std::runtime_error("posix_spawn " + argv[0] + " failed: " + std::to_string(rc));
+  const pid_t parent = ::getpid();
+  p.pid_ = ::fork();
+  if (p.pid_ < 0) throw std::runtime_error("fork failed");
+  if (p.pid_ == 0) {
+    // Dies with the test process, even if that one crashes: no broker outlives its test.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) _exit(127);
+    const int in = ::open(stdin_path.c_str(), O_RDONLY);
+    const int out = ::open(p.out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    const int err = ::open(p.err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (in < 0 || out < 0 || err < 0) _exit(126);
+    ::dup2(in, STDIN_FILENO);
+    ::dup2(out, STDOUT_FILENO);
+    ::dup2(err, STDERR_FILENO);
+    ::execve(args[0], args.data(), env.data());
+    _exit(127);
+  }
   return p;
 }
 

@@ -49,7 +49,8 @@ class Histogram {
       if (counts_[i] == 0) continue;
       seen += counts_[i];
       std::fprintf(out, "%llu,%llu,%.9f\n", static_cast<unsigned long long>(upper(i)),
-                   static_cast<unsigned long long>(counts_[i]), static_cast<double>(seen) / static_cast<double>(total_));
+                   static_cast<unsigned long long>(counts_[i]),
+                   static_cast<double>(seen) / static_cast<double>(total_));
     }
   }
 

@@ -8,9 +8,11 @@
 
 #include <asio/io_context.hpp>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -57,28 +59,40 @@ std::optional<Client> connect(const std::string& address, const std::string& nam
   return std::move(*c);
 }
 
-// W1 B: republishes every ping as a pong, on this thread's io_context.
+// W1 B: republishes every ping as a pong, from the client's I/O thread.
 int role_pong(const std::string& address) {
-  asio::io_context io(1);
-  auto c = connect(address, "bench-pong", &io);
+  auto c = connect(address, "bench-pong", nullptr);
   if (!c) return 1;
   auto sub = c->subscribe("bench.ping", [&](const MessageView& m) { (void)c->publish("bench.pong", m.payload); });
   if (!sub) return 1;
   std::printf("ready\n");
   std::fflush(stdout);
-  auto guard = asio::make_work_guard(io);
-  io.run();
+  while (c->connected()) ::pause();  // until killed
   return 0;
 }
 
-// W1 A: one ping at a time, timing the round trip; the reply is awaited on this thread.
+// W1 A: one ping at a time, timing the round trip. The reply is awaited on this thread
+// (the client runs on our io_context), so no thread hand-off sits inside the measurement.
 int role_ping(const std::string& address, std::uint64_t warmup, std::uint64_t count, const std::string& csv) {
   asio::io_context io(1);
-  auto c = connect(address, "bench-ping", &io);
-  if (!c) return 1;
   bool got = false;
-  auto sub = c->subscribe("bench.pong", [&](const MessageView&) { got = true; });
-  if (!sub) return 1;
+  std::optional<Client> c;
+  std::optional<Subscription> sub;
+  {
+    // Set-up waits for the broker's answers, so the io_context runs on a helper meanwhile.
+    auto guard = asio::make_work_guard(io);
+    std::thread helper([&] { io.run(); });
+    c = connect(address, "bench-ping", &io);
+    if (c) {
+      auto s = c->subscribe("bench.pong", [&](const MessageView&) { got = true; });
+      if (s) sub.emplace(std::move(*s));
+    }
+    guard.reset();
+    io.stop();
+    helper.join();
+    io.restart();
+  }
+  if (!c || !sub) return 1;
   std::vector<std::byte> payload(64, std::byte{0x42});
   Histogram h;
   for (std::uint64_t i = 0; i < warmup + count; ++i) {
@@ -92,6 +106,8 @@ int role_ping(const std::string& address, std::uint64_t warmup, std::uint64_t co
   }
   write_histogram(h, csv);
   std::printf("%s\n", format(summarize(h)).c_str());
+  std::fflush(stdout);
+  c->close();
   return 0;
 }
 
@@ -220,8 +236,7 @@ std::string format(const Throughput& t) {
   char s[256];
   std::snprintf(s, sizeof s, "received=%llu lost=%llu reordered=%llu duplicates=%llu seconds=%.6f",
                 static_cast<unsigned long long>(t.received), static_cast<unsigned long long>(t.lost),
-                static_cast<unsigned long long>(t.reordered), static_cast<unsigned long long>(t.duplicates),
-                t.seconds);
+                static_cast<unsigned long long>(t.reordered), static_cast<unsigned long long>(t.duplicates), t.seconds);
   return s;
 }
 

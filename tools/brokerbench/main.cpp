@@ -1,0 +1,304 @@
+// brokerbench: ubroker's workloads (../shared/BENCH.md) beside the machine's own floor
+// measured in the same run, reported as ratios. Every client is a separate process (this
+// binary in a role); by default it starts its own brokerd on a temporary socket.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "roles.hpp"
+
+extern char** environ;
+
+namespace ubroker::bench {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A child process whose stdout we read line by line.
+class Child {
+ public:
+  static std::optional<Child> spawn(const std::vector<std::string>& args) {
+    int out[2];
+    if (::pipe2(out, O_CLOEXEC) != 0) return std::nullopt;
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    const pid_t parent = ::getpid();
+    Child c;
+    c.pid_ = ::fork();
+    if (c.pid_ < 0) return std::nullopt;
+    if (c.pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // no broker or client outlives the benchmark
+      if (::getppid() != parent) _exit(127);
+      ::dup2(out[1], STDOUT_FILENO);
+      ::execve(argv[0], argv.data(), environ);
+      _exit(127);
+    }
+    ::close(out[1]);
+    c.out_ = ::fdopen(out[0], "r");
+    return c;
+  }
+  Child(Child&& o) noexcept : pid_(std::exchange(o.pid_, -1)), out_(std::exchange(o.out_, nullptr)) {}
+  ~Child() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    if (out_) std::fclose(out_);
+  }
+  // The next line of output ("" at EOF).
+  std::string line() {
+    char buf[512];
+    if (!out_ || !std::fgets(buf, sizeof buf, out_)) return {};
+    std::string s(buf);
+    while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+    return s;
+  }
+  int wait() {
+    int st = 0;
+    ::waitpid(pid_, &st, 0);
+    pid_ = -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  }
+
+ private:
+  Child() = default;
+  pid_t pid_ = -1;
+  std::FILE* out_ = nullptr;
+};
+
+struct Options {
+  std::string brokerd;
+  std::string socket;  // empty: start our own broker
+  int repeat = 3;
+  std::uint64_t count = 0;  // 0: the workload's default
+  std::uint64_t warmup = 10000;
+  int subscribers = 8;
+  bool json = false;
+  bool limit = true;
+  std::string histogram;
+};
+
+std::string self_exe() {
+  return std::filesystem::read_symlink("/proc/self/exe").string();
+}
+
+class Broker {
+ public:
+  explicit Broker(const Options& o) {
+    if (!o.socket.empty()) {
+      socket_ = o.socket;
+      return;
+    }
+    dir_ = std::filesystem::temp_directory_path() / ("brokerbench-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir_);
+    socket_ = (dir_ / "ubroker.sock").string();
+    if (auto c = Child::spawn({o.brokerd, "--socket", socket_, "--log-level", "warn"})) child_.emplace(std::move(*c));
+    for (int i = 0; i < 500 && !std::filesystem::exists(socket_); ++i) std::this_thread::sleep_for(10ms);
+  }
+  ~Broker() {
+    child_.reset();
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+  [[nodiscard]] const std::string& socket() const { return socket_; }
+
+ private:
+  std::filesystem::path dir_;
+  std::string socket_;
+  std::optional<Child> child_;
+};
+
+std::optional<Child> role(const std::vector<std::string>& args) {
+  std::vector<std::string> a = {self_exe(), "role"};
+  a.insert(a.end(), args.begin(), args.end());
+  return Child::spawn(a);
+}
+
+struct Result {
+  std::string workload, metric, unit;
+  std::vector<double> runs, floor_runs;
+  bool lower_is_better = true;
+  std::uint64_t lost = 0, reordered = 0, duplicates = 0;
+  std::string note;
+};
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+void progress(const std::string& what) {
+  if (::isatty(STDERR_FILENO)) std::fprintf(stderr, "\r\033[K%s", what.c_str());
+}
+
+// W1 latency64: A pings B through the broker, one message at a time.
+void latency64(const Options& o, Result& p50, Result& p99) {
+  p50 = {"latency64", "RTT p50", "us", {}, {}, true, 0, 0, 0, "floor: epoll relay hop"};
+  p99 = {"latency64", "RTT p99", "us", {}, {}, true, 0, 0, 0, "floor: epoll relay hop"};
+  const std::uint64_t count = o.count ? o.count : 100000;
+  for (int r = 0; r < o.repeat; ++r) {
+    progress("latency64 run " + std::to_string(r + 1) + "/" + std::to_string(o.repeat));
+    Broker broker(o);
+    auto pong = role({"pong", broker.socket()});
+    if (!pong || pong->line() != "ready") return;
+    auto ping = role({"ping", broker.socket(), std::to_string(o.warmup), std::to_string(count),
+                      r == 0 ? o.histogram : std::string()});
+    const Latency l = parse_latency(ping->line());
+    p50.runs.push_back(static_cast<double>(l.p50) / 1000);
+    p99.runs.push_back(static_cast<double>(l.p99) / 1000);
+    if (o.limit) {
+      const Latency f = floor_relay(o.warmup, count);
+      p50.floor_runs.push_back(static_cast<double>(f.p50) / 1000);
+      p99.floor_runs.push_back(static_cast<double>(f.p99) / 1000);
+    }
+  }
+}
+
+// W2 thru64 / W3 fanout64: one publisher, N subscribers, every sequence number checked.
+void throughput(const Options& o, int subscribers, Result& res) {
+  const bool fanout = subscribers > 1;
+  res = {
+      fanout ? "fanout64" : "thru64",     fanout ? "aggregate delivered" : "delivered", "msg/s", {}, {}, false, 0, 0, 0,
+      "floor: socketpair, batched writes"};
+  const std::uint64_t count = o.count ? o.count : (fanout ? 500000 : 2000000);
+  for (int r = 0; r < o.repeat; ++r) {
+    progress(res.workload + " run " + std::to_string(r + 1) + "/" + std::to_string(o.repeat));
+    Broker broker(o);
+    std::vector<Child> subs;
+    for (int i = 0; i < subscribers; ++i) {
+      auto s = role({"sub", broker.socket(), "bench.data", std::to_string(count)});
+      if (!s || s->line() != "ready") return;
+      subs.push_back(std::move(*s));
+    }
+    auto pub = role({"pub", broker.socket(), "bench.data", std::to_string(count), "64"});
+    double aggregate = 0;
+    for (auto& s : subs) {
+      const Throughput t = parse_throughput(s.line());
+      aggregate += t.rate();
+      res.lost += t.lost + (count - std::min(count, t.received));
+      res.reordered += t.reordered;
+      res.duplicates += t.duplicates;
+    }
+    if (pub) pub->wait();
+    res.runs.push_back(aggregate);
+    if (o.limit) res.floor_runs.push_back(floor_throughput(count, 64).rate() * (fanout ? 1 : 1));
+  }
+}
+
+void report(const std::vector<Result>& results, const Options& o) {
+  progress("");
+  if (::isatty(STDERR_FILENO)) std::fprintf(stderr, "\r\033[K");
+  if (o.json) {
+    for (const auto& r : results) {
+      std::printf(
+          "{\"workload\":\"%s\",\"metric\":\"%s\",\"unit\":\"%s\",\"median\":%.3f,\"min\":%.3f,\"max\":%.3f,"
+          "\"floor\":%.3f,\"ratio\":%.3f,\"runs\":%zu,\"lost\":%llu,\"reordered\":%llu,\"duplicates\":%llu}\n",
+          r.workload.c_str(), r.metric.c_str(), r.unit.c_str(), median(r.runs),
+          r.runs.empty() ? 0 : *std::min_element(r.runs.begin(), r.runs.end()),
+          r.runs.empty() ? 0 : *std::max_element(r.runs.begin(), r.runs.end()), median(r.floor_runs),
+          median(r.floor_runs) > 0 ? median(r.runs) / median(r.floor_runs) : 0, r.runs.size(),
+          static_cast<unsigned long long>(r.lost), static_cast<unsigned long long>(r.reordered),
+          static_cast<unsigned long long>(r.duplicates));
+    }
+    return;
+  }
+  std::printf("%-10s %-20s %14s %14s %14s %8s  %s\n", "WORKLOAD", "METRIC", "UBROKER", "(MIN..MAX)", "FLOOR", "RATIO",
+              "VERDICT");
+  for (const auto& r : results) {
+    char range[64];
+    std::snprintf(range, sizeof range, "%.1f..%.1f",
+                  r.runs.empty() ? 0 : *std::min_element(r.runs.begin(), r.runs.end()),
+                  r.runs.empty() ? 0 : *std::max_element(r.runs.begin(), r.runs.end()));
+    const double f = median(r.floor_runs);
+    char ratio[32] = "-";
+    if (f > 0) std::snprintf(ratio, sizeof ratio, "%.2fx", median(r.runs) / f);
+    const bool clean = r.lost == 0 && r.reordered == 0 && r.duplicates == 0;
+    std::printf("%-10s %-20s %14.1f %14s %14.1f %8s  %s\n", r.workload.c_str(), (r.metric + " " + r.unit).c_str(),
+                median(r.runs), range, f, ratio,
+                clean ? "ok"
+                      : ("LOSSY: lost " + std::to_string(r.lost) + ", reordered " + std::to_string(r.reordered) +
+                         ", duplicates " + std::to_string(r.duplicates))
+                            .c_str());
+  }
+  std::printf("(median of %d runs; 2 cores: broker and clients share them; ratio = ubroker / floor)\n", o.repeat);
+}
+
+}  // namespace
+}  // namespace ubroker::bench
+
+int main(int argc, char** argv) {
+  using namespace ubroker::bench;
+  if (argc >= 2 && std::string(argv[1]) == "role") return run_role(argc - 2, argv + 2);
+  CLI::App app{
+      "brokerbench: ubroker's workloads beside the machine's own floor, measured in the same run.\n"
+      "Workloads (../shared/BENCH.md): latency64 (W1), thru64 (W2), fanout64 (W3), all."};
+  Options o;
+  o.brokerd = (std::filesystem::path(std::filesystem::read_symlink("/proc/self/exe")).parent_path().parent_path() /
+               "broker" / "brokerd")
+                  .string();
+  if (!std::filesystem::exists(o.brokerd)) {
+    o.brokerd =
+        (std::filesystem::path(std::filesystem::read_symlink("/proc/self/exe")).parent_path() / "brokerd").string();
+  }
+  std::string workload;
+  app.add_option("workload", workload, "latency64, thru64, fanout64 or all")
+      ->required()
+      ->check(CLI::IsMember({"latency64", "thru64", "fanout64", "all"}));
+  app.add_option("--brokerd", o.brokerd, "brokerd to start (default: the one built beside brokerbench)");
+  app.add_option("--socket", o.socket, "Use a running broker instead of starting one");
+  app.add_option("--repeat", o.repeat, "Runs per workload; the median is reported (default 3)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--count", o.count, "Messages (default: BENCH.md's, per workload)");
+  app.add_option("--warmup", o.warmup, "Latency warm-up round trips (default 10000)");
+  app.add_option("--subscribers", o.subscribers, "fanout64 subscribers (default 8)")->check(CLI::PositiveNumber);
+  app.add_option("--histogram", o.histogram, "Write latency64's first run's full distribution as CSV");
+  bool no_limit = false;
+  app.add_flag("--no-limit", no_limit, "Skip measuring the floor");
+  app.add_flag("--json", o.json, "One JSON object per result line");
+  CLI11_PARSE(app, argc, argv);
+  o.limit = !no_limit;
+#ifndef NDEBUG
+  std::fprintf(stderr, "brokerbench: WARNING: this is not an optimised build (assertions on); figures mislead\n");
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  std::fprintf(stderr, "brokerbench: WARNING: built with a sanitizer; figures mislead\n");
+#endif
+  std::vector<Result> results;
+  if (workload == "latency64" || workload == "all") {
+    Result p50, p99;
+    latency64(o, p50, p99);
+    results.push_back(p50);
+    results.push_back(p99);
+  }
+  if (workload == "thru64" || workload == "all") {
+    Result r;
+    throughput(o, 1, r);
+    results.push_back(r);
+  }
+  if (workload == "fanout64" || workload == "all") {
+    Result r;
+    throughput(o, o.subscribers, r);
+    results.push_back(r);
+  }
+  report(results, o);
+  for (const auto& r : results) {
+    if (r.runs.size() != static_cast<std::size_t>(o.repeat)) {
+      std::fprintf(stderr, "brokerbench: %s did not complete every run\n", r.workload.c_str());
+      return 1;
+    }
+    if (r.lost || r.reordered || r.duplicates) return 1;
+  }
+  return 0;
+}
