@@ -230,12 +230,7 @@ RouteResult Router::route(const SenderStamp& stamp, const Published& msg, Sessio
     Group* g = route.groups[i];
     g->next = (group_picks_[i] + 1) % g->members.size();
   }
-  auto& h = deliver_header_;
-  h.set_type(wire::DELIVER);
-  h.set_topic(msg.topic.data(), msg.topic.size());
-  h.set_sender_id(stamp.id);
-  h.set_sender_uid(stamp.uid);
-  h.set_sender_pid(stamp.pid);
+  deliver_.begin(msg.topic, stamp.id, stamp.uid, stamp.pid);
   for (const Target& t : targets_) {
     if (t.session->has_room() || (from == nullptr && t.lossless)) {
       deliver(t, msg);
@@ -252,19 +247,17 @@ RouteResult Router::route(const SenderStamp& stamp, const Published& msg, Sessio
 }
 
 void Router::deliver(const Target& t, const Published& msg) {
-  auto& h = deliver_header_;
-  h.clear_sub_ids();
-  h.clear_dropped();
-  bool any_dropped = false;
-  for (std::uint32_t i = 0; i < t.count; ++i) any_dropped |= target_subs_[t.first + i]->dropped_unreported != 0;
+  ids_.clear();
+  drops_.clear();
   for (std::uint32_t i = 0; i < t.count; ++i) {
     Subscription* s = target_subs_[t.first + i];
-    h.add_sub_ids(s->id);
-    if (any_dropped) h.add_dropped(s->dropped_unreported);
+    ids_.push_back(s->id);
+    drops_.push_back(s->dropped_unreported);
     s->dropped_unreported = 0;
     ++s->delivered;
   }
-  if (t.session->queue_frame(h, msg.payload, msg.chunk)) ++stats_.payload_copies;
+  const auto head = deliver_.head(ids_, drops_, msg.payload.size());
+  if (t.session->queue_encoded(head, msg.payload, msg.chunk)) ++stats_.payload_copies;
   t.session->count_delivery(msg.payload.size());
   ++stats_.deliveries;
   stats_.delivered_bytes += msg.payload.size();

@@ -20,6 +20,7 @@
 #include "subscription.hpp"
 #include "topic_index.hpp"
 #include "ubroker.pb.h"
+#include "ubroker/proto/deliver_encoder.hpp"
 
 namespace ubroker::broker {
 
@@ -89,6 +90,8 @@ class Router {
   [[nodiscard]] std::size_t count_responders(std::string_view topic);
 
   [[nodiscard]] std::size_t subscription_count() const noexcept { return subscription_count_; }
+  // True when `topic` was routed before (and so is known to be valid).
+  [[nodiscard]] bool known_topic(std::string_view topic) const { return cache_.contains(topic); }
 
   static constexpr std::size_t kMaxTrackedTopics = 65536;
   static constexpr std::size_t kMaxPublishersTracked = 64;
@@ -139,7 +142,9 @@ class Router {
   std::vector<Target> targets_;
   std::vector<Subscription*> target_subs_;
   std::vector<std::size_t> group_picks_;  // per route.groups entry
-  wire::Header deliver_header_;
+  proto::DeliverEncoder deliver_;
+  std::vector<std::uint64_t> ids_;    // scratch: one receiver's subscription ids
+  std::vector<std::uint64_t> drops_;  // scratch: and their drops since the previous delivery
 };
 
 }  // namespace ubroker::broker

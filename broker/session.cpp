@@ -292,17 +292,29 @@ bool Session::queue_frame(const wire::Header& h, std::span<const std::byte> payl
   const std::size_t head = proto::frame_head_size(h);
   const std::size_t size = payload.size();
   const bool copy = size <= Router::kInlinePayloadMax || chunk == nullptr;
+  std::byte* p = out_.append_inline(head + (copy ? size : 0));
+  proto::write_frame_head(p, h, size);
+  return finish_frame(p + head, payload, chunk, copy);
+}
+
+bool Session::queue_encoded(std::span<const std::byte> head, std::span<const std::byte> payload,
+                            const ChunkRef* chunk) {
+  const bool copy = payload.size() <= Router::kInlinePayloadMax || chunk == nullptr;
+  std::byte* p = out_.append_inline(head.size() + (copy ? payload.size() : 0));
+  std::memcpy(p, head.data(), head.size());
+  return finish_frame(p + head.size(), payload, chunk, copy);
+}
+
+bool Session::finish_frame(std::byte* payload_at, std::span<const std::byte> payload, const ChunkRef* chunk,
+                           bool copy) {
   if (copy) {
-    std::byte* p = out_.append_inline(head + size);
-    proto::write_frame_head(p, h, size);
-    if (size != 0) std::memcpy(p + head, payload.data(), size);
+    if (!payload.empty()) std::memcpy(payload_at, payload.data(), payload.size());
   } else {
-    proto::write_frame_head(out_.append_inline(head), h, size);
-    out_.append_ref(*chunk, payload.data(), size);
+    out_.append_ref(*chunk, payload.data(), payload.size());
   }
   out_.end_message();
   mark_dirty();
-  return copy && size != 0;
+  return copy && !payload.empty();
 }
 
 void Session::begin_shutdown() {

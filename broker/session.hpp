@@ -67,6 +67,8 @@ class Session {
   // Queues one frame: its head, then the payload (copied when small or when `chunk` is null,
   // else referenced). Returns true when the payload was copied.
   bool queue_frame(const wire::Header& h, std::span<const std::byte> payload, const ChunkRef* chunk);
+  // The same with the frame head (prefix + header) already encoded.
+  bool queue_encoded(std::span<const std::byte> head, std::span<const std::byte> payload, const ChunkRef* chunk);
   [[nodiscard]] bool welcomed() const noexcept { return welcomed_; }
   std::uint32_t& pending_requests() noexcept { return pending_requests_; }
   void count_delivery(std::size_t payload_bytes) noexcept {
@@ -110,6 +112,8 @@ class Session {
   void send_retained(const Subscription& sub);
   void ack(std::uint64_t seq, std::uint64_t value = 0);
   void queue_control(const wire::Header& h);
+  // The payload after a head already in the queue: copied at `payload_at`, or referenced.
+  bool finish_frame(std::byte* payload_at, std::span<const std::byte> payload, const ChunkRef* chunk, bool copy);
   void send_some();
   asio::awaitable<void> park_until_closed();
   [[nodiscard]] std::string describe() const;  // "client 7 (name, pid 12, uid 1000)" for logs

@@ -1,0 +1,32 @@
+// A hand-rolled encoder for the one frame the broker writes per message per receiver:
+// DELIVER. The parts every receiver shares (type, topic, sender) are encoded once per
+// message; each receiver adds only its subscription ids (and drop counts), then the head is
+// copied into its queue. The bytes are ordinary protobuf wire format for wire::Header (tests
+// parse them with protobuf and compare), just without building a message per receiver.
+// Not thread-safe; one instance per event loop.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <vector>
+
+namespace ubroker::proto {
+
+class DeliverEncoder {
+ public:
+  // Starts a message: encodes the fields every receiver shares.
+  void begin(std::string_view topic, std::uint64_t sender_id, std::uint32_t sender_uid, std::uint32_t sender_pid);
+
+  // The frame head (prefix + header) for one receiver: its subscription ids and, when any is
+  // non-zero, the drops since each one's previous delivery. Valid until the next call.
+  std::span<const std::byte> head(std::span<const std::uint64_t> sub_ids, std::span<const std::uint64_t> dropped,
+                                  std::size_t payload_size);
+
+ private:
+  std::vector<std::byte> common_;
+  std::vector<std::byte> head_;
+};
+
+}  // namespace ubroker::proto
