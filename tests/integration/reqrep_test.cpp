@@ -102,6 +102,7 @@ TEST(RequestReply, PendingRequestsAreBoundedPerClient) {
     });
   }
   ASSERT_TRUE(eventually([&] { return limited == 2; }));
+  ASSERT_TRUE(server.wait_for(5));  // the five went on to the responder (maybe after the refusals came back)
   server.with_held([](std::vector<Request>& held) {
     ASSERT_EQ(held.size(), 5u);
     for (auto& r : held) ASSERT_TRUE(r.reply("ok").has_value());
