@@ -236,6 +236,7 @@ TEST(RequestReply, TimeoutAtTheDeadlineAndTheLateReplyIsRefused) {
   EXPECT_GE(took, milliseconds(300));
   EXPECT_LT(took, milliseconds(1200));
   EXPECT_EQ(broker_status(caller).requests_pending(), 0u);
+  ASSERT_TRUE(server.wait_for(1));
   server.with_held([](std::vector<Request>& held) {
     ASSERT_EQ(held.size(), 1u);
     ASSERT_TRUE(held[0].reply("too late").has_value());  // sent; the broker refuses it
