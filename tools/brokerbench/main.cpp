@@ -166,6 +166,34 @@ void latency64(const Options& o, Result& p50, Result& p99) {
   }
 }
 
+// W5 reqrep64: a request/reply round trip, one caller, one responder.
+void reqrep64(const Options& o, Result& p50, Result& p99, Result& calls) {
+  p50 = {"reqrep64", "RTT p50", "us", {}, {}, true, 0, 0, 0, "floor: epoll relay hop"};
+  p99 = {"reqrep64", "RTT p99", "us", {}, {}, true, 0, 0, 0, "floor: epoll relay hop"};
+  calls = {"reqrep64", "calls", "/s", {}, {}, false, 0, 0, 0, "floor: 1 / relay p50"};
+  const std::uint64_t count = o.count ? o.count : 100000;
+  for (int r = 0; r < o.repeat; ++r) {
+    progress("reqrep64 run " + std::to_string(r + 1) + "/" + std::to_string(o.repeat));
+    Broker broker(o);
+    auto responder = role({"responder", broker.socket()});
+    if (!responder || responder->line() != "ready") return;
+    auto requester = role({"requester", broker.socket(), std::to_string(o.warmup), std::to_string(count)});
+    if (!requester) return;
+    const std::string line = requester->line();
+    if (line.empty()) return;
+    const Latency l = parse_latency(line);
+    p50.runs.push_back(static_cast<double>(l.p50) / 1000);
+    p99.runs.push_back(static_cast<double>(l.p99) / 1000);
+    calls.runs.push_back(parse_rate(line, "calls_per_s"));
+    if (o.limit) {
+      const Latency f = floor_relay(o.warmup, count);
+      p50.floor_runs.push_back(static_cast<double>(f.p50) / 1000);
+      p99.floor_runs.push_back(static_cast<double>(f.p99) / 1000);
+      calls.floor_runs.push_back(f.p50 > 0 ? 1e9 / static_cast<double>(f.p50) : 0);
+    }
+  }
+}
+
 // W2 thru64 / W3 fanout64: one publisher, N subscribers, every sequence number checked.
 void throughput(const Options& o, int subscribers, Result& res) {
   const bool fanout = subscribers > 1;
@@ -243,7 +271,7 @@ int main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "role") return run_role(argc - 2, argv + 2);
   CLI::App app{
       "brokerbench: ubroker's workloads beside the machine's own floor, measured in the same run.\n"
-      "Workloads (../shared/BENCH.md): latency64 (W1), thru64 (W2), fanout64 (W3), all."};
+      "Workloads (../shared/BENCH.md): latency64 (W1), thru64 (W2), fanout64 (W3), reqrep64 (W5), all."};
   Options o;
   o.brokerd = (std::filesystem::path(std::filesystem::read_symlink("/proc/self/exe")).parent_path().parent_path() /
                "broker" / "brokerd")
@@ -253,9 +281,9 @@ int main(int argc, char** argv) {
         (std::filesystem::path(std::filesystem::read_symlink("/proc/self/exe")).parent_path() / "brokerd").string();
   }
   std::string workload;
-  app.add_option("workload", workload, "latency64, thru64, fanout64 or all")
+  app.add_option("workload", workload, "latency64, thru64, fanout64, reqrep64 or all")
       ->required()
-      ->check(CLI::IsMember({"latency64", "thru64", "fanout64", "all"}));
+      ->check(CLI::IsMember({"latency64", "thru64", "fanout64", "reqrep64", "all"}));
   app.add_option("--brokerd", o.brokerd, "brokerd to start (default: the one built beside brokerbench)");
   app.add_option("--socket", o.socket, "Use a running broker instead of starting one");
   app.add_option("--repeat", o.repeat, "Runs per workload; the median is reported (default 3)")
@@ -281,6 +309,13 @@ int main(int argc, char** argv) {
     latency64(o, p50, p99);
     results.push_back(p50);
     results.push_back(p99);
+  }
+  if (workload == "reqrep64" || workload == "all") {
+    Result p50, p99, calls;
+    reqrep64(o, p50, p99, calls);
+    results.push_back(p50);
+    results.push_back(p99);
+    results.push_back(calls);
   }
   if (workload == "thru64" || workload == "all") {
     Result r;

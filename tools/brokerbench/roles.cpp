@@ -111,6 +111,56 @@ int role_ping(const std::string& address, std::uint64_t warmup, std::uint64_t co
   return 0;
 }
 
+// W5 responder: echoes every request from the client's I/O thread.
+int role_responder(const std::string& address) {
+  auto c = connect(address, "bench-responder", nullptr);
+  if (!c) return 1;
+  auto service = c->serve("bench.rpc", [](Request r) { (void)r.reply(r.payload()); });
+  if (!service) return 1;
+  std::printf("ready\n");
+  std::fflush(stdout);
+  while (c->connected()) ::pause();  // until killed
+  return 0;
+}
+
+// W5 caller: one request at a time, awaited on this thread like role_ping.
+int role_requester(const std::string& address, std::uint64_t warmup, std::uint64_t count) {
+  asio::io_context io(1);
+  std::optional<Client> c;
+  {
+    auto guard = asio::make_work_guard(io);
+    std::thread helper([&] { io.run(); });
+    c = connect(address, "bench-requester", &io);
+    guard.reset();
+    io.stop();
+    helper.join();
+    io.restart();
+  }
+  if (!c) return 1;
+  std::vector<std::byte> payload(64, std::byte{0x42});
+  Histogram h;
+  Clock::time_point measured_from;
+  for (std::uint64_t i = 0; i < warmup + count; ++i) {
+    if (i == warmup) measured_from = Clock::now();
+    bool done = false, ok = false;
+    const auto t0 = Clock::now();
+    c->request_async("bench.rpc", payload, std::chrono::seconds(10), [&](Result<Message> r) {
+      ok = r.has_value() && r->payload().size() == 64;
+      done = true;
+    });
+    while (!done) {
+      if (io.run_one() == 0) return 1;
+    }
+    if (!ok) return 1;
+    if (i >= warmup) h.record(ns_since(t0));
+  }
+  const double seconds = std::chrono::duration<double>(Clock::now() - measured_from).count();
+  std::printf("%s calls_per_s=%.1f\n", format(summarize(h)).c_str(), static_cast<double>(count) / seconds);
+  std::fflush(stdout);
+  c->close();
+  return 0;
+}
+
 // W2/W3 receiver: checks every sequence number.
 int role_sub(const std::string& address, const std::string& topic, std::uint64_t count) {
   auto c = connect(address, "bench-sub", nullptr);
@@ -254,6 +304,11 @@ Throughput parse_throughput(const std::string& line) {
   return t;
 }
 
+double parse_rate(const std::string& line, const std::string& key) {
+  auto kv = words(line);
+  return kv.contains(key) ? std::stod(kv[key]) : 0;
+}
+
 int run_role(int argc, char** argv) {
   const std::string role = argc > 0 ? argv[0] : "";
   auto arg = [&](int i) { return i < argc ? std::string(argv[i]) : std::string(); };
@@ -262,6 +317,8 @@ int run_role(int argc, char** argv) {
   if (role == "ping") return role_ping(arg(1), num(2), num(3), arg(4));
   if (role == "sub") return role_sub(arg(1), arg(2), num(3));
   if (role == "pub") return role_pub(arg(1), arg(2), num(3), num(4));
+  if (role == "responder") return role_responder(arg(1));
+  if (role == "requester") return role_requester(arg(1), num(2), num(3));
   std::fprintf(stderr, "brokerbench: unknown role '%s'\n", role.c_str());
   return 2;
 }

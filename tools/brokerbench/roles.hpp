@@ -30,5 +30,7 @@ std::string format(const Latency& l);
 std::string format(const Throughput& t);
 Latency parse_latency(const std::string& line);
 Throughput parse_throughput(const std::string& line);
+// A named floating-point figure from a result line (0 when absent).
+double parse_rate(const std::string& line, const std::string& key);
 
 }  // namespace ubroker::bench
