@@ -34,9 +34,10 @@ auto log_failure(std::string what) {
   };
 }
 
+// By errno value: Asio's accept errors do not compare equal to std::errc here.
 bool out_of_resources(const std::error_code& ec) {
-  return ec == std::errc::too_many_files_open || ec == std::errc::too_many_files_open_in_system ||
-         ec == std::errc::no_buffer_space || ec == std::errc::not_enough_memory;
+  const int e = ec.value();
+  return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
 }
 
 // Best effort: one non-blocking write of a fatal Error frame to a connection we will not serve.

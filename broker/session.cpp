@@ -12,6 +12,9 @@
 #include <cstring>
 #include <fstream>
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include "broker.hpp"
 #include "ubroker/proto/fd_socket.hpp"
 #include "ubroker/proto/frame_codec.hpp"
@@ -40,6 +43,12 @@ Session::Session(Broker& broker, Socket socket, proto::PeerCredentials peer, std
   // Best effort: the process may be gone already; then brokerctl shows "-".
   std::ifstream comm("/proc/" + std::to_string(peer_.pid) + "/comm");
   std::getline(comm, command_);
+  // The pidfd pins the process we identified: if it has exited by now, the pid may have been
+  // recycled while we read /proc, and the name could be a stranger's. After this check the
+  // pidfd has served (uid and gid come from SO_PEERCRED, fixed at connect); it is closed so
+  // each client costs the broker one fd, not two.
+  if (peer_.pidfd && ::syscall(SYS_pidfd_send_signal, peer_.pidfd.get(), 0, nullptr, 0) != 0) command_.clear();
+  peer_.pidfd.reset();
 }
 
 Session::~Session() {

@@ -104,7 +104,7 @@ Session::Step Session::handle_hello(const wire::Header& h) {
   l->set_queue_max_bytes(cfg.limits.queue_max_bytes);
   l->set_max_pending_requests(cfg.limits.max_pending_requests);
   queue_control(control_);
-  spdlog::debug("{}: connected (gid {}, pidfd {})", describe(), peer_.gid, peer_.pidfd ? "yes" : "no");
+  spdlog::debug("{}: connected (gid {})", describe(), peer_.gid);
   broker_.client_event(*this, true);
   return Step::kContinue;
 }

@@ -65,6 +65,7 @@ class Child {
     while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
     return s;
   }
+  [[nodiscard]] pid_t pid() const { return pid_; }
   int wait() {
     int st = 0;
     ::waitpid(pid_, &st, 0);
@@ -85,6 +86,7 @@ struct Options {
   std::uint64_t count = 0;  // 0: the workload's default
   std::uint64_t warmup = 10000;
   int subscribers = 8;
+  std::vector<std::uint64_t> connections{1000, 10000};
   bool json = false;
   bool limit = true;
   std::string histogram;
@@ -112,6 +114,19 @@ class Broker {
     if (!dir_.empty()) std::filesystem::remove_all(dir_);
   }
   [[nodiscard]] const std::string& socket() const { return socket_; }
+  // Resident memory of the broker we started, in KiB (0 when using someone else's).
+  [[nodiscard]] std::uint64_t rss_kib() const {
+    if (!child_) return 0;
+    std::FILE* f = std::fopen(("/proc/" + std::to_string(child_->pid()) + "/status").c_str(), "r");
+    if (!f) return 0;
+    char line[256];
+    std::uint64_t kib = 0;
+    while (std::fgets(line, sizeof line, f)) {
+      if (std::sscanf(line, "VmRSS: %llu kB", reinterpret_cast<unsigned long long*>(&kib)) == 1) break;
+    }
+    std::fclose(f);
+    return kib;
+  }
 
  private:
   std::filesystem::path dir_;
@@ -194,6 +209,38 @@ void reqrep64(const Options& o, Result& p50, Result& p99, Result& calls) {
   }
 }
 
+// W6 connscale: broker memory per idle subscribed client, and W1 beside them.
+void connscale(const Options& o, std::uint64_t n, Result& rss, Result& p50, Result& p99) {
+  const std::string tag = "connscale" + std::to_string(n);
+  rss = {tag, "broker RSS/client", "KiB", {}, {}, true, 0, 0, 0, "no floor"};
+  p50 = {tag, "W1 p50 with idle", "us", {}, {}, true, 0, 0, 0, "floor: W1 p50 without them, same broker"};
+  p99 = {tag, "W1 p99 with idle", "us", {}, {}, true, 0, 0, 0, "floor: W1 p99 without them, same broker"};
+  const std::uint64_t count = o.count ? o.count : 20000;
+  for (int r = 0; r < o.repeat; ++r) {
+    progress(tag + " run " + std::to_string(r + 1) + "/" + std::to_string(o.repeat));
+    Broker broker(o);
+    auto pong = role({"pong", broker.socket()});
+    if (!pong || pong->line() != "ready") return;
+    auto w1 = [&]() -> std::optional<Latency> {
+      auto ping = role({"ping", broker.socket(), std::to_string(o.warmup), std::to_string(count), ""});
+      if (!ping) return std::nullopt;
+      return parse_latency(ping->line());
+    };
+    const auto before = w1();
+    const std::uint64_t rss_before = broker.rss_kib();
+    auto idle = role({"idle", broker.socket(), std::to_string(n)});
+    if (!idle || idle->line() != "ready" || !before) return;
+    const std::uint64_t rss_after = broker.rss_kib();
+    const auto with = w1();
+    if (!with) return;
+    rss.runs.push_back(static_cast<double>(rss_after - std::min(rss_after, rss_before)) / static_cast<double>(n));
+    p50.runs.push_back(static_cast<double>(with->p50) / 1000);
+    p99.runs.push_back(static_cast<double>(with->p99) / 1000);
+    p50.floor_runs.push_back(static_cast<double>(before->p50) / 1000);
+    p99.floor_runs.push_back(static_cast<double>(before->p99) / 1000);
+  }
+}
+
 // W2 thru64 / W3 fanout64: one publisher, N subscribers, every sequence number checked.
 void throughput(const Options& o, int subscribers, Result& res) {
   const bool fanout = subscribers > 1;
@@ -271,7 +318,8 @@ int main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "role") return run_role(argc - 2, argv + 2);
   CLI::App app{
       "brokerbench: ubroker's workloads beside the machine's own floor, measured in the same run.\n"
-      "Workloads (../shared/BENCH.md): latency64 (W1), thru64 (W2), fanout64 (W3), reqrep64 (W5), all."};
+      "Workloads (../shared/BENCH.md): latency64 (W1), thru64 (W2), fanout64 (W3), reqrep64 (W5),\n"
+      "connscale (W6), all."};
   Options o;
   o.brokerd = (std::filesystem::path(std::filesystem::read_symlink("/proc/self/exe")).parent_path().parent_path() /
                "broker" / "brokerd")
@@ -281,15 +329,16 @@ int main(int argc, char** argv) {
         (std::filesystem::path(std::filesystem::read_symlink("/proc/self/exe")).parent_path() / "brokerd").string();
   }
   std::string workload;
-  app.add_option("workload", workload, "latency64, thru64, fanout64, reqrep64 or all")
+  app.add_option("workload", workload, "latency64, thru64, fanout64, reqrep64, connscale or all")
       ->required()
-      ->check(CLI::IsMember({"latency64", "thru64", "fanout64", "reqrep64", "all"}));
+      ->check(CLI::IsMember({"latency64", "thru64", "fanout64", "reqrep64", "connscale", "all"}));
   app.add_option("--brokerd", o.brokerd, "brokerd to start (default: the one built beside brokerbench)");
   app.add_option("--socket", o.socket, "Use a running broker instead of starting one");
   app.add_option("--repeat", o.repeat, "Runs per workload; the median is reported (default 3)")
       ->check(CLI::PositiveNumber);
   app.add_option("--count", o.count, "Messages (default: BENCH.md's, per workload)");
   app.add_option("--warmup", o.warmup, "Latency warm-up round trips (default 10000)");
+  app.add_option("--connections", o.connections, "connscale idle client counts (default 1000 10000)");
   app.add_option("--subscribers", o.subscribers, "fanout64 subscribers (default 8)")->check(CLI::PositiveNumber);
   app.add_option("--histogram", o.histogram, "Write latency64's first run's full distribution as CSV");
   bool no_limit = false;
@@ -316,6 +365,15 @@ int main(int argc, char** argv) {
     results.push_back(p50);
     results.push_back(p99);
     results.push_back(calls);
+  }
+  if (workload == "connscale" || workload == "all") {
+    for (std::uint64_t n : o.connections) {
+      Result rss, p50, p99;
+      connscale(o, n, rss, p50, p99);
+      results.push_back(rss);
+      results.push_back(p50);
+      results.push_back(p99);
+    }
   }
   if (workload == "thru64" || workload == "all") {
     Result r;

@@ -2,6 +2,7 @@
 #include "roles.hpp"
 
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,7 +19,10 @@
 #include <vector>
 
 #include "histogram.hpp"
+#include "ubroker.pb.h"
 #include "ubroker/client.hpp"
+#include "ubroker/proto/frame_codec.hpp"
+#include "ubroker/proto/socket_address.hpp"
 
 namespace ubroker::bench {
 namespace {
@@ -48,6 +52,28 @@ std::map<std::string, std::string> words(const std::string& line) {
     if (auto eq = w.find('='); eq != std::string::npos) kv[w.substr(0, eq)] = w.substr(eq + 1);
   }
   return kv;
+}
+
+bool write_all(int fd, const void* p, std::size_t n) {
+  const auto* b = static_cast<const char*>(p);
+  while (n > 0) {
+    const ssize_t w = ::write(fd, b, n);
+    if (w <= 0) return false;
+    b += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+
+bool read_all(int fd, void* p, std::size_t n) {
+  auto* b = static_cast<char*>(p);
+  while (n > 0) {
+    const ssize_t r = ::read(fd, b, n);
+    if (r <= 0) return false;
+    b += r;
+    n -= static_cast<std::size_t>(r);
+  }
+  return true;
 }
 
 std::optional<Client> connect(const std::string& address, const std::string& name, asio::io_context* io) {
@@ -161,6 +187,58 @@ int role_requester(const std::string& address, std::uint64_t warmup, std::uint64
   return 0;
 }
 
+// W6: N idle clients, each connected, welcomed and subscribed to a topic of its own, held
+// open until killed. Raw sockets speaking the protocol, so that thousands fit in one process.
+int role_idle(const std::string& address, std::uint64_t n) {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  auto addr = proto::make_socket_address(address);
+  if (!addr) return 1;
+  std::vector<shm::UniqueFd> fds;
+  fds.reserve(n);
+  auto exchange = [](int fd, const wire::Header& h, wire::FrameType expect) {
+    std::vector<std::byte> frame(proto::frame_head_size(h));
+    proto::write_frame_head(frame.data(), h, 0);
+    if (!write_all(fd, frame.data(), frame.size())) return false;
+    std::byte prefix[proto::kPrefixSize];
+    if (!read_all(fd, prefix, sizeof prefix)) return false;
+    auto split = proto::split_frame(prefix, {});
+    if (!split) return false;
+    std::vector<std::byte> rest(split->frame_size - proto::kPrefixSize);
+    if (!read_all(fd, rest.data(), rest.size())) return false;
+    std::vector<std::byte> whole(prefix, prefix + proto::kPrefixSize);
+    whole.insert(whole.end(), rest.begin(), rest.end());
+    wire::Header got;
+    auto parts = proto::split_frame(whole, {});
+    return parts && parts->complete && proto::parse_header(parts->header, got) && got.type() == expect;
+  };
+  for (std::uint64_t i = 0; i < n; ++i) {
+    shm::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd || ::connect(fd.get(), addr->get(), addr->len) != 0) {
+      std::fprintf(stderr, "brokerbench idle: connection %llu: %s\n", static_cast<unsigned long long>(i),
+                   std::strerror(errno));
+      return 1;
+    }
+    wire::Header hello;
+    hello.set_type(wire::HELLO);
+    hello.mutable_hello()->set_protocol_version(proto::kProtocolVersion);
+    hello.mutable_hello()->set_client_name("bench-idle");
+    wire::Header sub;
+    sub.set_type(wire::SUBSCRIBE);
+    sub.set_seq(1);
+    sub.add_sub_ids(1);
+    sub.set_topic("bench.idle." + std::to_string(i));
+    if (!exchange(fd.get(), hello, wire::WELCOME) || !exchange(fd.get(), sub, wire::ACK)) return 1;
+    fds.push_back(std::move(fd));
+  }
+  std::printf("ready\n");
+  std::fflush(stdout);
+  for (;;) ::pause();  // until killed
+}
+
 // W2/W3 receiver: checks every sequence number.
 int role_sub(const std::string& address, const std::string& topic, std::uint64_t count) {
   auto c = connect(address, "bench-sub", nullptr);
@@ -210,28 +288,6 @@ int role_pub(const std::string& address, const std::string& topic, std::uint64_t
   if (!c->flush(std::chrono::seconds(300))) return 1;
   std::printf("published=%llu\n", static_cast<unsigned long long>(count));
   return 0;
-}
-
-bool write_all(int fd, const void* p, std::size_t n) {
-  const auto* b = static_cast<const char*>(p);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, b, n);
-    if (w <= 0) return false;
-    b += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  return true;
-}
-
-bool read_all(int fd, void* p, std::size_t n) {
-  auto* b = static_cast<char*>(p);
-  while (n > 0) {
-    const ssize_t r = ::read(fd, b, n);
-    if (r <= 0) return false;
-    b += r;
-    n -= static_cast<std::size_t>(r);
-  }
-  return true;
 }
 
 void echo_loop(int fd) {
@@ -318,6 +374,7 @@ int run_role(int argc, char** argv) {
   if (role == "sub") return role_sub(arg(1), arg(2), num(3));
   if (role == "pub") return role_pub(arg(1), arg(2), num(3), num(4));
   if (role == "responder") return role_responder(arg(1));
+  if (role == "idle") return role_idle(arg(1), num(2));
   if (role == "requester") return role_requester(arg(1), num(2), num(3));
   std::fprintf(stderr, "brokerbench: unknown role '%s'\n", role.c_str());
   return 2;
