@@ -128,8 +128,9 @@ void Router::remove(Subscription& sub) {
   invalidate();
 }
 
-Router::Route& Router::resolve(std::string_view topic) {
-  if (auto it = cache_.find(topic); it != cache_.end()) return it->second;
+Router::Route* Router::resolve(std::string_view topic) {
+  if (auto it = cache_.find(topic); it != cache_.end()) return &it->second;
+  if (proto::check_topic(topic) != nullptr) return nullptr;
   if (cache_.size() >= kMaxCachedTopics) cache_.clear();
   Route route;
   direct_index_.match(topic, [&](Subscription* s) { route.direct.push_back(s); });
@@ -143,7 +144,7 @@ Router::Route& Router::resolve(std::string_view topic) {
   } else if (topic_stats_.size() < kMaxTrackedTopics) {
     route.stats = &topic_stats_.emplace(std::string(topic), TopicStats{}).first->second;
   }
-  return cache_.emplace(std::string(topic), std::move(route)).first->second;
+  return &cache_.emplace(std::string(topic), std::move(route)).first->second;
 }
 
 void Router::add_target(Session* s, Subscription* sub) {
@@ -176,7 +177,9 @@ void Router::publish_system(const Published& msg, const SenderStamp& stamp) {
 }
 
 RouteResult Router::route(const SenderStamp& stamp, const Published& msg, Session* from) {
-  const Route& route = resolve(msg.topic);
+  const Route* found = resolve(msg.topic);
+  if (found == nullptr) return RouteResult::kInvalidTopic;
+  const Route& route = *found;
   targets_.clear();
   target_subs_.clear();
   for (Subscription* s : route.direct) add_target(s->owner, s);
@@ -264,7 +267,9 @@ void Router::deliver(const Target& t, const Published& msg) {
 }
 
 RouteResult Router::pick_responder(Session& from, std::string_view topic, Subscription*& responder) {
-  Route& route = resolve(topic);
+  Route* found = resolve(topic);
+  if (found == nullptr) return RouteResult::kNoResponders;
+  Route& route = *found;
   const std::size_t n = route.services.size();
   if (n == 0) return RouteResult::kNoResponders;
   for (std::size_t i = 0; i < n; ++i) {
@@ -281,12 +286,13 @@ RouteResult Router::pick_responder(Session& from, std::string_view topic, Subscr
 }
 
 std::size_t Router::count_responders(std::string_view topic) {
-  return resolve(topic).services.size();
+  const Route* r = resolve(topic);
+  return r == nullptr ? 0 : r->services.size();
 }
 
 std::size_t Router::count_subscribers(std::string_view topic) {
-  const Route& r = resolve(topic);
-  return r.direct.size() + r.groups.size();
+  const Route* r = resolve(topic);
+  return r == nullptr ? 0 : r->direct.size() + r->groups.size();
 }
 
 void Router::tick_rates(double seconds) {

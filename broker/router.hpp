@@ -44,7 +44,7 @@ struct SenderStamp {
   std::uint32_t pid = 0;
 };
 
-enum class RouteResult { kRouted, kBlocked, kNoResponders };
+enum class RouteResult { kRouted, kBlocked, kNoResponders, kInvalidTopic };
 
 // What brokerctl shows per topic. Kept apart from the route cache (which is cleared on
 // every subscription change) and bounded in the number of topics tracked.
@@ -79,6 +79,7 @@ class Router {
 
   // Routes one message from `from`. kBlocked: a lossless target is full; nothing was
   // delivered, `from` is registered with the full targets and must retry later.
+  // kInvalidTopic: the topic's syntax is wrong (reserved topics are the caller's to refuse).
   [[nodiscard]] RouteResult publish(Session& from, const Published& msg);
   // The broker's own messages ($sys. events): never held back, so delivered to lossless
   // subscribers even when their queues are full (bounded by how rare the events are).
@@ -90,8 +91,6 @@ class Router {
   [[nodiscard]] std::size_t count_responders(std::string_view topic);
 
   [[nodiscard]] std::size_t subscription_count() const noexcept { return subscription_count_; }
-  // True when `topic` was routed before (and so is known to be valid).
-  [[nodiscard]] bool known_topic(std::string_view topic) const { return cache_.contains(topic); }
 
   static constexpr std::size_t kMaxTrackedTopics = 65536;
   static constexpr std::size_t kMaxPublishersTracked = 64;
@@ -117,7 +116,9 @@ class Router {
     bool lossless;
   };
 
-  Route& resolve(std::string_view topic);
+  // The cached route of a topic; a topic not cached yet is validated first (nullptr: invalid),
+  // so a known topic costs one lookup and no validation.
+  Route* resolve(std::string_view topic);
   void invalidate() noexcept { cache_.clear(); }
   void add_target(Session* s, Subscription* sub);
   // Index of the member to get the next message: the first with room from the cursor on.

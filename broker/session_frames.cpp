@@ -111,23 +111,25 @@ Session::Step Session::handle_hello(const wire::Header& h) {
 
 Session::Step Session::handle_publish(const wire::Header& h, std::span<const std::byte> payload) {
   const std::string& topic = h.topic();
-  // A topic the router has seen was valid then; the reserved check is cheap and always made
-  // (the broker's own $sys. events put reserved topics in the router's cache).
-  const char* why = broker_.router().known_topic(topic) ? nullptr : proto::check_topic(topic);
-  if (why != nullptr || proto::is_reserved(topic)) {
-    if (!has_room()) {
+  RouteResult routed = RouteResult::kInvalidTopic;
+  if (!proto::is_reserved(topic)) {
+    // The router validates a topic it has not seen before: a known topic costs one lookup.
+    routed = broker_.router().publish(*this, {.topic = topic, .payload = payload, .chunk = &in_});
+    if (routed == RouteResult::kBlocked) return Step::kBlocked;
+  }
+  if (routed != RouteResult::kRouted) {
+    if (!has_room()) {  // the refusal is an answer: bounded like every other
       add_waiter(id_);
       return Step::kBlocked;
     }
-    if (why != nullptr) {
-      send_error(wire::INVALID_TOPIC, fmt::format("publish refused: invalid topic: {}", why), false);
+    if (routed == RouteResult::kInvalidTopic && !proto::is_reserved(topic)) {
+      send_error(wire::INVALID_TOPIC, fmt::format("publish refused: invalid topic: {}", proto::check_topic(topic)),
+                 false);
     } else {
       send_error(wire::RESERVED_TOPIC, fmt::format("publish refused: '{}' is reserved for the broker", topic), false);
     }
     return Step::kContinue;
   }
-  const Published msg{.topic = topic, .payload = payload, .chunk = &in_};
-  if (broker_.router().publish(*this, msg) == RouteResult::kBlocked) return Step::kBlocked;
   if (h.retain()) broker_.retained().put(topic, payload, id_, peer_.uid, static_cast<std::uint32_t>(peer_.pid));
   ++published_;
   published_bytes_ += payload.size();
@@ -237,6 +239,7 @@ Session::Step Session::handle_request(const wire::Header& h, std::span<const std
   Subscription* responder = nullptr;
   switch (broker_.router().pick_responder(*this, topic, responder)) {
     case RouteResult::kBlocked: return Step::kBlocked;
+    case RouteResult::kInvalidTopic:  // not returned here: the topic was checked above
     case RouteResult::kNoResponders:
       ++broker_.stats().no_responders;
       send_error(wire::NO_RESPONDERS, fmt::format("no responder serves '{}'", topic), false, h.seq());
