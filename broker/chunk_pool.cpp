@@ -2,7 +2,6 @@
 #include "chunk_pool.hpp"
 
 #include <algorithm>
-#include <cassert>
 
 namespace ubroker::broker {
 

@@ -158,6 +158,21 @@ void progress(const std::string& what) {
   if (::isatty(STDERR_FILENO)) std::fprintf(stderr, "\r\033[K%s", what.c_str());
 }
 
+// Records one run of a round-trip workload (and its floor). False when the client process
+// gave no result line: the run is then missing, and the caller reports it.
+bool record_rtt(const std::string& line, const Options& o, std::uint64_t count, Result& p50, Result& p99) {
+  if (line.empty()) return false;
+  const Latency l = parse_latency(line);
+  p50.runs.push_back(static_cast<double>(l.p50) / 1000);
+  p99.runs.push_back(static_cast<double>(l.p99) / 1000);
+  if (o.limit) {
+    const Latency f = floor_relay(o.warmup, count);
+    p50.floor_runs.push_back(static_cast<double>(f.p50) / 1000);
+    p99.floor_runs.push_back(static_cast<double>(f.p99) / 1000);
+  }
+  return true;
+}
+
 // W1 latency64: A pings B through the broker, one message at a time.
 void latency64(const Options& o, Result& p50, Result& p99) {
   p50 = {"latency64", "RTT p50", "us", {}, {}, true, 0, 0, 0, "floor: epoll relay hop"};
@@ -170,14 +185,7 @@ void latency64(const Options& o, Result& p50, Result& p99) {
     if (!pong || pong->line() != "ready") return;
     auto ping = role({"ping", broker.socket(), std::to_string(o.warmup), std::to_string(count),
                       r == 0 ? o.histogram : std::string()});
-    const Latency l = parse_latency(ping->line());
-    p50.runs.push_back(static_cast<double>(l.p50) / 1000);
-    p99.runs.push_back(static_cast<double>(l.p99) / 1000);
-    if (o.limit) {
-      const Latency f = floor_relay(o.warmup, count);
-      p50.floor_runs.push_back(static_cast<double>(f.p50) / 1000);
-      p99.floor_runs.push_back(static_cast<double>(f.p99) / 1000);
-    }
+    if (!ping || !record_rtt(ping->line(), o, count, p50, p99)) return;
   }
 }
 
@@ -195,17 +203,9 @@ void reqrep64(const Options& o, Result& p50, Result& p99, Result& calls) {
     auto requester = role({"requester", broker.socket(), std::to_string(o.warmup), std::to_string(count)});
     if (!requester) return;
     const std::string line = requester->line();
-    if (line.empty()) return;
-    const Latency l = parse_latency(line);
-    p50.runs.push_back(static_cast<double>(l.p50) / 1000);
-    p99.runs.push_back(static_cast<double>(l.p99) / 1000);
+    if (!record_rtt(line, o, count, p50, p99)) return;
     calls.runs.push_back(parse_rate(line, "calls_per_s"));
-    if (o.limit) {
-      const Latency f = floor_relay(o.warmup, count);
-      p50.floor_runs.push_back(static_cast<double>(f.p50) / 1000);
-      p99.floor_runs.push_back(static_cast<double>(f.p99) / 1000);
-      calls.floor_runs.push_back(f.p50 > 0 ? 1e9 / static_cast<double>(f.p50) : 0);
-    }
+    if (o.limit) calls.floor_runs.push_back(p50.floor_runs.back() > 0 ? 1e6 / p50.floor_runs.back() : 0);
   }
 }
 
@@ -268,7 +268,7 @@ void throughput(const Options& o, int subscribers, Result& res) {
     }
     if (pub) pub->wait();
     res.runs.push_back(aggregate);
-    if (o.limit) res.floor_runs.push_back(floor_throughput(count, 64).rate() * (fanout ? 1 : 1));
+    if (o.limit) res.floor_runs.push_back(floor_throughput(count, 64).rate());
   }
 }
 

@@ -312,9 +312,9 @@ Histogram ping_over(int fd, std::uint64_t warmup, std::uint64_t count) {
 void relay_loop(int a, int b) {
   const int ep = ::epoll_create1(EPOLL_CLOEXEC);
   epoll_event ev{.events = EPOLLIN, .data = {.fd = a}};
-  ::epoll_ctl(ep, EPOLL_CTL_ADD, a, &ev);
+  if (ep < 0 || ::epoll_ctl(ep, EPOLL_CTL_ADD, a, &ev) != 0) _exit(1);  // the floor run then reports nothing
   ev.data.fd = b;
-  ::epoll_ctl(ep, EPOLL_CTL_ADD, b, &ev);
+  if (::epoll_ctl(ep, EPOLL_CTL_ADD, b, &ev) != 0) _exit(1);
   char buf[65536];
   for (;;) {
     epoll_event got[2];
