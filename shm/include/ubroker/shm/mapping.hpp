@@ -1,0 +1,48 @@
+// Mapping: the one owner of an mmap'd range (MAP_SHARED), unmapped on destruction.
+// Move-only. The bytes may be shared with other processes: what another process can write
+// is never trusted by the code that reads it (see segment_layout.hpp).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <utility>
+
+#include "ubroker/shm/syscall.hpp"
+
+namespace ubroker::shm {
+
+enum class Access { kReadOnly, kReadWrite };
+
+class Mapping {
+ public:
+  Mapping() noexcept = default;
+  // Maps `size` bytes of `fd` from offset 0, shared.
+  [[nodiscard]] static Result<Mapping> map(int fd, std::uint64_t size, Access access);
+
+  Mapping(Mapping&& o) noexcept : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+  Mapping& operator=(Mapping&& o) noexcept {
+    if (this != &o) {
+      reset();
+      data_ = std::exchange(o.data_, nullptr);
+      size_ = std::exchange(o.size_, 0);
+    }
+    return *this;
+  }
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  ~Mapping() { reset(); }
+
+  [[nodiscard]] std::byte* data() const noexcept { return data_; }
+  [[nodiscard]] std::uint64_t size() const noexcept { return size_; }
+  [[nodiscard]] std::span<std::byte> bytes() const noexcept { return {data_, static_cast<std::size_t>(size_)}; }
+  explicit operator bool() const noexcept { return data_ != nullptr; }
+  void reset() noexcept;
+
+ private:
+  Mapping(std::byte* data, std::uint64_t size) noexcept : data_(data), size_(size) {}
+  std::byte* data_ = nullptr;
+  std::uint64_t size_ = 0;
+};
+
+}  // namespace ubroker::shm
