@@ -44,6 +44,16 @@ wire::BrokerStatus Broker::status() const {
   st.set_retained_evicted(retained_.evicted());
   st.set_slow_consumer_disconnects(stats_.slow_consumer_disconnects);
   st.set_protocol_errors(stats_.protocol_errors);
+  st.set_shm_segments(shm_.segments());
+  st.set_shm_bytes(shm_.bytes());
+  st.set_bulk_messages(stats_.bulk_messages);
+  st.set_bulk_bytes(stats_.bulk_bytes);
+  st.set_bulk_deliveries(stats_.bulk_deliveries);
+  st.set_payload_bytes_copied(stats_.payload_bytes_copied);
+  st.set_shm_refused(stats_.shm_refused);
+  std::uint64_t held = 0;
+  for (const auto& [id, s] : sessions_) held += s->bulk_held();
+  st.set_bulk_held(held);
   return st;
 }
 
@@ -59,6 +69,8 @@ wire::ClientList Broker::clients() const {
     c->set_gid(s->peer().gid);
     c->set_command(s->command());
     c->set_connected_unix_ms(s->connected_unix_ms());
+    c->set_shm_segments(static_cast<std::uint32_t>(shm_.owned_by(id)));
+    c->set_bulk_held(s->bulk_held());
     const auto n = s->counters();
     c->set_messages_in(n.published);
     c->set_bytes_in(n.published_bytes);

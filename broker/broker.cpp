@@ -62,6 +62,10 @@ Broker::Broker(Config config)
       sweep_timer_(io_),
       router_(stats_),
       retained_(config_.limits.retained_max_bytes),
+      shm_(config_.limits, stats_,
+           [this](std::uint64_t session, std::uint64_t segment) {
+             if (Session* s = find(session)) s->shm_detached(segment);
+           }),
       request_timer_(io_) {}
 
 Broker::~Broker() = default;

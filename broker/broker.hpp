@@ -22,6 +22,7 @@
 #include "request_table.hpp"
 #include "retained_store.hpp"
 #include "router.hpp"
+#include "shm_registry.hpp"
 #include "stats.hpp"
 
 namespace ubroker::broker {
@@ -46,6 +47,7 @@ class Broker {
   [[nodiscard]] Session* find(std::uint64_t id) const;
   [[nodiscard]] RequestTable& requests() noexcept { return requests_; }
   [[nodiscard]] RetainedStore& retained() noexcept { return retained_; }
+  [[nodiscard]] ShmRegistry& shm() noexcept { return shm_; }
 
   // A request with this deadline was added: the deadline timer may need to fire sooner.
   void request_added(Clock::time_point deadline);
@@ -90,6 +92,7 @@ class Broker {
   Router router_;
   RequestTable requests_;
   RetainedStore retained_;
+  ShmRegistry shm_;
   asio::steady_timer request_timer_;
   std::vector<std::byte> event_buf_;  // scratch for presence event payloads
   Clock::time_point started_ = Clock::now();

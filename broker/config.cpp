@@ -69,6 +69,22 @@ std::expected<void, std::string> load_limits(const toml::table& t, Limits& l) {
       auto r = get_int<std::uint32_t>(v, key, 1, 1 << 20);
       if (!r) return Error(r.error());
       l.max_connections = *r;
+    } else if (key == "shm_max_segment_bytes") {
+      auto r = get_int<std::uint64_t>(v, key, 0, std::int64_t{1} << 40);
+      if (!r) return Error(r.error());
+      l.shm_max_segment_bytes = *r;
+    } else if (key == "shm_max_bytes_per_uid") {
+      auto r = get_int<std::uint64_t>(v, key, 0, std::int64_t{1} << 44);
+      if (!r) return Error(r.error());
+      l.shm_max_bytes_per_uid = *r;
+    } else if (key == "shm_max_segments_per_uid") {
+      auto r = get_int<std::uint32_t>(v, key, 0, kU32);
+      if (!r) return Error(r.error());
+      l.shm_max_segments_per_uid = *r;
+    } else if (key == "shm_max_segments_per_client") {
+      auto r = get_int<std::uint32_t>(v, key, 0, 1024);
+      if (!r) return Error(r.error());
+      l.shm_max_segments_per_client = *r;
     } else {
       return Error(fmt::format("{}: unknown key 'limits.{}'", where(v), key));
     }

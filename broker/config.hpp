@@ -21,6 +21,12 @@ struct Limits {
   std::uint32_t max_pending_requests = 4096;              // per client, waiting for replies
   std::chrono::milliseconds request_timeout_max{300000};  // cap on (and default for) a request's deadline
   std::uint64_t retained_max_bytes = 64u << 20;           // all retained messages together
+  // Shared memory (bulk payloads). A segment counts against its owner's uid until its last
+  // reader lets go, which may be after the owner has disconnected.
+  std::uint64_t shm_max_segment_bytes = 1ull << 30;  // one segment (0: no shared memory at all)
+  std::uint64_t shm_max_bytes_per_uid = 4ull << 30;  // all of one uid's segments together
+  std::uint32_t shm_max_segments_per_uid = 64;
+  std::uint32_t shm_max_segments_per_client = 8;
 };
 
 struct Timeouts {

@@ -38,18 +38,36 @@ void OutQueue::end_message() {
   msg_ends_.push_back(appended_);
 }
 
-std::size_t OutQueue::gather(std::span<iovec> iov) const noexcept {
+void OutQueue::attach_fd(shm::UniqueFd fd) {
+  fd_marks_.push_back({appended_, std::move(fd)});
+}
+
+std::size_t OutQueue::gather(std::span<iovec> iov, int& fd) const noexcept {
+  fd = -1;
+  std::uint64_t stop = appended_;  // stream position the batch must not pass
+  for (const FdMark& m : fd_marks_) {
+    if (m.at == sent_) {
+      fd = m.fd.get();
+    } else if (m.at > sent_) {
+      stop = m.at;
+      break;
+    }
+  }
   std::size_t used = 0;
-  for (std::size_t i = piece_head_; i < pieces_.size() && used < iov.size(); ++i) {
+  std::uint64_t pos = sent_;
+  for (std::size_t i = piece_head_; i < pieces_.size() && used < iov.size() && pos < stop; ++i) {
     const Piece& p = pieces_[i];
     const std::size_t skip = i == piece_head_ ? head_offset_ : 0;
-    iov[used++] = {.iov_base = p.data + skip, .iov_len = p.len - skip};
+    const std::size_t len = static_cast<std::size_t>(std::min<std::uint64_t>(p.len - skip, stop - pos));
+    iov[used++] = {.iov_base = p.data + skip, .iov_len = len};
+    pos += len;
   }
   return used;
 }
 
 std::size_t OutQueue::consume(std::size_t n) noexcept {
   sent_ += n;
+  while (!fd_marks_.empty() && fd_marks_.front().at < sent_) fd_marks_.pop_front();  // went out
   while (n > 0) {
     Piece& p = pieces_[piece_head_];
     const std::size_t left = p.len - head_offset_;
@@ -97,6 +115,7 @@ std::size_t OutQueue::discard_unsent() noexcept {
   }
   pieces_.erase(pieces_.begin() + static_cast<std::ptrdiff_t>(i), pieces_.end());
   appended_ = keep_to;
+  while (!fd_marks_.empty() && fd_marks_.back().at >= keep_to) fd_marks_.pop_back();
   tail_.reset();  // never append behind a cut piece
   tail_used_ = 0;
   compact();

@@ -9,10 +9,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <span>
 #include <vector>
 
 #include "chunk_pool.hpp"
+#include "ubroker/shm/unique_fd.hpp"
 
 namespace ubroker::broker {
 
@@ -28,9 +30,13 @@ class OutQueue {
   void append_ref(const ChunkRef& chunk, const std::byte* data, std::size_t n);
   // Everything appended so far completes one more message.
   void end_message();
+  // The next message appended carries `fd`: it rides on the sendmsg that starts with the
+  // message's first byte, so the receiver has it no later than the frame that claims it.
+  void attach_fd(shm::UniqueFd fd);
 
-  // Fills iov from the head; returns how many entries were used.
-  [[nodiscard]] std::size_t gather(std::span<iovec> iov) const noexcept;
+  // Fills iov from the head; returns how many entries were used. A batch never runs into a
+  // message that carries an fd; one that starts with such a message sets `fd` (else -1).
+  [[nodiscard]] std::size_t gather(std::span<iovec> iov, int& fd) const noexcept;
   // n bytes from the head went out; returns how many messages were completed by them.
   std::size_t consume(std::size_t n) noexcept;
   // Drops every message not yet started (a partly sent head message stays, so the stream
@@ -60,6 +66,11 @@ class OutQueue {
   std::uint64_t boundary_ = 0;  // stream position where the last fully sent message ends
   ChunkRef tail_;               // the chunk inline bytes go to
   std::size_t tail_used_ = 0;
+  struct FdMark {
+    std::uint64_t at;  // stream position of the first byte of the message that carries it
+    shm::UniqueFd fd;
+  };
+  std::deque<FdMark> fd_marks_;  // rare: one per segment per receiver
 };
 
 }  // namespace ubroker::broker

@@ -210,13 +210,17 @@ RouteResult Router::route(const SenderStamp& stamp, const Published& msg, Sessio
 
   if (from != nullptr) {
     ++stats_.messages_in;
-    stats_.bytes_in += msg.payload.size();
+    stats_.bytes_in += msg.size();
+    if (msg.bulk != nullptr) {
+      ++stats_.bulk_messages;
+      stats_.bulk_bytes += msg.size();
+    }
   } else {
     ++stats_.system_messages;
   }
   if (TopicStats* ts = route.stats) {
     ++ts->messages;
-    ts->bytes += msg.payload.size();
+    ts->bytes += msg.size();
     auto& pubs = ts->publishers;
     if ((pubs.empty() || pubs.back() != stamp.id) && pubs.size() < kMaxPublishersTracked &&
         std::find(pubs.begin(), pubs.end(), stamp.id) == pubs.end()) {
@@ -250,6 +254,18 @@ RouteResult Router::route(const SenderStamp& stamp, const Published& msg, Sessio
 }
 
 void Router::deliver(const Target& t, const Published& msg) {
+  std::optional<proto::ShmPart> shm;
+  if (msg.bulk != nullptr) {
+    shm = t.session->hold_bulk(*msg.bulk);  // attaches the segment's fd on first use
+    if (!shm) {
+      ++stats_.bulk_dropped_no_fd;
+      for (std::uint32_t i = 0; i < t.count; ++i) {
+        ++target_subs_[t.first + i]->dropped;
+        ++target_subs_[t.first + i]->dropped_unreported;
+      }
+      return;
+    }
+  }
   ids_.clear();
   drops_.clear();
   for (std::uint32_t i = 0; i < t.count; ++i) {
@@ -259,11 +275,15 @@ void Router::deliver(const Target& t, const Published& msg) {
     s->dropped_unreported = 0;
     ++s->delivered;
   }
-  const auto head = deliver_.head(ids_, drops_, msg.payload.size());
-  if (t.session->queue_encoded(head, msg.payload, msg.chunk)) ++stats_.payload_copies;
-  t.session->count_delivery(msg.payload.size());
+  const auto head = deliver_.head(ids_, drops_, msg.payload.size(), shm ? &*shm : nullptr);
+  if (t.session->queue_encoded(head, msg.payload, msg.chunk)) {
+    ++stats_.payload_copies;
+    stats_.payload_bytes_copied += msg.payload.size();
+  }
+  t.session->count_delivery(msg.size());
   ++stats_.deliveries;
-  stats_.delivered_bytes += msg.payload.size();
+  stats_.delivered_bytes += msg.size();
+  if (shm) ++stats_.bulk_deliveries;
 }
 
 RouteResult Router::pick_responder(Session& from, std::string_view topic, Subscription*& responder) {

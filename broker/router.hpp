@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <expected>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -31,10 +32,18 @@ struct RouteError {
   std::string message;
 };
 
+// A payload in shared memory: a record opened in the ShmRegistry.
+struct BulkRef {
+  std::uint32_t record;
+  std::uint64_t length;
+};
+
 struct Published {
   std::string_view topic;
   std::span<const std::byte> payload;
-  const ChunkRef* chunk;  // holds `payload`, for deliveries that reference instead of copy
+  const ChunkRef* chunk;           // holds `payload`, for deliveries that reference instead of copy
+  const BulkRef* bulk = nullptr;   // set: the payload is in shared memory (`payload` is empty)
+  [[nodiscard]] std::uint64_t size() const noexcept { return bulk ? bulk->length : payload.size(); }
 };
 
 // Who a delivery says sent it (the broker's own events: id 0).

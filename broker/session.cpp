@@ -52,6 +52,8 @@ Session::Session(Broker& broker, Socket socket, proto::PeerCredentials peer, std
 }
 
 Session::~Session() {
+  closed_ = true;       // detach notices caused by what follows are not queued
+  release_all_holds();  // a receiver that dies lets go of everything it held
   broker_.session_gone(*this);
   broker_.forget(*this);
   broker_.stats().dropped_disconnect += out_.messages();
@@ -119,10 +121,12 @@ void Session::flush() {
 void Session::send_some() {
   std::array<iovec, 256> iov;
   while (!out_.empty()) {
-    const std::size_t n = out_.gather(iov);
+    int fd = -1;
+    const std::size_t n = out_.gather(iov, fd);
     std::size_t offered = 0;
     for (std::size_t i = 0; i < n; ++i) offered += iov[i].iov_len;
-    auto sent = proto::send(socket_.native_handle(), std::span(iov.data(), n));
+    auto sent = proto::send(socket_.native_handle(), std::span(iov.data(), n),
+                            fd < 0 ? std::span<const int>() : std::span<const int>(&fd, 1));
     if (!sent) {
       if (proto::would_block(sent.error())) {
         write_blocked_ = true;
@@ -265,6 +269,14 @@ Session::Step Session::process_frames() {
     if (step == Step::kBlocked) return step;  // the frame stays buffered for the retry
     in_begin_ += split->frame_size;
     if (step == Step::kClose) return step;
+  }
+  // A frame's fds ride on the sendmsg that carries its first byte, so fds left over with no
+  // partial frame buffered belong to no frame.
+  if (!closing_ && !in_fds_.empty() && (in_begin_ == in_end_ || in_fds_.size() > proto::kMaxFdsPerMessage)) {
+    send_error(wire::FD_ERROR, fmt::format("{} file descriptor(s) arrived without a frame that claims them",
+                                           in_fds_.size()), true);
+    in_fds_.clear();
+    return Step::kClose;
   }
   if (in_begin_ == in_end_ && in_.unique()) in_begin_ = in_end_ = 0;
   return closing_ ? Step::kClose : Step::kContinue;

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -21,6 +22,7 @@
 #include "out_queue.hpp"
 #include "subscription.hpp"
 #include "ubroker.pb.h"
+#include "ubroker/proto/deliver_encoder.hpp"
 #include "ubroker/proto/peer_credentials.hpp"
 
 namespace ubroker::broker {
@@ -76,6 +78,14 @@ class Session {
     delivered_bytes_ += payload_bytes;
   }
 
+  // Bulk deliveries, used by the Router: holds the record for this receiver and, the first
+  // time it gets this segment, attaches the segment's fd to the frame about to be queued.
+  // nullopt: no fd could be made for it (the broker is out of fds); the caller counts a drop.
+  [[nodiscard]] std::optional<proto::ShmPart> hold_bulk(const BulkRef& bulk);
+  // The segment is gone for good (ShmRegistry): tell the client, which unmaps it.
+  void shm_detached(std::uint64_t segment);
+  [[nodiscard]] std::uint64_t bulk_held() const noexcept { return bulk_held_; }
+
   // Sends what is queued without blocking; hands over to the writer loop on EAGAIN.
   void flush();
   // Unpauses a reader held back by a full subscriber.
@@ -109,6 +119,13 @@ class Session {
   Step handle_request(const wire::Header& h, std::span<const std::byte> payload);
   Step handle_reply(const wire::Header& h, std::span<const std::byte> payload);
   Step handle_probe(const wire::Header& h);
+  Step handle_bulk_publish(const wire::Header& h, std::span<const std::byte> payload);
+  Step handle_shm_register(const wire::Header& h);
+  Step handle_shm_release(const wire::Header& h);
+  // Fd bookkeeping for the frame about to be handled: each frame takes its fd_count from
+  // the queue of fds received so far. kContinue when the counts agree.
+  Step claim_fds(const wire::Header& h);
+  void release_all_holds();
   void send_retained(const Subscription& sub);
   void ack(std::uint64_t seq, std::uint64_t value = 0);
   void queue_control(const wire::Header& h);
@@ -151,6 +168,19 @@ class Session {
   wire::Header control_;  // reused for every control frame queued
 
   std::unordered_map<std::uint64_t, std::unique_ptr<Subscription>> subs_;
+
+  // Bulk deliveries this client holds; a token is (generation << 32 | index), so a stale or
+  // forged token is recognised.
+  struct Hold {
+    std::uint32_t record = 0;
+    std::uint32_t generation = 0;
+    bool live = false;
+  };
+  std::vector<Hold> holds_;
+  std::vector<std::uint32_t> free_holds_;
+  std::vector<std::uint64_t> shm_attached_;  // segments whose fd this client was sent
+  std::uint64_t bulk_held_ = 0;
+  shm::UniqueFd claimed_fd_;  // the fd of the frame being handled (SHM_REGISTER)
 
   std::uint32_t pending_requests_ = 0;  // requests this client waits for
   std::uint64_t published_ = 0;

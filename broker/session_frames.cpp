@@ -1,6 +1,9 @@
 // What each frame a client sends means: the handshake, publish, subscribe, unsubscribe, ping.
 // Every refusal is an Error frame with a code and a sentence; protocol violations are fatal.
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
 
 #include "broker.hpp"
 #include "retained_store.hpp"
@@ -39,20 +42,17 @@ Session::Step Session::handle_frame(const wire::Header& h, std::span<const std::
     }
     return handle_hello(h);
   }
-  if (h.fd_count() != 0 || !in_fds_.empty()) {
-    // No frame of this protocol version carries file descriptors.
-    send_error(wire::FD_ERROR,
-               fmt::format("unexpected file descriptors with a {} frame", wire::FrameType_Name(h.type())), true);
-    return Step::kClose;
-  }
-  // Every frame but PUBLISH and REPLY may queue an answer to this client: hold back while
-  // its own queue is full, so a client that never reads cannot grow it without bound.
-  if (h.type() != wire::PUBLISH && h.type() != wire::REPLY && !has_room()) {
+  // Every frame but PUBLISH, REPLY and SHM_RELEASE may queue an answer to this client: hold
+  // back while its own queue is full, so a client that never reads cannot grow it without bound.
+  if (h.type() != wire::PUBLISH && h.type() != wire::REPLY && h.type() != wire::SHM_RELEASE && !has_room()) {
     add_waiter(id_);
     return Step::kBlocked;
   }
+  if (claim_fds(h) == Step::kClose) return Step::kClose;
   switch (h.type()) {
-    case wire::PUBLISH: return handle_publish(h, payload);
+    case wire::PUBLISH: return h.has_shm() ? handle_bulk_publish(h, payload) : handle_publish(h, payload);
+    case wire::SHM_REGISTER: return handle_shm_register(h);
+    case wire::SHM_RELEASE: return handle_shm_release(h);
     case wire::SUBSCRIBE: return handle_subscribe(h);
     case wire::UNSUBSCRIBE: return handle_unsubscribe(h);
     case wire::SERVE: return handle_serve(h);
@@ -98,7 +98,8 @@ Session::Step Session::handle_hello(const wire::Header& h) {
   w->set_broker_pid(static_cast<std::uint32_t>(::getpid()));
   auto* l = w->mutable_limits();
   l->set_max_frame_bytes(cfg.limits.max_frame_bytes);
-  l->set_max_fds_per_frame(0);
+  l->set_max_fds_per_frame(1);
+  l->set_shm_max_segment_bytes(cfg.limits.shm_max_segment_bytes);
   l->set_max_subscriptions(cfg.limits.max_subscriptions);
   l->set_queue_max_messages(cfg.limits.queue_max_messages);
   l->set_queue_max_bytes(cfg.limits.queue_max_bytes);
@@ -134,6 +135,164 @@ Session::Step Session::handle_publish(const wire::Header& h, std::span<const std
   ++published_;
   published_bytes_ += payload.size();
   return Step::kContinue;
+}
+
+Session::Step Session::claim_fds(const wire::Header& h) {
+  const std::uint32_t want = h.fd_count();
+  const std::uint32_t allowed = h.type() == wire::SHM_REGISTER ? 1 : 0;
+  if (want != allowed) {
+    send_error(wire::FD_ERROR,
+               allowed == 0 ? fmt::format("a {} frame carries no file descriptors (it announced {})",
+                                          wire::FrameType_Name(h.type()), want)
+                            : fmt::format("SHM_REGISTER carries exactly one file descriptor (it announced {})", want),
+               true);
+    return Step::kClose;
+  }
+  if (want > in_fds_.size()) {
+    send_error(wire::FD_ERROR,
+               fmt::format("the frame announced {} file descriptor(s) but {} arrived with it", want, in_fds_.size()),
+               true);
+    return Step::kClose;
+  }
+  if (want == 1) {
+    claimed_fd_ = std::move(in_fds_.front());
+    in_fds_.erase(in_fds_.begin());
+  }
+  return Step::kContinue;
+}
+
+Session::Step Session::handle_bulk_publish(const wire::Header& h, std::span<const std::byte> payload) {
+  if (!payload.empty()) {
+    send_error(wire::PROTOCOL_ERROR, "a PUBLISH with a shared-memory reference carries no payload of its own", true);
+    return Step::kClose;
+  }
+  if (h.retain() || proto::is_reserved(h.topic())) {
+    if (!has_room()) {
+      add_waiter(id_);
+      return Step::kBlocked;
+    }
+    send_error(wire::SHM_REFUSED,
+               h.retain() ? "publish refused: shared-memory payloads cannot be retained"
+                          : fmt::format("publish refused: '{}' is reserved for the broker", h.topic()),
+               false);
+    return Step::kContinue;
+  }
+  auto& registry = broker_.shm();
+  auto record = registry.open(id_, h.shm().segment(), {.offset = h.shm().offset(), .length = h.shm().length()});
+  if (!record) {
+    if (!has_room()) {
+      add_waiter(id_);
+      return Step::kBlocked;
+    }
+    send_error(record.error().code, fmt::format("publish refused: {}", record.error().message), false);
+    return Step::kContinue;
+  }
+  const BulkRef bulk{.record = *record, .length = h.shm().length()};
+  const RouteResult routed =
+      broker_.router().publish(*this, {.topic = h.topic(), .payload = {}, .chunk = nullptr, .bulk = &bulk});
+  // Nobody took it (no subscriber, all dropping, invalid topic): the space goes back now.
+  registry.close_open(*record, routed == RouteResult::kBlocked);
+  if (routed == RouteResult::kBlocked) return Step::kBlocked;
+  if (routed == RouteResult::kInvalidTopic) {
+    if (!has_room()) {  // the record is released; the refusal waits for room like any answer
+      add_waiter(id_);
+      return Step::kBlocked;
+    }
+    send_error(wire::INVALID_TOPIC, fmt::format("publish refused: invalid topic: {}", proto::check_topic(h.topic())),
+               false);
+    return Step::kContinue;
+  }
+  ++published_;
+  published_bytes_ += bulk.length;
+  return Step::kContinue;
+}
+
+Session::Step Session::handle_shm_register(const wire::Header& h) {
+  auto added = broker_.shm().add(id_, peer_.uid, h.shm().segment(), std::move(claimed_fd_));
+  if (!added) {
+    spdlog::info("{}: shared-memory segment refused: {}", describe(), added.error().message);
+    send_error(added.error().code, fmt::format("segment refused: {}", added.error().message), false, h.seq());
+    return Step::kContinue;
+  }
+  ack(h.seq());
+  return Step::kContinue;
+}
+
+Session::Step Session::handle_shm_release(const wire::Header& h) {
+  for (const std::uint64_t token : h.releases()) {
+    const auto index = static_cast<std::uint32_t>(token);
+    const auto generation = static_cast<std::uint32_t>(token >> 32);
+    if (index >= holds_.size() || !holds_[index].live || holds_[index].generation != generation) {
+      ++broker_.stats().shm_refused;
+      send_error(wire::SHM_REFUSED, fmt::format("release of token {:#x}, which this client does not hold", token),
+                 false);
+      continue;
+    }
+    holds_[index].live = false;
+    free_holds_.push_back(index);
+    --bulk_held_;
+    broker_.shm().release(holds_[index].record);
+  }
+  return Step::kContinue;
+}
+
+std::optional<proto::ShmPart> Session::hold_bulk(const BulkRef& bulk) {
+  auto& registry = broker_.shm();
+  ShmSegment& seg = registry.segment_of(bulk.record);
+  const bool first = std::find(shm_attached_.begin(), shm_attached_.end(), seg.id) == shm_attached_.end();
+  if (first) {
+    // The queue owns a duplicate until it is sent, so the fd it sends is this segment's even
+    // if the segment goes away meanwhile.
+    shm::UniqueFd dup(::fcntl(seg.fd.get(), F_DUPFD_CLOEXEC, 0));
+    if (!dup) {
+      spdlog::warn("{}: cannot pass segment {}: {}", describe(), seg.id, shm::last_error().message());
+      return std::nullopt;
+    }
+    out_.attach_fd(std::move(dup));
+    shm_attached_.push_back(seg.id);
+    seg.attached.push_back(id_);
+  }
+  std::uint32_t index;
+  if (!free_holds_.empty()) {
+    index = free_holds_.back();
+    free_holds_.pop_back();
+  } else {
+    index = static_cast<std::uint32_t>(holds_.size());
+    holds_.emplace_back();
+  }
+  Hold& hold = holds_[index];
+  hold.record = bulk.record;
+  ++hold.generation;
+  hold.live = true;
+  registry.hold(bulk.record);
+  ++bulk_held_;
+  const auto& ref = registry.ref_of(bulk.record);
+  return proto::ShmPart{.segment = seg.id,
+                        .offset = ref.offset,
+                        .length = ref.length,
+                        .token = (std::uint64_t{hold.generation} << 32) | index,
+                        .carries_fd = first};
+}
+
+void Session::shm_detached(std::uint64_t segment) {
+  auto it = std::find(shm_attached_.begin(), shm_attached_.end(), segment);
+  if (it == shm_attached_.end()) return;
+  shm_attached_.erase(it);
+  if (closing_ || closed_) return;
+  control_.Clear();
+  control_.set_type(wire::SHM_DETACH);
+  control_.mutable_shm()->set_segment(segment);
+  queue_control(control_);
+}
+
+void Session::release_all_holds() {
+  for (std::uint32_t i = 0; i < holds_.size(); ++i) {
+    if (!holds_[i].live) continue;
+    holds_[i].live = false;
+    broker_.shm().release(holds_[i].record);
+  }
+  bulk_held_ = 0;
+  broker_.shm().owner_gone(id_);
 }
 
 Session::Step Session::handle_subscribe(const wire::Header& h) {

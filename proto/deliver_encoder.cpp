@@ -16,7 +16,9 @@ constexpr std::uint8_t kDroppedTag = (5 << 3) | 2;  // packed varints
 constexpr std::uint8_t kSenderIdTag = (6 << 3) | 0;
 constexpr std::uint8_t kSenderUidTag = (7 << 3) | 0;
 constexpr std::uint8_t kSenderPidTag = (8 << 3) | 0;
-constexpr std::uint64_t kDeliver = 7;  // wire::DELIVER
+constexpr std::uint8_t kFdCountTag = (9 << 3) | 0;
+constexpr std::uint8_t kShmTag[] = {(19 << 3) | 2 | 0x80, 1};  // field 19 needs a two-byte tag
+constexpr std::uint64_t kDeliver = 7;                           // wire::DELIVER
 
 std::size_t varint_size(std::uint64_t v) {
   std::size_t n = 1;
@@ -71,13 +73,32 @@ void DeliverEncoder::begin(std::string_view topic, std::uint64_t sender_id, std:
 }
 
 std::span<const std::byte> DeliverEncoder::head(std::span<const std::uint64_t> sub_ids,
-                                                std::span<const std::uint64_t> dropped, std::size_t payload_size) {
+                                                std::span<const std::uint64_t> dropped, std::size_t payload_size,
+                                                const ShmPart* shm) {
   head_.resize(kPrefixSize);
   head_.insert(head_.end(), common_.begin(), common_.end());
   put_packed(head_, kSubIdsTag, sub_ids);
   bool any_dropped = false;
   for (auto d : dropped) any_dropped |= d != 0;
   if (any_dropped) put_packed(head_, kDroppedTag, dropped);
+  if (shm != nullptr) {
+    if (shm->carries_fd) {
+      head_.push_back(std::byte(kFdCountTag));
+      put_varint(head_, 1);
+    }
+    // ShmRef fields 1-4, all varints; zero ones omitted.
+    const std::uint64_t fields[] = {shm->segment, shm->offset, shm->length, shm->token};
+    std::size_t len = 0;
+    for (std::size_t i = 0; i < 4; ++i) len += fields[i] == 0 ? 0 : 1 + varint_size(fields[i]);
+    head_.push_back(std::byte(kShmTag[0]));
+    head_.push_back(std::byte(kShmTag[1]));
+    put_varint(head_, len);
+    for (std::size_t i = 0; i < 4; ++i) {
+      if (fields[i] == 0) continue;
+      head_.push_back(std::byte(((i + 1) << 3) | 0));
+      put_varint(head_, fields[i]);
+    }
+  }
   const auto header_len = static_cast<std::uint32_t>(head_.size() - kPrefixSize);
   write_prefix(head_.data(), static_cast<std::uint32_t>(header_len + payload_size), header_len);
   return head_;

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <string>
 
+#include <unistd.h>
+
 namespace ubroker::broker {
 namespace {
 
@@ -18,7 +20,9 @@ std::string drain(OutQueue& q, std::size_t max_per_write) {
   std::string out;
   while (!q.empty()) {
     iovec iov[8];
-    const std::size_t n = q.gather(iov);
+    int fd = -1;
+    const std::size_t n = q.gather(iov, fd);
+    EXPECT_EQ(fd, -1);
     std::size_t took = 0;
     for (std::size_t i = 0; i < n && took < max_per_write; ++i) {
       const std::size_t k = std::min(iov[i].iov_len, max_per_write - took);
@@ -40,7 +44,8 @@ TEST(OutQueue, CountsMessagesAndBytes) {
   EXPECT_EQ(q.messages(), 2u);
   EXPECT_EQ(q.bytes(), 10u);
   iovec iov[4];
-  EXPECT_EQ(q.gather(iov), 1u);  // coalesced into one piece
+  int fd = -1;
+  EXPECT_EQ(q.gather(iov, fd), 1u);  // coalesced into one piece
   EXPECT_EQ(q.consume(7), 1u);   // first message done, second half-way
   EXPECT_EQ(q.messages(), 1u);
   EXPECT_EQ(q.bytes(), 3u);
@@ -102,6 +107,56 @@ TEST(OutQueue, ManyMessagesNoGrowthAfterWarmup) {
   }
   EXPECT_EQ(pool.live(), 0u);
   EXPECT_LE(pool.free_chunks(), 2u);
+}
+
+}  // namespace
+}  // namespace ubroker::broker
+
+namespace ubroker::broker {
+namespace {
+
+// A message carrying an fd starts its own batch, the fd goes with that batch's first send,
+// and an fd of a discarded message is closed with it.
+TEST(OutQueue, FdRidesOnTheBatchThatStartsItsMessage) {
+  ChunkPool pool;
+  OutQueue q(pool);
+  append_text(q, "one");
+  q.end_message();
+  q.attach_fd(shm::UniqueFd(::dup(STDIN_FILENO)));
+  append_text(q, "two");
+  q.end_message();
+  append_text(q, "three");
+  q.end_message();
+  iovec iov[8];
+  int fd = -1;
+  ASSERT_EQ(q.gather(iov, fd), 1u);
+  EXPECT_EQ(fd, -1);
+  EXPECT_EQ(iov[0].iov_len, 3u);  // stops before "two"
+  q.consume(3);
+  ASSERT_EQ(q.gather(iov, fd), 1u);
+  EXPECT_GE(fd, 0);
+  EXPECT_EQ(iov[0].iov_len, 8u);  // "two" and "three" together
+  q.consume(1);                   // a partial send still took the fd along
+  ASSERT_EQ(q.gather(iov, fd), 1u);
+  EXPECT_EQ(fd, -1);
+  q.consume(7);
+  EXPECT_TRUE(q.empty());
+}
+
+TEST(OutQueue, DiscardClosesTheFdsOfDiscardedMessages) {
+  ChunkPool pool;
+  OutQueue q(pool);
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  shm::UniqueFd reader(p[0]);
+  append_text(q, "one");
+  q.end_message();
+  q.attach_fd(shm::UniqueFd(p[1]));  // the queue owns the pipe's only write end
+  append_text(q, "two");
+  q.end_message();
+  EXPECT_EQ(q.discard_unsent(), 2u);
+  char c;
+  EXPECT_EQ(::read(reader.get(), &c, 1), 0);  // EOF: the write end was closed
 }
 
 }  // namespace

@@ -74,5 +74,29 @@ TEST(DeliverEncoder, ReusableAcrossMessagesAndReceivers) {
   }
 }
 
+TEST(DeliverEncoder, BulkPartParsesAsShmRefAndFdCount) {
+  DeliverEncoder enc;
+  enc.begin("camera.frames", 3, 1000, 77);
+  const std::uint64_t ids[] = {9};
+  const std::uint64_t drops[] = {0};
+  const ShmPart part{.segment = 12, .offset = 4096 + 64, .length = 1u << 20, .token = (5ull << 32) | 3,
+                     .carries_fd = true};
+  const auto head = enc.head(ids, drops, 0, &part);
+  const wire::Header h = parse(head, 0);
+  ASSERT_TRUE(h.has_shm());
+  EXPECT_EQ(h.shm().segment(), 12u);
+  EXPECT_EQ(h.shm().offset(), 4096u + 64);
+  EXPECT_EQ(h.shm().length(), 1u << 20);
+  EXPECT_EQ(h.shm().token(), (5ull << 32) | 3);
+  EXPECT_EQ(h.fd_count(), 1u);
+  EXPECT_EQ(head.size() - kPrefixSize, h.ByteSizeLong());
+
+  const ShmPart no_fd{.segment = 12, .offset = 4096 + 64, .length = 10, .token = 0};  // token 0 omitted
+  const wire::Header h2 = parse(enc.head(ids, drops, 0, &no_fd), 0);
+  EXPECT_EQ(h2.fd_count(), 0u);
+  EXPECT_EQ(h2.shm().token(), 0u);
+  EXPECT_EQ(h2.shm().length(), 10u);
+}
+
 }  // namespace
 }  // namespace ubroker::proto

@@ -8,6 +8,7 @@
 
 #include <cstring>
 
+#include "ubroker/proto/fd_socket.hpp"
 #include "ubroker/proto/frame_codec.hpp"
 #include "ubroker/proto/socket_address.hpp"
 
@@ -39,6 +40,14 @@ void RawConnection::send_frame(const wire::Header& h, std::string_view payload) 
   send_bytes(b);
 }
 
+bool RawConnection::send_frame_with_fds(const wire::Header& h, std::span<const int> fds) {
+  std::vector<std::byte> b(proto::frame_head_size(h));
+  proto::write_frame_head(b.data(), h, 0);
+  const iovec iov{.iov_base = b.data(), .iov_len = b.size()};
+  auto sent = proto::send(fd_.get(), std::span(&iov, 1), fds);
+  return sent && *sent == b.size();
+}
+
 void RawConnection::hello(const std::string& name) {
   wire::Header h;
   h.set_type(wire::HELLO);
@@ -67,12 +76,13 @@ std::optional<wire::Header> RawConnection::read_frame(std::chrono::milliseconds 
     pollfd p{.fd = fd_.get(), .events = POLLIN, .revents = 0};
     if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
     std::byte tmp[65536];
-    const ssize_t n = ::recv(fd_.get(), tmp, sizeof(tmp), 0);
-    if (n <= 0) {
+    auto got = proto::receive(fd_.get(), tmp, fds_);
+    if (!got && proto::would_block(got.error())) continue;
+    if (!got || got->eof) {
       eof_ = true;
       return std::nullopt;
     }
-    buf_.insert(buf_.end(), tmp, tmp + n);
+    buf_.insert(buf_.end(), tmp, tmp + got->bytes);
   }
 }
 

@@ -20,6 +20,8 @@ class RawConnection {
   void send_bytes(std::span<const std::byte> bytes);
   void send_text(std::string_view text);
   void send_frame(const wire::Header& h, std::string_view payload = {});
+  // The frame in one sendmsg with `fds` attached (SCM_RIGHTS); false if it did not all go.
+  bool send_frame_with_fds(const wire::Header& h, std::span<const int> fds);
   void hello(const std::string& name = "raw");  // HELLO, then expects WELCOME
 
   // The next frame, or nullopt on EOF or timeout (eof() tells which).
@@ -29,10 +31,13 @@ class RawConnection {
   bool wait_closed(std::chrono::milliseconds timeout = std::chrono::seconds(5));
   [[nodiscard]] bool eof() const noexcept { return eof_; }
   [[nodiscard]] int fd() const noexcept { return fd_.get(); }
+  // Fds that arrived with the frames read so far, in order.
+  std::vector<shm::UniqueFd>& received_fds() noexcept { return fds_; }
 
  private:
   shm::UniqueFd fd_;
   std::vector<std::byte> buf_;
+  std::vector<shm::UniqueFd> fds_;
   bool eof_ = false;
 };
 

@@ -14,6 +14,16 @@
 
 namespace ubroker::proto {
 
+// The per-receiver part of a bulk DELIVER: where the payload is, the receiver's release
+// token, and whether the segment's fd rides with this frame.
+struct ShmPart {
+  std::uint64_t segment = 0;
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+  std::uint64_t token = 0;
+  bool carries_fd = false;
+};
+
 class DeliverEncoder {
  public:
   // Starts a message: encodes the fields every receiver shares.
@@ -21,8 +31,9 @@ class DeliverEncoder {
 
   // The frame head (prefix + header) for one receiver: its subscription ids and, when any is
   // non-zero, the drops since each one's previous delivery. Valid until the next call.
+  // A bulk delivery adds `shm` (its frame payload is empty).
   std::span<const std::byte> head(std::span<const std::uint64_t> sub_ids, std::span<const std::uint64_t> dropped,
-                                  std::size_t payload_size);
+                                  std::size_t payload_size, const ShmPart* shm = nullptr);
 
  private:
   std::vector<std::byte> common_;

@@ -1,0 +1,176 @@
+// ShmRegistry: segment validation and the record lifecycle (see shm_registry.hpp).
+#include "shm_registry.hpp"
+
+#include <fcntl.h>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "ubroker/shm/futex.hpp"
+#include "ubroker/shm/memfd.hpp"
+
+namespace ubroker::broker {
+
+RouteError ShmRegistry::refuse(std::string message) {
+  ++stats_.shm_refused;
+  return RouteError{wire::SHM_REFUSED, std::move(message)};
+}
+
+std::size_t ShmRegistry::owned_by(std::uint64_t owner) const {
+  const auto from = by_owner_.lower_bound({owner, 0});
+  const auto to = by_owner_.upper_bound({owner, UINT64_MAX});
+  return static_cast<std::size_t>(std::distance(from, to));
+}
+
+std::expected<void, RouteError> ShmRegistry::add(std::uint64_t owner, std::uint32_t uid, std::uint64_t owner_segment,
+                                                 shm::UniqueFd fd) {
+  const Limits& l = *limits_;
+  if (l.shm_max_segment_bytes == 0) return std::unexpected(refuse("shared memory is disabled on this broker"));
+  if (by_owner_.contains({owner, owner_segment})) {
+    return std::unexpected(refuse(fmt::format("segment id {} is already registered by this client", owner_segment)));
+  }
+  auto facts = shm::inspect(fd.get());
+  if (!facts) return std::unexpected(refuse(fmt::format("cannot inspect the fd: {}", facts.error().message())));
+  if (!facts->memfd) return std::unexpected(refuse(fmt::format("the fd is a {}, not a memfd", facts->kind)));
+  constexpr unsigned kNeeded = F_SEAL_SHRINK | F_SEAL_GROW;
+  if ((facts->seals & kNeeded) != kNeeded) {
+    return std::unexpected(refuse(fmt::format(
+        "the memfd is not sealed against {} (F_SEAL_SHRINK and F_SEAL_GROW are required, so no reader can be hit "
+        "by SIGBUS)",
+        (facts->seals & F_SEAL_SHRINK) == 0 && (facts->seals & F_SEAL_GROW) == 0 ? "shrinking and growing"
+        : (facts->seals & F_SEAL_SHRINK) == 0                                    ? "shrinking"
+                                                                                 : "growing")));
+  }
+  if ((facts->seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) != 0 || !facts->read_write) {
+    return std::unexpected(refuse("the memfd must be writable (opened O_RDWR, no write seals): the broker marks "
+                                  "releases in it"));
+  }
+  if ((facts->seals & F_SEAL_SEAL) != 0) {
+    return std::unexpected(refuse("the memfd's seals are locked (F_SEAL_SEAL): the broker must add "
+                                  "F_SEAL_FUTURE_WRITE so receivers can only map it read-only"));
+  }
+  if (facts->size < shm::kMinSegmentBytes || facts->size % 4096 != 0) {
+    return std::unexpected(refuse(fmt::format("segment size {} is not a multiple of 4096 of at least {} bytes",
+                                              facts->size, shm::kMinSegmentBytes)));
+  }
+  if (facts->size > l.shm_max_segment_bytes) {
+    return std::unexpected(refuse(fmt::format("segment of {} bytes is over the limit of {} bytes (limits.shm_max_segment_bytes)",
+                                              facts->size, l.shm_max_segment_bytes)));
+  }
+  if (owned_by(owner) >= l.shm_max_segments_per_client) {
+    return std::unexpected(refuse(fmt::format("too many segments (limit {} per client, limits.shm_max_segments_per_client)",
+                                              l.shm_max_segments_per_client)));
+  }
+  UidUse& use = per_uid_[uid];
+  if (use.segments >= l.shm_max_segments_per_uid) {
+    return std::unexpected(refuse(fmt::format("uid {} has {} segments (limit {}, limits.shm_max_segments_per_uid)", uid,
+                                              use.segments, l.shm_max_segments_per_uid)));
+  }
+  if (use.bytes + facts->size > l.shm_max_bytes_per_uid) {
+    return std::unexpected(refuse(fmt::format(
+        "uid {} would have {} bytes of segments (limit {}, limits.shm_max_bytes_per_uid)", uid,
+        use.bytes + facts->size, l.shm_max_bytes_per_uid)));
+  }
+  auto map = shm::Mapping::map(fd.get(), facts->size, shm::Access::kReadWrite);
+  if (!map) return std::unexpected(refuse(fmt::format("cannot map the segment: {}", map.error().message())));
+  // From here on nobody can map it writable again: receivers get read-only views only.
+  if (auto sealed = shm::add_seals(fd.get(), F_SEAL_FUTURE_WRITE | F_SEAL_SEAL); !sealed) {
+    return std::unexpected(refuse(fmt::format("cannot seal the segment: {}", sealed.error().message())));
+  }
+  auto seg = std::make_unique<ShmSegment>();
+  seg->id = next_id_++;
+  seg->owner = owner;
+  seg->owner_segment = owner_segment;
+  seg->uid = uid;
+  seg->fd = std::move(fd);
+  seg->map = std::move(*map);
+  use.bytes += facts->size;
+  ++use.segments;
+  bytes_ += facts->size;
+  spdlog::debug("shm: segment {} registered by client {} (uid {}, {} bytes)", seg->id, owner, uid, facts->size);
+  by_owner_.emplace(std::pair{owner, owner_segment}, seg.get());
+  segments_.emplace(seg->id, std::move(seg));
+  return {};
+}
+
+std::expected<std::uint32_t, RouteError> ShmRegistry::open(std::uint64_t owner, std::uint64_t owner_segment,
+                                                           const shm::PayloadRef& ref) {
+  const auto found = by_owner_.find({owner, owner_segment});
+  ShmSegment* seg = found == by_owner_.end() ? nullptr : found->second;
+  if (seg == nullptr) {
+    return std::unexpected(refuse(fmt::format("segment {} is not one this client registered", owner_segment)));
+  }
+  if (const char* why = shm::check_ref(seg->map.size(), ref)) {
+    return std::unexpected(refuse(fmt::format("bad reference (offset {}, length {}) into segment {} of {} bytes: {}",
+                                              ref.offset, ref.length, owner_segment, seg->map.size(), why)));
+  }
+  std::uint32_t index;
+  if (!free_records_.empty()) {
+    index = free_records_.back();
+    free_records_.pop_back();
+  } else {
+    index = static_cast<std::uint32_t>(records_.size());
+    records_.emplace_back();
+  }
+  records_[index] = Record{.segment = seg, .ref = ref, .holders = 0};
+  ++seg->open_records;
+  return index;
+}
+
+void ShmRegistry::release(std::uint32_t record) {
+  Record& r = records_[record];
+  if (--r.holders != 0) return;
+  std::byte* base = r.segment->map.data();
+  shm::mark_released(base, r.ref);
+  if (shm::publish_releases(base)) {
+    // Only the producer's own wake-up is at stake; a failure here is logged, not fatal.
+    if (auto woke = shm::futex_wake(reinterpret_cast<shm::SegmentHeader*>(base)->release_seq, INT32_MAX); !woke) {
+      spdlog::warn("shm: futex wake for segment {} failed: {}", r.segment->id, woke.error().message());
+    }
+  }
+  free_record(record);
+}
+
+void ShmRegistry::close_open(std::uint32_t record, bool publish_again) {
+  if (records_[record].holders != 0) return;
+  if (publish_again) {
+    free_record(record);
+    return;
+  }
+  ++records_[record].holders;
+  release(record);
+}
+
+void ShmRegistry::free_record(std::uint32_t record) {
+  ShmSegment* seg = records_[record].segment;
+  records_[record] = Record{};
+  free_records_.push_back(record);
+  if (--seg->open_records == 0 && seg->owner == 0) destroy(*seg);
+}
+
+void ShmRegistry::owner_gone(std::uint64_t owner) {
+  std::vector<ShmSegment*> idle;
+  const auto from = by_owner_.lower_bound({owner, 0});
+  const auto to = by_owner_.upper_bound({owner, UINT64_MAX});
+  for (auto it = from; it != to; ++it) {
+    ShmSegment* seg = it->second;
+    seg->owner = 0;
+    if (seg->open_records == 0) idle.push_back(seg);
+  }
+  by_owner_.erase(from, to);
+  for (ShmSegment* seg : idle) destroy(*seg);
+}
+
+void ShmRegistry::destroy(ShmSegment& seg) {
+  const std::uint64_t id = seg.id;
+  for (std::uint64_t session : seg.attached) detach_(session, id);
+  UidUse& use = per_uid_[seg.uid];
+  use.bytes -= seg.map.size();
+  --use.segments;
+  if (use.segments == 0) per_uid_.erase(seg.uid);
+  bytes_ -= seg.map.size();
+  spdlog::debug("shm: segment {} gone", id);
+  segments_.erase(id);
+}
+
+}  // namespace ubroker::broker
