@@ -42,6 +42,7 @@ std::string_view to_string(Errc code) noexcept {
     case Errc::kUnknownRequest: return "UNKNOWN_REQUEST";
     case Errc::kKicked: return "KICKED";
     case Errc::kNotFound: return "NOT_FOUND";
+    case Errc::kShmRefused: return "SHM_REFUSED";
     case Errc::kConnectFailed: return "CONNECT_FAILED";
     case Errc::kNotConnected: return "NOT_CONNECTED";
     case Errc::kTimeout: return "TIMEOUT";
@@ -101,6 +102,16 @@ Result<void> Client::publish(std::string_view topic, std::span<const std::byte> 
 
 Result<void> Client::publish(std::string_view topic, std::string_view text, PublishOptions options) {
   return publish(topic, as_bytes(text), options);
+}
+
+Result<Loan> Client::loan(std::string_view topic, std::size_t size, std::chrono::milliseconds timeout) {
+  if (!core_) return closed();
+  return core_->loan(topic, size, timeout);
+}
+
+Result<void> Client::publish(Loan&& loan) {
+  if (!core_) return closed();
+  return core_->publish(std::move(loan));
 }
 
 Result<Message> Client::request(std::string_view topic, std::span<const std::byte> payload,

@@ -53,6 +53,13 @@ ClientCore::~ClientCore() {
 }
 
 void ClientCore::start() {
+  // Releases are sent from the I/O thread; whoever drops a bulk message only queues a post.
+  reader_ = std::make_shared<ShmReader>([weak = weak_from_this()] {
+    if (auto self = weak.lock(); self && self->connected()) {
+      asio::post(self->io_, [self] { self->flush_releases(); });
+    }
+  });
+
   asio::post(io_, [self = shared_from_this()] { self->on_readable(); });
   if (own_io_) {
     // The guard keeps the thread alive while reading is paused (no operation pending);
@@ -111,7 +118,7 @@ void ClientCore::fail(Error why) {
 
 // ---- writing ------------------------------------------------------------------------------
 
-Result<void> ClientCore::send_frame(const wire::Header& h, std::span<const std::byte> payload) {
+Result<void> ClientCore::send_frame(const wire::Header& h, std::span<const std::byte> payload, int fd) {
   const std::size_t head = proto::frame_head_size(h);
   if (head - proto::kPrefixSize + payload.size() > limits_.max_frame_bytes()) {
     return std::unexpected(
@@ -132,6 +139,7 @@ Result<void> ClientCore::send_frame(const wire::Header& h, std::span<const std::
   pending_.resize(at + head + payload.size());
   proto::write_frame_head(pending_.data() + at, h, payload.size());
   if (!payload.empty()) std::memcpy(pending_.data() + at + head, payload.data(), payload.size());
+  if (fd >= 0) pending_fds_.push_back({at, fd});
   if (writer_active_) return {};
   writer_active_ = true;
   lk.unlock();
@@ -145,6 +153,7 @@ void ClientCore::drive_writes() {
       std::lock_guard lk(write_mu_);
       if (sending_off_ == sending_.size()) {
         sending_.clear();
+        sending_fds_.clear();
         sending_off_ = 0;
         if (pending_.empty() || !connected()) {
           writer_active_ = false;
@@ -155,11 +164,23 @@ void ClientCore::drive_writes() {
           return;
         }
         sending_.swap(pending_);
+        sending_fds_.swap(pending_fds_);
         write_cv_.notify_all();
       }
     }
-    const iovec iov{.iov_base = sending_.data() + sending_off_, .iov_len = sending_.size() - sending_off_};
-    auto sent = proto::send(fd_, std::span(&iov, 1));
+    // A frame with an fd starts its own sendmsg, which carries the fd.
+    std::size_t end = sending_.size();
+    int fd = -1;
+    for (const FdMark& m : sending_fds_) {
+      if (m.at == sending_off_) {
+        fd = m.fd;
+      } else if (m.at > sending_off_) {
+        end = m.at;
+        break;
+      }
+    }
+    const iovec iov{.iov_base = sending_.data() + sending_off_, .iov_len = end - sending_off_};
+    auto sent = proto::send(fd_, std::span(&iov, 1), fd < 0 ? std::span<const int>() : std::span<const int>(&fd, 1));
     if (sent) {
       sending_off_ += *sent;
       continue;
@@ -199,7 +220,21 @@ Result<void> ClientCore::publish(std::string_view topic, std::span<const std::by
   if (proto::is_reserved(topic)) {
     return std::unexpected(Error{Errc::kReservedTopic, fmt::format("'{}' is reserved for the broker", topic)});
   }
+  // Large payloads go through shared memory (retained ones cannot: the broker keeps those).
+  if (payload.size() >= std::max<std::size_t>(options_.shm_threshold, 1) && !options.retain &&
+      limits_.shm_max_segment_bytes() != 0) {
+    auto l = loan(topic, payload.size(), options_.timeout);
+    if (l) {
+      std::memcpy(l->data().data(), payload.data(), payload.size());
+      return publish(std::move(*l));
+    }
+    // Too big for the ring but small enough for a frame: the socket takes it.
+    if (l.error().code != Errc::kInvalidArgument || payload.size() > limits_.max_frame_bytes() / 2) {
+      return std::unexpected(l.error());
+    }
+  }
   thread_local wire::Header h;
+  h.Clear();
   h.set_type(wire::PUBLISH);
   h.set_topic(topic.data(), topic.size());
   h.set_retain(options.retain);
@@ -230,10 +265,10 @@ Result<Answer> ClientCore::finish_request(std::uint64_t seq, Result<void> sent, 
   return a;
 }
 
-Result<Answer> ClientCore::control_request(wire::Header& h, std::chrono::milliseconds timeout, bool wait) {
+Result<Answer> ClientCore::control_request(wire::Header& h, std::chrono::milliseconds timeout, bool wait, int fd) {
   const std::uint64_t seq = begin_request(std::nullopt);
   h.set_seq(seq);
-  return finish_request(seq, send_frame(h, {}), timeout, wait);
+  return finish_request(seq, send_frame(h, {}, fd), timeout, wait);
 }
 
 Result<Subscription> ClientCore::add_subscription(wire::Header& h, std::shared_ptr<SubState> state) {

@@ -26,6 +26,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "shm_reader.hpp"
 #include "ubroker.pb.h"
 #include "ubroker/client.hpp"
 
@@ -60,6 +61,8 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   void close();
 
   Result<void> publish(std::string_view topic, std::span<const std::byte> payload, const PublishOptions& options);
+  Result<Loan> loan(std::string_view topic, std::size_t size, std::chrono::milliseconds timeout);
+  Result<void> publish(Loan&& loan);
   Result<Subscription> subscribe(std::string_view pattern, Client::Handler handler, const SubscribeOptions& options);
   Result<Subscription> serve(std::string_view pattern, Client::RequestHandler handler);
   Result<Message> request(std::string_view topic, std::span<const std::byte> payload,
@@ -78,12 +81,16 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
 
  private:
   [[nodiscard]] bool on_io_thread() const;
-  // Encodes one frame into pending_ and sends it (or leaves it to the active writer).
-  Result<void> send_frame(const wire::Header& h, std::span<const std::byte> payload);
+  // Encodes one frame into pending_ and sends it (or leaves it to the active writer). An `fd`
+  // (owned by the caller until the frame is out) rides on the sendmsg that starts the frame.
+  Result<void> send_frame(const wire::Header& h, std::span<const std::byte> payload, int fd = -1);
   void drive_writes();
   void wait_writable();
   // Sends a control frame and (off the I/O thread) waits for its answer.
-  Result<Answer> control_request(wire::Header& h, std::chrono::milliseconds timeout, bool wait);
+  Result<Answer> control_request(wire::Header& h, std::chrono::milliseconds timeout, bool wait, int fd = -1);
+  // This client's shared-memory ring, created and registered with the broker on first use.
+  Result<std::shared_ptr<shm::ProducerRing>> producer_ring();
+  void flush_releases();  // I/O thread: sends the releases the ShmReader collected
   // A REQUEST frame with a fresh seq; `done` set means asynchronous.
   Result<std::uint64_t> send_request(std::string_view topic, std::span<const std::byte> payload,
                                      std::chrono::milliseconds timeout, Client::ReplyHandler done);
@@ -97,6 +104,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   void on_readable();
   void dispatch(const wire::Header& h, std::span<const std::byte> payload);
   void deliver(const wire::Header& h, std::span<const std::byte> payload);
+  void report(const Error& e);  // an error nobody waits for: on_error, else stderr
   void deliver_request(const wire::Header& h, std::span<const std::byte> payload);
   void answer(const wire::Header& h, std::span<const std::byte> payload);
   void fail(Error why);
@@ -118,6 +126,12 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::vector<std::byte> pending_;
   std::vector<std::byte> sending_;  // the active writer's batch
   std::size_t sending_off_ = 0;
+  struct FdMark {
+    std::size_t at;  // offset of the frame's first byte in pending_ / sending_
+    int fd;
+  };
+  std::vector<FdMark> pending_fds_;
+  std::vector<FdMark> sending_fds_;
   bool writer_active_ = false;
   bool read_paused_for_writes_ = false;  // I/O thread stopped reading: too much unsent
 
@@ -126,6 +140,15 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::size_t rbegin_ = 0;
   std::size_t rend_ = 0;
   wire::Header rheader_;
+  std::deque<shm::UniqueFd> rfds_;                // received, not yet claimed by a frame
+  std::vector<SubState*> targets_;                // scratch: one delivery's subscriptions
+  std::vector<std::uint64_t> release_batch_;      // scratch for flush_releases
+
+  // Shared memory.
+  std::shared_ptr<ShmReader> reader_;
+  std::mutex ring_mu_;
+  std::shared_ptr<shm::ProducerRing> ring_;
+  static constexpr std::uint64_t kRingSegmentId = 1;  // this client's id for its one segment
   bool read_paused_for_queue_ = false;  // guarded by queue_mu_
 
   // Subscriptions and outstanding requests.

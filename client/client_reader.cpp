@@ -38,9 +38,18 @@ void ClientCore::on_readable() {
         fail(Error{Errc::kProtocolError, fmt::format("bad frame from the broker: {}", proto::describe(p.error()))});
         return;
       }
+      if (rheader_.fd_count() > rfds_.size()) {
+        fail(Error{Errc::kFdError, fmt::format("the broker's frame announced {} fd(s) but {} arrived",
+                                               rheader_.fd_count(), rfds_.size())});
+        return;
+      }
       dispatch(rheader_, split->payload);
       rbegin_ += split->frame_size;
       if (!connected()) return;
+    }
+    if (!rfds_.empty() && (rbegin_ == rend_ || rfds_.size() > proto::kMaxFdsPerMessage)) {
+      fail(Error{Errc::kFdError, "the broker sent file descriptors that no frame claims"});
+      return;
     }
     if (rbegin_ == rend_) rbegin_ = rend_ = 0;
     // Flow control: stop reading while the application has not caught up.
@@ -72,10 +81,8 @@ void ClientCore::on_readable() {
       fail(Error{Errc::kNotConnected, fmt::format("read from broker failed: {}", got.error().message())});
       return;
     }
-    if (!fds.empty()) {
-      fail(Error{Errc::kFdError, "the broker sent unexpected file descriptors"});
-      return;
-    }
+    for (auto& fd : fds) rfds_.push_back(std::move(fd));
+    fds.clear();
     if (got->eof) {
       fail(Error{Errc::kNotConnected, "the broker closed the connection"});
       return;
@@ -91,6 +98,7 @@ void ClientCore::dispatch(const wire::Header& h, std::span<const std::byte> payl
     case wire::ACK:
     case wire::PONG: answer(h, {}); return;
     case wire::REPLY: answer(h, payload); return;
+    case wire::SHM_DETACH: reader_->detach(h.shm().segment()); return;
     case wire::ERROR:
       if (h.error().fatal()) {
         fail(Error{static_cast<Errc>(h.error().code()), h.error().message()});
@@ -104,32 +112,73 @@ void ClientCore::dispatch(const wire::Header& h, std::span<const std::byte> payl
   }
 }
 
+void ClientCore::report(const Error& e) {
+  if (options_.on_error) {
+    options_.on_error(e);
+  } else {
+    std::fprintf(stderr, "ubroker: %s (%s)\n", e.message.c_str(), std::string(to_string(e.code)).c_str());
+  }
+}
+
 void ClientCore::deliver(const wire::Header& h, std::span<const std::byte> payload) {
   MessageView view{.topic = h.topic(),
                    .payload = payload,
                    .sender = {.client_id = h.sender_id(), .uid = h.sender_uid(), .pid = h.sender_pid()},
                    .subscription = 0,
                    .dropped_before = 0,
-                   .retained = h.retain()};
-  for (int i = 0; i < h.sub_ids_size(); ++i) {
-    SubState* sub = nullptr;
-    {
-      std::lock_guard lk(state_mu_);
-      if (auto it = subs_.find(h.sub_ids(i)); it != subs_.end()) sub = it->second.get();
+                   .retained = h.retain(),
+                   .shared_memory = h.has_shm()};
+  // Entries are erased only on this thread or after the broker's ACK, so the pointers stay valid.
+  targets_.assign(static_cast<std::size_t>(h.sub_ids_size()), nullptr);
+  std::uint32_t queued = 0;
+  {
+    std::lock_guard lk(state_mu_);
+    for (int i = 0; i < h.sub_ids_size(); ++i) {
+      if (auto it = subs_.find(h.sub_ids(i)); it != subs_.end()) {
+        targets_[static_cast<std::size_t>(i)] = it->second.get();
+        queued += it->second->handler ? 0 : 1;
+      }
     }
-    // Entries are erased only on this thread or after the broker's ACK, so `sub` stays valid.
+  }
+  const wire::ShmRef& ref = h.shm();
+  if (view.shared_memory) {
+    if (h.fd_count() == 1) {
+      shm::UniqueFd fd = std::move(rfds_.front());
+      rfds_.pop_front();
+      if (auto why = reader_->attach(ref.segment(), std::move(fd))) report(Error{Errc::kShmRefused, *why});
+    }
+    std::string why;
+    auto bytes = reader_->open(ref.segment(), ref.offset(), ref.length(), ref.token(), queued, why);
+    if (!bytes) {
+      report(Error{Errc::kShmRefused, why});
+      return;
+    }
+    view.payload = *bytes;
+  }
+  for (std::size_t i = 0; i < targets_.size(); ++i) {
+    SubState* sub = targets_[i];
     if (sub == nullptr) continue;
     view.subscription = sub->id;
-    view.dropped_before = i < h.dropped_size() ? h.dropped(i) : 0;
+    view.dropped_before = static_cast<int>(i) < h.dropped_size() ? h.dropped(static_cast<int>(i)) : 0;
     if (view.dropped_before != 0) sub->dropped.fetch_add(view.dropped_before, std::memory_order_relaxed);
     if (sub->handler) {
       sub->handler(view);
-    } else {
-      std::lock_guard lk(queue_mu_);
-      queue_.emplace_back(view);
-      queue_cv_.notify_one();
+      continue;
     }
+    std::lock_guard lk(queue_mu_);
+    if (view.shared_memory) {
+      // Zero copy: the message holds the view and releases it when destroyed.
+      Message m(view, Message::Borrow{});
+      m.shm_ = reader_;
+      m.shm_segment_ = ref.segment();
+      m.shm_token_ = ref.token();
+      queue_.push_back(std::move(m));
+    } else {
+      queue_.emplace_back(view);
+    }
+    queue_cv_.notify_one();
   }
+  if (view.shared_memory && queued == 0) reader_->release(ref.segment(), ref.token());
 }
 
 void ClientCore::deliver_request(const wire::Header& h, std::span<const std::byte> payload) {

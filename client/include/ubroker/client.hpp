@@ -13,6 +13,11 @@
 //
 // Flow control is lossless by default: when the broker holds this client back, publish()
 // blocks once ConnectOptions::max_pending_bytes are waiting to be sent.
+//
+// Bulk payloads travel through shared memory: loan() a slot in this client's ring, write the
+// payload in place, publish(std::move(loan)); or publish() a payload of at least
+// ConnectOptions::shm_threshold bytes and the library copies it into a loan. Receivers read
+// it in place; the space comes back when the last of them lets go.
 #pragma once
 
 #include <chrono>
@@ -40,6 +45,9 @@ namespace detail {
 class ClientCore;
 struct SubState;
 }  // namespace detail
+namespace shm {
+class ProducerRing;
+}  // namespace shm
 
 inline constexpr std::chrono::milliseconds kForever = std::chrono::milliseconds::max();
 
@@ -53,6 +61,11 @@ struct ConnectOptions {
   asio::io_context* io = nullptr;            // run I/O on this context instead of an own thread
   std::size_t max_pending_bytes = 8u << 20;  // unsent bytes before publish() blocks
   std::size_t receive_queue = 4096;          // messages held for receive() before reading pauses
+  // Shared memory: a plain publish of at least this many bytes goes through this client's
+  // ring (created on first use, `shm_segment_bytes` of memfd; the largest payload is that
+  // less 4160 bytes). A publish that waits for ring space waits at most `timeout`.
+  std::size_t shm_threshold = 64 * 1024;
+  std::size_t shm_segment_bytes = 32u << 20;
   // Errors the broker reports about earlier calls that had no one waiting (e.g. a publish it
   // refused). Runs on the I/O thread. When empty, such errors are written to stderr.
   std::function<void(const Error&)> on_error;
@@ -91,6 +104,31 @@ class Request {
   std::vector<std::byte> payload_;
   Sender sender_;
   bool replied_ = false;
+};
+
+// A slot in this client's shared-memory ring, reserved by Client::loan(). Write the payload
+// into data(), then hand it to Client::publish(std::move(loan)); a Loan destroyed unpublished
+// gives its space back. Move-only; may be filled and published on any thread.
+class Loan {
+ public:
+  Loan(Loan&& o) noexcept;
+  Loan& operator=(Loan&& o) noexcept;
+  Loan(const Loan&) = delete;
+  Loan& operator=(const Loan&) = delete;
+  ~Loan();
+
+  [[nodiscard]] std::span<std::byte> data() const noexcept { return data_; }
+  [[nodiscard]] std::size_t size() const noexcept { return data_.size(); }
+  [[nodiscard]] std::string_view topic() const noexcept { return topic_; }
+
+ private:
+  friend class detail::ClientCore;
+  Loan() = default;
+  std::shared_ptr<shm::ProducerRing> ring_;
+  std::uint64_t segment_ = 0;
+  std::uint64_t offset_ = 0;
+  std::string topic_;
+  std::span<std::byte> data_;
 };
 
 enum class Overflow {
@@ -143,6 +181,12 @@ class Client {
 
   Result<void> publish(std::string_view topic, std::span<const std::byte> payload, PublishOptions options = {});
   Result<void> publish(std::string_view topic, std::string_view text, PublishOptions options = {});
+  // Reserves `size` bytes of shared memory for a message on `topic`, waiting up to `timeout`
+  // for ring space (kTimeout). kInvalidArgument when `size` can never fit the ring.
+  Result<Loan> loan(std::string_view topic, std::size_t size,
+                    std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // Publishes a loan's payload in place: nothing is copied on the way to the receivers.
+  Result<void> publish(Loan&& loan);
 
   // Sends a request to one responder of `topic` and waits for its reply. Errors: kNoResponders
   // at once when nobody serves the topic, kResponderGone at once when the responder

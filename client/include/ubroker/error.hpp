@@ -30,6 +30,7 @@ enum class Errc : int {
   kUnknownRequest = 18,  // a reply to a request that is unknown, finished or someone else's
   kKicked = 19,          // an operator disconnected this client
   kNotFound = 20,        // an admin request named something that does not exist
+  kShmRefused = 21,      // the broker refused a shared-memory segment or reference (the message says why)
 
   kConnectFailed = 100,    // no broker reachable at the address (the message says why)
   kNotConnected = 101,     // the connection is closed (the message says why)

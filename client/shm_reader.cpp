@@ -1,0 +1,102 @@
+// ShmReader: read-only mappings of the broker's segments, and release batching.
+#include "shm_reader.hpp"
+
+#include <fcntl.h>
+
+#include <fmt/format.h>
+
+#include "ubroker/shm/memfd.hpp"
+#include "ubroker/shm/segment_layout.hpp"
+
+namespace ubroker::detail {
+
+std::optional<std::string> ShmReader::attach(std::uint64_t segment, shm::UniqueFd fd) {
+  // The broker checked all this already; a receiver trusts the kernel, not the broker.
+  auto facts = shm::inspect(fd.get());
+  if (!facts) return fmt::format("cannot inspect segment {}: {}", segment, facts.error().message());
+  constexpr unsigned kNeeded = F_SEAL_SHRINK | F_SEAL_GROW;
+  if (!facts->memfd || (facts->seals & kNeeded) != kNeeded) {
+    return fmt::format("segment {} is not a memfd sealed against shrink and grow", segment);
+  }
+  auto map = shm::Mapping::map(fd.get(), facts->size, shm::Access::kReadOnly);
+  if (!map) return fmt::format("cannot map segment {}: {}", segment, map.error().message());
+  std::lock_guard lk(mu_);
+  auto [it, fresh] = segments_.try_emplace(segment);
+  if (!fresh && it->second.in_use != 0) return fmt::format("segment {} was passed twice", segment);
+  it->second = Segment{.map = std::move(*map), .in_use = 0, .detached = false};
+  return std::nullopt;
+}
+
+std::optional<std::span<const std::byte>> ShmReader::open(std::uint64_t segment, std::uint64_t offset,
+                                                          std::uint64_t length, std::uint64_t token,
+                                                          std::uint32_t holders, std::string& why) {
+  std::lock_guard lk(mu_);
+  const auto slot = static_cast<std::uint32_t>(token);
+  auto it = segments_.find(segment);
+  const char* bad = nullptr;
+  if (it == segments_.end() || !it->second.map) {
+    bad = "unknown segment";
+  } else if (slot >= kMaxTokenSlot) {
+    bad = "token out of range";
+  } else {
+    bad = shm::check_ref(it->second.map.size(), {.offset = offset, .length = length});
+  }
+  if (bad != nullptr) {
+    why = fmt::format("unusable shared-memory reference (segment {}, offset {}, length {}): {}", segment, offset, length,
+                      bad);
+    pending_.push_back(token);  // give it back all the same, so the producer is not held up
+    if (pending_.size() == 1) releases_ready_();
+    return std::nullopt;
+  }
+  Segment& seg = it->second;
+  ++seg.in_use;
+  if (holders_.size() <= slot) holders_.resize(std::max<std::size_t>(slot + 1, holders_.size() * 2));
+  holders_[slot] = std::max<std::uint32_t>(holders, 1);
+  return std::span<const std::byte>(seg.map.data() + offset, static_cast<std::size_t>(length));
+}
+
+void ShmReader::release(std::uint64_t segment, std::uint64_t token) {
+  bool ready = false;
+  {
+    std::lock_guard lk(mu_);
+    auto it = segments_.find(segment);
+    if (it == segments_.end()) return;
+    const auto slot = static_cast<std::uint32_t>(token);
+    if (slot < holders_.size() && holders_[slot] > 1) {
+      --holders_[slot];
+      return;
+    }
+    release_locked(it->second, segment, token);
+    ready = pending_.size() == 1;
+  }
+  if (ready) releases_ready_();
+}
+
+void ShmReader::release_locked(Segment& seg, std::uint64_t segment, std::uint64_t token) {
+  pending_.push_back(token);
+  if (--seg.in_use == 0 && seg.detached) segments_.erase(segment);
+}
+
+void ShmReader::detach(std::uint64_t segment) {
+  std::lock_guard lk(mu_);
+  auto it = segments_.find(segment);
+  if (it == segments_.end()) return;
+  if (it->second.in_use == 0) {
+    segments_.erase(it);
+  } else {
+    it->second.detached = true;  // unmapped when the last message lets go
+  }
+}
+
+void ShmReader::take_releases(std::vector<std::uint64_t>& out) {
+  std::lock_guard lk(mu_);
+  out.swap(pending_);
+  pending_.clear();
+}
+
+std::size_t ShmReader::mapped_segments() {
+  std::lock_guard lk(mu_);
+  return segments_.size();
+}
+
+}  // namespace ubroker::detail

@@ -1,0 +1,67 @@
+// ShmReader: the receiving side of shared memory in one client. It maps each segment the
+// broker passes read-only (after checking with the kernel that it is a memfd sealed against
+// shrink and grow, so reading it can never raise SIGBUS), resolves bulk deliveries to
+// bounds-checked views, and collects releases for the I/O thread to send in batches.
+//
+// Lifetime: shared by the ClientCore and every Message that holds a bulk payload, so a
+// mapping outlives the connection (and a broker restart) for as long as a message needs it.
+// A segment is unmapped once the broker has detached it and no message uses it any more.
+// Thread-safe: Messages are released from any thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "ubroker/shm/mapping.hpp"
+#include "ubroker/shm/syscall.hpp"
+#include "ubroker/shm/unique_fd.hpp"
+
+namespace ubroker::detail {
+
+class ShmReader {
+ public:
+  // `releases_ready` runs (on whichever thread released) when the batch of releases to send
+  // goes from empty to non-empty.
+  explicit ShmReader(std::function<void()> releases_ready) : releases_ready_(std::move(releases_ready)) {}
+
+  // A segment fd from the broker; nullptr on success, else why it cannot be used.
+  [[nodiscard]] std::optional<std::string> attach(std::uint64_t segment, shm::UniqueFd fd);
+  // The payload of a bulk delivery that `holders` messages will hold (0: only handlers
+  // will see it, and the caller releases it after they return). nullopt: the reference is
+  // unusable (`why` says so) and was released.
+  [[nodiscard]] std::optional<std::span<const std::byte>> open(std::uint64_t segment, std::uint64_t offset,
+                                                               std::uint64_t length, std::uint64_t token,
+                                                               std::uint32_t holders, std::string& why);
+  // One holder is done with a delivery.
+  void release(std::uint64_t segment, std::uint64_t token);
+  // The broker has no more use for the segment.
+  void detach(std::uint64_t segment);
+  // The releases to send now (the caller sends them in one SHM_RELEASE).
+  void take_releases(std::vector<std::uint64_t>& out);
+
+  [[nodiscard]] std::size_t mapped_segments();
+
+  static constexpr std::uint32_t kMaxTokenSlot = 1u << 22;  // bounds what the broker can make us allocate
+
+ private:
+  struct Segment {
+    shm::Mapping map;
+    std::uint64_t in_use = 0;  // deliveries not yet released
+    bool detached = false;
+  };
+  void release_locked(Segment& seg, std::uint64_t segment, std::uint64_t token);
+
+  std::function<void()> releases_ready_;
+  std::mutex mu_;
+  std::unordered_map<std::uint64_t, Segment> segments_;
+  std::vector<std::uint32_t> holders_;  // by token slot (the token's low 32 bits)
+  std::vector<std::uint64_t> pending_;
+};
+
+}  // namespace ubroker::detail
