@@ -8,12 +8,23 @@
 //   ubroker_test_peer serve ADDRESS TOPIC MODE
 // serves TOPIC: MODE "echo" replies with the request's payload, "hang" never replies.
 // Prints "ready" once serving and "request" for each request; runs until killed.
+//   ubroker_test_peer bulk-publish ADDRESS TOPIC COUNT SIZE SEGMENT_BYTES SMALL
+// publishes COUNT payloads of SIZE bytes through shared memory (loan), filled with
+// bulk_pattern(seq); with SMALL=1 a 64-byte socket message (same sequence) follows each one.
+// Prints "published N" after flushing, then stays connected until its stdin closes or it is
+// killed (a producer whose segment readers still use).
+//   ubroker_test_peer bulk-subscribe ADDRESS PATTERN COUNT MODE
+// receives COUNT messages with receive() and checks each bulk payload's every byte and the
+// sequence. MODE "check" prints "received N bad B gaps G" and exits; "check-small" expects
+// each bulk message followed by a small one of the same sequence (bulk-publish SMALL=1);
+// "hold" keeps every message (never releasing it), prints "holding N", and waits to be killed.
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -21,6 +32,109 @@
 #include "ubroker/client.hpp"
 
 namespace {
+
+// Fills (or checks) a bulk payload: 8-byte words (seq << 32 | index), then a byte tail.
+void fill_pattern(std::span<std::byte> p, std::uint64_t seq) {
+  const std::size_t words = p.size() / 8;
+  for (std::size_t i = 0; i < words; ++i) {
+    const std::uint64_t w = (seq << 32) | i;
+    std::memcpy(p.data() + i * 8, &w, 8);
+  }
+  for (std::size_t i = words * 8; i < p.size(); ++i) p[i] = std::byte(seq + i);
+}
+
+bool check_pattern(std::span<const std::byte> p, std::uint64_t seq) {
+  const std::size_t words = p.size() / 8;
+  for (std::size_t i = 0; i < words; ++i) {
+    std::uint64_t w;
+    std::memcpy(&w, p.data() + i * 8, 8);
+    if (w != ((seq << 32) | i)) return false;
+  }
+  for (std::size_t i = words * 8; i < p.size(); ++i) {
+    if (p[i] != std::byte(seq + i)) return false;
+  }
+  return true;
+}
+
+// The sequence number of a bulk or small message: the high half of the first word.
+std::uint64_t seq_of(std::span<const std::byte> p) {
+  std::uint64_t w = ~0ull;
+  if (p.size() >= 8) std::memcpy(&w, p.data(), 8);
+  return w >> 32;
+}
+
+int bulk_publish(const std::string& address, const std::string& topic, std::uint64_t count, std::size_t size,
+                 std::size_t segment_bytes, bool small) {
+  auto client = ubroker::Client::connect(
+      {.address = address, .name = "test-peer-bulk-pub", .shm_segment_bytes = segment_bytes});
+  if (!client) {
+    std::fprintf(stderr, "connect: %s\n", client.error().message.c_str());
+    return 1;
+  }
+  std::vector<std::byte> tiny(64);
+  for (std::uint64_t seq = 0; seq < count; ++seq) {
+    auto loan = client->loan(topic, size, std::chrono::seconds(60));
+    if (!loan) {
+      std::fprintf(stderr, "loan %llu: %s\n", static_cast<unsigned long long>(seq), loan.error().message.c_str());
+      return 1;
+    }
+    fill_pattern(loan->data(), seq);
+    if (auto r = client->publish(std::move(*loan)); !r) {
+      std::fprintf(stderr, "publish %llu: %s\n", static_cast<unsigned long long>(seq), r.error().message.c_str());
+      return 1;
+    }
+    if (small) {
+      fill_pattern(tiny, seq);
+      if (auto r = client->publish(topic, tiny); !r) return 1;
+    }
+  }
+  if (auto r = client->flush(std::chrono::seconds(120)); !r) {
+    std::fprintf(stderr, "flush: %s\n", r.error().message.c_str());
+    return 1;
+  }
+  std::printf("published %llu\n", static_cast<unsigned long long>(count));
+  std::fflush(stdout);
+  char c;
+  while (std::fread(&c, 1, 1, stdin) == 1) {
+  }
+  return 0;
+}
+
+int bulk_subscribe(const std::string& address, const std::string& pattern, std::uint64_t count,
+                   const std::string& mode) {
+  auto client = ubroker::Client::connect({.address = address, .name = "test-peer-bulk-sub"});
+  if (!client) {
+    std::fprintf(stderr, "connect: %s\n", client.error().message.c_str());
+    return 1;
+  }
+  auto sub = client->subscribe(pattern);
+  if (!sub) return 1;
+  std::printf("ready\n");
+  std::fflush(stdout);
+  std::vector<ubroker::Message> held;
+  std::uint64_t received = 0, bad = 0, gaps = 0, expect = 0;
+  const bool pairs = mode == "check-small";
+  while (received < count) {
+    auto m = client->receive(std::chrono::seconds(60));
+    if (!m) break;
+    const std::uint64_t seq = seq_of(m->payload());
+    const bool small_expected = pairs && received % 2 == 1;
+    if (seq != (pairs ? received / 2 : expect)) ++gaps;
+    expect = seq + 1;
+    // Every loan travels in shared memory; the 64-byte messages go over the socket.
+    if (m->shared_memory() == small_expected || !check_pattern(m->payload(), seq)) ++bad;
+    ++received;
+    if (mode == "hold") held.push_back(std::move(*m));
+  }
+  if (mode == "hold") {
+    std::printf("holding %zu\n", held.size());
+    std::fflush(stdout);
+    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+  std::printf("received %llu bad %llu gaps %llu\n", static_cast<unsigned long long>(received),
+              static_cast<unsigned long long>(bad), static_cast<unsigned long long>(gaps));
+  return received == count && bad == 0 && gaps == 0 ? 0 : 1;
+}
 
 int subscribe(const std::string& address, const std::string& pattern, std::uint64_t count) {
   auto client = ubroker::Client::connect({.address = address, .name = "test-peer-sub"});
@@ -87,6 +201,13 @@ int serve(const std::string& address, const std::string& topic, const std::strin
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 8 && std::string(argv[1]) == "bulk-publish") {
+    return bulk_publish(argv[2], argv[3], std::strtoull(argv[4], nullptr, 10), std::strtoull(argv[5], nullptr, 10),
+                        std::strtoull(argv[6], nullptr, 10), std::string(argv[7]) == "1");
+  }
+  if (argc == 6 && std::string(argv[1]) == "bulk-subscribe") {
+    return bulk_subscribe(argv[2], argv[3], std::strtoull(argv[4], nullptr, 10), argv[5]);
+  }
   if (argc == 5 && std::string(argv[1]) == "serve") return serve(argv[2], argv[3], argv[4]);
   if (argc == 5 && std::string(argv[1]) == "subscribe") {
     return subscribe(argv[2], argv[3], std::strtoull(argv[4], nullptr, 10));
