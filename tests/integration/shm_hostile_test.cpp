@@ -1,0 +1,308 @@
+// Hostile shared-memory input: every kind of wrong fd, wrong seal, wrong count and wrong
+// reference is refused with its own error, the broker keeps serving well-behaved clients,
+// and it holds no fd more afterwards. Receivers can never write into a producer's segment.
+#include <dirent.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "raw_connection.hpp"
+#include "test_util.hpp"
+#include "ubroker/proto/fd_socket.hpp"
+#include "ubroker/proto/frame_codec.hpp"
+#include "ubroker/shm/memfd.hpp"
+#include "ubroker/shm/segment_layout.hpp"
+
+namespace ubroker::test {
+namespace {
+
+using namespace std::chrono_literals;
+using shm::UniqueFd;
+
+std::size_t open_fds(pid_t pid) {
+  std::size_t n = 0;
+  const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (::readdir(d) != nullptr) ++n;
+    ::closedir(d);
+  }
+  return n;
+}
+
+UniqueFd memfd(unsigned seals, std::size_t size = 1 << 16, bool allow_sealing = true) {
+  UniqueFd fd(::memfd_create("hostile", MFD_CLOEXEC | (allow_sealing ? MFD_ALLOW_SEALING : 0)));
+  EXPECT_TRUE(fd);
+  EXPECT_EQ(::ftruncate(fd.get(), static_cast<off_t>(size)), 0);
+  if (seals != 0) {
+    EXPECT_EQ(::fcntl(fd.get(), F_ADD_SEALS, seals), 0);
+  }
+  return fd;
+}
+
+// sendmsg with as many fds as asked (proto::send refuses more than a frame may carry).
+bool send_with_any_fds(int socket, const wire::Header& h, std::span<const int> fds) {
+  std::vector<std::byte> frame(proto::frame_head_size(h));
+  proto::write_frame_head(frame.data(), h, 0);
+  iovec iov{.iov_base = frame.data(), .iov_len = frame.size()};
+  std::vector<char> control(CMSG_SPACE(sizeof(int) * fds.size()));
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.data();
+  msg.msg_controllen = control.size();
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+  std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+  return ::sendmsg(socket, &msg, MSG_NOSIGNAL) == static_cast<ssize_t>(frame.size());
+}
+
+wire::Header register_frame(std::uint64_t seq, std::uint64_t segment, std::uint32_t fd_count = 1) {
+  wire::Header h;
+  h.set_type(wire::SHM_REGISTER);
+  h.set_seq(seq);
+  h.set_fd_count(fd_count);
+  h.mutable_shm()->set_segment(segment);
+  return h;
+}
+
+wire::Header bulk_publish_frame(const std::string& topic, std::uint64_t segment, std::uint64_t offset,
+                                std::uint64_t length) {
+  wire::Header h;
+  h.set_type(wire::PUBLISH);
+  h.set_topic(topic);
+  auto* r = h.mutable_shm();
+  r->set_segment(segment);
+  r->set_offset(offset);
+  r->set_length(length);
+  return h;
+}
+
+class ShmHostile : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    sub_handle_ = std::move(sub_.subscribe("bystander").value());
+    fds_before_ = open_fds(broker_.process().pid());
+  }
+  void TearDown() override {
+    expect_bystanders_fine();
+    // Every fd a hostile peer sent is closed again once its connection is gone.
+    EXPECT_TRUE(eventually([&] { return open_fds(broker_.process().pid()) <= fds_before_; }, 10s))
+        << open_fds(broker_.process().pid()) << " fds, " << fds_before_ << " before";
+  }
+  void expect_bystanders_fine() {
+    ASSERT_TRUE(pub_.publish("bystander", "still here"));
+    auto m = sub_.receive(5s);
+    ASSERT_TRUE(m) << m.error().message;
+    EXPECT_EQ(m->text(), "still here");
+  }
+  // A refusal that keeps the connection: Error{code}, message containing `why`; then PING works.
+  static void expect_refused(RawConnection& raw, wire::ErrorCode code, const std::string& why) {
+    auto f = raw.read_frame();
+    ASSERT_TRUE(f.has_value()) << "no answer";
+    ASSERT_EQ(f->type(), wire::ERROR) << f->DebugString();
+    EXPECT_EQ(f->error().code(), code) << f->error().message();
+    EXPECT_NE(f->error().message().find(why), std::string::npos) << f->error().message();
+    EXPECT_FALSE(f->error().fatal());
+    wire::Header ping;
+    ping.set_type(wire::PING);
+    ping.set_seq(999);
+    raw.send_frame(ping);
+    auto pong = raw.read_frame();
+    ASSERT_TRUE(pong.has_value());
+    EXPECT_EQ(pong->type(), wire::PONG);
+  }
+  static void expect_fatal(RawConnection& raw, wire::ErrorCode code, const std::string& why) {
+    auto f = raw.read_frame();
+    ASSERT_TRUE(f.has_value()) << "no answer";
+    ASSERT_EQ(f->type(), wire::ERROR) << f->DebugString();
+    EXPECT_EQ(f->error().code(), code) << f->error().message();
+    EXPECT_NE(f->error().message().find(why), std::string::npos) << f->error().message();
+    EXPECT_TRUE(f->error().fatal());
+    EXPECT_TRUE(raw.wait_closed());
+  }
+  static void register_refused(UniqueFd fd, const std::string& why) {
+    RawConnection raw(broker_socket_);
+    raw.hello();
+    const int fds[] = {fd.get()};
+    ASSERT_TRUE(raw.send_frame_with_fds(register_frame(1, 1), fds));
+    expect_refused(raw, wire::SHM_REFUSED, why);
+  }
+
+  BrokerProcess broker_{"[limits]\nshm_max_segment_bytes = 1048576\nshm_max_segments_per_client = 2\n"};
+  inline static std::string broker_socket_;
+  Client pub_ = broker_.connect("bystander-pub");
+  Client sub_ = broker_.connect("bystander-sub");
+  Subscription sub_handle_;
+  std::size_t fds_before_ = 0;
+
+ public:
+  ShmHostile() { broker_socket_ = broker_.socket(); }
+};
+
+TEST_F(ShmHostile, EveryWrongKindOfFdIsRefusedWithItsReason) {
+  register_refused(memfd(0, 1 << 16, false), "not sealed against shrinking and growing");
+  register_refused(memfd(F_SEAL_SHRINK), "not sealed against growing");
+  register_refused(memfd(F_SEAL_GROW), "not sealed against shrinking");
+  register_refused(memfd(F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL), "locked (F_SEAL_SEAL)");
+  register_refused(memfd(F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE), "must be writable");
+  register_refused(memfd(F_SEAL_SHRINK | F_SEAL_GROW, 4 << 20), "over the limit of 1048576 bytes");
+  register_refused(memfd(F_SEAL_SHRINK | F_SEAL_GROW, 5000), "not a multiple of 4096");
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  UniqueFd keep(p[1]);
+  register_refused(UniqueFd(p[0]), "the fd is a pipe, not a memfd");
+  int s[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, s), 0);
+  UniqueFd keep2(s[1]);
+  register_refused(UniqueFd(s[0]), "the fd is a socket, not a memfd");
+  register_refused(UniqueFd(::open("/dev/zero", O_RDWR | O_CLOEXEC)), "the fd is a character device, not a memfd");
+  char path[] = "/tmp/ubroker-hostile-XXXXXX";
+  UniqueFd file(::mkstemp(path));
+  ASSERT_TRUE(file);
+  ::unlink(path);
+  ASSERT_EQ(::ftruncate(file.get(), 1 << 16), 0);
+  register_refused(std::move(file), "the fd is a regular file, not a memfd");
+  auto shm_file = UniqueFd(::open("/dev/shm", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));  // tmpfs, not a memfd
+  if (shm_file) register_refused(std::move(shm_file), "not a memfd");
+}
+
+TEST_F(ShmHostile, FdCountsThatDoNotMatchTheFrameAreFatal) {
+  {
+    RawConnection raw(broker_.socket());
+    raw.hello();
+    raw.send_frame(register_frame(1, 1));  // announces one fd, sends none
+    expect_fatal(raw, wire::FD_ERROR, "announced 1 file descriptor(s) but 0 arrived");
+  }
+  {
+    RawConnection raw(broker_.socket());
+    raw.hello();
+    UniqueFd a = memfd(F_SEAL_SHRINK | F_SEAL_GROW), b = memfd(F_SEAL_SHRINK | F_SEAL_GROW);
+    const int fds[] = {a.get(), b.get()};
+    ASSERT_TRUE(raw.send_frame_with_fds(register_frame(1, 1, 2), fds));
+    expect_fatal(raw, wire::FD_ERROR, "carries exactly one file descriptor (it announced 2)");
+  }
+  {
+    RawConnection raw(broker_.socket());
+    raw.hello();
+    UniqueFd a = memfd(F_SEAL_SHRINK | F_SEAL_GROW);
+    const int fds[] = {a.get()};
+    wire::Header h = bulk_publish_frame("x", 1, 4160, 10);
+    h.set_fd_count(1);
+    ASSERT_TRUE(raw.send_frame_with_fds(h, fds));
+    expect_fatal(raw, wire::FD_ERROR, "a PUBLISH frame carries no file descriptors");
+  }
+}
+
+TEST_F(ShmHostile, MoreFdsThanAFrameMayCarryAreFatal) {
+  RawConnection raw(broker_.socket());
+  raw.hello();
+  std::vector<UniqueFd> owned;
+  std::vector<int> fds;
+  for (int i = 0; i < 3; ++i) {
+    owned.push_back(memfd(F_SEAL_SHRINK | F_SEAL_GROW));
+    fds.push_back(owned.back().get());
+  }
+  ASSERT_TRUE(raw.send_frame_with_fds(register_frame(1, 1, 3), fds));
+  expect_fatal(raw, wire::FD_ERROR, "it announced 3");
+  // Beyond what one message may carry at all: the kernel truncates, the broker closes.
+  RawConnection raw2(broker_.socket());
+  raw2.hello();
+  std::vector<int> many(proto::kMaxFdsPerMessage + 4, owned[0].get());
+  ASSERT_TRUE(send_with_any_fds(raw2.fd(), register_frame(1, 1, 1), many));
+  expect_fatal(raw2, wire::FD_ERROR, "truncated");
+}
+
+TEST_F(ShmHostile, ReferencesOutsideTheSegmentOrToAnotherClientsSegmentAreRefused) {
+  RawConnection owner(broker_.socket());
+  owner.hello("owner");
+  UniqueFd seg = memfd(F_SEAL_SHRINK | F_SEAL_GROW, 1 << 16);
+  const int fds[] = {seg.get()};
+  ASSERT_TRUE(owner.send_frame_with_fds(register_frame(1, 7), fds));
+  auto ack = owner.read_frame();
+  ASSERT_TRUE(ack.has_value());
+  ASSERT_EQ(ack->type(), wire::ACK) << ack->DebugString();
+  constexpr std::uint64_t kFirst = shm::kHeaderBytes + shm::kRecordHeaderBytes;
+  owner.send_frame(bulk_publish_frame("t", 7, kFirst, 1 << 16));
+  expect_refused(owner, wire::SHM_REFUSED, "past the end of the segment");
+  owner.send_frame(bulk_publish_frame("t", 7, 64, 10));
+  expect_refused(owner, wire::SHM_REFUSED, "offset before the ring");
+  owner.send_frame(bulk_publish_frame("t", 7, kFirst + 1, 10));
+  expect_refused(owner, wire::SHM_REFUSED, "offset not at a record");
+  owner.send_frame(bulk_publish_frame("t", 7, kFirst, 0));
+  expect_refused(owner, wire::SHM_REFUSED, "empty payload");
+  // Registering the same id twice, and more segments than a client may have.
+  UniqueFd again = memfd(F_SEAL_SHRINK | F_SEAL_GROW);
+  const int again_fds[] = {again.get()};
+  ASSERT_TRUE(owner.send_frame_with_fds(register_frame(2, 7), again_fds));
+  expect_refused(owner, wire::SHM_REFUSED, "already registered");
+  ASSERT_TRUE(owner.send_frame_with_fds(register_frame(3, 8), again_fds));
+  ASSERT_EQ(owner.read_frame()->type(), wire::ACK);
+  UniqueFd third = memfd(F_SEAL_SHRINK | F_SEAL_GROW);  // `again` is sealed by the broker now
+  const int third_fds[] = {third.get()};
+  ASSERT_TRUE(owner.send_frame_with_fds(register_frame(4, 9), third_fds));
+  expect_refused(owner, wire::SHM_REFUSED, "limit 2 per client");
+
+  RawConnection other(broker_.socket());
+  other.hello("other");
+  other.send_frame(bulk_publish_frame("t", 7, kFirst, 10));  // the owner's id, not its own
+  expect_refused(other, wire::SHM_REFUSED, "segment 7 is not one this client registered");
+  wire::Header release;
+  release.set_type(wire::SHM_RELEASE);
+  release.add_releases(1);
+  other.send_frame(release);  // a token it was never given
+  expect_refused(other, wire::SHM_REFUSED, "which this client does not hold");
+}
+
+TEST_F(ShmHostile, ReceiversGetTheSegmentReadOnly) {
+  RawConnection receiver(broker_.socket());
+  receiver.hello("receiver");
+  wire::Header sub;
+  sub.set_type(wire::SUBSCRIBE);
+  sub.set_seq(1);
+  sub.add_sub_ids(1);
+  sub.set_topic("ro.test");
+  receiver.send_frame(sub);
+  ASSERT_EQ(receiver.read_frame()->type(), wire::ACK);
+  Client producer = broker_.connect("producer");  // closed at the end: its segment goes with it
+  auto loan = producer.loan("ro.test", 4096);
+  ASSERT_TRUE(loan) << loan.error().message;
+  std::memset(loan->data().data(), 0x42, 4096);
+  ASSERT_TRUE(producer.publish(std::move(*loan)));
+  auto d = receiver.read_frame();
+  ASSERT_TRUE(d.has_value());
+  ASSERT_EQ(d->type(), wire::DELIVER);
+  ASSERT_TRUE(d->has_shm());
+  EXPECT_EQ(d->fd_count(), 1u);
+  ASSERT_EQ(receiver.received_fds().size(), 1u);
+  const int fd = receiver.received_fds()[0].get();
+  auto facts = shm::inspect(fd);
+  ASSERT_TRUE(facts);
+  void* w = ::mmap(nullptr, facts->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  EXPECT_EQ(w, MAP_FAILED) << "a receiver mapped the producer's segment writable";
+  EXPECT_EQ(errno, EPERM);
+  EXPECT_NE(::pwrite(fd, "x", 1, static_cast<off_t>(d->shm().offset())), 1);
+  void* r = ::mmap(nullptr, facts->size, PROT_READ, MAP_SHARED, fd, 0);
+  ASSERT_NE(r, MAP_FAILED);
+  EXPECT_EQ(static_cast<const unsigned char*>(r)[d->shm().offset()], 0x42);
+  EXPECT_NE(::mprotect(r, facts->size, PROT_READ | PROT_WRITE), 0);
+  ::munmap(r, facts->size);
+  // Its release is accepted once, and the producer's space comes back.
+  wire::Header release;
+  release.set_type(wire::SHM_RELEASE);
+  release.add_releases(d->shm().token());
+  receiver.send_frame(release);
+  receiver.send_frame(release);
+  ASSERT_EQ(receiver.read_frame()->error().code(), wire::SHM_REFUSED);  // the second one
+  EXPECT_TRUE(eventually([&] { return broker_status(pub_).bulk_held() == 0; }));
+  producer.close();
+  EXPECT_TRUE(eventually([&] { return broker_status(pub_).shm_segments() == 0; }));
+}
+
+}  // namespace
+}  // namespace ubroker::test
