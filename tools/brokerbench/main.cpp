@@ -90,6 +90,8 @@ struct Options {
   bool json = false;
   bool limit = true;
   std::string histogram;
+  std::uint64_t bulk_count = 2000;     // W4 payloads
+  std::size_t bulk_size = 1u << 20;    // W4 payload bytes
 };
 
 std::string self_exe() {
@@ -272,6 +274,34 @@ void throughput(const Options& o, int subscribers, Result& res) {
   }
 }
 
+// W4 bulk1M: one publisher, one subscriber, payloads through shared memory; two floors.
+void bulk(const Options& o, Result& vs_shm, Result& vs_socket) {
+  const std::size_t kSize = o.bulk_size;
+  vs_shm = {"bulk1M", "payload", "GB/s", {}, {}, false, 0, 0, 0, "floor: shared ring, no broker"};
+  vs_socket = {"bulk1M", "payload", "GB/s", {}, {}, false, 0, 0, 0, "floor: socketpair copy"};
+  const std::uint64_t count = o.bulk_count;
+  const auto gbps = [&](const Throughput& t) { return t.rate() * kSize / 1e9; };
+  for (int r = 0; r < o.repeat; ++r) {
+    progress("bulk1M run " + std::to_string(r + 1) + "/" + std::to_string(o.repeat));
+    Broker broker(o);
+    auto sub = role({"bulk-sub", broker.socket(), "bench.bulk", std::to_string(count)});
+    if (!sub || sub->line() != "ready") return;
+    auto pub = role({"bulk-pub", broker.socket(), "bench.bulk", std::to_string(count), std::to_string(kSize)});
+    const Throughput t = parse_throughput(sub->line());
+    vs_shm.lost += t.lost + (count - std::min(count, t.received + t.lost));
+    vs_shm.duplicates += t.duplicates;
+    if (pub) pub->wait();
+    vs_shm.runs.push_back(gbps(t));
+    vs_socket.runs.push_back(gbps(t));
+    if (o.limit) {
+      vs_shm.floor_runs.push_back(gbps(floor_bulk_shm(count, kSize)));
+      vs_socket.floor_runs.push_back(gbps(floor_bulk_socket(count, kSize)));
+    }
+  }
+  vs_socket.lost = vs_shm.lost;
+  vs_socket.duplicates = vs_shm.duplicates;
+}
+
 void report(const std::vector<Result>& results, const Options& o) {
   progress("");
   if (::isatty(STDERR_FILENO)) std::fprintf(stderr, "\r\033[K");
@@ -279,13 +309,14 @@ void report(const std::vector<Result>& results, const Options& o) {
     for (const auto& r : results) {
       std::printf(
           "{\"workload\":\"%s\",\"metric\":\"%s\",\"unit\":\"%s\",\"median\":%.3f,\"min\":%.3f,\"max\":%.3f,"
-          "\"floor\":%.3f,\"ratio\":%.3f,\"runs\":%zu,\"lost\":%llu,\"reordered\":%llu,\"duplicates\":%llu}\n",
+          "\"floor\":%.3f,\"ratio\":%.3f,\"runs\":%zu,\"lost\":%llu,\"reordered\":%llu,\"duplicates\":%llu,"
+          "\"note\":\"%s\"}\n",
           r.workload.c_str(), r.metric.c_str(), r.unit.c_str(), median(r.runs),
           r.runs.empty() ? 0 : *std::min_element(r.runs.begin(), r.runs.end()),
           r.runs.empty() ? 0 : *std::max_element(r.runs.begin(), r.runs.end()), median(r.floor_runs),
           median(r.floor_runs) > 0 ? median(r.runs) / median(r.floor_runs) : 0, r.runs.size(),
           static_cast<unsigned long long>(r.lost), static_cast<unsigned long long>(r.reordered),
-          static_cast<unsigned long long>(r.duplicates));
+          static_cast<unsigned long long>(r.duplicates), r.note.c_str());
     }
     return;
   }
@@ -300,12 +331,13 @@ void report(const std::vector<Result>& results, const Options& o) {
     char ratio[32] = "-";
     if (f > 0) std::snprintf(ratio, sizeof ratio, "%.2fx", median(r.runs) / f);
     const bool clean = r.lost == 0 && r.reordered == 0 && r.duplicates == 0;
-    std::printf("%-10s %-20s %14.1f %14s %14.1f %8s  %s\n", r.workload.c_str(), (r.metric + " " + r.unit).c_str(),
+    std::printf("%-10s %-20s %14.1f %14s %14.1f %8s  %s  (%s)\n", r.workload.c_str(), (r.metric + " " + r.unit).c_str(),
                 median(r.runs), range, f, ratio,
                 clean ? "ok"
                       : ("LOSSY: lost " + std::to_string(r.lost) + ", reordered " + std::to_string(r.reordered) +
                          ", duplicates " + std::to_string(r.duplicates))
-                            .c_str());
+                            .c_str(),
+                r.note.c_str());
   }
   std::printf("(median of %d runs; 2 cores: broker and clients share them; ratio = ubroker / floor)\n", o.repeat);
 }
@@ -318,8 +350,8 @@ int main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "role") return run_role(argc - 2, argv + 2);
   CLI::App app{
       "brokerbench: ubroker's workloads beside the machine's own floor, measured in the same run.\n"
-      "Workloads (../shared/BENCH.md): latency64 (W1), thru64 (W2), fanout64 (W3), reqrep64 (W5),\n"
-      "connscale (W6), all."};
+      "Workloads (../shared/BENCH.md): latency64 (W1), thru64 (W2), fanout64 (W3), bulk1M (W4,\n"
+      "shared memory), reqrep64 (W5), connscale (W6), all."};
   Options o;
   o.brokerd = (std::filesystem::path(std::filesystem::read_symlink("/proc/self/exe")).parent_path().parent_path() /
                "broker" / "brokerd")
@@ -329,9 +361,9 @@ int main(int argc, char** argv) {
         (std::filesystem::path(std::filesystem::read_symlink("/proc/self/exe")).parent_path() / "brokerd").string();
   }
   std::string workload;
-  app.add_option("workload", workload, "latency64, thru64, fanout64, reqrep64, connscale or all")
+  app.add_option("workload", workload, "latency64, thru64, fanout64, bulk1M, reqrep64, connscale or all")
       ->required()
-      ->check(CLI::IsMember({"latency64", "thru64", "fanout64", "reqrep64", "connscale", "all"}));
+      ->check(CLI::IsMember({"latency64", "thru64", "fanout64", "bulk1M", "reqrep64", "connscale", "all"}));
   app.add_option("--brokerd", o.brokerd, "brokerd to start (default: the one built beside brokerbench)");
   app.add_option("--socket", o.socket, "Use a running broker instead of starting one");
   app.add_option("--repeat", o.repeat, "Runs per workload; the median is reported (default 3)")
@@ -340,6 +372,9 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", o.warmup, "Latency warm-up round trips (default 10000)");
   app.add_option("--connections", o.connections, "connscale idle client counts (default 1000 10000)");
   app.add_option("--subscribers", o.subscribers, "fanout64 subscribers (default 8)")->check(CLI::PositiveNumber);
+  app.add_option("--bulk-count", o.bulk_count, "bulk1M payloads per run (default 2000)")->check(CLI::PositiveNumber);
+  app.add_option("--bulk-size", o.bulk_size, "bulk1M payload bytes (default 1048576)")
+      ->check(CLI::Range(std::size_t{64}, std::size_t{256} << 20));
   app.add_option("--histogram", o.histogram, "Write latency64's first run's full distribution as CSV");
   bool no_limit = false;
   app.add_flag("--no-limit", no_limit, "Skip measuring the floor");
@@ -374,6 +409,12 @@ int main(int argc, char** argv) {
       results.push_back(p50);
       results.push_back(p99);
     }
+  }
+  if (workload == "bulk1M" || workload == "all") {
+    Result vs_shm, vs_socket;
+    bulk(o, vs_shm, vs_socket);
+    results.push_back(vs_shm);
+    results.push_back(vs_socket);
   }
   if (workload == "thru64" || workload == "all") {
     Result r;

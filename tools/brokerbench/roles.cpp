@@ -374,6 +374,8 @@ int run_role(int argc, char** argv) {
   if (role == "sub") return role_sub(arg(1), arg(2), num(3));
   if (role == "pub") return role_pub(arg(1), arg(2), num(3), num(4));
   if (role == "responder") return role_responder(arg(1));
+  if (role == "bulk-pub") return role_bulk_pub(arg(1), arg(2), num(3), num(4));
+  if (role == "bulk-sub") return role_bulk_sub(arg(1), arg(2), num(3));
   if (role == "idle") return role_idle(arg(1), num(2));
   if (role == "requester") return role_requester(arg(1), num(2), num(3));
   std::fprintf(stderr, "brokerbench: unknown role '%s'\n", role.c_str());

@@ -26,6 +26,12 @@ Latency floor_pingpong(std::uint64_t warmup, std::uint64_t count, const std::str
 Latency floor_relay(std::uint64_t warmup, std::uint64_t count);
 Throughput floor_throughput(std::uint64_t count, std::size_t size);
 
+// W4 (bulk.cpp): the roles, and the zero-copy and socketpair floors for `size`-byte payloads.
+int role_bulk_pub(const std::string& address, const std::string& topic, std::uint64_t count, std::size_t size);
+int role_bulk_sub(const std::string& address, const std::string& topic, std::uint64_t count);
+Throughput floor_bulk_shm(std::uint64_t count, std::size_t size);
+Throughput floor_bulk_socket(std::uint64_t count, std::size_t size);
+
 std::string format(const Latency& l);
 std::string format(const Throughput& t);
 Latency parse_latency(const std::string& line);
