@@ -51,6 +51,7 @@ wire::BrokerStatus Broker::status() const {
   st.set_bulk_deliveries(stats_.bulk_deliveries);
   st.set_payload_bytes_copied(stats_.payload_bytes_copied);
   st.set_shm_refused(stats_.shm_refused);
+  st.set_bulk_dropped_fds(stats_.bulk_dropped_fds);
   std::uint64_t held = 0;
   for (const auto& [id, s] : sessions_) held += s->bulk_held();
   st.set_bulk_held(held);

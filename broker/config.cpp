@@ -81,6 +81,10 @@ std::expected<void, std::string> load_limits(const toml::table& t, Limits& l) {
       auto r = get_int<std::uint32_t>(v, key, 0, kU32);
       if (!r) return Error(r.error());
       l.shm_max_segments_per_uid = *r;
+    } else if (key == "shm_max_fds_in_flight_per_uid") {
+      auto r = get_int<std::uint32_t>(v, key, 1, kU32);
+      if (!r) return Error(r.error());
+      l.shm_max_fds_in_flight_per_uid = *r;
     } else if (key == "shm_max_segments_per_client") {
       auto r = get_int<std::uint32_t>(v, key, 0, 1024);
       if (!r) return Error(r.error());

@@ -27,6 +27,9 @@ struct Limits {
   std::uint64_t shm_max_bytes_per_uid = 4ull << 30;  // all of one uid's segments together
   std::uint32_t shm_max_segments_per_uid = 64;
   std::uint32_t shm_max_segments_per_client = 8;
+  // Segment fds passed (queued or sent) to one uid's clients for segments still alive: bounds
+  // the fds a uid's receivers can keep in flight in the broker's queues and socket buffers.
+  std::uint32_t shm_max_fds_in_flight_per_uid = 1024;
 };
 
 struct Timeouts {

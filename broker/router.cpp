@@ -258,7 +258,7 @@ void Router::deliver(const Target& t, const Published& msg) {
   if (msg.bulk != nullptr) {
     shm = t.session->hold_bulk(*msg.bulk);  // attaches the segment's fd on first use
     if (!shm) {
-      ++stats_.bulk_dropped_no_fd;
+      ++stats_.bulk_dropped_fds;
       for (std::uint32_t i = 0; i < t.count; ++i) {
         ++target_subs_[t.first + i]->dropped;
         ++target_subs_[t.first + i]->dropped_unreported;

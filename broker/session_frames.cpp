@@ -241,11 +241,17 @@ std::optional<proto::ShmPart> Session::hold_bulk(const BulkRef& bulk) {
   ShmSegment& seg = registry.segment_of(bulk.record);
   const bool first = std::find(shm_attached_.begin(), shm_attached_.end(), seg.id) == shm_attached_.end();
   if (first) {
+    if (!registry.attach_fd(peer_.uid)) {
+      spdlog::warn("{}: segment {} not passed: uid {} is at limits.shm_max_fds_in_flight_per_uid", describe(), seg.id,
+                   peer_.uid);
+      return std::nullopt;
+    }
     // The queue owns a duplicate until it is sent, so the fd it sends is this segment's even
     // if the segment goes away meanwhile.
     shm::UniqueFd dup(::fcntl(seg.fd.get(), F_DUPFD_CLOEXEC, 0));
     if (!dup) {
       spdlog::warn("{}: cannot pass segment {}: {}", describe(), seg.id, shm::last_error().message());
+      registry.detach_fd(peer_.uid);
       return std::nullopt;
     }
     out_.attach_fd(std::move(dup));
@@ -278,6 +284,7 @@ void Session::shm_detached(std::uint64_t segment) {
   auto it = std::find(shm_attached_.begin(), shm_attached_.end(), segment);
   if (it == shm_attached_.end()) return;
   shm_attached_.erase(it);
+  broker_.shm().detach_fd(peer_.uid);
   if (closing_ || closed_) return;
   control_.Clear();
   control_.set_type(wire::SHM_DETACH);
@@ -292,6 +299,8 @@ void Session::release_all_holds() {
     broker_.shm().release(holds_[i].record);
   }
   bulk_held_ = 0;
+  for (std::size_t i = 0; i < shm_attached_.size(); ++i) broker_.shm().detach_fd(peer_.uid);
+  shm_attached_.clear();
   broker_.shm().owner_gone(id_);
 }
 

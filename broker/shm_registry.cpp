@@ -61,20 +61,26 @@ std::expected<void, RouteError> ShmRegistry::add(std::uint64_t owner, std::uint3
     return std::unexpected(refuse(fmt::format("too many segments (limit {} per client, limits.shm_max_segments_per_client)",
                                               l.shm_max_segments_per_client)));
   }
-  UidUse& use = per_uid_[uid];
+  UidUse& use = per_uid_[uid];  // erased again below if nothing comes of it
   if (use.segments >= l.shm_max_segments_per_uid) {
+    forget_if_unused(uid);
     return std::unexpected(refuse(fmt::format("uid {} has {} segments (limit {}, limits.shm_max_segments_per_uid)", uid,
                                               use.segments, l.shm_max_segments_per_uid)));
   }
   if (use.bytes + facts->size > l.shm_max_bytes_per_uid) {
+    forget_if_unused(uid);
     return std::unexpected(refuse(fmt::format(
         "uid {} would have {} bytes of segments (limit {}, limits.shm_max_bytes_per_uid)", uid,
         use.bytes + facts->size, l.shm_max_bytes_per_uid)));
   }
   auto map = shm::Mapping::map(fd.get(), facts->size, shm::Access::kReadWrite);
-  if (!map) return std::unexpected(refuse(fmt::format("cannot map the segment: {}", map.error().message())));
+  if (!map) {
+    forget_if_unused(uid);
+    return std::unexpected(refuse(fmt::format("cannot map the segment: {}", map.error().message())));
+  }
   // From here on nobody can map it writable again: receivers get read-only views only.
   if (auto sealed = shm::add_seals(fd.get(), F_SEAL_FUTURE_WRITE | F_SEAL_SEAL); !sealed) {
+    forget_if_unused(uid);
     return std::unexpected(refuse(fmt::format("cannot seal the segment: {}", sealed.error().message())));
   }
   auto seg = std::make_unique<ShmSegment>();
@@ -161,13 +167,35 @@ void ShmRegistry::owner_gone(std::uint64_t owner) {
   for (ShmSegment* seg : idle) destroy(*seg);
 }
 
+bool ShmRegistry::attach_fd(std::uint32_t uid) {
+  UidUse& use = per_uid_[uid];
+  if (use.fds_in_flight >= limits_->shm_max_fds_in_flight_per_uid) {
+    forget_if_unused(uid);
+    return false;
+  }
+  ++use.fds_in_flight;
+  return true;
+}
+
+void ShmRegistry::detach_fd(std::uint32_t uid) {
+  auto it = per_uid_.find(uid);
+  if (it == per_uid_.end() || it->second.fds_in_flight == 0) return;
+  --it->second.fds_in_flight;
+  forget_if_unused(uid);
+}
+
+void ShmRegistry::forget_if_unused(std::uint32_t uid) {
+  auto it = per_uid_.find(uid);
+  if (it != per_uid_.end() && it->second.segments == 0 && it->second.fds_in_flight == 0) per_uid_.erase(it);
+}
+
 void ShmRegistry::destroy(ShmSegment& seg) {
   const std::uint64_t id = seg.id;
   for (std::uint64_t session : seg.attached) detach_(session, id);
   UidUse& use = per_uid_[seg.uid];
   use.bytes -= seg.map.size();
   --use.segments;
-  if (use.segments == 0) per_uid_.erase(seg.uid);
+  forget_if_unused(seg.uid);
   bytes_ -= seg.map.size();
   spdlog::debug("shm: segment {} gone", id);
   segments_.erase(id);

@@ -72,6 +72,10 @@ class ShmRegistry {
   [[nodiscard]] std::size_t segments() const noexcept { return segments_.size(); }
   [[nodiscard]] std::uint64_t bytes() const noexcept { return bytes_; }
   [[nodiscard]] std::size_t owned_by(std::uint64_t owner) const;
+  // A receiver of `uid` is passed a segment fd (false: its uid is at the fds-in-flight
+  // limit), and later detached from it (the segment is gone, or the receiver is).
+  [[nodiscard]] bool attach_fd(std::uint32_t uid);
+  void detach_fd(std::uint32_t uid);
 
  private:
   struct Record {
@@ -82,7 +86,9 @@ class ShmRegistry {
   struct UidUse {
     std::uint64_t bytes = 0;
     std::uint32_t segments = 0;
+    std::uint32_t fds_in_flight = 0;
   };
+  void forget_if_unused(std::uint32_t uid);
   [[nodiscard]] RouteError refuse(std::string message);
   void free_record(std::uint32_t record);
   void destroy(ShmSegment& seg);

@@ -30,7 +30,8 @@ struct Stats {
   std::uint64_t bulk_bytes = 0;            // their payload bytes (referenced in place, never copied)
   std::uint64_t bulk_deliveries = 0;
   std::uint64_t shm_refused = 0;           // segments and references refused
-  std::uint64_t bulk_dropped_no_fd = 0;    // bulk deliveries dropped: no fd left to pass the segment
+  std::uint64_t bulk_dropped_fds = 0;      // bulk deliveries dropped: the receiver's uid is at its
+                                           // fds-in-flight limit, or the broker is out of fds
 };
 
 }  // namespace ubroker::broker

@@ -8,6 +8,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <csignal>
 #include <cstring>
 
 #include "raw_connection.hpp"
@@ -302,6 +304,91 @@ TEST_F(ShmHostile, ReceiversGetTheSegmentReadOnly) {
   EXPECT_TRUE(eventually([&] { return broker_status(pub_).bulk_held() == 0; }));
   producer.close();
   EXPECT_TRUE(eventually([&] { return broker_status(pub_).shm_segments() == 0; }));
+}
+
+}  // namespace
+}  // namespace ubroker::test
+
+namespace ubroker::test {
+namespace {
+
+// Registers a fresh sealed memfd of `size` on a new raw connection; returns the answer frame.
+wire::Header register_on(RawConnection& raw, std::size_t size, std::uint64_t id) {
+  UniqueFd fd = memfd(F_SEAL_SHRINK | F_SEAL_GROW, size);
+  const int fds[] = {fd.get()};
+  EXPECT_TRUE(raw.send_frame_with_fds(register_frame(id, id), fds));
+  auto f = raw.read_frame();
+  EXPECT_TRUE(f.has_value());
+  return f ? *f : wire::Header{};
+}
+
+TEST(ShmQuota, SegmentsAndBytesPerUidAreBounded) {
+  BrokerProcess broker("[limits]\nshm_max_segments_per_uid = 2\nshm_max_bytes_per_uid = 3145728\n");
+  RawConnection a(broker.socket()), b(broker.socket()), c(broker.socket());
+  a.hello("a");
+  b.hello("b");
+  c.hello("c");
+  EXPECT_EQ(register_on(a, 1 << 20, 1).type(), wire::ACK);
+  auto over_bytes = register_on(b, 3 << 20, 1);  // 1 MiB + 3 MiB > 3 MiB
+  EXPECT_EQ(over_bytes.error().code(), wire::SHM_REFUSED);
+  EXPECT_NE(over_bytes.error().message().find("shm_max_bytes_per_uid"), std::string::npos)
+      << over_bytes.error().message();
+  EXPECT_EQ(register_on(b, 1 << 20, 1).type(), wire::ACK);
+  auto over_count = register_on(c, 1 << 20, 1);
+  EXPECT_EQ(over_count.error().code(), wire::SHM_REFUSED);
+  EXPECT_NE(over_count.error().message().find("has 2 segments (limit 2"), std::string::npos)
+      << over_count.error().message();
+  // A segment's quota comes back when its owner (with nothing outstanding) goes.
+  { RawConnection gone = std::move(a); }
+  EXPECT_TRUE(eventually([&] { return register_on(c, 1 << 20, 2).type() == wire::ACK; }, 10s));
+}
+
+TEST(ShmQuota, FdsInFlightPerUidAreBoundedAndTheDropsCounted) {
+  BrokerProcess broker("[limits]\nshm_max_fds_in_flight_per_uid = 1\n");
+  Client status = broker.connect("status");
+  Client sub = broker.connect("sub");
+  auto handle = sub.subscribe("fds.>");
+  ASSERT_TRUE(handle);
+  Client p1 = broker.connect("p1"), p2 = broker.connect("p2");
+  auto l1 = p1.loan("fds.one", 4096);
+  ASSERT_TRUE(l1);
+  ASSERT_TRUE(p1.publish(std::move(*l1)));
+  auto m = sub.receive(5s);
+  ASSERT_TRUE(m);  // the first segment's fd reached the subscriber's uid
+  auto l2 = p2.loan("fds.two", 4096);
+  ASSERT_TRUE(l2);
+  ASSERT_TRUE(p2.publish(std::move(*l2)));  // a second segment for the same uid: over the limit
+  ASSERT_TRUE(p2.flush());
+  EXPECT_TRUE(eventually([&] { return broker_status(status).bulk_dropped_fds() == 1; }, 10s));
+  EXPECT_FALSE(sub.receive(200ms));
+  // The drop is reported with the next delivery the subscriber does get.
+  auto l3 = p1.loan("fds.one", 4096);
+  ASSERT_TRUE(l3);
+  ASSERT_TRUE(p1.publish(std::move(*l3)));
+  auto next = sub.receive(5s);
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->dropped_before(), 1u);
+}
+
+TEST(ShmLifecycle, ReadersKeepTheirViewsWhenTheBrokerGoesAway) {
+  BrokerProcess broker;
+  Client sub = broker.connect("sub");
+  auto handle = sub.subscribe("survive");
+  ASSERT_TRUE(handle);
+  Client pub = broker.connect("pub");
+  auto loan = pub.loan("survive", 1 << 20);
+  ASSERT_TRUE(loan);
+  std::memset(loan->data().data(), 0xab, loan->size());
+  ASSERT_TRUE(pub.publish(std::move(*loan)));
+  auto m = sub.receive(5s);
+  ASSERT_TRUE(m);
+  broker.process().signal(SIGKILL);
+  ASSERT_TRUE(broker.process().wait(10s).has_value());
+  EXPECT_TRUE(eventually([&] { return !sub.connected(); }, 10s));
+  // The mapping is the reader's: the broker's death changes nothing about it.
+  const auto p = m->payload();
+  ASSERT_EQ(p.size(), 1u << 20);
+  EXPECT_TRUE(std::all_of(p.begin(), p.end(), [](std::byte b) { return b == std::byte{0xab}; }));
 }
 
 }  // namespace

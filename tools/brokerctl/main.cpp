@@ -151,7 +151,15 @@ int cmd_status(Context& ctx) {
   row("retained bytes", st.retained_bytes());
   row("slow consumers cut off", st.slow_consumer_disconnects());
   row("protocol errors", st.protocol_errors());
-  row("shared memory in use", 0);
+  row("payload bytes copied", st.payload_bytes_copied());
+  row("shm segments", st.shm_segments());
+  row("shm bytes", st.shm_bytes());
+  row("bulk messages in", st.bulk_messages());
+  row("bulk bytes in (not copied)", st.bulk_bytes());
+  row("bulk deliveries", st.bulk_deliveries());
+  row("bulk held by receivers", st.bulk_held());
+  row("bulk dropped (fd limits)", st.bulk_dropped_fds());
+  row("shm refused", st.shm_refused());
   t.print(stdout);
   return kOk;
 }
