@@ -58,6 +58,21 @@ wire::BrokerStatus Broker::status() const {
   return st;
 }
 
+wire::SegmentList Broker::segments() const {
+  wire::SegmentList list;
+  shm_.for_each([&](const ShmSegment& seg) {
+    auto* s = list.add_segments();
+    s->set_id(seg.id);
+    s->set_owner_client_id(seg.owner);
+    if (const Session* owner = seg.owner != 0 ? find(seg.owner) : nullptr) s->set_owner_name(owner->name());
+    s->set_uid(seg.uid);
+    s->set_bytes(seg.map.size());
+    s->set_open_records(seg.open_records);
+    s->set_receivers(static_cast<std::uint32_t>(seg.attached.size()));
+  });
+  return list;
+}
+
 wire::ClientList Broker::clients() const {
   wire::ClientList list;
   for (const auto& [id, s] : sessions_) {
@@ -155,6 +170,8 @@ void Broker::answer_admin(Session& caller, const wire::Header& request, std::spa
     body = subscriptions().SerializeAsString();
   } else if (topic == "$sys.admin.topics") {
     body = topics().SerializeAsString();
+  } else if (topic == "$sys.admin.shm") {
+    body = segments().SerializeAsString();
   } else if (topic == "$sys.admin.reload") {
     reload();
   } else if (topic == "$sys.admin.kick") {

@@ -80,6 +80,7 @@ class Broker {
   [[nodiscard]] wire::ClientList clients() const;
   [[nodiscard]] wire::SubscriptionList subscriptions() const;
   [[nodiscard]] wire::TopicList topics();
+  [[nodiscard]] wire::SegmentList segments() const;
   void stop(std::string_view why);
 
   Config config_;

@@ -70,6 +70,10 @@ class ShmRegistry {
   [[nodiscard]] ShmSegment& segment_of(std::uint32_t record) { return *records_[record].segment; }
   [[nodiscard]] const shm::PayloadRef& ref_of(std::uint32_t record) const { return records_[record].ref; }
   [[nodiscard]] std::size_t segments() const noexcept { return segments_.size(); }
+  template <class F>
+  void for_each(F&& f) const {
+    for (const auto& [id, seg] : segments_) f(*seg);
+  }
   [[nodiscard]] std::uint64_t bytes() const noexcept { return bytes_; }
   [[nodiscard]] std::size_t owned_by(std::uint64_t owner) const;
   // A receiver of `uid` is passed a segment fd (false: its uid is at the fds-in-flight

@@ -127,9 +127,18 @@ TEST_F(Brokerctl, SubsAndTopicsJson) {
     }
   }
   EXPECT_TRUE(seen_new && seen_cfg) << r.out;
+  auto loan = alpha_.loan("orders.bulk", 4096);  // alpha's ring is registered on first use
+  ASSERT_TRUE(loan.has_value());
   r = brokerctl(broker_, {"shm", "--json"});
   ASSERT_EQ(r.code, 0);
-  EXPECT_NE(r.out.find("\"segments\": []"), std::string::npos);
+  ubroker::wire::SegmentList segments;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(r.out, &segments).ok()) << r.out;
+  ASSERT_EQ(segments.segments_size(), 1) << r.out;
+  EXPECT_EQ(segments.segments(0).owner_client_id(), alpha_.id());
+  EXPECT_EQ(segments.segments(0).bytes(), 32u << 20);
+  r = brokerctl(broker_, {"shm"});
+  ASSERT_EQ(r.code, 0);
+  EXPECT_NE(r.out.find("SEGMENT"), std::string::npos) << r.out;
 }
 
 TEST_F(Brokerctl, MonitorSeesExactlyWhatIsPublishedWithoutDisturbingSubscribers) {

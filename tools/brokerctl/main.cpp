@@ -211,13 +211,18 @@ int cmd_topics(Context& ctx) {
 }
 
 int cmd_shm(Context& ctx) {
-  ubroker::wire::BrokerStatus st;
-  if (auto e = ctx.admin("status", st)) return *e;  // reachable and allowed
-  if (ctx.json) {
-    std::printf("{\n \"segments\": []\n}\n");
-  } else {
-    std::printf("no shared-memory segments (this broker does not support them yet)\n");
+  ubroker::wire::SegmentList list;
+  if (auto e = ctx.admin("shm", list)) return *e;
+  if (ctx.json) return ctx.print_json(list);
+  ubroker::ctl::Table t({"SEGMENT", "OWNER", "UID", "BYTES", "HELD", "RECEIVERS"});
+  for (const auto& s : list.segments()) {
+    const std::string owner = s.owner_client_id() == 0
+                                  ? std::string("(gone)")
+                                  : std::to_string(s.owner_client_id()) + " " + s.owner_name();
+    t.add({std::to_string(s.id()), owner, std::to_string(s.uid()), std::to_string(s.bytes()),
+           std::to_string(s.open_records()), std::to_string(s.receivers())});
   }
+  t.print(stdout);
   return kOk;
 }
 
