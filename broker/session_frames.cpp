@@ -8,6 +8,7 @@
 #include "broker.hpp"
 #include "retained_store.hpp"
 #include "session.hpp"
+#include "slots.hpp"
 #include "ubroker/proto/frame_codec.hpp"
 #include "ubroker/proto/topic.hpp"
 
@@ -258,14 +259,7 @@ std::optional<proto::ShmPart> Session::hold_bulk(const BulkRef& bulk) {
     shm_attached_.push_back(seg.id);
     seg.attached.push_back(id_);
   }
-  std::uint32_t index;
-  if (!free_holds_.empty()) {
-    index = free_holds_.back();
-    free_holds_.pop_back();
-  } else {
-    index = static_cast<std::uint32_t>(holds_.size());
-    holds_.emplace_back();
-  }
+  const std::uint32_t index = take_slot(holds_, free_holds_);
   Hold& hold = holds_[index];
   hold.record = bulk.record;
   ++hold.generation;

@@ -1,6 +1,8 @@
 // ShmRegistry: segment validation and the record lifecycle (see shm_registry.hpp).
 #include "shm_registry.hpp"
 
+#include "slots.hpp"
+
 #include <fcntl.h>
 
 #include <fmt/format.h>
@@ -110,14 +112,7 @@ std::expected<std::uint32_t, RouteError> ShmRegistry::open(std::uint64_t owner, 
     return std::unexpected(refuse(fmt::format("bad reference (offset {}, length {}) into segment {} of {} bytes: {}",
                                               ref.offset, ref.length, owner_segment, seg->map.size(), why)));
   }
-  std::uint32_t index;
-  if (!free_records_.empty()) {
-    index = free_records_.back();
-    free_records_.pop_back();
-  } else {
-    index = static_cast<std::uint32_t>(records_.size());
-    records_.emplace_back();
-  }
+  const std::uint32_t index = take_slot(records_, free_records_);
   records_[index] = Record{.segment = seg, .ref = ref, .holders = 0};
   ++seg->open_records;
   return index;

@@ -73,26 +73,6 @@ struct Tally {
   }
 };
 
-bool write_all(int fd, const std::byte* p, std::size_t n) {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w <= 0) return false;
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  return true;
-}
-
-bool read_all(int fd, std::byte* p, std::size_t n) {
-  while (n > 0) {
-    const ssize_t r = ::read(fd, p, n);
-    if (r <= 0) return false;
-    p += r;
-    n -= static_cast<std::size_t>(r);
-  }
-  return true;
-}
-
 }  // namespace
 
 int role_bulk_pub(const std::string& address, const std::string& topic, std::uint64_t count, std::size_t size) {

@@ -54,28 +54,6 @@ std::map<std::string, std::string> words(const std::string& line) {
   return kv;
 }
 
-bool write_all(int fd, const void* p, std::size_t n) {
-  const auto* b = static_cast<const char*>(p);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, b, n);
-    if (w <= 0) return false;
-    b += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  return true;
-}
-
-bool read_all(int fd, void* p, std::size_t n) {
-  auto* b = static_cast<char*>(p);
-  while (n > 0) {
-    const ssize_t r = ::read(fd, b, n);
-    if (r <= 0) return false;
-    b += r;
-    n -= static_cast<std::size_t>(r);
-  }
-  return true;
-}
-
 std::optional<Client> connect(const std::string& address, const std::string& name, asio::io_context* io) {
   auto c = Client::connect({.address = address, .name = name, .io = io});
   if (!c) {
@@ -473,6 +451,28 @@ Throughput floor_throughput(std::uint64_t count, std::size_t size) {
   ::waitpid(child, nullptr, 0);
   t.seconds = std::chrono::duration<double>(last - first).count();
   return t;
+}
+
+bool write_all(int fd, const void* p, std::size_t n) {
+  const auto* b = static_cast<const char*>(p);
+  while (n > 0) {
+    const ssize_t w = ::write(fd, b, n);
+    if (w <= 0) return false;
+    b += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+
+bool read_all(int fd, void* p, std::size_t n) {
+  auto* b = static_cast<char*>(p);
+  while (n > 0) {
+    const ssize_t r = ::read(fd, b, n);
+    if (r <= 0) return false;
+    b += r;
+    n -= static_cast<std::size_t>(r);
+  }
+  return true;
 }
 
 }  // namespace ubroker::bench

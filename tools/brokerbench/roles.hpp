@@ -18,6 +18,10 @@ struct Throughput {
   [[nodiscard]] double rate() const { return seconds > 0 ? static_cast<double>(received) / seconds : 0; }
 };
 
+// Whole writes and reads on a blocking fd; false on EOF or an error.
+bool write_all(int fd, const void* p, std::size_t n);
+bool read_all(int fd, void* p, std::size_t n);
+
 // Runs a role; argv[0] is its name. Returns the process exit code.
 int run_role(int argc, char** argv);
 
