@@ -143,6 +143,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::deque<shm::UniqueFd> rfds_;                // received, not yet claimed by a frame
   std::vector<SubState*> targets_;                // scratch: one delivery's subscriptions
   std::vector<std::uint64_t> release_batch_;      // scratch for flush_releases
+  wire::Header release_header_;                   // ditto
 
   // Shared memory.
   std::shared_ptr<ShmReader> reader_;

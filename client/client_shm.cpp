@@ -119,7 +119,7 @@ void ClientCore::flush_releases() {
   reader_->take_releases(release_batch_);
   if (release_batch_.empty() || !connected()) return;
   constexpr std::size_t kPerFrame = 8192;  // keeps a frame far below any frame limit
-  wire::Header h;
+  wire::Header& h = release_header_;        // reused: its repeated field keeps its capacity
   for (std::size_t i = 0; i < release_batch_.size(); i += kPerFrame) {
     h.Clear();
     h.set_type(wire::SHM_RELEASE);

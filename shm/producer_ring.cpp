@@ -107,7 +107,8 @@ void ProducerRing::abandon(const PayloadRef& ref) noexcept {
     std::lock_guard lk(mu_);
     mark_released(map_.data(), ref);
   }
-  // Another thread of this process may be waiting for exactly this space.
+  // Another thread of this process may be waiting for exactly this space. FUTEX_WAKE on our
+  // own mapped word fails only on a bad address; a waiter would then sleep to its deadline.
   if (publish_releases(map_.data())) (void)futex_wake(header().release_seq, INT32_MAX);
 }
 

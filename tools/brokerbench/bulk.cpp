@@ -138,11 +138,11 @@ Throughput floor_bulk_shm(std::uint64_t count, std::size_t size) {
       for (;;) {
         const std::uint32_t done = consumed->load(std::memory_order_acquire);
         if (seq - done < kFloorSlots) break;
-        (void)shm::futex_wait(*consumed, done, std::chrono::nanoseconds(-1));
+        if (!shm::futex_wait(*consumed, done, std::chrono::nanoseconds(-1))) _exit(1);
       }
       fill(slot(seq), seq);
       published->store(static_cast<std::uint32_t>(seq + 1), std::memory_order_release);
-      (void)shm::futex_wake(*published, 1);
+      if (!shm::futex_wake(*published, 1)) _exit(1);
     }
     _exit(0);
   }
@@ -151,11 +151,11 @@ Throughput floor_bulk_shm(std::uint64_t count, std::size_t size) {
     for (;;) {
       const std::uint32_t have = published->load(std::memory_order_acquire);
       if (have > seq) break;
-      (void)shm::futex_wait(*published, have, std::chrono::nanoseconds(-1));
+      if (!shm::futex_wait(*published, have, std::chrono::nanoseconds(-1))) return {};
     }
     tally.add(check(slot(seq)));
     consumed->store(static_cast<std::uint32_t>(seq + 1), std::memory_order_release);
-    (void)shm::futex_wake(*consumed, 1);
+    if (!shm::futex_wake(*consumed, 1)) break;
   }
   ::waitpid(child, nullptr, 0);
   ::munmap(mem, bytes);
