@@ -54,7 +54,7 @@ ClientCore::~ClientCore() {
 
 void ClientCore::start() {
   // Releases are sent from the I/O thread; whoever drops a bulk message only queues a post.
-  reader_ = std::make_shared<ShmReader>([weak = weak_from_this()] {
+  reader_ = std::make_shared<ShmReader>(limits_.shm_max_segment_bytes(), [weak = weak_from_this()] {
     if (auto self = weak.lock(); self && self->connected()) {
       asio::post(self->io_, [self] { self->flush_releases(); });
     }

@@ -18,6 +18,10 @@ std::optional<std::string> ShmReader::attach(std::uint64_t segment, shm::UniqueF
   if (!facts->memfd || (facts->seals & kNeeded) != kNeeded) {
     return fmt::format("segment {} is not a memfd sealed against shrink and grow", segment);
   }
+  if (facts->size > max_segment_bytes_) {
+    return fmt::format("segment {} has {} bytes, over the broker's announced limit of {}", segment, facts->size,
+                       max_segment_bytes_);
+  }
   auto map = shm::Mapping::map(fd.get(), facts->size, shm::Access::kReadOnly);
   if (!map) return fmt::format("cannot map segment {}: {}", segment, map.error().message());
   std::lock_guard lk(mu_);

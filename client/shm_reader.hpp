@@ -28,7 +28,10 @@ class ShmReader {
  public:
   // `releases_ready` runs (on whichever thread released) when the batch of releases to send
   // goes from empty to non-empty.
-  explicit ShmReader(std::function<void()> releases_ready) : releases_ready_(std::move(releases_ready)) {}
+  // Segments larger than `max_segment_bytes` (the broker's announced limit) are refused, so
+  // a broker cannot make this process map more than it said it would pass.
+  ShmReader(std::uint64_t max_segment_bytes, std::function<void()> releases_ready)
+      : max_segment_bytes_(max_segment_bytes), releases_ready_(std::move(releases_ready)) {}
 
   // A segment fd from the broker; nullptr on success, else why it cannot be used.
   [[nodiscard]] std::optional<std::string> attach(std::uint64_t segment, shm::UniqueFd fd);
@@ -57,6 +60,7 @@ class ShmReader {
   };
   void release_locked(Segment& seg, std::uint64_t segment, std::uint64_t token);
 
+  std::uint64_t max_segment_bytes_;
   std::function<void()> releases_ready_;
   std::mutex mu_;
   std::unordered_map<std::uint64_t, Segment> segments_;

@@ -45,25 +45,6 @@ UniqueFd memfd(unsigned seals, std::size_t size = 1 << 16, bool allow_sealing = 
   return fd;
 }
 
-// sendmsg with as many fds as asked (proto::send refuses more than a frame may carry).
-bool send_with_any_fds(int socket, const wire::Header& h, std::span<const int> fds) {
-  std::vector<std::byte> frame(proto::frame_head_size(h));
-  proto::write_frame_head(frame.data(), h, 0);
-  iovec iov{.iov_base = frame.data(), .iov_len = frame.size()};
-  std::vector<char> control(CMSG_SPACE(sizeof(int) * fds.size()));
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control.data();
-  msg.msg_controllen = control.size();
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-  std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-  return ::sendmsg(socket, &msg, MSG_NOSIGNAL) == static_cast<ssize_t>(frame.size());
-}
-
 wire::Header register_frame(std::uint64_t seq, std::uint64_t segment, std::uint32_t fd_count = 1) {
   wire::Header h;
   h.set_type(wire::SHM_REGISTER);
@@ -128,8 +109,8 @@ class ShmHostile : public ::testing::Test {
     EXPECT_TRUE(f->error().fatal());
     EXPECT_TRUE(raw.wait_closed());
   }
-  static void register_refused(UniqueFd fd, const std::string& why) {
-    RawConnection raw(broker_socket_);
+  void register_refused(UniqueFd fd, const std::string& why) {
+    RawConnection raw(broker_.socket());
     raw.hello();
     const int fds[] = {fd.get()};
     ASSERT_TRUE(raw.send_frame_with_fds(register_frame(1, 1), fds));
@@ -137,14 +118,10 @@ class ShmHostile : public ::testing::Test {
   }
 
   BrokerProcess broker_{"[limits]\nshm_max_segment_bytes = 1048576\nshm_max_segments_per_client = 2\n"};
-  inline static std::string broker_socket_;
   Client pub_ = broker_.connect("bystander-pub");
   Client sub_ = broker_.connect("bystander-sub");
   Subscription sub_handle_;
   std::size_t fds_before_ = 0;
-
- public:
-  ShmHostile() { broker_socket_ = broker_.socket(); }
 };
 
 TEST_F(ShmHostile, EveryWrongKindOfFdIsRefusedWithItsReason) {
@@ -216,7 +193,10 @@ TEST_F(ShmHostile, MoreFdsThanAFrameMayCarryAreFatal) {
   RawConnection raw2(broker_.socket());
   raw2.hello();
   std::vector<int> many(proto::kMaxFdsPerMessage + 4, owned[0].get());
-  ASSERT_TRUE(send_with_any_fds(raw2.fd(), register_frame(1, 1, 1), many));
+  const wire::Header reg = register_frame(1, 1, 1);
+  std::vector<std::byte> frame(proto::frame_head_size(reg));
+  proto::write_frame_head(frame.data(), reg, 0);
+  ASSERT_EQ(sendmsg_with_fds(raw2.fd(), frame, many), static_cast<ssize_t>(frame.size()));
   expect_fatal(raw2, wire::FD_ERROR, "truncated");
 }
 

@@ -11,6 +11,8 @@
 #include <cstring>
 #include <filesystem>
 
+#include "raw_connection.hpp"
+
 namespace ubroker::proto {
 namespace {
 
@@ -78,19 +80,8 @@ TEST(FdSocket, TooManyFdsIsCtruncAndNothingLeaks) {
     sent.emplace_back(::dup(STDERR_FILENO));
     raw.push_back(sent.back().get());
   }
-  const iovec iov = iov_of("x");
-  std::vector<std::byte> control(CMSG_SPACE(sizeof(int) * raw.size()));
-  msghdr msg{};
-  msg.msg_iov = const_cast<iovec*>(&iov);
-  msg.msg_iovlen = 1;
-  msg.msg_control = control.data();
-  msg.msg_controllen = control.size();
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int) * raw.size());
-  std::memcpy(CMSG_DATA(c), raw.data(), sizeof(int) * raw.size());
-  ASSERT_EQ(::sendmsg(p.a.get(), &msg, 0), 1);
+  const std::byte x[] = {std::byte{'x'}};
+  ASSERT_EQ(test::sendmsg_with_fds(p.a.get(), x, raw), 1);
   sent.clear();  // only the in-flight copies remain
 
   const std::size_t before = open_fds();

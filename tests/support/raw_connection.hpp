@@ -2,6 +2,8 @@
 // would: garbage, truncated and oversized frames, frames out of order.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <optional>
 #include <span>
@@ -12,6 +14,10 @@
 #include "ubroker/shm/unique_fd.hpp"
 
 namespace ubroker::test {
+
+// One sendmsg of `bytes` with any number of fds attached (proto::send refuses more than a
+// frame may carry; tests need to send more). Returns what sendmsg returned.
+ssize_t sendmsg_with_fds(int socket, std::span<const std::byte> bytes, std::span<const int> fds);
 
 class RawConnection {
  public:
