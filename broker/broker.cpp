@@ -21,6 +21,7 @@ namespace {
 constexpr auto kUseTuple = asio::experimental::as_tuple(asio::use_awaitable);
 constexpr auto kSweepInterval = std::chrono::milliseconds(100);
 constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
+constexpr auto kRefusalLogInterval = std::chrono::seconds(10);
 
 // Completion handler for detached coroutines: an exception must not vanish.
 auto log_failure(std::string what) {
@@ -57,6 +58,8 @@ void refuse(asio::local::stream_protocol::socket& socket, wire::ErrorCode code, 
 
 Broker::Broker(Config config)
     : config_(std::move(config)),
+      policy_(std::make_shared<const Policy>(config_.policy)),
+      broker_uid_(::geteuid()),
       acceptor_(io_),
       signals_(io_, SIGINT, SIGTERM, SIGHUP),
       sweep_timer_(io_),
@@ -89,7 +92,9 @@ void Broker::forget(Session& s) {
 }
 
 int Broker::run() {
-  auto listening = listen_on(config_.socket_path, config_.socket_mode, SOMAXCONN);
+  auto listening = listen_on(config_.socket_path, config_.socket_mode,
+                             config_.socket_group.empty() ? std::nullopt : std::optional<gid_t>(config_.socket_gid),
+                             SOMAXCONN);
   if (!listening) {
     spdlog::error("{}", listening.error());
     return 1;
@@ -100,8 +105,11 @@ int Broker::run() {
     spdlog::error("cannot use the listening socket: {}", ec.message());
     return 1;
   }
-  spdlog::info("brokerd {} listening on {} (pid {}, mode {:04o}{})", UBROKER_VERSION, config_.socket_path, ::getpid(),
-               config_.socket_mode, config_.config_file.empty() ? "" : ", config " + config_.config_file);
+  spdlog::info("brokerd {} listening on {} (pid {}, uid {}, mode {:04o}{}{})", UBROKER_VERSION, config_.socket_path,
+               ::getpid(), broker_uid_, config_.socket_mode,
+               config_.socket_group.empty() ? "" : ", group " + config_.socket_group,
+               config_.config_file.empty() ? "" : ", config " + config_.config_file);
+  log_policy(*policy_);
   asio::co_spawn(io_, accept_loop(), log_failure("accept loop"));
   asio::co_spawn(io_, sweep_loop(), log_failure("deadline sweep"));
   asio::co_spawn(io_, signal_loop(), log_failure("signal handling"));
@@ -131,15 +139,38 @@ asio::awaitable<void> Broker::accept_loop() {
       }
       continue;
     }
-    if (sessions_.size() >= config_.limits.max_connections) {
-      ++stats_.connections_refused;
-      spdlog::warn("refusing a connection: {} connections open (limits.max_connections)", sessions_.size());
-      refuse(socket, wire::LIMIT_EXCEEDED,
-             fmt::format("too many connections (limits.max_connections = {})", config_.limits.max_connections));
-      continue;  // the socket closes as it goes out of scope
-    }
     asio::co_spawn(io_, serve(std::move(socket)), log_failure("connection"));
   }
+}
+
+bool Broker::admit(Socket& socket, const proto::PeerCredentials& peer, const Grants& grants) {
+  const auto who = fmt::format("a connection (pid {}, uid {}, gid {})", peer.pid, peer.uid, peer.gid);
+  auto turn_away = [&](wire::ErrorCode code, const std::string& message) {
+    ++stats_.connections_refused;
+    ++stats_.errors_sent[code];
+    log_refusal(peer.uid, code, who, message);
+    refuse(socket, code, message);
+    return false;  // the caller drops the socket, which closes it
+  };
+  const auto& l = config_.limits;
+  if (sessions_.size() >= l.max_connections) {
+    return turn_away(wire::LIMIT_EXCEEDED,
+                     fmt::format("connection refused: {} connections are open (limits.max_connections = {})",
+                                 sessions_.size(), l.max_connections));
+  }
+  if (auto it = uids_.find(peer.uid); it != uids_.end() && it->second.connections >= l.max_connections_per_uid) {
+    return turn_away(wire::LIMIT_EXCEEDED,
+                     fmt::format("connection refused: uid {} has {} connections open (limits.max_connections_per_uid "
+                                 "= {})",
+                                 peer.uid, it->second.connections, l.max_connections_per_uid));
+  }
+  if (!grants.any()) {
+    return turn_away(wire::PERMISSION_DENIED,
+                     fmt::format("connection refused: uid {} (gid {}) has no rights in the broker's access policy "
+                                 "(default deny; see [[policy.allow]] in {})",
+                                 peer.uid, peer.gid, config_.config_file.empty() ? "the config" : config_.config_file));
+  }
+  return true;
 }
 
 asio::awaitable<void> Broker::serve(Socket socket) {
@@ -149,9 +180,11 @@ asio::awaitable<void> Broker::serve(Socket socket) {
     spdlog::warn("dropping a connection: cannot read peer credentials: {}", peer.error().message());
     co_return;
   }
+  Grants grants = grants_for(*peer);
+  if (!admit(socket, *peer, grants)) co_return;
   const std::uint64_t id = next_id_++;
   ++stats_.connections_accepted;
-  Session session(*this, std::move(socket), std::move(*peer), id);
+  Session session(*this, std::move(socket), std::move(*peer), std::move(grants), id);
   sessions_.emplace(id, &session);
   if (stopping_) session.begin_shutdown();
   co_await session.run();
@@ -183,7 +216,7 @@ asio::awaitable<void> Broker::signal_loop() {
     auto [ec, signo] = co_await signals_.async_wait(kUseTuple);
     if (ec) co_return;
     if (signo == SIGHUP) {
-      reload();
+      (void)reload();  // an invalid file is logged and changes nothing
       continue;
     }
     if (stopping_) {
@@ -212,8 +245,72 @@ asio::awaitable<void> Broker::request_deadline_loop() {
   }
 }
 
-void Broker::reload() {
-  spdlog::info("reload: nothing to reload in this version (no policy file yet)");
+Grants Broker::grants_for(const proto::PeerCredentials& peer) const {
+  return Grants(policy_, {.uid = peer.uid, .gid = peer.gid, .groups = peer.groups}, broker_uid_);
+}
+
+void Broker::log_policy(const Policy& policy) const {
+  if (policy.open) {
+    spdlog::warn("ACCESS POLICY IS OPEN: every local user may publish, subscribe, request, serve and administer "
+                 "everything (policy.open = true; for single-user development only)");
+  } else {
+    spdlog::info("access policy: uid {} and root may do everything; {} rule(s) for others; everyone else is denied",
+                 broker_uid_, policy.rules.size());
+  }
+}
+
+std::expected<void, std::string> Broker::reload() {
+  if (config_.config_file.empty()) {
+    spdlog::info("reload: brokerd was started without --config; the default policy stays");
+    return {};
+  }
+  Config fresh;
+  auto loaded = load_config_file(config_.config_file, fresh);
+  if (loaded) loaded = validate(fresh);
+  if (!loaded) {
+    spdlog::error("reload refused, the current policy stays: {}", loaded.error());
+    return loaded;
+  }
+  policy_ = std::make_shared<const Policy>(std::move(fresh.policy));
+  spdlog::info("reload: policy reloaded from {} (other settings take effect at restart)", config_.config_file);
+  log_policy(*policy_);
+  std::size_t revoked = 0;
+  for (auto& [id, s] : sessions_) revoked += s->apply_grants(grants_for(s->peer()));
+  if (revoked != 0) spdlog::warn("reload: {} subscription(s) and service(s) no longer allowed were removed", revoked);
+  flush_dirty();
+  return {};
+}
+
+void Broker::uid_gone(uid_t uid) {
+  auto it = uids_.find(uid);
+  if (it != uids_.end() && it->second.connections == 0 && it->second.queued_bytes == 0) uids_.erase(it);
+}
+
+void Broker::wake_uid_waiters(UidUsage& usage) {
+  std::vector<std::uint64_t> waiting;
+  waiting.swap(usage.waiters);
+  for (std::uint64_t id : waiting) {
+    if (Session* s = find(id)) s->wake_reader();
+  }
+}
+
+void Broker::log_refusal(uid_t uid, wire::ErrorCode code, std::string_view who, std::string_view message) {
+  const auto now = Clock::now();
+  if (refusal_log_.size() > 4096) refusal_log_.clear();  // bounded whatever the mix of uids
+  auto& state = refusal_log_[(std::uint64_t{uid} << 32) | static_cast<std::uint32_t>(code)];
+  if (state.last != Clock::time_point{} && now - state.last < kRefusalLogInterval) {
+    ++state.suppressed;
+    return;
+  }
+  if (state.suppressed != 0) {
+    spdlog::warn("{}: refused: {} ({}; {} more {} refusal(s) of uid {} in the last {} s were counted, not logged)",
+                 who, message, wire::ErrorCode_Name(code), state.suppressed, wire::ErrorCode_Name(code), uid,
+                 std::chrono::duration_cast<std::chrono::seconds>(now - state.last).count());
+  } else {
+    spdlog::warn("{}: refused: {} ({})", who, message, wire::ErrorCode_Name(code));
+  }
+  state.last = now;
+  state.suppressed = 0;
 }
 
 void Broker::request_added(Clock::time_point deadline) {

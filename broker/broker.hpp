@@ -12,13 +12,17 @@
 #include <asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdint>
+#include <expected>
+#include <memory>
 #include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "chunk_pool.hpp"
+#include "ubroker/proto/peer_credentials.hpp"
 #include "config.hpp"
+#include "policy.hpp"
 #include "request_table.hpp"
 #include "retained_store.hpp"
 #include "router.hpp"
@@ -29,6 +33,13 @@ namespace ubroker::broker {
 
 class Session;
 using Clock = std::chrono::steady_clock;
+
+// What one uid's connections use together, for the per-uid limits.
+struct UidUsage {
+  std::uint32_t connections = 0;
+  std::uint64_t queued_bytes = 0;       // in all its clients' outbound queues
+  std::vector<std::uint64_t> waiters;  // publishers held back because this uid is at its byte limit
+};
 
 class Broker {
  public:
@@ -57,8 +68,19 @@ class Broker {
   // Presence events on $sys.client.* and $sys.service.*.
   void client_event(const Session& s, bool connected);
   void service_event(const Session& s, std::string_view pattern, bool up);
-  // Reloads what can be reloaded (SIGHUP and $sys.admin.reload).
-  void reload();
+  // Reloads the access policy from the config file (SIGHUP and $sys.admin.reload). An invalid
+  // file changes nothing; a valid one applies to every connection at once.
+  std::expected<void, std::string> reload();
+  [[nodiscard]] Grants grants_for(const proto::PeerCredentials& peer) const;
+
+  // Per-uid accounting (Session): a session's usage lives as long as the session.
+  [[nodiscard]] UidUsage& uid_usage(uid_t uid) { return uids_[uid]; }
+  void uid_gone(uid_t uid);
+  // This uid's queues drained below half its limit: publishers waiting on it retry.
+  void wake_uid_waiters(UidUsage& usage);
+  // Refusals are logged at most once per kRefusalLogInterval per (uid, code), with a count of
+  // the ones not logged; every one is counted in the status.
+  void log_refusal(uid_t uid, wire::ErrorCode code, std::string_view who, std::string_view message);
   // Answers a request on $sys.admin.* on behalf of the broker (admin.cpp).
   void answer_admin(Session& caller, const wire::Header& request, std::span<const std::byte> payload);
 
@@ -72,6 +94,9 @@ class Broker {
 
   asio::awaitable<void> accept_loop();
   asio::awaitable<void> serve(Socket socket);
+  // Connection limits and the policy's "may this uid connect at all", before any session.
+  bool admit(Socket& socket, const proto::PeerCredentials& peer, const Grants& grants);
+  void log_policy(const Policy& policy) const;
   asio::awaitable<void> sweep_loop();
   asio::awaitable<void> signal_loop();
   asio::awaitable<void> request_deadline_loop();
@@ -84,6 +109,14 @@ class Broker {
   void stop(std::string_view why);
 
   Config config_;
+  std::shared_ptr<const Policy> policy_;
+  uid_t broker_uid_;
+  std::unordered_map<uid_t, UidUsage> uids_;
+  struct RefusalLogState {
+    Clock::time_point last;
+    std::uint64_t suppressed = 0;
+  };
+  std::unordered_map<std::uint64_t, RefusalLogState> refusal_log_;  // by uid << 32 | code
   asio::io_context io_{1};
   asio::local::stream_protocol::acceptor acceptor_;
   asio::signal_set signals_;

@@ -4,8 +4,17 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cstring>
+
+#include <grp.h>
+#include <pwd.h>
 #include <toml++/toml.h>
+
 #include <limits>
+#include <vector>
+
+#include "ubroker/proto/topic.hpp"
 
 namespace ubroker::broker {
 namespace {
@@ -69,6 +78,14 @@ std::expected<void, std::string> load_limits(const toml::table& t, Limits& l) {
       auto r = get_int<std::uint32_t>(v, key, 1, 1 << 20);
       if (!r) return Error(r.error());
       l.max_connections = *r;
+    } else if (key == "max_connections_per_uid") {
+      auto r = get_int<std::uint32_t>(v, key, 1, 1 << 20);
+      if (!r) return Error(r.error());
+      l.max_connections_per_uid = *r;
+    } else if (key == "queue_max_bytes_per_uid") {
+      auto r = get_int<std::uint64_t>(v, key, 4096, std::int64_t{1} << 44);
+      if (!r) return Error(r.error());
+      l.queue_max_bytes_per_uid = *r;
     } else if (key == "shm_max_segment_bytes") {
       auto r = get_int<std::uint64_t>(v, key, 0, std::int64_t{1} << 40);
       if (!r) return Error(r.error());
@@ -109,11 +126,108 @@ std::expected<void, std::string> load_timeouts(const toml::table& t, Timeouts& t
       target = &to.shutdown;
     else if (key == "linger_ms")
       target = &to.linger;
+    else if (key == "frame_ms")
+      target = &to.frame;
     else
       return Error(fmt::format("{}: unknown key 'timeouts.{}'", where(v), key));
     if (!r) return Error(r.error());
     *target = std::chrono::milliseconds(*r);
   }
+  return {};
+}
+
+// Names are resolved when the policy is loaded, so a check never waits on NSS, and a name
+// that does not exist is an error now rather than a rule that silently matches nobody.
+std::expected<std::uint32_t, std::string> resolve(const toml::node& node, std::string_view key, bool user) {
+  if (!node.is_string()) return Error(fmt::format("{}: '{}' entries must be names (strings)", where(node), key));
+  const std::string name = *node.value<std::string>();
+  std::vector<char> buf(16384);
+  if (user) {
+    passwd pw{}, *found = nullptr;
+    const int rc = ::getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &found);
+    if (rc == 0 && found != nullptr) return found->pw_uid;
+    return Error(fmt::format("{}: no user named '{}'{}{}", where(node), name, rc == 0 ? "" : ": ",
+                             rc == 0 ? "" : std::strerror(rc)));
+  }
+  group gr{}, *found = nullptr;
+  const int rc = ::getgrnam_r(name.c_str(), &gr, buf.data(), buf.size(), &found);
+  if (rc == 0 && found != nullptr) return found->gr_gid;
+  return Error(fmt::format("{}: no group named '{}'{}{}", where(node), name, rc == 0 ? "" : ": ",
+                           rc == 0 ? "" : std::strerror(rc)));
+}
+
+std::expected<std::vector<std::string>, std::string> get_patterns(const toml::node& node, std::string_view key) {
+  const auto* array = node.as_array();
+  if (array == nullptr) return Error(fmt::format("{}: '{}' must be an array of topic patterns", where(node), key));
+  std::vector<std::string> patterns;
+  for (const auto& item : *array) {
+    auto p = get_string(item, key);
+    if (!p) return Error(p.error());
+    if (const char* why = proto::check_pattern(*p)) {
+      return Error(fmt::format("{}: '{}' has an invalid pattern '{}': {}", where(item), key, *p, why));
+    }
+    patterns.push_back(std::move(*p));
+  }
+  return patterns;
+}
+
+std::expected<PolicyRule, std::string> load_rule(const toml::table& t) {
+  PolicyRule rule;
+  rule.line = static_cast<int>(t.source().begin.line);
+  for (const auto& [k, v] : t) {
+    const std::string_view key = k.str();
+    if (key == "everyone") {
+      if (!v.is_boolean()) return Error(fmt::format("{}: 'everyone' must be true or false", where(v)));
+      rule.everyone = *v.value<bool>();
+      continue;
+    }
+    if (key == "uids" || key == "gids" || key == "users" || key == "groups") {
+      const auto* array = v.as_array();
+      if (array == nullptr) return Error(fmt::format("{}: '{}' must be an array", where(v), key));
+      auto& ids = key == "uids" || key == "users" ? rule.uids : rule.gids;
+      for (const auto& item : *array) {
+        auto id = key == "uids" || key == "gids" ? get_int<std::uint32_t>(item, key, 0, 0xfffffffe)
+                                                 : resolve(item, key, key == "users");
+        if (!id) return Error(id.error());
+        ids.push_back(*id);
+      }
+      continue;
+    }
+    const auto right = std::find(kRightNames.begin(), kRightNames.end(), key);
+    if (right == kRightNames.end()) return Error(fmt::format("{}: unknown key '{}' in a policy rule", where(v), key));
+    auto patterns = get_patterns(v, key);
+    if (!patterns) return Error(patterns.error());
+    rule.patterns[right - kRightNames.begin()] = std::move(*patterns);
+  }
+  if (!rule.everyone && rule.uids.empty() && rule.gids.empty()) {
+    return Error(fmt::format("line {}: a policy rule names nobody (give uids, users, gids, groups or everyone = true)",
+                             rule.line));
+  }
+  if (std::all_of(rule.patterns.begin(), rule.patterns.end(), [](const auto& p) { return p.empty(); })) {
+    return Error(fmt::format("line {}: a policy rule grants nothing (give publish, subscribe, request, serve or admin)",
+                             rule.line));
+  }
+  return rule;
+}
+
+std::expected<void, std::string> load_policy(const toml::table& t, Policy& policy) {
+  Policy loaded;
+  for (const auto& [k, v] : t) {
+    const std::string_view key = k.str();
+    if (key == "open") {
+      if (!v.is_boolean()) return Error(fmt::format("{}: 'policy.open' must be true or false", where(v)));
+      loaded.open = *v.value<bool>();
+    } else if (key == "allow" && v.is_array_of_tables()) {
+      for (const auto& item : *v.as_array()) {
+        auto rule = load_rule(*item.as_table());
+        if (!rule) return Error(rule.error());
+        loaded.rules.push_back(std::move(*rule));
+      }
+    } else {
+      return Error(fmt::format("{}: unknown key 'policy.{}' (expected open or [[policy.allow]] rules)", where(v), key));
+    }
+  }
+  policy = std::move(loaded);
   return {};
 }
 
@@ -153,6 +267,15 @@ std::expected<void, std::string> load_config_file(const std::string& path, Confi
       config.log_level = *r;
     } else if (key == "limits" && v.is_table()) {
       if (auto r = load_limits(*v.as_table(), config.limits); !r) return fail(r.error());
+    } else if (key == "policy" && v.is_table()) {
+      if (auto r = load_policy(*v.as_table(), config.policy); !r) return fail(r.error());
+    } else if (key == "socket_group") {
+      auto r = get_string(v, key);
+      if (!r) return fail(r.error());
+      auto gid = resolve(v, key, false);
+      if (!gid) return fail(gid.error());
+      config.socket_group = *r;
+      config.socket_gid = *gid;
     } else if (key == "timeouts" && v.is_table()) {
       if (auto r = load_timeouts(*v.as_table(), config.timeouts); !r) return fail(r.error());
     } else {
@@ -168,6 +291,10 @@ std::expected<void, std::string> validate(const Config& config) {
   if (l.queue_max_bytes < l.max_frame_bytes + 1024ull) {
     return Error(fmt::format("limits.queue_max_bytes ({}) must exceed limits.max_frame_bytes ({}) so a frame fits",
                              l.queue_max_bytes, l.max_frame_bytes));
+  }
+  if (l.queue_max_bytes_per_uid < l.queue_max_bytes) {
+    return Error(fmt::format("limits.queue_max_bytes_per_uid ({}) must be at least limits.queue_max_bytes ({})",
+                             l.queue_max_bytes_per_uid, l.queue_max_bytes));
   }
   static constexpr std::string_view kLevels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
   bool known = false;

@@ -10,6 +10,8 @@
 #include <expected>
 #include <string>
 
+#include "policy.hpp"
+
 namespace ubroker::broker {
 
 struct Limits {
@@ -18,6 +20,10 @@ struct Limits {
   std::uint32_t queue_max_messages = 16384;  // per client outbound queue
   std::uint64_t queue_max_bytes = 8u << 20;  // per client outbound queue
   std::uint32_t max_connections = 16384;
+  std::uint32_t max_connections_per_uid = 4096;
+  // All of one uid's outbound queues together: a uid whose clients do not read holds back
+  // (or drops for) only its own subscriptions, never another uid's.
+  std::uint64_t queue_max_bytes_per_uid = 256u << 20;
   std::uint32_t max_pending_requests = 4096;              // per client, waiting for replies
   std::chrono::milliseconds request_timeout_max{300000};  // cap on (and default for) a request's deadline
   std::uint64_t retained_max_bytes = 64u << 20;           // all retained messages together
@@ -37,15 +43,19 @@ struct Timeouts {
   std::chrono::milliseconds slow_consumer{5000};  // full queue without progress -> disconnect
   std::chrono::milliseconds shutdown{3000};       // flush deadline on SIGTERM/SIGINT
   std::chrono::milliseconds linger{1000};         // flush deadline for a final error frame
+  std::chrono::milliseconds frame{10000};         // a frame must arrive whole within this of its first byte
 };
 
 struct Config {
   std::string socket_path;  // empty: the default (see proto/socket_address.hpp)
   mode_t socket_mode = 0660;
+  std::string socket_group;  // empty: the broker's own group
+  gid_t socket_gid = 0;      // socket_group, resolved
   std::string log_level = "info";
   std::string config_file;  // where the settings came from ("" = defaults only)
   Limits limits;
   Timeouts timeouts;
+  Policy policy;
 };
 
 // Parses a TOML config file into `config` (keys absent keep their current value).

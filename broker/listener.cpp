@@ -1,4 +1,4 @@
-// listen_on(): directory creation, lock, liveness check of an existing socket, bind, chmod.
+// listen_on(): directory creation, lock, liveness check of an existing socket, bind, chown, chmod.
 #include "listener.hpp"
 
 #include <fcntl.h>
@@ -53,7 +53,8 @@ void SocketFile::remove() noexcept {
   lock_.reset();
 }
 
-std::expected<Listening, std::string> listen_on(const std::string& where, mode_t mode, int backlog) {
+std::expected<Listening, std::string> listen_on(const std::string& where, mode_t mode, std::optional<gid_t> group,
+                                                int backlog) {
   auto addr = proto::make_socket_address(where);
   if (!addr) return Error(addr.error());
   Listening out;
@@ -91,6 +92,10 @@ std::expected<Listening, std::string> listen_on(const std::string& where, mode_t
     if (bound != 0) return Error(fmt::format("cannot bind {}: {}", where, std::strerror(bind_errno)));
     if (::lstat(where.c_str(), &st) != 0) return Error(fmt::format("cannot stat {}: {}", where, errno_text()));
     out.file = SocketFile(where, std::move(lock), st.st_dev, st.st_ino);
+    // The group first: until both are set, the umask's mode 0000 keeps everyone out.
+    if (group && ::chown(where.c_str(), static_cast<uid_t>(-1), *group) != 0) {
+      return Error(fmt::format("cannot give {} to group {}: {}", where, *group, errno_text()));
+    }
     if (::chmod(where.c_str(), mode) != 0) return Error(fmt::format("cannot chmod {}: {}", where, errno_text()));
   }
   if (::listen(out.fd.get(), backlog) != 0) return Error(fmt::format("cannot listen on {}: {}", where, errno_text()));

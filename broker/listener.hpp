@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <expected>
+#include <optional>
 #include <string>
 
 #include "ubroker/shm/unique_fd.hpp"
@@ -51,7 +52,9 @@ struct Listening {
   SocketFile file;
 };
 
-// Binds and listens on `where` (a path or "@name"). Errors are complete sentences for the log.
-[[nodiscard]] std::expected<Listening, std::string> listen_on(const std::string& where, mode_t mode, int backlog);
+// Binds and listens on `where` (a path or "@name"); a socket file gets `mode` and, if given,
+// `group`. Errors are complete sentences for the log.
+[[nodiscard]] std::expected<Listening, std::string> listen_on(const std::string& where, mode_t mode,
+                                                              std::optional<gid_t> group, int backlog);
 
 }  // namespace ubroker::broker

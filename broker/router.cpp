@@ -44,7 +44,9 @@ std::expected<Subscription*, RouteError> Router::add(Session& owner, std::uint64
   if (subs.size() >= max_subscriptions) {
     return std::unexpected(
         RouteError{wire::LIMIT_EXCEEDED,
-                   fmt::format("too many subscriptions and services (limit {} per client)", max_subscriptions)});
+                   fmt::format("subscription refused: this client has {} subscriptions and services "
+                               "(limits.max_subscriptions = {})",
+                               subs.size(), max_subscriptions)});
   }
   if (const char* why = proto::check_pattern(pattern)) {
     return std::unexpected(RouteError{wire::INVALID_PATTERN, fmt::format("invalid pattern '{}': {}", pattern, why)});

@@ -27,10 +27,12 @@ constexpr std::size_t kMinReadRoom = 16 * 1024;
 
 }  // namespace
 
-Session::Session(Broker& broker, Socket socket, proto::PeerCredentials peer, std::uint64_t id)
+Session::Session(Broker& broker, Socket socket, proto::PeerCredentials peer, Grants grants, std::uint64_t id)
     : broker_(broker),
       socket_(std::move(socket)),
       peer_(std::move(peer)),
+      grants_(std::move(grants)),
+      uid_(&broker.uid_usage(peer_.uid)),
       id_(id),
       accepted_at_(Clock::now()),
       last_progress_(accepted_at_),
@@ -49,6 +51,7 @@ Session::Session(Broker& broker, Socket socket, proto::PeerCredentials peer, std
   // each client costs the broker one fd, not two.
   if (peer_.pidfd && ::syscall(SYS_pidfd_send_signal, peer_.pidfd.get(), 0, nullptr, 0) != 0) command_.clear();
   peer_.pidfd.reset();
+  ++uid_->connections;
 }
 
 Session::~Session() {
@@ -58,6 +61,10 @@ Session::~Session() {
   broker_.forget(*this);
   broker_.stats().dropped_disconnect += out_.messages();
   notify_waiters();
+  uid_->queued_bytes -= accounted_bytes_;
+  --uid_->connections;
+  if (!uid_->waiters.empty()) broker_.wake_uid_waiters(*uid_);
+  broker_.uid_gone(peer_.uid);
 }
 
 std::string Session::describe() const {
@@ -72,9 +79,24 @@ asio::awaitable<void> Session::run() {
   socket_.close(ignored);
 }
 
-bool Session::has_room() const noexcept {
+bool Session::own_room() const noexcept {
   const auto& l = broker_.config().limits;
   return out_.messages() < l.queue_max_messages && out_.bytes() < l.queue_max_bytes;
+}
+
+bool Session::has_room() const noexcept {
+  return own_room() && uid_->queued_bytes < broker_.config().limits.queue_max_bytes_per_uid;
+}
+
+void Session::account_queue() {
+  const std::uint64_t now = out_.bytes();
+  uid_->queued_bytes = uid_->queued_bytes - accounted_bytes_ + now;
+  const bool shrank = now < accounted_bytes_;
+  accounted_bytes_ = now;
+  if (shrank && !uid_->waiters.empty() &&
+      uid_->queued_bytes <= broker_.config().limits.queue_max_bytes_per_uid / 2) {
+    broker_.wake_uid_waiters(*uid_);
+  }
 }
 
 bool Session::below_low_watermark() const noexcept {
@@ -83,7 +105,10 @@ bool Session::below_low_watermark() const noexcept {
 }
 
 void Session::add_waiter(std::uint64_t publisher_id) {
-  if (waiters_.empty() || waiters_.back() != publisher_id) waiters_.push_back(publisher_id);
+  // Held back by the uid's budget rather than this queue: any of the uid's queues draining
+  // may free it, so it waits on the uid.
+  auto& waiters = own_room() ? uid_->waiters : waiters_;
+  if (waiters.empty() || waiters.back() != publisher_id) waiters.push_back(publisher_id);
 }
 
 void Session::notify_waiters() {
@@ -137,6 +162,7 @@ void Session::send_some() {
       break;
     }
     out_.consume(*sent);
+    account_queue();
     last_progress_ = Clock::now();
     if (*sent < offered) {  // the socket buffer is full: the next try would say EAGAIN
       write_blocked_ = true;
@@ -250,6 +276,7 @@ bool Session::read_some(bool& would_block) {
 Session::Step Session::process_frames() {
   if (!in_) return closing_ ? Step::kClose : Step::kContinue;
   const proto::FrameLimits limits{.max_frame = broker_.config().limits.max_frame_bytes};
+  const std::size_t began_at = in_begin_;
   while (!closing_) {
     auto split = proto::split_frame({in_->data() + in_begin_, in_end_ - in_begin_}, limits);
     if (!split) {
@@ -266,7 +293,10 @@ Session::Step Session::process_frames() {
       return Step::kClose;
     }
     const Step step = handle_frame(header_, split->payload);
-    if (step == Step::kBlocked) return step;  // the frame stays buffered for the retry
+    if (step == Step::kBlocked) {  // the frame stays buffered for the retry; it is whole
+      partial_since_ = Clock::time_point::max();
+      return step;
+    }
     in_begin_ += split->frame_size;
     if (step == Step::kClose) return step;
   }
@@ -278,30 +308,48 @@ Session::Step Session::process_frames() {
     in_fds_.clear();
     return Step::kClose;
   }
+  // The slow-loris clock: runs while a frame's start is buffered without its end, from the
+  // moment that frame came to the front.
+  if (in_begin_ == in_end_) {
+    partial_since_ = Clock::time_point::max();
+  } else if (in_begin_ != began_at || partial_since_ == Clock::time_point::max()) {
+    partial_since_ = Clock::now();
+  }
   if (in_begin_ == in_end_ && in_.unique()) in_begin_ = in_end_ = 0;
   return closing_ ? Step::kClose : Step::kContinue;
 }
 
-void Session::send_error(wire::ErrorCode code, std::string_view message, bool fatal, std::uint64_t seq) {
+void Session::send_error(wire::ErrorCode code, std::string_view message, bool fatal, std::uint64_t seq,
+                         std::optional<std::uint64_t> sub_id) {
   if (closing_ || closed_) return;
   control_.Clear();
   control_.set_type(wire::ERROR);
   control_.set_seq(seq);
+  if (sub_id) control_.add_sub_ids(*sub_id);
   auto* e = control_.mutable_error();
   e->set_code(code);
   e->set_message(message.data(), message.size());
   e->set_fatal(fatal);
   queue_control(control_);
-  if (code == wire::PROTOCOL_ERROR || code == wire::FRAME_TOO_LARGE || code == wire::FD_ERROR) {
-    ++broker_.stats().protocol_errors;
+  auto& stats = broker_.stats();
+  if (code == wire::PROTOCOL_ERROR || code == wire::FRAME_TOO_LARGE || code == wire::FD_ERROR ||
+      code == wire::FRAME_TIMEOUT) {
+    ++stats.protocol_errors;
+  }
+  if (static_cast<std::size_t>(code) < stats.errors_sent.size()) ++stats.errors_sent[code];
+  // Answers to a request that found nobody are not refusals of this client; the rest are,
+  // logged with who it is (rate-limited per uid and code: a client can send refusable frames
+  // much faster than anyone can read a log).
+  const bool answer = code == wire::NO_RESPONDERS || code == wire::RESPONDER_GONE || code == wire::TIMEOUT ||
+                      code == wire::NOT_FOUND || code == wire::SHUTTING_DOWN;
+  if (!answer) {
+    broker_.log_refusal(peer_.uid, code, describe(), fatal ? fmt::format("{}; closing the connection", message)
+                                                           : std::string(message));
   }
   if (fatal) {
-    spdlog::warn("{}: closing: {} ({})", describe(), message, wire::ErrorCode_Name(code));
     closing_ = true;
     close_deadline_ = Clock::now() + broker_.config().timeouts.linger;
     reader_wake_.cancel();
-  } else {
-    spdlog::debug("{}: refused: {} ({})", describe(), message, wire::ErrorCode_Name(code));
   }
 }
 
@@ -334,6 +382,7 @@ bool Session::finish_frame(std::byte* payload_at, std::span<const std::byte> pay
     out_.append_ref(*chunk, payload.data(), payload.size());
   }
   out_.end_message();
+  account_queue();
   mark_dirty();
   return copy && !payload.empty();
 }
@@ -362,17 +411,38 @@ void Session::check_deadlines(Clock::time_point now) {
     return;
   }
   if (!welcomed_ && now - accepted_at_ > t.handshake) {
-    send_error(wire::HANDSHAKE_TIMEOUT, fmt::format("no HELLO within {} ms", t.handshake.count()), true);
+    send_error(wire::HANDSHAKE_TIMEOUT, fmt::format("no HELLO within {} ms (timeouts.handshake_ms)", t.handshake.count()),
+               true);
     flush();
     return;
   }
-  if (!has_room() && now - last_progress_ > t.slow_consumer) {
+  if (partial_since_ != Clock::time_point::max() && now - partial_since_ > t.frame) {
+    ++broker_.stats().frame_timeouts;
+    send_error(wire::FRAME_TIMEOUT,
+               fmt::format("a frame started {} ms ago is still incomplete ({} bytes of it arrived; timeouts.frame_ms = "
+                           "{})",
+                           std::chrono::duration_cast<std::chrono::milliseconds>(now - partial_since_).count(),
+                           in_end_ - in_begin_, t.frame.count()),
+               true);
+    flush();
+    return;
+  }
+  // A queue is stuck when it is full itself, or when it holds bytes its uid's budget needs
+  // (without this, clients that each stay under their own limit could hold their uid at its
+  // budget, and the publishers behind it, forever).
+  const bool uid_full = uid_->queued_bytes >= broker_.config().limits.queue_max_bytes_per_uid;
+  if ((!own_room() || (uid_full && !out_.empty())) && now - last_progress_ > t.slow_consumer) {
     const std::size_t queued = out_.messages();
+    const bool own_full = !own_room();
     const std::size_t dropped = out_.discard_unsent();
+    account_queue();
     broker_.stats().dropped_disconnect += dropped;
     ++broker_.stats().slow_consumer_disconnects;
     send_error(wire::SLOW_CONSUMER,
-               fmt::format("outbound queue full ({} messages) with no progress for {} ms; {} queued messages dropped",
+               fmt::format("{} ({} messages queued) with no progress for {} ms (timeouts.slow_consumer_ms); {} queued "
+                           "messages dropped",
+                           own_full ? std::string("outbound queue full (limits.queue_max_messages/queue_max_bytes)")
+                                    : fmt::format("uid {}'s queues at limits.queue_max_bytes_per_uid", peer_.uid),
                            queued, t.slow_consumer.count(), dropped),
                true);
     flush();

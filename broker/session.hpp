@@ -33,7 +33,7 @@ class Session {
  public:
   using Socket = asio::local::stream_protocol::socket;
 
-  Session(Broker& broker, Socket socket, proto::PeerCredentials peer, std::uint64_t id);
+  Session(Broker& broker, Socket socket, proto::PeerCredentials peer, Grants grants, std::uint64_t id);
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
   ~Session();
@@ -61,7 +61,12 @@ class Session {
   [[nodiscard]] const std::string& command() const noexcept { return command_; }
   [[nodiscard]] std::uint64_t connected_unix_ms() const noexcept { return connected_unix_ms_; }
 
-  // Flow control, used by the Router.
+  // The access policy changed: this connection's rights are recomputed, and subscriptions and
+  // services they no longer allow are removed, each with a PERMISSION_DENIED naming it.
+  // Returns how many were removed.
+  std::size_t apply_grants(Grants grants);
+
+  // Flow control, used by the Router: room in this client's queue and in its uid's budget.
   [[nodiscard]] bool has_room() const noexcept;
   [[nodiscard]] OutQueue& out() noexcept { return out_; }
   void add_waiter(std::uint64_t publisher_id);
@@ -92,7 +97,9 @@ class Session {
   void wake_reader();
 
   // Queues an Error frame. A fatal one stops reading and closes after the flush (or linger).
-  void send_error(wire::ErrorCode code, std::string_view message, bool fatal, std::uint64_t seq = 0);
+  // `sub_id`: the subscription the error is about (it has been removed).
+  void send_error(wire::ErrorCode code, std::string_view message, bool fatal, std::uint64_t seq = 0,
+                  std::optional<std::uint64_t> sub_id = std::nullopt);
   // The broker is stopping: tell the client, flush, close.
   void begin_shutdown();
   // Closes the socket now; the loops end.
@@ -136,10 +143,22 @@ class Session {
   [[nodiscard]] std::string describe() const;  // "client 7 (name, pid 12, uid 1000)" for logs
   void notify_waiters();
   [[nodiscard]] bool below_low_watermark() const noexcept;
+  [[nodiscard]] bool own_room() const noexcept;
+  // Brings the uid's queued-byte total up to date with this queue (after every append and send).
+  void account_queue();
+  // Refuses a frame with a non-fatal Error, once there is room to queue the answer.
+  Step refuse(wire::ErrorCode code, std::string_view message, std::uint64_t seq);
+  // The policy check for `r`: nullopt when allowed, else the step after refusing.
+  [[nodiscard]] std::optional<Step> deny_unless(Right r, std::string_view what, bool pattern, std::uint64_t seq);
+  [[nodiscard]] PeerIdentity identity() const noexcept { return {peer_.uid, peer_.gid, peer_.groups}; }
 
   Broker& broker_;
   Socket socket_;
   proto::PeerCredentials peer_;
+  Grants grants_;
+  std::string last_published_;  // the last topic the policy allowed this client to publish on
+  UidUsage* uid_;               // this uid's totals, owned by the Broker
+  std::uint64_t accounted_bytes_ = 0;  // this queue's share of uid_->queued_bytes
   std::uint64_t id_;
   std::string name_;
 
@@ -153,6 +172,7 @@ class Session {
   Clock::time_point accepted_at_;
   Clock::time_point last_progress_;  // last byte written, or the queue became non-empty
   Clock::time_point close_deadline_ = Clock::time_point::max();
+  Clock::time_point partial_since_ = Clock::time_point::max();  // a frame's first bytes arrived, not the rest
 
   OutQueue out_;
   asio::steady_timer reader_wake_;

@@ -111,8 +111,49 @@ Session::Step Session::handle_hello(const wire::Header& h) {
   return Step::kContinue;
 }
 
+Session::Step Session::refuse(wire::ErrorCode code, std::string_view message, std::uint64_t seq) {
+  if (!has_room()) {  // the refusal is an answer: bounded like every other
+    add_waiter(id_);
+    return Step::kBlocked;
+  }
+  send_error(code, message, false, seq);
+  return Step::kContinue;
+}
+
+std::optional<Session::Step> Session::deny_unless(Right r, std::string_view what, bool pattern, std::uint64_t seq) {
+  if (pattern ? grants_.allows_pattern(r, what) : grants_.allows_topic(r, what)) return std::nullopt;
+  return refuse(wire::PERMISSION_DENIED, denial(r, what, pattern, identity()), seq);
+}
+
+std::size_t Session::apply_grants(Grants grants) {
+  grants_ = std::move(grants);
+  last_published_.clear();
+  std::vector<std::uint64_t> revoked;
+  for (const auto& [id, sub] : subs_) {
+    if (!grants_.allows_pattern(sub->service ? Right::kServe : Right::kSubscribe, sub->pattern)) revoked.push_back(id);
+  }
+  for (const std::uint64_t id : revoked) {
+    const Subscription& sub = *subs_.at(id);
+    const Right right = sub.service ? Right::kServe : Right::kSubscribe;
+    const std::string pattern = sub.pattern;
+    (void)broker_.router().unsubscribe(*this, id);
+    // Told even past its queue limit: at most one frame per subscription it had.
+    send_error(wire::PERMISSION_DENIED,
+               fmt::format("{} {} removed by a policy reload: {}", right == Right::kServe ? "service" : "subscription",
+                           id, denial(right, pattern, true, identity())),
+               false, 0, id);
+    if (right == Right::kServe) broker_.service_event(*this, pattern, false);
+  }
+  return revoked.size();
+}
+
 Session::Step Session::handle_publish(const wire::Header& h, std::span<const std::byte> payload) {
   const std::string& topic = h.topic();
+  // One string compare for a client publishing on the topic it used last.
+  if (!grants_.all() && topic != last_published_) {
+    if (auto denied = deny_unless(Right::kPublish, topic, false, 0)) return *denied;
+    last_published_ = topic;
+  }
   RouteResult routed = RouteResult::kInvalidTopic;
   if (!proto::is_reserved(topic)) {
     // The router validates a topic it has not seen before: a known topic costs one lookup.
@@ -167,6 +208,7 @@ Session::Step Session::handle_bulk_publish(const wire::Header& h, std::span<cons
     send_error(wire::PROTOCOL_ERROR, "a PUBLISH with a shared-memory reference carries no payload of its own", true);
     return Step::kClose;
   }
+  if (auto denied = deny_unless(Right::kPublish, h.topic(), false, 0)) return *denied;
   if (h.retain() || proto::is_reserved(h.topic())) {
     if (!has_room()) {
       add_waiter(id_);
@@ -209,6 +251,12 @@ Session::Step Session::handle_bulk_publish(const wire::Header& h, std::span<cons
 }
 
 Session::Step Session::handle_shm_register(const wire::Header& h) {
+  if (!grants_.any(Right::kPublish)) {
+    return refuse(wire::PERMISSION_DENIED,
+                  fmt::format("segment refused: uid {} may not publish anything, so it has no use for shared memory",
+                              peer_.uid),
+                  h.seq());
+  }
   auto added = broker_.shm().add(id_, peer_.uid, h.shm().segment(), std::move(claimed_fd_));
   if (!added) {
     spdlog::info("{}: shared-memory segment refused: {}", describe(), added.error().message);
@@ -303,6 +351,9 @@ Session::Step Session::handle_subscribe(const wire::Header& h) {
     send_error(wire::PROTOCOL_ERROR, "SUBSCRIBE needs exactly one subscription id and a known overflow policy", true);
     return Step::kClose;
   }
+  if (proto::check_pattern(h.topic()) == nullptr) {
+    if (auto denied = deny_unless(Right::kSubscribe, h.topic(), true, h.seq())) return *denied;
+  }
   auto r = broker_.router().subscribe(*this, h.sub_ids(0), h.topic(), h.group(), h.overflow(),
                                       broker_.config().limits.max_subscriptions);
   if (!r) {
@@ -366,6 +417,9 @@ Session::Step Session::handle_serve(const wire::Header& h) {
     send_error(wire::RESERVED_TOPIC, fmt::format("'{}' is reserved for the broker", h.topic()), false, h.seq());
     return Step::kContinue;
   }
+  if (proto::check_pattern(h.topic()) == nullptr) {
+    if (auto denied = deny_unless(Right::kServe, h.topic(), true, h.seq())) return *denied;
+  }
   auto r = broker_.router().serve(*this, h.sub_ids(0), h.topic(), broker_.config().limits.max_subscriptions);
   if (!r) {
     send_error(r.error().code, r.error().message, false, h.seq());
@@ -383,6 +437,7 @@ Session::Step Session::handle_request(const wire::Header& h, std::span<const std
     return Step::kContinue;
   }
   if (topic.starts_with(kAdminPrefix)) {
+    if (auto denied = deny_unless(Right::kAdmin, topic.substr(kAdminPrefix.size()), false, h.seq())) return *denied;
     broker_.answer_admin(*this, h, payload);
     return Step::kContinue;
   }
@@ -391,10 +446,14 @@ Session::Step Session::handle_request(const wire::Header& h, std::span<const std
                h.seq());
     return Step::kContinue;
   }
+  if (auto denied = deny_unless(Right::kRequest, topic, false, h.seq())) return *denied;
   const auto& limits = broker_.config().limits;
   if (pending_requests_ >= limits.max_pending_requests) {
     send_error(wire::LIMIT_EXCEEDED,
-               fmt::format("too many requests in flight (limit {} per client)", limits.max_pending_requests), false,
+               fmt::format("request refused: {} requests of this client are waiting for replies "
+                           "(limits.max_pending_requests = {})",
+                           pending_requests_, limits.max_pending_requests),
+               false,
                h.seq());
     return Step::kContinue;
   }
@@ -464,6 +523,7 @@ Session::Step Session::handle_probe(const wire::Header& h) {
     send_error(wire::INVALID_TOPIC, fmt::format("probe refused: invalid topic: {}", why), false, h.seq());
     return Step::kContinue;
   }
+  if (auto denied = deny_unless(Right::kRequest, h.topic(), false, h.seq())) return *denied;
   ack(h.seq(), broker_.router().count_responders(h.topic()));
   return Step::kContinue;
 }

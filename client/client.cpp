@@ -43,6 +43,9 @@ std::string_view to_string(Errc code) noexcept {
     case Errc::kKicked: return "KICKED";
     case Errc::kNotFound: return "NOT_FOUND";
     case Errc::kShmRefused: return "SHM_REFUSED";
+    case Errc::kFrameTimeout: return "FRAME_TIMEOUT";
+    case Errc::kInvalidConfig: return "INVALID_CONFIG";
+    case Errc::kUntrustedBroker: return "UNTRUSTED_BROKER";
     case Errc::kConnectFailed: return "CONNECT_FAILED";
     case Errc::kNotConnected: return "NOT_CONNECTED";
     case Errc::kTimeout: return "TIMEOUT";
@@ -70,6 +73,9 @@ Result<Client> Client::connect(ConnectOptions options) {
 
 Result<Client> Client::adopt(shm::UniqueFd connected, ConnectOptions options) {
   if (auto ok = detail::check_adopted(connected); !ok) return std::unexpected(ok.error());
+  if (auto ok = detail::check_broker_uid(connected, options.trusted_broker_uids); !ok) {
+    return std::unexpected(ok.error());
+  }
   auto welcomed = detail::handshake(connected, options.name, options.timeout);
   if (!welcomed) return std::unexpected(welcomed.error());
   auto core = std::make_shared<detail::ClientCore>(std::move(options), std::move(connected), welcomed->client_id,

@@ -104,6 +104,19 @@ void ClientCore::dispatch(const wire::Header& h, std::span<const std::byte> payl
         fail(Error{static_cast<Errc>(h.error().code()), h.error().message()});
         return;
       }
+      if (h.sub_ids_size() != 0) {  // the broker removed these subscriptions (a policy reload)
+        {
+          std::lock_guard lk(state_mu_);
+          for (const std::uint64_t id : h.sub_ids()) {
+            if (auto it = subs_.find(id); it != subs_.end()) {
+              it->second->active.store(false);
+              subs_.erase(it);
+            }
+          }
+        }
+        report(Error{static_cast<Errc>(h.error().code()), h.error().message()});
+        return;
+      }
       answer(h, {});
       return;
     default:

@@ -6,11 +6,16 @@
 #include <sys/socket.h>
 
 #include <fmt/format.h>
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <optional>
+#include <string_view>
 #include <thread>
 
 #include "ubroker/proto/fd_socket.hpp"
 #include "ubroker/proto/frame_codec.hpp"
+#include "ubroker/proto/peer_credentials.hpp"
 #include "ubroker/proto/socket_address.hpp"
 
 namespace ubroker::detail {
@@ -49,7 +54,48 @@ Deadline deadline_after(std::chrono::milliseconds timeout) {
   return timeout >= std::chrono::hours(24 * 365) ? Deadline::max() : now + timeout;
 }
 
+Result<std::vector<uid_t>> default_trusted_uids() {
+  const char* env = std::getenv("UBROKER_BROKER_UID");
+  if (env == nullptr || *env == '\0') {
+    return ::geteuid() == 0 ? std::vector<uid_t>{0} : std::vector<uid_t>{::geteuid(), 0};
+  }
+  std::vector<uid_t> uids;
+  std::string_view rest = env;
+  while (!rest.empty()) {
+    const auto comma = rest.find(',');
+    const std::string item(rest.substr(0, comma));
+    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+    char* end = nullptr;
+    errno = 0;
+    const unsigned long uid = std::strtoul(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || errno != 0 || uid > 0xfffffffe) {
+      return std::unexpected(Error{Errc::kInvalidArgument,
+                                   fmt::format("UBROKER_BROKER_UID='{}': '{}' is not a uid number", env, item)});
+    }
+    uids.push_back(static_cast<uid_t>(uid));
+  }
+  return uids;
+}
+
 }  // namespace
+
+Result<void> check_broker_uid(const shm::UniqueFd& fd, const std::vector<uid_t>& trusted) {
+  auto peer = proto::read_peer_credentials(fd.get());
+  if (!peer) {
+    return std::unexpected(
+        Error{Errc::kConnectFailed, fmt::format("cannot tell who the broker is (SO_PEERCRED): {}", peer.error().message())});
+  }
+  auto uids = trusted.empty() ? default_trusted_uids() : Result<std::vector<uid_t>>(trusted);
+  if (!uids) return std::unexpected(uids.error());
+  if (std::find(uids->begin(), uids->end(), peer->uid) != uids->end()) return {};
+  std::string list;
+  for (uid_t u : *uids) list += fmt::format("{}{}", list.empty() ? "" : ", ", u);
+  return std::unexpected(Error{
+      Errc::kUntrustedBroker,
+      fmt::format("the process serving this socket (pid {}) runs as uid {}, which is not a trusted broker uid ({}); "
+                  "set UBROKER_BROKER_UID or ConnectOptions::trusted_broker_uids if it is the broker",
+                  peer->pid, peer->uid, list)});
+}
 
 Result<shm::UniqueFd> connect_socket(const std::string& address, std::chrono::milliseconds timeout) {
   auto addr = proto::make_socket_address(address);
@@ -94,7 +140,10 @@ Result<Welcomed> handshake(const shm::UniqueFd& fd, const std::string& name, std
   hello.mutable_hello()->set_client_name(name);
   std::vector<std::byte> out(proto::frame_head_size(hello));
   proto::write_frame_head(out.data(), hello, 0);
-  for (std::size_t off = 0; off < out.size();) {
+  // A broker that refuses the connection (a limit, the policy) writes its Error and closes,
+  // possibly before HELLO goes out: then the Error, still readable, is the better answer.
+  std::optional<Error> send_failed;
+  for (std::size_t off = 0; off < out.size() && !send_failed;) {
     const iovec iov{.iov_base = out.data() + off, .iov_len = out.size() - off};
     auto sent = proto::send(fd.get(), std::span(&iov, 1));
     if (sent) {
@@ -102,7 +151,7 @@ Result<Welcomed> handshake(const shm::UniqueFd& fd, const std::string& name, std
     } else if (proto::would_block(sent.error())) {
       if (auto w = wait_for(fd.get(), POLLOUT, deadline, "sending HELLO"); !w) return std::unexpected(w.error());
     } else {
-      return std::unexpected(Error{Errc::kConnectFailed, fmt::format("sending HELLO: {}", sent.error().message())});
+      send_failed = Error{Errc::kConnectFailed, fmt::format("sending HELLO: {}", sent.error().message())};
     }
   }
 
@@ -134,6 +183,7 @@ Result<Welcomed> handshake(const shm::UniqueFd& fd, const std::string& name, std
       return w;
     }
     auto got = proto::receive(fd.get(), {in.data() + have, in.size() - have}, fds);
+    if (send_failed && (!got || got->eof)) return std::unexpected(*send_failed);
     if (got && got->eof)
       return std::unexpected(Error{Errc::kConnectFailed, "the broker closed the connection during the handshake"});
     if (got) {

@@ -24,6 +24,10 @@ struct Welcomed {
 // Checks that `fd` is a connected AF_UNIX stream socket and makes it non-blocking.
 [[nodiscard]] Result<void> check_adopted(const shm::UniqueFd& fd);
 
+// Checks with SO_PEERCRED that the process at the other end runs as a uid in `trusted`
+// (empty: $UBROKER_BROKER_UID, else this process's uid and root).
+[[nodiscard]] Result<void> check_broker_uid(const shm::UniqueFd& fd, const std::vector<uid_t>& trusted);
+
 // Sends HELLO and waits for WELCOME (or the broker's Error).
 [[nodiscard]] Result<Welcomed> handshake(const shm::UniqueFd& fd, const std::string& name,
                                          std::chrono::milliseconds timeout);

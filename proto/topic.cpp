@@ -67,4 +67,18 @@ bool pattern_matches(std::string_view pattern, std::string_view topic) noexcept 
   }
 }
 
+bool pattern_covers(std::string_view outer, std::string_view inner) noexcept {
+  std::string_view orest = outer, irest = inner, otok, itok;
+  for (;;) {
+    const bool have_o = next_token(orest, otok);
+    const bool have_i = next_token(irest, itok);
+    if (!have_o) return !have_i;
+    if (otok == ">") return have_i;  // '>' takes one or more tokens, whatever `inner` has there
+    if (!have_i) return false;
+    if (itok == ">") return false;  // `inner` matches topics of any length from here; `outer` does not
+    if (otok == "*") continue;      // covers a literal or a '*'
+    if (itok == "*" || otok != itok) return false;
+  }
+}
+
 }  // namespace ubroker::proto

@@ -250,16 +250,27 @@ TEST_F(Brokerctl, ExitCodesForUsageAndUnreachableBroker) {
   EXPECT_NE(p.err().find("no such file"), std::string::npos) << p.err();
 }
 
-TEST_F(Brokerctl, AnotherUidIsRefusedAdminCommands) {
+// Admin services follow the policy's `admin` right: uid 4040 may read the status but not
+// list the clients.
+TEST(BrokerctlPolicy, AnotherUidGetsOnlyTheAdminServicesThePolicyGrants) {
   ASSERT_EQ(::geteuid(), 0u) << "this test runs brokerctl as uid 4040: run it as root (CI does)";
-  ASSERT_EQ(::chmod(broker_.dir().c_str(), 0755), 0);  // the socket (0666) must be reachable
-  Process p = Process::spawn({"/usr/bin/setpriv", "--reuid=4040", "--regid=4040", "--clear-groups", UBROKER_BROKERCTL,
-                              "--socket", broker_.socket(), "clients", "--json"});
-  auto st = p.wait(10s);
+  BrokerProcess broker("socket_mode = \"0666\"\n[[policy.allow]]\nuids = [4040]\nadmin = [\"status\"]\n");
+  ASSERT_EQ(::chmod(broker.dir().c_str(), 0755), 0);  // the socket (0666) must be reachable
+  auto as_4040 = [&](const char* command) {
+    return Process::spawn({"/usr/bin/setpriv", "--reuid=4040", "--regid=4040", "--clear-groups", UBROKER_BROKERCTL,
+                           "--socket", broker.socket(), command, "--json"});
+  };
+  Process clients = as_4040("clients");
+  auto st = clients.wait(10s);
   ASSERT_TRUE(st.has_value());
-  EXPECT_EQ(exit_code(*st), 1) << p.err();
-  EXPECT_NE(p.err().find("uid 4040 is neither"), std::string::npos) << p.err();
-  EXPECT_TRUE(p.out().empty());
+  EXPECT_EQ(exit_code(*st), 1) << clients.err();
+  EXPECT_NE(clients.err().find("admin service 'clients' denied to uid 4040"), std::string::npos) << clients.err();
+  EXPECT_TRUE(clients.out().empty());
+  Process status = as_4040("status");
+  st = status.wait(10s);
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(exit_code(*st), 0) << status.err();
+  EXPECT_NE(status.out().find("\"connections\""), std::string::npos) << status.out();
 }
 
 }  // namespace

@@ -3,7 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <string>
+#include <vector>
 
 namespace ubroker::proto {
 namespace {
@@ -44,6 +46,48 @@ TEST(Topic, Matching) {
       {"*", "a.b", false},     {"*.b.>", "x.b.c", true}, {"*.b.>", "x.b", false}, {"a.*.c", "a.x.c", true},
   };
   for (const auto& c : cases) EXPECT_EQ(pattern_matches(c.pattern, c.topic), c.match) << c.pattern << " " << c.topic;
+}
+
+TEST(Topic, CoversExamples) {
+  EXPECT_TRUE(pattern_covers(">", "a.*"));
+  EXPECT_TRUE(pattern_covers("a.>", "a.b.>"));
+  EXPECT_TRUE(pattern_covers("a.*", "a.b"));
+  EXPECT_TRUE(pattern_covers("a.*.c", "a.*.c"));
+  EXPECT_FALSE(pattern_covers("a.*", "a.>"));     // a.> also matches a.b.c
+  EXPECT_FALSE(pattern_covers("a.b", "a.*"));     // a.* also matches a.c
+  EXPECT_FALSE(pattern_covers("a.>", "a"));       // '>' needs a token
+  EXPECT_FALSE(pattern_covers("a.>", ">"));
+  EXPECT_FALSE(pattern_covers("*.b", "a.*"));
+}
+
+// Against the definition: `outer` covers `inner` exactly when every topic `inner` matches,
+// `outer` matches too. Topics over {a, b, x} up to one token longer than the patterns are
+// enough to find a counterexample ('x' stands for any token a pattern does not name).
+TEST(Topic, CoversAgreesWithMatchingOnEveryTopic) {
+  std::vector<std::string> patterns, topics;
+  const char* tokens[] = {"a", "b", "*", ">"};
+  std::function<void(std::string, int)> grow = [&](std::string p, int depth) {
+    if (!p.empty()) patterns.push_back(p);
+    if (depth == 3 || p.ends_with(">")) return;
+    for (const char* t : tokens) grow(p.empty() ? t : p + "." + t, depth + 1);
+  };
+  grow("", 0);
+  std::function<void(std::string, int)> grow_topic = [&](std::string t, int depth) {
+    if (!t.empty()) topics.push_back(t);
+    if (depth == 4) return;
+    for (const char* tok : {"a", "b", "x"}) grow_topic(t.empty() ? tok : t + "." + tok, depth + 1);
+  };
+  grow_topic("", 0);
+  int covered = 0;
+  for (const auto& outer : patterns) {
+    for (const auto& inner : patterns) {
+      bool every = true;
+      for (const auto& t : topics) every = every && (!pattern_matches(inner, t) || pattern_matches(outer, t));
+      EXPECT_EQ(pattern_covers(outer, inner), every) << outer << " covers " << inner;
+      covered += every;
+    }
+  }
+  EXPECT_GT(covered, static_cast<int>(patterns.size()));  // more than the reflexive pairs
 }
 
 }  // namespace

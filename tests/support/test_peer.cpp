@@ -18,6 +18,8 @@
 // sequence. MODE "check" prints "received N bad B gaps G" and exits; "check-small" expects
 // each bulk message followed by a small one of the same sequence (bulk-publish SMALL=1);
 // "hold" keeps every message (never releasing it), prints "holding N", and waits to be killed.
+//   ubroker_test_peer script ADDRESS
+// runs commands from stdin and prints their outcomes (see test_peer_script.cpp).
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -200,7 +202,10 @@ int serve(const std::string& address, const std::string& topic, const std::strin
 
 }  // namespace
 
+int run_script(const std::string& address);  // test_peer_script.cpp
+
 int main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[1]) == "script") return run_script(argv[2]);
   if (argc == 8 && std::string(argv[1]) == "bulk-publish") {
     return bulk_publish(argv[2], argv[3], std::strtoull(argv[4], nullptr, 10), std::strtoull(argv[5], nullptr, 10),
                         std::strtoull(argv[6], nullptr, 10), std::string(argv[7]) == "1");

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 #include <deque>
@@ -160,7 +161,18 @@ int cmd_status(Context& ctx) {
   row("bulk held by receivers", st.bulk_held());
   row("bulk dropped (fd limits)", st.bulk_dropped_fds());
   row("shm refused", st.shm_refused());
+  row("connections refused", st.connections_refused());
+  // Errors sent to clients, by code, in code order (the map's own order is unspecified).
+  std::vector<std::pair<std::string, std::uint64_t>> errors(st.errors_sent().begin(), st.errors_sent().end());
+  std::sort(errors.begin(), errors.end(), [](const auto& a, const auto& b) {
+    ubroker::wire::ErrorCode x{}, y{};
+    (void)ubroker::wire::ErrorCode_Parse(a.first, &x);
+    (void)ubroker::wire::ErrorCode_Parse(b.first, &y);
+    return x < y;
+  });
+  for (const auto& [code, n] : errors) t.add({"errors sent: " + code, std::to_string(n)});
   t.print(stdout);
+  std::printf("access policy: %s\n", st.policy().c_str());
   return kOk;
 }
 

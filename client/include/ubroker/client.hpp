@@ -20,6 +20,8 @@
 // it in place; the space comes back when the last of them lets go.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -66,6 +68,10 @@ struct ConnectOptions {
   // less 4160 bytes). A publish that waits for ring space waits at most `timeout`.
   std::size_t shm_threshold = 64 * 1024;
   std::size_t shm_segment_bytes = 32u << 20;
+  // The uids this client accepts as its broker, checked with SO_PEERCRED before anything is
+  // sent, so a process squatting on the socket path cannot pose as the broker. Empty: the
+  // uids in $UBROKER_BROKER_UID (comma-separated) if set, else this process's uid and root.
+  std::vector<uid_t> trusted_broker_uids;
   // Errors the broker reports about earlier calls that had no one waiting (e.g. a publish it
   // refused). Runs on the I/O thread. When empty, such errors are written to stderr.
   std::function<void(const Error&)> on_error;

@@ -31,10 +31,13 @@ enum class Errc : int {
   kKicked = 19,          // an operator disconnected this client
   kNotFound = 20,        // an admin request named something that does not exist
   kShmRefused = 21,      // the broker refused a shared-memory segment or reference (the message says why)
+  kFrameTimeout = 22,    // a frame this client started did not arrive whole in time
+  kInvalidConfig = 23,   // an admin reload found the broker's config file invalid
 
   kConnectFailed = 100,    // no broker reachable at the address (the message says why)
   kNotConnected = 101,     // the connection is closed (the message says why)
   kInvalidArgument = 103,  // the call's arguments are unusable
+  kUntrustedBroker = 104,  // the socket's owner is not a uid this client trusts as its broker
 };
 
 // The code's name, e.g. "SLOW_CONSUMER".

@@ -25,4 +25,8 @@ inline constexpr std::string_view kReservedPrefix = "$sys.";
 // Whether a valid pattern matches a valid topic.
 [[nodiscard]] bool pattern_matches(std::string_view pattern, std::string_view topic) noexcept;
 
+// Whether every topic the valid pattern `inner` matches is also matched by the valid pattern
+// `outer` (the access policy's test for a subscription or service pattern).
+[[nodiscard]] bool pattern_covers(std::string_view outer, std::string_view inner) noexcept;
+
 }  // namespace ubroker::proto

@@ -1,0 +1,91 @@
+// Grants: which rules apply to an identity, and the pattern tests behind every check.
+#include "policy.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "ubroker/proto/topic.hpp"
+
+namespace ubroker::broker {
+namespace {
+
+bool in(const auto& list, auto value) { return std::find(list.begin(), list.end(), value) != list.end(); }
+
+bool rule_applies(const PolicyRule& rule, const PeerIdentity& who) {
+  if (rule.everyone || in(rule.uids, who.uid) || in(rule.gids, who.gid)) return true;
+  return std::any_of(who.groups.begin(), who.groups.end(), [&](gid_t g) { return in(rule.gids, g); });
+}
+
+// Whether some topic a pattern matches may be one of the broker's: its first token is
+// "$sys" or a wildcard.
+bool may_match_reserved(std::string_view pattern) {
+  const std::string_view first = pattern.substr(0, pattern.find('.'));
+  return first == "$sys" || first == "*" || first == ">";
+}
+
+}  // namespace
+
+Grants::Grants(std::shared_ptr<const Policy> policy, const PeerIdentity& who, uid_t broker_uid)
+    : policy_(std::move(policy)) {
+  if (policy_->open) {
+    all_ = true;
+    source_ = "open policy";
+    return;
+  }
+  if (who.uid == 0 || who.uid == broker_uid) {
+    all_ = true;
+    source_ = who.uid == 0 ? "root" : "the broker's own uid";
+    return;
+  }
+  std::string lines;
+  for (const PolicyRule& rule : policy_->rules) {
+    if (!rule_applies(rule, who)) continue;
+    for (std::size_t r = 0; r < kRightCount; ++r) {
+      for (const std::string& p : rule.patterns[r]) patterns_[r].push_back(&p);
+    }
+    lines += fmt::format("{}{}", lines.empty() ? "" : ", ", rule.line);
+  }
+  source_ = lines.empty() ? "no policy rule" : fmt::format("policy rules at lines {}", lines);
+}
+
+bool Grants::any() const noexcept {
+  return all_ || std::any_of(patterns_.begin(), patterns_.end(), [](const auto& v) { return !v.empty(); });
+}
+
+bool Grants::allows_topic(Right r, std::string_view topic) const noexcept {
+  if (all_) return true;
+  const bool reserved = r != Right::kAdmin && proto::is_reserved(topic);
+  for (const std::string* grant : patterns_[static_cast<int>(r)]) {
+    if (reserved && !proto::is_reserved(*grant)) continue;
+    if (proto::pattern_matches(*grant, topic)) return true;
+  }
+  return false;
+}
+
+bool Grants::allows_pattern(Right r, std::string_view pattern) const noexcept {
+  if (all_) return true;
+  const bool reserved = may_match_reserved(pattern);
+  for (const std::string* grant : patterns_[static_cast<int>(r)]) {
+    if (reserved && !proto::is_reserved(*grant)) continue;
+    if (proto::pattern_covers(*grant, pattern)) return true;
+  }
+  return false;
+}
+
+std::string denial(Right r, std::string_view what, bool pattern, const PeerIdentity& who) {
+  std::string groups;
+  for (gid_t g : who.groups) groups += fmt::format("{}{}", groups.empty() ? "" : ",", g);
+  const std::string identity =
+      fmt::format("uid {} (gid {}{}{})", who.uid, who.gid, groups.empty() ? "" : ", groups ", groups);
+  if (pattern && may_match_reserved(what)) {
+    return fmt::format(
+        "{} '{}' denied to {}: no policy rule grants it (a pattern that can match the broker's $sys. topics "
+        "needs a grant that starts with $sys.)",
+        to_string(r), what, identity);
+  }
+  return fmt::format("{} {}'{}' denied to {}: no policy rule grants it", to_string(r),
+                     r == Right::kAdmin ? "service " : "", what, identity);
+}
+
+}  // namespace ubroker::broker
