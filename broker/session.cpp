@@ -282,7 +282,7 @@ Session::Step Session::process_frames() {
     if (!split) {
       const bool too_large = split.error() == proto::FrameError::kFrameTooLarge;
       send_error(too_large ? wire::FRAME_TOO_LARGE : wire::PROTOCOL_ERROR,
-                 too_large ? fmt::format("frame larger than the limit of {} bytes", limits.max_frame)
+                 too_large ? fmt::format("frame larger than the limit of {} bytes (limits.max_frame_bytes)", limits.max_frame)
                            : std::string(proto::describe(split.error())),
                  true);
       return Step::kClose;

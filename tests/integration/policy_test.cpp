@@ -12,66 +12,13 @@
 #include <vector>
 
 #include "broker_process.hpp"
+#include "script_peer.hpp"
 #include "test_util.hpp"
 
 namespace ubroker::test {
 namespace {
 
 using namespace std::chrono_literals;
-
-struct Identity {
-  uid_t uid;
-  gid_t gid;
-  std::vector<gid_t> groups;  // supplementary
-};
-
-std::vector<std::string> as(const Identity& who, std::vector<std::string> argv) {
-  std::vector<std::string> full = {"/usr/bin/setpriv", "--reuid=" + std::to_string(who.uid),
-                                   "--regid=" + std::to_string(who.gid)};
-  if (who.groups.empty()) {
-    full.push_back("--clear-groups");
-  } else {
-    std::string list;
-    for (gid_t g : who.groups) list += (list.empty() ? "" : ",") + std::to_string(g);
-    full.push_back("--groups=" + list);
-  }
-  full.insert(full.end(), argv.begin(), argv.end());
-  return full;
-}
-
-// Starts the script peer as `who` with `commands` on its stdin.
-Process start_script(const BrokerProcess& b, const Identity& who, const std::string& commands,
-                     const std::vector<std::string>& env = {}) {
-  static int n = 0;
-  const std::string path = b.dir() + "/script-" + std::to_string(++n);
-  std::ofstream(path) << commands;
-  return Process::spawn(as(who, {UBROKER_TEST_PEER, "script", b.socket()}), env, path);
-}
-
-// Runs a script to its end and returns what it printed.
-std::string run_script(const BrokerProcess& b, const Identity& who, const std::string& commands) {
-  Process p = start_script(b, who, commands);
-  const auto st = p.wait(30s);
-  EXPECT_TRUE(st.has_value()) << "the script peer did not finish: " << p.out() << p.err();
-  return p.out();
-}
-
-// A broker other uids can reach: the socket is 0666 in a 0755 directory.
-std::string reachable(const std::string& extra_toml) {
-  return "socket_mode = \"0666\"\n" + extra_toml;
-}
-void open_dir(const BrokerProcess& b) {
-  ASSERT_EQ(::chmod(b.dir().c_str(), 0755), 0);
-}
-
-bool has_line(const std::string& out, const std::string& line) {
-  return ("\n" + out).find("\n" + line + "\n") != std::string::npos;
-}
-
-// "COMMAND: CODE" prefixes: the message after the code is checked where it matters.
-bool has_outcome(const std::string& out, const std::string& prefix) {
-  return ("\n" + out).find("\n" + prefix) != std::string::npos;
-}
 
 class Policy : public ::testing::Test {
  protected:

@@ -1,10 +1,12 @@
 // ubroker_test_peer script ADDRESS: one client that runs the commands on its stdin, one per
 // line, and prints one line per command with its outcome ("ok" or the error code name), so a
 // test can run it as another uid (setpriv) and compare what the policy allowed:
-//   connect                  connect (printed "connect: ok" or "connect: CODE message")
+//   connect [QUEUE]          connect (printed "connect: ok" or "connect: CODE message"), with a
+//                            receive queue of QUEUE messages (default 4096)
 //   publish TOPIC            publish, then flush: a refusal arrives before the flush's answer
 //   loan TOPIC               the same through shared memory (4 KiB)
 //   subscribe PATTERN        subscribe (messages go to the receive queue)
+//   subscribe-drop PATTERN   the same with overflow = drop
 //   serve PATTERN            serve, answering "pong"
 //   request TOPIC            request with a 2 s deadline
 //   admin NAME               request $sys.admin.NAME
@@ -76,6 +78,7 @@ int run_script(const std::string& address) {
     if (cmd == "connect") {
       auto c = ubroker::Client::connect({.address = address,
                                          .name = "script",
+                                         .receive_queue = arg.empty() ? 4096 : std::stoul(arg),
                                          .on_error = [&](const ubroker::Error& e) {
                                            std::lock_guard lk(log.mu);
                                            log.errors.push_back(e);
@@ -119,9 +122,10 @@ int run_script(const std::string& address) {
         say(cmd + " " + arg + ": " + outcome(log.errors.front()));
         log.errors.pop_front();
       }
-    } else if (cmd == "subscribe") {
-      auto s = client->subscribe(arg);
-      say("subscribe " + arg + ": " + outcome(s));
+    } else if (cmd == "subscribe" || cmd == "subscribe-drop") {
+      auto s = client->subscribe(arg, {.overflow = cmd == "subscribe" ? ubroker::Overflow::kBlock
+                                                                       : ubroker::Overflow::kDrop});
+      say(cmd + " " + arg + ": " + outcome(s));
       if (s) subs.push_back(std::move(*s));
     } else if (cmd == "serve") {
       auto s = client->serve(arg, [](ubroker::Request r) { (void)r.reply("pong"); });
