@@ -1,4 +1,5 @@
 // brokerd: parse the command line and config, set up logging, run the broker.
+#include <google/protobuf/stubs/logging.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -77,6 +78,12 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(config.log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
 
+  // protobuf logs every string field with invalid UTF-8 it refuses to parse: a client could
+  // fill the log with one frame after another. The frame is refused (PROTOCOL_ERROR, logged
+  // and counted by the broker); protobuf's own words go to the debug log only.
+  google::protobuf::SetLogHandler([](google::protobuf::LogLevel, const char*, int, const std::string& message) {
+    spdlog::debug("protobuf: {}", message);
+  });
   // Writes use MSG_NOSIGNAL; this also covers anything else that might raise SIGPIPE.
   std::signal(SIGPIPE, SIG_IGN);
   raise_fd_limit(config.limits.max_connections);

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The project's one entry point on a Debian 12 machine (the README's two commands):
 #   bash scripts/dev.sh run    install what is missing, build Release, run brokerd in the foreground
-#   bash scripts/dev.sh test   install what is missing, build, run the whole test suite twice:
-#                              a Release build, then an AddressSanitizer+UBSan build
+#   bash scripts/dev.sh test   install what is missing, build, run the whole test suite twice
+#                              (a Release build, then an AddressSanitizer+UBSan build), then
+#                              each libFuzzer target for $UBROKER_FUZZ_SECONDS (default 60)
+#   bash scripts/dev.sh fuzz [SECONDS]   only the libFuzzer targets (clang 16, ASan+UBSan)
 # Extra arguments after `run` go to brokerd (e.g. `run -- --socket /tmp/b.sock`).
 # Installs only Debian packages by name (apt-get); downloads nothing else.
 set -euo pipefail
@@ -10,6 +12,8 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${UBROKER_BUILD_DIR:-$here/build/release}
 asan_dir=$here/build/asan
+fuzz_dir=$here/build/fuzz
+fuzz_targets=(fuzz_frame_decoder fuzz_handshake fuzz_header_messages)
 
 packages=(
   g++ cmake ninja-build ccache pkg-config
@@ -17,14 +21,17 @@ packages=(
   libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev
   libgtest-dev libgmock-dev
 )
+# libstdc++'s <expected> and libFuzzer need clang 16 (Debian 12 has it; clang 14 is too old).
+fuzz_packages=(clang-16 libclang-rt-16-dev)
 
 usage() {
-  sed -n '2,7p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
+# install_missing PACKAGE...: apt-get installs those not installed yet.
 install_missing() {
   local missing=()
-  for p in "${packages[@]}"; do
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -55,19 +62,41 @@ run_suite() {
   (cd "$1" && ctest --output-on-failure --timeout 300 -j "$jobs")
 }
 
+# run_fuzzers SECONDS: builds the libFuzzer targets and runs each for SECONDS from the seed
+# corpus in fuzz/corpus (new inputs go to a scratch directory). A crash, sanitizer report,
+# leak or hang fails the run and leaves the reproducer in the current directory.
+run_fuzzers() {
+  configure "$fuzz_dir" RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++-16 -DUBROKER_FUZZ=ON -DUBROKER_TESTS=OFF
+  cmake --build "$fuzz_dir" -j "$jobs" --target "${fuzz_targets[@]}"
+  local scratch
+  scratch=$(mktemp -d)
+  trap 'rm -rf "$scratch"' RETURN
+  for t in "${fuzz_targets[@]}"; do
+    echo "-- $t for $1 s"
+    mkdir -p "$scratch/$t"
+    if ! "$fuzz_dir/fuzz/$t" -max_total_time="$1" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+      "$scratch/$t" "$here/fuzz/corpus/$t" >"$scratch/$t.log" 2>&1; then
+      tail -n 60 "$scratch/$t.log"
+      echo "dev.sh: $t found a problem (its report is above)" >&2
+      exit 1
+    fi
+    grep -E '^(Done|stat::peak_rss_mb)' "$scratch/$t.log"
+  done
+}
+
 jobs=$(nproc 2>/dev/null || echo 2)
 
 case "${1:-}" in
   run)
     shift
     [ "${1:-}" = "--" ] && shift
-    install_missing
+    install_missing "${packages[@]}"
     configure "$build_dir" Release
     cmake --build "$build_dir" --target brokerd -j "$jobs"
     exec "$build_dir/broker/brokerd" "$@"
     ;;
   test)
-    install_missing
+    install_missing "${packages[@]}" "${fuzz_packages[@]}"
     echo "== Release build and tests"
     configure "$build_dir" Release
     run_suite "$build_dir"
@@ -75,6 +104,12 @@ case "${1:-}" in
     configure "$asan_dir" Debug -DUBROKER_SANITIZE=address
     export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
     run_suite "$asan_dir"
+    echo "== libFuzzer targets (clang, ASan+UBSan)"
+    run_fuzzers "${UBROKER_FUZZ_SECONDS:-60}"
+    ;;
+  fuzz)
+    install_missing "${packages[@]}" "${fuzz_packages[@]}"
+    run_fuzzers "${2:-60}"
     ;;
   -h|--help|help)
     usage
