@@ -25,16 +25,6 @@ namespace {
 using namespace std::chrono_literals;
 using shm::UniqueFd;
 
-std::size_t open_fds(pid_t pid) {
-  std::size_t n = 0;
-  const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
-  if (DIR* d = ::opendir(dir.c_str())) {
-    while (::readdir(d) != nullptr) ++n;
-    ::closedir(d);
-  }
-  return n;
-}
-
 UniqueFd memfd(unsigned seals, std::size_t size = 1 << 16, bool allow_sealing = true) {
   UniqueFd fd(::memfd_create("hostile", MFD_CLOEXEC | (allow_sealing ? MFD_ALLOW_SEALING : 0)));
   EXPECT_TRUE(fd);

@@ -2,7 +2,11 @@
 // a condition with a deadline (never a bare sleep standing in for one).
 #pragma once
 
+#include <dirent.h>
+#include <sys/types.h>
+
 #include <atomic>
+#include <fstream>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -30,6 +34,29 @@ inline PeerPayload decode(std::span<const std::byte> p) {
     std::memcpy(&d.tag, p.data() + 8, 8);
   }
   return d;
+}
+
+// Entries in /proc/PID/fd (the process's open fds, plus "." and "..").
+inline std::size_t open_fds(pid_t pid) {
+  std::size_t n = 0;
+  const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (::readdir(d) != nullptr) ++n;
+    ::closedir(d);
+  }
+  return n;
+}
+
+// Resident memory of a process in KiB (VmRSS in /proc/PID/status), 0 if unknown.
+inline std::size_t rss_kib(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string key;
+  std::size_t value = 0;
+  while (status >> key) {
+    if (key == "VmRSS:" && status >> value) return value;
+    status.ignore(4096, '\n');
+  }
+  return 0;
 }
 
 // Polls `cond` until true or the deadline; returns its last value.
