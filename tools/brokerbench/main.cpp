@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <string>
 #include <thread>
@@ -108,7 +109,16 @@ class Broker {
     dir_ = std::filesystem::temp_directory_path() / ("brokerbench-" + std::to_string(::getpid()));
     std::filesystem::create_directories(dir_);
     socket_ = (dir_ / "ubroker.sock").string();
-    if (auto c = Child::spawn({o.brokerd, "--socket", socket_, "--log-level", "warn"})) child_.emplace(std::move(*c));
+    // Every bench client runs as this uid: connscale's idle clients must fit the per-uid
+    // connection limit as well as the total.
+    std::uint64_t most = 0;
+    for (auto n : o.connections) most = std::max<std::uint64_t>(most, n);
+    const std::uint64_t room = std::max<std::uint64_t>(16384, most + 256);
+    const auto config = (dir_ / "brokerd.toml").string();
+    std::ofstream(config) << "[limits]\nmax_connections = " << room << "\nmax_connections_per_uid = " << room << "\n";
+    if (auto c = Child::spawn({o.brokerd, "--socket", socket_, "--config", config, "--log-level", "warn"})) {
+      child_.emplace(std::move(*c));
+    }
     for (int i = 0; i < 500 && !std::filesystem::exists(socket_); ++i) std::this_thread::sleep_for(10ms);
   }
   ~Broker() {
