@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "send_fds.hpp"
 #include "ubroker.pb.h"
 #include "ubroker/proto/frame_codec.hpp"
 #include "ubroker/proto/socket_address.hpp"
@@ -66,21 +67,7 @@ class Conn {
   }
   // Sends; false once the broker has closed its end (that may be the point).
   bool send(std::span<const std::byte> bytes, std::span<const int> fds = {}) {
-    iovec iov{.iov_base = const_cast<std::byte*>(bytes.data()), .iov_len = bytes.size()};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    std::vector<char> control(CMSG_SPACE(sizeof(int) * fds.size()));
-    if (!fds.empty()) {
-      msg.msg_control = control.data();
-      msg.msg_controllen = control.size();
-      cmsghdr* c = CMSG_FIRSTHDR(&msg);
-      c->cmsg_level = SOL_SOCKET;
-      c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-      std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-    }
-    return ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size());
+    return test::sendmsg_with_fds(fd_.get(), bytes, fds) == static_cast<ssize_t>(bytes.size());
   }
   bool send(const wire::Header& h, std::size_t payload = 0) { return send(encode(h, payload)); }
   void hello() {

@@ -10,14 +10,12 @@
 #include <string>
 #include <vector>
 
+#include "send_fds.hpp"
 #include "ubroker.pb.h"
 #include "ubroker/shm/unique_fd.hpp"
 
 namespace ubroker::test {
 
-// One sendmsg of `bytes` with any number of fds attached (proto::send refuses more than a
-// frame may carry; tests need to send more). Returns what sendmsg returned.
-ssize_t sendmsg_with_fds(int socket, std::span<const std::byte> bytes, std::span<const int> fds);
 
 class RawConnection {
  public:
