@@ -67,14 +67,10 @@ class Grants {
   // Every topic a subscription or service pattern matches.
   [[nodiscard]] bool allows_pattern(Right r, std::string_view pattern) const noexcept;
 
-  // Where a grant came from, for logs: "open policy", "root", "policy rules at lines 3, 9".
-  [[nodiscard]] const std::string& source() const noexcept { return source_; }
-
  private:
   std::shared_ptr<const Policy> policy_;
   bool all_ = false;
   std::array<std::vector<const std::string*>, kRightCount> patterns_;  // into *policy_
-  std::string source_;
 };
 
 // The sentence sent back with PERMISSION_DENIED: what was refused and why.
