@@ -33,20 +33,20 @@ Grants::Grants(std::shared_ptr<const Policy> policy, const PeerIdentity& who, ui
   for (const PolicyRule& rule : policy_->rules) {
     if (!rule_applies(rule, who)) continue;
     for (std::size_t r = 0; r < kRightCount; ++r) {
-      for (const std::string& p : rule.patterns[r]) patterns_[r].push_back(&p);
+      for (const std::string& p : rule.patterns[r]) grants_.emplace_back(static_cast<Right>(r), &p);
     }
   }
 }
 
-bool Grants::any() const noexcept {
-  return all_ || std::any_of(patterns_.begin(), patterns_.end(), [](const auto& v) { return !v.empty(); });
+bool Grants::any(Right r) const noexcept {
+  return all_ || std::any_of(grants_.begin(), grants_.end(), [r](const auto& g) { return g.first == r; });
 }
 
 bool Grants::allows_topic(Right r, std::string_view topic) const noexcept {
   if (all_) return true;
   const bool reserved = r != Right::kAdmin && proto::is_reserved(topic);
-  for (const std::string* grant : patterns_[static_cast<int>(r)]) {
-    if (reserved && !proto::is_reserved(*grant)) continue;
+  for (const auto& [right, grant] : grants_) {
+    if (right != r || (reserved && !proto::is_reserved(*grant))) continue;
     if (proto::pattern_matches(*grant, topic)) return true;
   }
   return false;
@@ -55,8 +55,8 @@ bool Grants::allows_topic(Right r, std::string_view topic) const noexcept {
 bool Grants::allows_pattern(Right r, std::string_view pattern) const noexcept {
   if (all_) return true;
   const bool reserved = may_match_reserved(pattern);
-  for (const std::string* grant : patterns_[static_cast<int>(r)]) {
-    if (reserved && !proto::is_reserved(*grant)) continue;
+  for (const auto& [right, grant] : grants_) {
+    if (right != r || (reserved && !proto::is_reserved(*grant))) continue;
     if (proto::pattern_covers(*grant, pattern)) return true;
   }
   return false;

@@ -20,6 +20,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace ubroker::broker {
@@ -59,8 +60,8 @@ class Grants {
   // Everything is allowed (open policy, root or the broker's own uid): checks are skipped.
   [[nodiscard]] bool all() const noexcept { return all_; }
   // Some right on some topic: a connection with none is refused at the handshake.
-  [[nodiscard]] bool any() const noexcept;
-  [[nodiscard]] bool any(Right r) const noexcept { return all_ || !patterns_[static_cast<int>(r)].empty(); }
+  [[nodiscard]] bool any() const noexcept { return all_ || !grants_.empty(); }
+  [[nodiscard]] bool any(Right r) const noexcept;
 
   // A topic used for `r` (publish, request, admin service name).
   [[nodiscard]] bool allows_topic(Right r, std::string_view topic) const noexcept;
@@ -70,7 +71,9 @@ class Grants {
  private:
   std::shared_ptr<const Policy> policy_;
   bool all_ = false;
-  std::array<std::vector<const std::string*>, kRightCount> patterns_;  // into *policy_
+  // (right, pattern in *policy_): one short list, empty when all_, so a connection that may do
+  // everything pays for one empty vector.
+  std::vector<std::pair<Right, const std::string*>> grants_;
 };
 
 // The sentence sent back with PERMISSION_DENIED: what was refused and why.
