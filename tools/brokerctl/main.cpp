@@ -404,6 +404,9 @@ int main(int argc, char** argv) {
       "brokerctl: see and operate a live ubroker broker.\n"
       "Exit codes: 0 success, 1 error reported by the broker, 2 usage, 3 no broker reachable."};
   app.set_version_flag("--version", std::string("brokerctl ") + UBROKER_VERSION);
+  app.footer(
+      "Environment: UBROKER_BROKER_UID (comma-separated uids) names the uids trusted to run the broker\n"
+      "(default: your own uid and root); a socket served by any other uid is refused.");
   app.require_subcommand(1);
   Context ctx;
   ctx.socket = ubroker::proto::default_socket_path();
