@@ -167,7 +167,13 @@ int subscribe(const std::string& address, const std::string& pattern, std::uint6
   std::printf("ready\n");
   std::fflush(stdout);
   std::unique_lock lk(mu);
-  cv.wait(lk, [&] { return received >= count || !client->connected(); });
+  // Nothing notifies on a disconnect: look again every 100 ms, so a subscriber the broker
+  // cut off reports what it got instead of waiting forever.
+  while (!cv.wait_for(lk, std::chrono::milliseconds(100), [&] { return received >= count || !client->connected(); })) {
+  }
+  if (auto why = client->disconnect_reason(); why && received < count) {
+    std::fprintf(stderr, "disconnected: %s\n", why->message.c_str());
+  }
   std::printf("received %llu gaps %llu seconds %.6f\n", static_cast<unsigned long long>(received),
               static_cast<unsigned long long>(gaps), std::chrono::duration<double>(last - first).count());
   return received == count && gaps == 0 ? 0 : 1;
