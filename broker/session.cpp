@@ -417,7 +417,6 @@ void Session::check_deadlines(Clock::time_point now) {
     return;
   }
   if (partial_since_ != Clock::time_point::max() && now - partial_since_ > t.frame) {
-    ++broker_.stats().frame_timeouts;
     send_error(wire::FRAME_TIMEOUT,
                fmt::format("a frame started {} ms ago is still incomplete ({} bytes of it arrived; timeouts.frame_ms = "
                            "{})",

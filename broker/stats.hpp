@@ -33,7 +33,6 @@ struct Stats {
   std::uint64_t shm_refused = 0;           // segments and references refused
   std::uint64_t bulk_dropped_fds = 0;      // bulk deliveries dropped: the receiver's uid is at its
                                            // fds-in-flight limit, or the broker is out of fds
-  std::uint64_t frame_timeouts = 0;        // connections closed with a frame stalled half-sent
   std::array<std::uint64_t, 64> errors_sent{};  // Error frames (and refused connections) by ErrorCode
 };
 
