@@ -62,26 +62,35 @@ run_suite() {
   (cd "$1" && ctest --output-on-failure --timeout 300 -j "$jobs")
 }
 
-# run_fuzzers SECONDS: builds the libFuzzer targets and runs each for SECONDS from the seed
-# corpus in fuzz/corpus (new inputs go to a scratch directory). A crash, sanitizer report,
-# leak or hang fails the run and leaves the reproducer in the current directory.
+# run_fuzzers SECONDS: builds the libFuzzer targets and runs them side by side for SECONDS
+# each, from the seed corpus in fuzz/corpus (new inputs go to a scratch directory). A crash,
+# sanitizer report, leak or hang fails the run; the report and reproducer are printed.
 run_fuzzers() {
-  configure "$fuzz_dir" RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++-16 -DUBROKER_FUZZ=ON -DUBROKER_TESTS=OFF
+  # -O1 without debug info: the targets build in half the time and still find what -O2 does.
+  configure "$fuzz_dir" None -DCMAKE_CXX_COMPILER=clang++-16 -DCMAKE_CXX_FLAGS=-O1 -DUBROKER_FUZZ=ON \
+    -DUBROKER_TESTS=OFF
   cmake --build "$fuzz_dir" -j "$jobs" --target "${fuzz_targets[@]}"
-  local scratch
+  local scratch pids=() failed=0
   scratch=$(mktemp -d)
   trap 'rm -rf "$scratch"' RETURN
   for t in "${fuzz_targets[@]}"; do
-    echo "-- $t for $1 s"
     mkdir -p "$scratch/$t"
-    if ! "$fuzz_dir/fuzz/$t" -max_total_time="$1" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-      "$scratch/$t" "$here/fuzz/corpus/$t" >"$scratch/$t.log" 2>&1; then
-      tail -n 60 "$scratch/$t.log"
-      echo "dev.sh: $t found a problem (its report is above)" >&2
-      exit 1
-    fi
-    grep -E '^(Done|stat::peak_rss_mb)' "$scratch/$t.log"
+    (cd "$scratch" && exec "$fuzz_dir/fuzz/$t" -max_total_time="$1" -timeout=10 -rss_limit_mb=2048 \
+      -print_final_stats=1 "$scratch/$t" "$here/fuzz/corpus/$t" >"$scratch/$t.log" 2>&1) &
+    pids+=($!)
   done
+  for i in "${!fuzz_targets[@]}"; do
+    local t=${fuzz_targets[$i]}
+    if wait "${pids[$i]}"; then
+      echo "-- $t, $1 s: $(grep -E '^Done' "$scratch/$t.log")"
+    else
+      tail -n 60 "$scratch/$t.log"
+      cp "$scratch"/crash-* "$scratch"/leak-* "$scratch"/timeout-* . 2>/dev/null || true
+      echo "dev.sh: $t found a problem (its report is above; reproducer copied here)" >&2
+      failed=1
+    fi
+  done
+  [ "$failed" -eq 0 ] || exit 1
 }
 
 jobs=$(nproc 2>/dev/null || echo 2)
