@@ -21,10 +21,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-class Limits : public ::testing::Test {
- protected:
-  void SetUp() override { ASSERT_EQ(::geteuid(), 0u) << "these tests start clients as other uids: run them as root"; }
-};
+class Limits : public OtherIdentitiesTest {};
 
 TEST_F(Limits, ConnectionsPerUidRefuseThatUidOnly) {
   BrokerProcess broker(reachable("[policy]\nopen = true\n[limits]\nmax_connections_per_uid = 3\n"));

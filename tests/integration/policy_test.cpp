@@ -20,10 +20,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-class Policy : public ::testing::Test {
- protected:
-  void SetUp() override { ASSERT_EQ(::geteuid(), 0u) << "these tests start clients as other uids: run them as root"; }
-};
+class Policy : public OtherIdentitiesTest {};
 
 TEST_F(Policy, StrangersAreRefusedAtConnectByDefaultAndTheRefusalIsCounted) {
   BrokerProcess broker(reachable(""));

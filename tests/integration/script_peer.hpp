@@ -5,6 +5,7 @@
 
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <fstream>
@@ -17,6 +18,12 @@
 #include <gtest/gtest.h>
 
 namespace ubroker::test {
+
+// Tests that start clients as other uids need to be root (CI runs as root).
+class OtherIdentitiesTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_EQ(::geteuid(), 0u) << "these tests start clients as other uids: run them as root"; }
+};
 
 struct Identity {
   uid_t uid;
