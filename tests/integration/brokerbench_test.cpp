@@ -2,6 +2,11 @@
 // checked for shape and for zero loss. No time is asserted.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <regex>
 #include <sstream>
@@ -40,6 +45,46 @@ TEST(Brokerbench, EveryWorkloadAtATinySize) {
   EXPECT_EQ(lines_per_workload["fanout64"], 1);
   EXPECT_EQ(lines_per_workload["bulk1M"], 2);  // GB/s beside the zero-copy floor and beside the socketpair
   EXPECT_EQ(lines_per_workload["connscale50"], 3);  // RSS per client, W1 p50 and p99 beside idle clients
+}
+
+// --plot and --histogram: the SVG draws both distributions (ubroker and its floor), each a
+// line with a point per histogram bucket, and the CSV has every sample.
+TEST(Brokerbench, PlotDrawsBothDistributionsAndTheCsvHoldsEverySample) {
+  char tmpl[] = "/tmp/ubroker-plot-XXXXXX";
+  const std::string dir = ::mkdtemp(tmpl);
+  Process bench = Process::spawn({UBROKER_BROKERBENCH, "latency64", "--repeat", "1", "--count", "2000", "--warmup",
+                                  "100", "--plot", dir + "/lat.svg", "--histogram", dir + "/lat.csv"});
+  auto st = bench.wait(std::chrono::seconds(120));
+  ASSERT_TRUE(st.has_value());
+  ASSERT_EQ(exit_code(*st), 0) << bench.err();
+  std::ifstream svg_file(dir + "/lat.svg");
+  const std::string svg((std::istreambuf_iterator<char>(svg_file)), std::istreambuf_iterator<char>());
+  EXPECT_TRUE(svg.starts_with("<svg ")) << svg.substr(0, 200);
+  EXPECT_TRUE(svg.ends_with("</svg>\n"));
+  const std::regex line(R"re(<polyline [^>]*points="((?:[0-9.e+-]+,[0-9.e+-]+ )+)"/>)re");
+  int lines = 0;
+  for (std::sregex_iterator it(svg.begin(), svg.end(), line), end; it != end; ++it) {
+    ++lines;
+    EXPECT_GE(std::count((*it)[1].first, (*it)[1].second, ','), 5) << "a line of a handful of points at least";
+  }
+  EXPECT_EQ(lines, 2);
+  for (const char* label : {"ubroker (64 B via brokerd)", "floor: epoll relay hop", ">90%<", ">99%<", ">99.9%<"}) {
+    EXPECT_NE(svg.find(label), std::string::npos) << label;
+  }
+  std::ifstream csv(dir + "/lat.csv");
+  std::string header, row;
+  std::getline(csv, header);
+  EXPECT_EQ(header, "value_ns,count,cumulative");
+  std::uint64_t samples = 0;
+  double cumulative = 0;
+  while (std::getline(csv, row)) {
+    unsigned long long ns = 0, n = 0;
+    ASSERT_EQ(std::sscanf(row.c_str(), "%llu,%llu,%lf", &ns, &n, &cumulative), 3) << row;
+    samples += n;
+  }
+  EXPECT_EQ(samples, 2000u);
+  EXPECT_DOUBLE_EQ(cumulative, 1.0);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

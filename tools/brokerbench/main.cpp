@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "plot.hpp"
 #include "roles.hpp"
 
 extern char** environ;
@@ -91,6 +92,7 @@ struct Options {
   bool json = false;
   bool limit = true;
   std::string histogram;
+  std::string plot;
   std::uint64_t bulk_count = 2000;     // W4 payloads
   std::size_t bulk_size = 1u << 20;    // W4 payload bytes
 };
@@ -172,13 +174,14 @@ void progress(const std::string& what) {
 
 // Records one run of a round-trip workload (and its floor). False when the client process
 // gave no result line: the run is then missing, and the caller reports it.
-bool record_rtt(const std::string& line, const Options& o, std::uint64_t count, Result& p50, Result& p99) {
+bool record_rtt(const std::string& line, const Options& o, std::uint64_t count, Result& p50, Result& p99,
+                const std::string& floor_csv = {}) {
   if (line.empty()) return false;
   const Latency l = parse_latency(line);
   p50.runs.push_back(static_cast<double>(l.p50) / 1000);
   p99.runs.push_back(static_cast<double>(l.p99) / 1000);
   if (o.limit) {
-    const Latency f = floor_relay(o.warmup, count);
+    const Latency f = floor_relay(o.warmup, count, floor_csv);
     p50.floor_runs.push_back(static_cast<double>(f.p50) / 1000);
     p99.floor_runs.push_back(static_cast<double>(f.p99) / 1000);
   }
@@ -190,14 +193,29 @@ void latency64(const Options& o, Result& p50, Result& p99) {
   p50 = {"latency64", "RTT p50", "us", {}, {}, true, 0, 0, 0, "floor: epoll relay hop"};
   p99 = {"latency64", "RTT p99", "us", {}, {}, true, 0, 0, 0, "floor: epoll relay hop"};
   const std::uint64_t count = o.count ? o.count : 100000;
+  // The first run's distributions: to --histogram, and to scratch files for --plot.
+  const auto scratch = std::filesystem::temp_directory_path() / ("brokerbench-plot-" + std::to_string(::getpid()));
+  std::string ubroker_csv = o.histogram, floor_csv;
+  if (!o.plot.empty()) {
+    std::filesystem::create_directories(scratch);
+    if (ubroker_csv.empty()) ubroker_csv = (scratch / "ubroker.csv").string();
+    if (o.limit) floor_csv = (scratch / "floor.csv").string();
+  }
   for (int r = 0; r < o.repeat; ++r) {
     progress("latency64 run " + std::to_string(r + 1) + "/" + std::to_string(o.repeat));
     Broker broker(o);
     auto pong = role({"pong", broker.socket()});
     if (!pong || pong->line() != "ready") return;
     auto ping = role({"ping", broker.socket(), std::to_string(o.warmup), std::to_string(count),
-                      r == 0 ? o.histogram : std::string()});
-    if (!ping || !record_rtt(ping->line(), o, count, p50, p99)) return;
+                      r == 0 ? ubroker_csv : std::string()});
+    if (!ping || !record_rtt(ping->line(), o, count, p50, p99, r == 0 ? floor_csv : std::string())) return;
+  }
+  if (!o.plot.empty()) {
+    std::vector<PlotSeries> series = {{"ubroker (64 B via brokerd)", ubroker_csv}};
+    if (!floor_csv.empty()) series.push_back({"floor: epoll relay hop", floor_csv});
+    (void)write_latency_plot(o.plot, "latency64: round-trip distribution, first run", series);
+    std::error_code ignored;
+    std::filesystem::remove_all(scratch, ignored);
   }
 }
 
@@ -386,6 +404,9 @@ int main(int argc, char** argv) {
   app.add_option("--bulk-size", o.bulk_size, "bulk1M payload bytes (default 1048576)")
       ->check(CLI::Range(std::size_t{64}, std::size_t{256} << 20));
   app.add_option("--histogram", o.histogram, "Write latency64's first run's full distribution as CSV");
+  app.add_option("--plot", o.plot,
+                 "Draw latency64's first run's distribution, beside its floor's, as an SVG (percentile on a log "
+                 "axis)");
   bool no_limit = false;
   app.add_flag("--no-limit", no_limit, "Skip measuring the floor");
   app.add_flag("--json", o.json, "One JSON object per result line");

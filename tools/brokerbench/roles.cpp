@@ -376,7 +376,7 @@ Latency floor_pingpong(std::uint64_t warmup, std::uint64_t count, const std::str
   return summarize(h);
 }
 
-Latency floor_relay(std::uint64_t warmup, std::uint64_t count) {
+Latency floor_relay(std::uint64_t warmup, std::uint64_t count, const std::string& csv) {
   int ab[2], bc[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ab) != 0 ||
       ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, bc) != 0) {
@@ -402,6 +402,7 @@ Latency floor_relay(std::uint64_t warmup, std::uint64_t count) {
   ::close(ab[0]);
   ::waitpid(relay, nullptr, 0);
   ::waitpid(echo, nullptr, 0);
+  write_histogram(h, csv);
   return summarize(h);
 }
 

@@ -27,7 +27,7 @@ int run_role(int argc, char** argv);
 
 // Floors, measured in this process and children it forks.
 Latency floor_pingpong(std::uint64_t warmup, std::uint64_t count, const std::string& histogram_csv);
-Latency floor_relay(std::uint64_t warmup, std::uint64_t count);
+Latency floor_relay(std::uint64_t warmup, std::uint64_t count, const std::string& histogram_csv = {});
 Throughput floor_throughput(std::uint64_t count, std::size_t size);
 
 // W4 (bulk.cpp): the roles, and the zero-copy and socketpair floors for `size`-byte payloads.
