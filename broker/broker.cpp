@@ -144,11 +144,13 @@ asio::awaitable<void> Broker::accept_loop() {
 }
 
 bool Broker::admit(Socket& socket, const proto::PeerCredentials& peer, const Grants& grants) {
-  const auto who = fmt::format("a connection (pid {}, uid {}, gid {})", peer.pid, peer.uid, peer.gid);
   auto turn_away = [&](wire::ErrorCode code, const std::string& message) {
     ++stats_.connections_refused;
     ++stats_.errors_sent[code];
-    log_refusal(peer.uid, code, who, message);
+    if (auto due = refusal_due(peer.uid, code)) {
+      log_refusal(fmt::format("a connection (pid {}, uid {}, gid {})", peer.pid, peer.uid, peer.gid), message, code,
+                  peer.uid, *due);
+    }
     refuse(socket, code, message);
     return false;  // the caller drops the socket, which closes it
   };
@@ -294,23 +296,30 @@ void Broker::wake_uid_waiters(UidUsage& usage) {
   }
 }
 
-void Broker::log_refusal(uid_t uid, wire::ErrorCode code, std::string_view who, std::string_view message) {
+std::optional<Broker::RefusalNote> Broker::refusal_due(uid_t uid, wire::ErrorCode code) {
   const auto now = Clock::now();
   if (refusal_log_.size() > 4096) refusal_log_.clear();  // bounded whatever the mix of uids
   auto& state = refusal_log_[(std::uint64_t{uid} << 32) | static_cast<std::uint32_t>(code)];
   if (state.last != Clock::time_point{} && now - state.last < kRefusalLogInterval) {
     ++state.suppressed;
-    return;
+    return std::nullopt;
   }
-  if (state.suppressed != 0) {
+  const RefusalNote note{.suppressed = state.suppressed,
+                         .since_s = std::chrono::duration_cast<std::chrono::seconds>(now - state.last).count()};
+  state.last = now;
+  state.suppressed = 0;
+  return note;
+}
+
+void Broker::log_refusal(std::string_view who, std::string_view message, wire::ErrorCode code, uid_t uid,
+                         const RefusalNote& note) const {
+  if (note.suppressed != 0) {
     spdlog::warn("{}: refused: {} ({}; {} more {} refusal(s) of uid {} in the last {} s were counted, not logged)",
-                 who, message, wire::ErrorCode_Name(code), state.suppressed, wire::ErrorCode_Name(code), uid,
-                 std::chrono::duration_cast<std::chrono::seconds>(now - state.last).count());
+                 who, message, wire::ErrorCode_Name(code), note.suppressed, wire::ErrorCode_Name(code), uid,
+                 note.since_s);
   } else {
     spdlog::warn("{}: refused: {} ({})", who, message, wire::ErrorCode_Name(code));
   }
-  state.last = now;
-  state.suppressed = 0;
 }
 
 void Broker::request_added(Clock::time_point deadline) {

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <expected>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -79,8 +80,15 @@ class Broker {
   // This uid's queues drained below half its limit: publishers waiting on it retry.
   void wake_uid_waiters(UidUsage& usage);
   // Refusals are logged at most once per kRefusalLogInterval per (uid, code), with a count of
-  // the ones not logged; every one is counted in the status.
-  void log_refusal(uid_t uid, wire::ErrorCode code, std::string_view who, std::string_view message);
+  // the ones not logged; every one is counted in the status. refusal_due() says whether this
+  // one is logged (nullopt: counted only), so the line is formatted only when it is written.
+  struct RefusalNote {
+    std::uint64_t suppressed = 0;  // refusals of this (uid, code) not logged since the last line
+    std::int64_t since_s = 0;      // seconds since that line
+  };
+  [[nodiscard]] std::optional<RefusalNote> refusal_due(uid_t uid, wire::ErrorCode code);
+  void log_refusal(std::string_view who, std::string_view message, wire::ErrorCode code, uid_t uid,
+                   const RefusalNote& note) const;
   // Answers a request on $sys.admin.* on behalf of the broker (admin.cpp).
   void answer_admin(Session& caller, const wire::Header& request, std::span<const std::byte> payload);
 

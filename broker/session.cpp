@@ -343,8 +343,10 @@ void Session::send_error(wire::ErrorCode code, std::string_view message, bool fa
   const bool answer = code == wire::NO_RESPONDERS || code == wire::RESPONDER_GONE || code == wire::TIMEOUT ||
                       code == wire::NOT_FOUND || code == wire::SHUTTING_DOWN;
   if (!answer) {
-    broker_.log_refusal(peer_.uid, code, describe(), fatal ? fmt::format("{}; closing the connection", message)
-                                                           : std::string(message));
+    if (auto due = broker_.refusal_due(peer_.uid, code)) {
+      broker_.log_refusal(describe(), fatal ? fmt::format("{}; closing the connection", message) : std::string(message),
+                          code, peer_.uid, *due);
+    }
   }
   if (fatal) {
     closing_ = true;

@@ -63,7 +63,10 @@ class Conn {
     }
     // A broker that stops reading must not hang this tool: sends give up at the deadline.
     const timeval limit{.tv_sec = std::chrono::seconds(kDeadline).count(), .tv_usec = 0};
-    if (::setsockopt(fd_.get(), SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit) != 0) std::exit(1);
+    if (::setsockopt(fd_.get(), SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit) != 0) {
+      std::fprintf(stderr, "ubroker_hostile: SO_SNDTIMEO: %s\n", std::strerror(errno));
+      std::exit(1);
+    }
   }
   // Sends; false once the broker has closed its end (that may be the point).
   bool send(std::span<const std::byte> bytes, std::span<const int> fds = {}) {
@@ -200,9 +203,11 @@ std::string broker_only_frames() {
 
 std::string wrong_fds() {
   std::string problems;
-  const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-  int pipe_fds[2];
-  if (null_fd < 0 || ::pipe2(pipe_fds, O_CLOEXEC) != 0) return "cannot make fds to send";
+  const shm::UniqueFd null_file(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  int ends[2];
+  if (!null_file || ::pipe2(ends, O_CLOEXEC) != 0) return std::string("cannot make fds to send: ") + std::strerror(errno);
+  const shm::UniqueFd pipe_read(ends[0]), pipe_write(ends[1]);
+  const int null_fd = null_file.get(), pipe_fd = pipe_read.get();
   {
     Conn c;  // an fd on a PUBLISH
     c.hello();
@@ -220,7 +225,7 @@ std::string wrong_fds() {
     h.set_seq(1);
     h.set_fd_count(1);
     h.mutable_shm()->set_segment(1);
-    c.send(encode(h), std::span(pipe_fds, 1));
+    c.send(encode(h), std::span(&pipe_fd, 1));
     if (!c.expect_frame(wire::ERROR, wire::SHM_REFUSED)) problems += "a pipe as a segment: no SHM_REFUSED";
   }
   {
@@ -232,9 +237,6 @@ std::string wrong_fds() {
     c.send(encode(h), many);
     problems += fatal(c, wire::FD_ERROR, "16 fds on a PING");
   }
-  ::close(null_fd);
-  ::close(pipe_fds[0]);
-  ::close(pipe_fds[1]);
   return problems;
 }
 
