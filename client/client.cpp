@@ -46,6 +46,8 @@ std::string_view to_string(Errc code) noexcept {
     case Errc::kFrameTimeout: return "FRAME_TIMEOUT";
     case Errc::kInvalidConfig: return "INVALID_CONFIG";
     case Errc::kUntrustedBroker: return "UNTRUSTED_BROKER";
+    case Errc::kBrokerGone: return "BROKER_GONE";
+    case Errc::kBufferFull: return "BUFFER_FULL";
     case Errc::kConnectFailed: return "CONNECT_FAILED";
     case Errc::kNotConnected: return "NOT_CONNECTED";
     case Errc::kTimeout: return "TIMEOUT";
@@ -66,20 +68,20 @@ Result<Client> Client::connect(ConnectOptions options) {
     }
     options.address = proto::default_socket_path();
   }
-  auto fd = detail::connect_socket(options.address, options.timeout);
-  if (!fd) return std::unexpected(fd.error());
-  return adopt(std::move(*fd), std::move(options));
+  auto dialed = detail::dial(options);
+  if (!dialed) return std::unexpected(dialed.error());
+  return start(std::move(dialed->fd), std::move(dialed->welcomed), std::move(options));
 }
 
 Result<Client> Client::adopt(shm::UniqueFd connected, ConnectOptions options) {
   if (auto ok = detail::check_adopted(connected); !ok) return std::unexpected(ok.error());
-  if (auto ok = detail::check_broker_uid(connected, options.trusted_broker_uids); !ok) {
-    return std::unexpected(ok.error());
-  }
-  auto welcomed = detail::handshake(connected, options.name, options.timeout);
+  auto welcomed = detail::greet(connected, options);
   if (!welcomed) return std::unexpected(welcomed.error());
-  auto core = std::make_shared<detail::ClientCore>(std::move(options), std::move(connected), welcomed->client_id,
-                                                   std::move(welcomed->limits), std::move(welcomed->leftover));
+  return start(std::move(connected), std::move(*welcomed), std::move(options));
+}
+
+Client Client::start(shm::UniqueFd fd, detail::Welcomed welcomed, ConnectOptions options) {
+  auto core = std::make_shared<detail::ClientCore>(std::move(options), std::move(fd), std::move(welcomed));
   core->start();
   return Client(std::move(core));
 }
@@ -191,6 +193,9 @@ std::uint64_t Client::id() const noexcept {
 bool Client::connected() const noexcept {
   return core_ && core_->connected();
 }
+ClientStats Client::stats() const noexcept {
+  return core_ ? core_->stats() : ClientStats{};
+}
 std::optional<Error> Client::disconnect_reason() const {
   if (!core_) return Error{Errc::kNotConnected, "the client is closed"};
   return core_->disconnect_reason();
@@ -225,10 +230,6 @@ std::uint64_t Subscription::dropped() const noexcept {
 
 Result<std::uint64_t> Subscription::unsubscribe(std::chrono::milliseconds timeout) {
   if (!state_ || !core_) return std::unexpected(Error{Errc::kUnknownSubscription, "not subscribed"});
-  if (!core_->connected()) {
-    state_->active = false;
-    return state_->dropped.load();
-  }
   return core_->unsubscribe(*state_, timeout);
 }
 

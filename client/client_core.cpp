@@ -20,6 +20,10 @@ Error not_connected(const std::optional<Error>& why) {
   return {Errc::kNotConnected, "not connected"};
 }
 
+std::size_t read_buffer_size(std::uint64_t max_frame_bytes) {
+  return std::max<std::size_t>(256 * 1024, max_frame_bytes + proto::kPrefixSize);
+}
+
 std::chrono::steady_clock::time_point deadline_after(std::chrono::milliseconds timeout) {
   const auto now = std::chrono::steady_clock::now();
   return timeout >= std::chrono::hours(24 * 365) ? std::chrono::steady_clock::time_point::max() : now + timeout;
@@ -27,52 +31,71 @@ std::chrono::steady_clock::time_point deadline_after(std::chrono::milliseconds t
 
 }  // namespace
 
-ClientCore::ClientCore(ConnectOptions options, shm::UniqueFd fd, std::uint64_t client_id, wire::Limits limits,
-                       std::vector<std::byte> leftover)
+ClientCore::ClientCore(ConnectOptions options, shm::UniqueFd fd, Welcomed welcomed)
     : options_(std::move(options)),
-      client_id_(client_id),
-      limits_(std::move(limits)),
+      client_id_(welcomed.client_id),
+      max_frame_bytes_(welcomed.limits.max_frame_bytes()),
+      shm_max_segment_bytes_(welcomed.limits.shm_max_segment_bytes()),
       fd_(fd.get()),
       own_io_(options_.io ? nullptr : std::make_unique<asio::io_context>(1)),
       io_(options_.io ? *options_.io : *own_io_),
       socket_(io_, asio::local::stream_protocol(), fd.release()),
-      rbuf_(std::max<std::size_t>(256 * 1024, limits_.max_frame_bytes() + proto::kPrefixSize)) {
-  if (!leftover.empty()) std::memcpy(rbuf_.data(), leftover.data(), leftover.size());
-  rend_ = leftover.size();
+      rbuf_(read_buffer_size(max_frame_bytes_)) {
+  std::memcpy(rbuf_.data(), welcomed.leftover.data(), welcomed.leftover.size());
+  rend_ = welcomed.leftover.size();
 }
 
 ClientCore::~ClientCore() {
   close();
-  if (thread_.joinable()) {
-    if (thread_.get_id() == std::this_thread::get_id()) {
-      thread_.detach();  // the last reference went away in a callback; the thread ends on its own
+  for (std::thread* t : {&thread_, &reconnector_}) {
+    if (!t->joinable()) continue;
+    if (t->get_id() == std::this_thread::get_id()) {
+      t->detach();  // the last reference went away in a callback; the thread ends on its own
     } else {
-      thread_.join();
+      t->join();
     }
   }
 }
 
-void ClientCore::start() {
+std::shared_ptr<ShmReader> ClientCore::make_reader() {
   // Releases are sent from the I/O thread; whoever drops a bulk message only queues a post.
-  reader_ = std::make_shared<ShmReader>(limits_.shm_max_segment_bytes(), [weak = weak_from_this()] {
+  return std::make_shared<ShmReader>(shm_max_segment_bytes_.load(), [weak = weak_from_this()] {
     if (auto self = weak.lock(); self && self->connected()) {
       asio::post(self->io_, [self] { self->flush_releases(); });
     }
   });
+}
 
+void ClientCore::start() {
+  reader_ = make_reader();
   asio::post(io_, [self = shared_from_this()] { self->on_readable(); });
+  notify({.event = ConnectionEvent::kConnected});
   if (own_io_) {
-    // The guard keeps the thread alive while reading is paused (no operation pending);
-    // fail() releases it, and run() returns once every pending handler has completed,
-    // which also releases the handlers' references to this core.
+    // The guard keeps the thread alive while reading is paused (no operation pending) and
+    // while reconnecting; closing releases it, and run() returns once every pending handler
+    // has completed, which also releases the handlers' references to this core.
     work_.emplace(own_io_->get_executor());
     thread_ = std::thread([this] { own_io_->run(); });
   }
 }
 
 void ClientCore::close() {
-  fail(Error{Errc::kNotConnected, "closed by the application"});
-  if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+  const Error why{Errc::kNotConnected, "closed by the application"};
+  std::vector<Client::ReplyHandler> orphans;
+  {
+    std::lock_guard lk(state_mu_);
+    if (!closed_.load()) {
+      connected_.store(false, std::memory_order_release);
+      disconnect_reason_ = why;
+      orphans = orphan_answers_locked(not_connected(why));
+      close_locked();
+    }
+  }
+  for (auto& done : orphans) done(std::unexpected(not_connected(why)));
+  wake_waiters();
+  for (std::thread* t : {&thread_, &reconnector_}) {
+    if (t->joinable() && t->get_id() != std::this_thread::get_id()) t->join();
+  }
 }
 
 bool ClientCore::on_io_thread() const {
@@ -84,31 +107,57 @@ std::optional<Error> ClientCore::disconnect_reason() const {
   return disconnect_reason_;
 }
 
-void ClientCore::fail(Error why) {
-  std::vector<Client::ReplyHandler> orphans;  // asynchronous requests that will get no answer now
-  Error orphan_error;
-  {
-    std::lock_guard lk(state_mu_);
-    if (!connected_.exchange(false)) return;
-    disconnect_reason_ = std::move(why);
-    work_.reset();
-    orphan_error = not_connected(disconnect_reason_);
-    for (auto it = answers_.begin(); it != answers_.end();) {
-      if (it->second.callback) {
-        orphans.push_back(std::move(it->second.callback));
-        it = answers_.erase(it);
-        continue;
-      }
-      if (!it->second.done) {
-        it->second.done = true;
-        it->second.error = orphan_error;
-      }
-      ++it;
-    }
+ClientStats ClientCore::stats() const noexcept {
+  return {.reconnects = counters_.reconnects.load(),
+          .publishes_buffered = counters_.publishes_buffered.load(),
+          .publishes_resent = counters_.publishes_resent.load(),
+          .publishes_discarded = counters_.publishes_discarded.load()};
+}
+
+bool ClientCore::may_reconnect(const Error& why) const {
+  if (!options_.reconnect.enabled || options_.address.empty()) return false;
+  switch (why.code) {
+    case Errc::kNotConnected:   // EOF, reset: the broker stopped or died
+    case Errc::kShuttingDown:   // it is stopping on purpose, probably to restart
+    case Errc::kSlowConsumer:   // it cut this client off; a new connection starts empty
+    case Errc::kFrameTimeout:   // this process was stalled mid-frame
+    case Errc::kHandshakeTimeout:
+      return true;
+    default:  // kicked by an operator, refused, or a protocol fault: dialling again will not help
+      return false;
   }
-  for (auto& done : orphans) done(std::unexpected(orphan_error));
-  // Wakes every thread blocked on this connection; the fd itself is closed in the destructor.
-  ::shutdown(fd_, SHUT_RDWR);
+}
+
+std::vector<Client::ReplyHandler> ClientCore::orphan_answers_locked(const Error& e) {
+  std::vector<Client::ReplyHandler> orphans;  // asynchronous requests that will get no answer now
+  for (auto it = answers_.begin(); it != answers_.end();) {
+    if (it->second.callback) {
+      orphans.push_back(std::move(it->second.callback));
+      it = answers_.erase(it);
+      continue;
+    }
+    if (!it->second.done) {
+      it->second.done = true;
+      it->second.error = e;
+    }
+    ++it;
+  }
+  // Unsubscribes in flight fail too; their subscriptions are already inactive and are not restored.
+  for (const auto& [seq, id] : unsubscribing_) subs_.erase(id);
+  unsubscribing_.clear();
+  return orphans;
+}
+
+void ClientCore::close_locked() {
+  closed_.store(true);
+  ::shutdown(fd_.load(), SHUT_RDWR);  // wakes every thread blocked on the connection
+  work_.reset();
+  reconnect_cv_.notify_all();
+  std::lock_guard wl(write_mu_);
+  if (!writer_active_) discard_unsent_locked();  // else the writer does, once it stops
+}
+
+void ClientCore::wake_waiters() {
   answer_cv_.notify_all();
   { std::lock_guard lk(write_mu_); }
   write_cv_.notify_all();
@@ -116,14 +165,44 @@ void ClientCore::fail(Error why) {
   queue_cv_.notify_all();
 }
 
+void ClientCore::notify(ConnectionChange change) {
+  if (!options_.on_connection) return;
+  asio::post(io_, [self = shared_from_this(), change = std::move(change)] { self->options_.on_connection(change); });
+}
+
+void ClientCore::fail(Error why) {
+  std::vector<Client::ReplyHandler> orphans;
+  const Error gone{Errc::kBrokerGone, fmt::format("the connection to the broker was lost: {}", why.message)};
+  {
+    std::lock_guard lk(state_mu_);
+    if (closed_.load() || !connected_.load()) return;  // closed, or this connection already counted
+    connected_.store(false, std::memory_order_release);
+    disconnect_reason_ = why;
+    orphans = orphan_answers_locked(gone);
+    if (may_reconnect(why)) {
+      ::shutdown(fd_.load(), SHUT_RDWR);
+      notify({.event = ConnectionEvent::kDisconnected, .reason = why});
+      reconnect_wanted_ = true;
+      if (!reconnector_.joinable()) reconnector_ = std::thread([this] { reconnect_loop(); });
+      reconnect_cv_.notify_all();
+    } else {
+      notify({.event = ConnectionEvent::kClosed, .reason = why});  // before close_locked lets the I/O thread end
+      close_locked();
+    }
+  }
+  for (auto& done : orphans) done(std::unexpected(gone));
+  wake_waiters();
+}
+
 // ---- writing ------------------------------------------------------------------------------
 
 Result<void> ClientCore::send_frame(const wire::Header& h, std::span<const std::byte> payload, int fd) {
   const std::size_t head = proto::frame_head_size(h);
-  if (head - proto::kPrefixSize + payload.size() > limits_.max_frame_bytes()) {
-    return std::unexpected(
-        Error{Errc::kFrameTooLarge, fmt::format("message of {} bytes exceeds the broker's frame limit of {} bytes",
-                                                payload.size(), limits_.max_frame_bytes())});
+  const std::uint64_t max_frame = max_frame_bytes_.load(std::memory_order_relaxed);
+  if (head - proto::kPrefixSize + payload.size() > max_frame) {
+    return std::unexpected(Error{Errc::kFrameTooLarge,
+                                 fmt::format("message of {} bytes exceeds the broker's frame limit of {} bytes",
+                                             payload.size(), max_frame)});
   }
   std::unique_lock lk(write_mu_);
   // Lossless backpressure: wait while too much is unsent (never on the I/O thread, which
@@ -132,30 +211,54 @@ Result<void> ClientCore::send_frame(const wire::Header& h, std::span<const std::
     write_cv_.wait(lk, [&] { return pending_.size() < options_.max_pending_bytes || !connected(); });
   }
   if (!connected()) {
-    lk.unlock();
-    return std::unexpected(not_connected(disconnect_reason()));
+    // Only plain publishes may wait for the next connection: anything else belongs to this one.
+    const bool bufferable = !closed_.load() && h.type() == wire::PUBLISH && !h.has_shm() && fd < 0;
+    if (!bufferable || options_.offline_buffer_bytes == 0) {
+      lk.unlock();
+      return std::unexpected(not_connected(disconnect_reason()));
+    }
+    if (pending_.size() + head + payload.size() > options_.offline_buffer_bytes) {
+      return std::unexpected(Error{
+          Errc::kBufferFull,
+          fmt::format("not connected, and the offline buffer holds {} of its {} bytes (offline_buffer_bytes)",
+                      pending_.size(), options_.offline_buffer_bytes)});
+    }
+    counters_.publishes_buffered.fetch_add(1, std::memory_order_relaxed);
+    ++buffered_this_outage_;
   }
   const std::size_t at = pending_.size();
   pending_.resize(at + head + payload.size());
   proto::write_frame_head(pending_.data() + at, h, payload.size());
   if (!payload.empty()) std::memcpy(pending_.data() + at + head, payload.data(), payload.size());
   if (fd >= 0) pending_fds_.push_back({at, fd});
-  if (writer_active_) return {};
+  if (writer_active_ || !connected()) return {};  // the active writer (or the next connection) sends it
   writer_active_ = true;
   lk.unlock();
   drive_writes();
   return {};
 }
 
+void ClientCore::stop_writing() {
+  std::lock_guard lk(write_mu_);
+  writer_active_ = false;
+  if (closed_.load()) discard_unsent_locked();
+}
+
 void ClientCore::drive_writes() {
   for (;;) {
     {
       std::lock_guard lk(write_mu_);
+      if (!connected()) {
+        // What is unsent stays for the next connection (or is discarded if there is none).
+        writer_active_ = false;
+        if (closed_.load()) discard_unsent_locked();
+        return;
+      }
       if (sending_off_ == sending_.size()) {
         sending_.clear();
         sending_fds_.clear();
         sending_off_ = 0;
-        if (pending_.empty() || !connected()) {
+        if (pending_.empty()) {
           writer_active_ = false;
           if (read_paused_for_writes_) {
             read_paused_for_writes_ = false;
@@ -180,7 +283,8 @@ void ClientCore::drive_writes() {
       }
     }
     const iovec iov{.iov_base = sending_.data() + sending_off_, .iov_len = end - sending_off_};
-    auto sent = proto::send(fd_, std::span(&iov, 1), fd < 0 ? std::span<const int>() : std::span<const int>(&fd, 1));
+    auto sent = proto::send(fd_.load(std::memory_order_relaxed), std::span(&iov, 1),
+                            fd < 0 ? std::span<const int>() : std::span<const int>(&fd, 1));
     if (sent) {
       sending_off_ += *sent;
       continue;
@@ -190,19 +294,19 @@ void ClientCore::drive_writes() {
       return;
     }
     fail(Error{Errc::kNotConnected, fmt::format("write to broker failed: {}", sent.error().message())});
-    std::lock_guard lk(write_mu_);
-    writer_active_ = false;
+    stop_writing();
     return;
   }
 }
 
 void ClientCore::wait_writable() {
-  asio::post(io_, [self = shared_from_this()] {
-    self->socket_.async_wait(asio::local::stream_protocol::socket::wait_write, [self](const std::error_code& ec) {
+  asio::post(io_, [self = shared_from_this(), gen = generation_.load()] {
+    if (gen != self->generation_.load()) return;  // the batch was for a replaced socket
+    self->socket_.async_wait(asio::local::stream_protocol::socket::wait_write, [self, gen](const std::error_code& ec) {
+      if (gen != self->generation_.load()) return;
       if (ec) {
         self->fail(Error{Errc::kNotConnected, fmt::format("waiting to write: {}", ec.message())});
-        std::lock_guard lk(self->write_mu_);
-        self->writer_active_ = false;
+        self->stop_writing();
         return;
       }
       self->drive_writes();
@@ -222,14 +326,14 @@ Result<void> ClientCore::publish(std::string_view topic, std::span<const std::by
   }
   // Large payloads go through shared memory (retained ones cannot: the broker keeps those).
   if (payload.size() >= std::max<std::size_t>(options_.shm_threshold, 1) && !options.retain &&
-      limits_.shm_max_segment_bytes() != 0) {
+      shm_max_segment_bytes_.load(std::memory_order_relaxed) != 0) {
     auto l = loan(topic, payload.size(), options_.timeout);
     if (l) {
       std::memcpy(l->data().data(), payload.data(), payload.size());
       return publish(std::move(*l));
     }
     // Too big for the ring but small enough for a frame: the socket takes it.
-    if (l.error().code != Errc::kInvalidArgument || payload.size() > limits_.max_frame_bytes() / 2) {
+    if (l.error().code != Errc::kInvalidArgument || payload.size() > max_frame_bytes_.load(std::memory_order_relaxed) / 2) {
       return std::unexpected(l.error());
     }
   }
@@ -275,10 +379,15 @@ Result<Subscription> ClientCore::add_subscription(wire::Header& h, std::shared_p
   {
     std::lock_guard lk(state_mu_);
     state->id = next_sub_id_++;
+    h.add_sub_ids(state->id);
+    state->request = h;
     subs_.emplace(state->id, state);
   }
-  h.add_sub_ids(state->id);
   auto answer = control_request(h, options_.timeout, !on_io_thread());
+  // Lost before the broker answered: it stays, and is restored with the others on reconnect.
+  if (!answer && answer.error().code == Errc::kBrokerGone && !closed_.load()) {
+    return Subscription(shared_from_this(), std::move(state));
+  }
   if (!answer) {
     std::lock_guard lk(state_mu_);
     subs_.erase(state->id);
@@ -420,6 +529,10 @@ Result<std::uint64_t> ClientCore::unsubscribe(SubState& state, std::chrono::mill
   if (!state.active.exchange(false)) {
     return std::unexpected(Error{Errc::kUnknownSubscription, "already unsubscribed"});
   }
+  if (!connected()) {  // the broker has no subscription to end; just do not restore it
+    forget_subscription(state.id);
+    return state.dropped.load(std::memory_order_relaxed);
+  }
   // Deliveries already on their way still reach the handler; the I/O thread forgets the
   // subscription when the broker's ACK arrives, after the last of them.
   const std::uint64_t seq = begin_request(state.id);
@@ -430,9 +543,13 @@ Result<std::uint64_t> ClientCore::unsubscribe(SubState& state, std::chrono::mill
   const bool wait = !on_io_thread();
   auto answer = finish_request(seq, send_frame(h, {}), timeout, wait);
   if (!answer) {
-    std::lock_guard lk(state_mu_);  // no ACK will come (or none in time): forget it now
-    unsubscribing_.erase(seq);
-    subs_.erase(state.id);
+    {
+      std::lock_guard lk(state_mu_);  // no ACK will come (or none in time): forget it now
+      unsubscribing_.erase(seq);
+      subs_.erase(state.id);
+    }
+    // A connection lost meanwhile ended the subscription with it.
+    if (answer.error().code == Errc::kBrokerGone) return state.dropped.load(std::memory_order_relaxed);
     return std::unexpected(answer.error());
   }
   if (wait) state.dropped.store(answer->value, std::memory_order_relaxed);
@@ -451,7 +568,9 @@ Result<void> ClientCore::flush(std::chrono::milliseconds timeout) {
 Result<Message> ClientCore::receive(std::chrono::milliseconds timeout) {
   if (on_io_thread()) return std::unexpected(Error{Errc::kInvalidArgument, "receive() cannot wait on the I/O thread"});
   std::unique_lock lk(queue_mu_);
-  const bool ready = queue_cv_.wait_until(lk, deadline_after(timeout), [&] { return !queue_.empty() || !connected(); });
+  // While reconnecting, messages may come again: wait on.
+  const bool ready =
+      queue_cv_.wait_until(lk, deadline_after(timeout), [&] { return !queue_.empty() || closed_.load(); });
   if (queue_.empty()) {
     lk.unlock();
     if (!ready) return std::unexpected(Error{Errc::kTimeout, "no message within the timeout"});

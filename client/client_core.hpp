@@ -8,8 +8,16 @@
 // Reading: only the I/O thread reads, splits frames and dispatches them: deliveries to
 // callbacks or the receive queue, answers (ACK/PONG/ERROR with a seq) to waiting callers.
 //
-// Lifetime: shared by Client, Subscriptions and pending I/O handlers; the socket fd is
-// closed in the destructor, when no thread can be using it (close() only shuts it down).
+// Reconnecting (client_reconnect.cpp): when the connection is lost for a reason that may pass
+// (the broker stopped, restarted or cut this client off as slow), a reconnect thread dials
+// again with exponential backoff and jitter; the I/O thread then installs the new socket,
+// subscribes and serves again with the same ids, and sends the publishes that were not yet
+// fully written, then those buffered while disconnected. Each connection has a generation,
+// so handlers of a replaced socket know to stand down.
+//
+// Lifetime: shared by Client, Subscriptions and pending I/O handlers. A socket is shut down
+// when the connection fails and closed only when the I/O thread replaces it with no writer
+// active, or in the destructor, so no thread ever writes to a reused fd number.
 #pragma once
 
 #include <asio/executor_work_guard.hpp>
@@ -26,6 +34,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "handshake.hpp"
 #include "shm_reader.hpp"
 #include "ubroker.pb.h"
 #include "ubroker/client.hpp"
@@ -34,6 +43,7 @@ namespace ubroker::detail {
 
 struct SubState {
   std::uint64_t id = 0;
+  wire::Header request;                    // the SUBSCRIBE or SERVE, sent again on reconnect
   Client::Handler handler;                 // empty: messages go to the receive queue
   Client::RequestHandler request_handler;  // set for a service (serve())
   std::atomic<std::uint64_t> dropped{0};
@@ -51,8 +61,7 @@ struct Answer {
 
 class ClientCore : public std::enable_shared_from_this<ClientCore> {
  public:
-  ClientCore(ConnectOptions options, shm::UniqueFd fd, std::uint64_t client_id, wire::Limits limits,
-             std::vector<std::byte> leftover);
+  ClientCore(ConnectOptions options, shm::UniqueFd fd, Welcomed welcomed);
   ~ClientCore();
   ClientCore(const ClientCore&) = delete;
   ClientCore& operator=(const ClientCore&) = delete;
@@ -75,9 +84,10 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   Result<Message> receive(std::chrono::milliseconds timeout);
   Result<void> flush(std::chrono::milliseconds timeout);
 
-  [[nodiscard]] std::uint64_t id() const noexcept { return client_id_; }
+  [[nodiscard]] std::uint64_t id() const noexcept { return client_id_.load(std::memory_order_relaxed); }
   [[nodiscard]] bool connected() const noexcept { return connected_.load(std::memory_order_acquire); }
   [[nodiscard]] std::optional<Error> disconnect_reason() const;
+  [[nodiscard]] ClientStats stats() const noexcept;
 
  private:
   [[nodiscard]] bool on_io_thread() const;
@@ -107,18 +117,57 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   void report(const Error& e);  // an error nobody waits for: on_error, else stderr
   void deliver_request(const wire::Header& h, std::span<const std::byte> payload);
   void answer(const wire::Header& h, std::span<const std::byte> payload);
+
+  // The connection is gone: reconnect if `why` may pass and reconnecting is on, else close
+  // for good. Any thread; the first call per connection counts.
   void fail(Error why);
+  [[nodiscard]] bool may_reconnect(const Error& why) const;
+  // Ends the client for good (state_mu_ held; takes write_mu_): stops the I/O thread's work
+  // guard and the reconnect thread, and discards what is unsent unless a writer still runs.
+  void close_locked();
+  void stop_writing();  // the active writer gives up its role (the connection failed)
+  // Fails the answers still awaited (state_mu_ held); returns the asynchronous ones to call.
+  std::vector<Client::ReplyHandler> orphan_answers_locked(const Error& e);
+  void wake_waiters();
+  void notify(ConnectionChange change);  // runs on_connection on the I/O thread
+  void reconnect_loop();
+  // I/O thread: the new connection replaces the lost one.
+  void install(std::shared_ptr<Dialed> d, unsigned attempts);
+  void forget_subscription(std::uint64_t id);  // the broker removed it, or it could not be restored
+  // write_mu_ held: the publishes not fully written, frames to restore subscriptions first.
+  void rebuild_outgoing_locked();
+  // write_mu_ held: counts and drops every unsent frame (the client is closed for good).
+  void discard_unsent_locked();
+  [[nodiscard]] std::shared_ptr<ShmReader> make_reader();
+  // Frames not fully written: the unsent part of the active batch (from the start of the
+  // frame it stopped in) and everything pending.
+  template <class Visit>
+  void for_each_unsent_frame_locked(Visit&& visit);
 
   ConnectOptions options_;
-  const std::uint64_t client_id_;
-  const wire::Limits limits_;
-  const int fd_;  // owned by socket_, valid until the destructor
+  std::atomic<std::uint64_t> client_id_;
+  // From the broker's WELCOME, renewed on each reconnect.
+  std::atomic<std::uint64_t> max_frame_bytes_;
+  std::atomic<std::uint64_t> shm_max_segment_bytes_;
+  std::atomic<int> fd_;  // owned by socket_
+  std::atomic<std::uint64_t> generation_{0};  // bumped when a new connection is installed
   std::unique_ptr<asio::io_context> own_io_;
   asio::io_context& io_;
   asio::local::stream_protocol::socket socket_;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;  // own thread only
   std::thread thread_;
   std::atomic<bool> connected_{true};
+  std::atomic<bool> closed_{false};  // set under state_mu_: no reconnect will follow
+  bool reconnect_wanted_ = false;  // guarded by state_mu_
+  std::condition_variable reconnect_cv_;
+  std::thread reconnector_;
+
+  struct Counters {
+    std::atomic<std::uint64_t> reconnects{0};
+    std::atomic<std::uint64_t> publishes_buffered{0};
+    std::atomic<std::uint64_t> publishes_resent{0};
+    std::atomic<std::uint64_t> publishes_discarded{0};
+  } counters_;
 
   // Write side.
   std::mutex write_mu_;
@@ -134,6 +183,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::vector<FdMark> sending_fds_;
   bool writer_active_ = false;
   bool read_paused_for_writes_ = false;  // I/O thread stopped reading: too much unsent
+  std::uint64_t buffered_this_outage_ = 0;  // publishes accepted since the connection was lost
 
   // Read side (I/O thread only).
   std::vector<std::byte> rbuf_;
@@ -152,7 +202,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   static constexpr std::uint64_t kRingSegmentId = 1;  // this client's id for its one segment
   bool read_paused_for_queue_ = false;  // guarded by queue_mu_
 
-  // Subscriptions and outstanding requests.
+  // Subscriptions and outstanding requests. Lock order: state_mu_ before write_mu_.
   mutable std::mutex state_mu_;
   std::condition_variable answer_cv_;
   std::unordered_map<std::uint64_t, std::shared_ptr<SubState>> subs_;

@@ -12,7 +12,8 @@ namespace ubroker::detail {
 
 void ClientCore::start_read() {
   socket_.async_wait(asio::local::stream_protocol::socket::wait_read,
-                     [self = shared_from_this()](const std::error_code& ec) {
+                     [self = shared_from_this(), gen = generation_.load()](const std::error_code& ec) {
+                       if (gen != self->generation_.load()) return;  // a replaced socket's wait
                        if (ec) {
                          self->fail(Error{Errc::kNotConnected, fmt::format("waiting to read: {}", ec.message())});
                          return;
@@ -22,7 +23,7 @@ void ClientCore::start_read() {
 }
 
 void ClientCore::on_readable() {
-  const proto::FrameLimits limits{.max_frame = limits_.max_frame_bytes() + 1024};
+  const proto::FrameLimits limits{.max_frame = static_cast<std::uint32_t>(max_frame_bytes_.load(std::memory_order_relaxed) + 1024)};
   std::vector<shm::UniqueFd> fds;
   for (;;) {
     if (!connected()) return;
@@ -72,7 +73,7 @@ void ClientCore::on_readable() {
       rend_ -= rbegin_;
       rbegin_ = 0;
     }
-    auto got = proto::receive(fd_, {rbuf_.data() + rend_, rbuf_.size() - rend_}, fds);
+    auto got = proto::receive(fd_.load(std::memory_order_relaxed), {rbuf_.data() + rend_, rbuf_.size() - rend_}, fds);
     if (!got) {
       if (proto::would_block(got.error())) {
         start_read();
@@ -105,15 +106,7 @@ void ClientCore::dispatch(const wire::Header& h, std::span<const std::byte> payl
         return;
       }
       if (h.sub_ids_size() != 0) {  // the broker removed these subscriptions (a policy reload)
-        {
-          std::lock_guard lk(state_mu_);
-          for (const std::uint64_t id : h.sub_ids()) {
-            if (auto it = subs_.find(id); it != subs_.end()) {
-              it->second->active.store(false);
-              subs_.erase(it);
-            }
-          }
-        }
+        for (const std::uint64_t id : h.sub_ids()) forget_subscription(id);
         report(Error{static_cast<Errc>(h.error().code()), h.error().message()});
         return;
       }
@@ -212,7 +205,7 @@ void ClientCore::deliver_request(const wire::Header& h, std::span<const std::byt
 
 void ClientCore::answer(const wire::Header& h, std::span<const std::byte> payload) {
   Client::ReplyHandler callback;
-  Result<Message> result = std::unexpected(Error{Errc::kProtocolError, ""});
+  Result<Message> result = Message{};  // ACK, PONG
   if (h.type() == wire::ERROR) {
     result = std::unexpected(Error{static_cast<Errc>(h.error().code()), h.error().message()});
   } else if (h.type() == wire::REPLY) {

@@ -36,10 +36,11 @@ namespace detail {
 Result<std::shared_ptr<shm::ProducerRing>> ClientCore::producer_ring() {
   std::lock_guard lk(ring_mu_);
   if (ring_) return ring_;
-  if (limits_.shm_max_segment_bytes() == 0) {
+  const std::uint64_t max_segment = shm_max_segment_bytes_.load(std::memory_order_relaxed);
+  if (max_segment == 0) {
     return std::unexpected(Error{Errc::kShmRefused, "the broker does not take shared-memory payloads"});
   }
-  const std::uint64_t size = std::min<std::uint64_t>(options_.shm_segment_bytes, limits_.shm_max_segment_bytes());
+  const std::uint64_t size = std::min<std::uint64_t>(options_.shm_segment_bytes, max_segment);
   auto ring = shm::ProducerRing::create(size);
   if (!ring) {
     return std::unexpected(Error{Errc::kShmRefused, fmt::format("cannot create a shared-memory segment of {} bytes: {}",
@@ -65,7 +66,7 @@ Result<Loan> ClientCore::loan(std::string_view topic, std::size_t size, std::chr
     return std::unexpected(Error{Errc::kReservedTopic, fmt::format("'{}' is reserved for the broker", topic)});
   }
   if (size == 0) return std::unexpected(Error{Errc::kInvalidArgument, "a loan of 0 bytes"});
-  if (!connected()) return std::unexpected(Error{Errc::kNotConnected, "not connected"});
+  if (!connected()) return std::unexpected(Error{Errc::kNotConnected, "not connected (shared memory needs a live connection)"});
   auto ring = producer_ring();
   if (!ring) return std::unexpected(ring.error());
   if (size > (*ring)->max_payload()) {
@@ -98,7 +99,11 @@ Result<void> ClientCore::publish(Loan&& loan) {
   if (!loan.ring_) return std::unexpected(Error{Errc::kInvalidArgument, "publish of an empty loan (moved from or already published)"});
   {
     std::lock_guard lk(ring_mu_);
-    if (loan.ring_ != ring_) return std::unexpected(Error{Errc::kInvalidArgument, "the loan is from another client"});
+    if (loan.ring_ != ring_) {
+      // A reconnect gives the client a new ring: the broker that knew the old one is gone.
+      return std::unexpected(Error{Errc::kInvalidArgument,
+                                   "the loan is from another client, or from a connection lost since; loan again"});
+    }
   }
   thread_local wire::Header h;
   h.Clear();

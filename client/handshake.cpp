@@ -196,4 +196,17 @@ Result<Welcomed> handshake(const shm::UniqueFd& fd, const std::string& name, std
   }
 }
 
+Result<Welcomed> greet(const shm::UniqueFd& fd, const ConnectOptions& options) {
+  if (auto ok = check_broker_uid(fd, options.trusted_broker_uids); !ok) return std::unexpected(ok.error());
+  return handshake(fd, options.name, options.timeout);
+}
+
+Result<Dialed> dial(const ConnectOptions& options) {
+  auto fd = connect_socket(options.address, options.timeout);
+  if (!fd) return std::unexpected(fd.error());
+  auto welcomed = greet(*fd, options);
+  if (!welcomed) return std::unexpected(welcomed.error());
+  return Dialed{.fd = std::move(*fd), .welcomed = std::move(*welcomed)};
+}
+
 }  // namespace ubroker::detail

@@ -32,4 +32,14 @@ struct Welcomed {
 [[nodiscard]] Result<Welcomed> handshake(const shm::UniqueFd& fd, const std::string& name,
                                          std::chrono::milliseconds timeout);
 
+// The broker's uid check and the handshake, on a connected socket.
+[[nodiscard]] Result<Welcomed> greet(const shm::UniqueFd& fd, const ConnectOptions& options);
+
+struct Dialed {
+  shm::UniqueFd fd;
+  Welcomed welcomed;
+};
+// connect_socket() to options.address, then greet(): a first connect or a reconnect.
+[[nodiscard]] Result<Dialed> dial(const ConnectOptions& options);
+
 }  // namespace ubroker::detail

@@ -104,8 +104,17 @@ TEST(FlowControl, StuckSubscriberIsDisconnectedWhileOthersGoOn) {
   std::mutex mu;
   std::condition_variable cv;
   bool release = false;
-  Client stuck = broker.connect("stuck");
-  auto s1 = stuck.subscribe("feed", [&](const MessageView&) {
+  std::vector<ConnectionChange> changes;
+  std::atomic<std::uint64_t> after_reconnect{0};
+  auto stuck = Client::connect({.address = broker.socket(),
+                                .name = "stuck",
+                                .on_connection = [&](const ConnectionChange& c) {
+                                  std::lock_guard lk(mu);
+                                  changes.push_back(c);
+                                }});
+  ASSERT_TRUE(stuck.has_value()) << stuck.error().message;
+  auto s1 = stuck->subscribe("feed", [&](const MessageView& m) {
+    if (m.text() == "after") ++after_reconnect;
     std::unique_lock lk(mu);
     cv.wait(lk, [&] { return release; });  // stops reading entirely
   });
@@ -129,12 +138,24 @@ TEST(FlowControl, StuckSubscriberIsDisconnectedWhileOthersGoOn) {
   ASSERT_TRUE(st.has_value());
   EXPECT_EQ(exit_code(*st), 0) << peer.err();
   ASSERT_TRUE(eventually([&] { return healthy == kCount; })) << healthy.load();
-  // The stuck client reads what was already in its socket, then the reason.
-  ASSERT_TRUE(eventually([&] { return !stuck.connected(); }));
-  auto why = stuck.disconnect_reason();
+  // The stuck client reads what was already in its socket, learns why it was cut off, and
+  // comes back with its subscription.
+  ASSERT_TRUE(eventually([&] { return stuck->stats().reconnects == 1 && stuck->connected(); }));
+  {
+    std::lock_guard lk(mu);
+    ASSERT_GE(changes.size(), 3u);
+    EXPECT_EQ(changes[0].event, ConnectionEvent::kConnected);
+    EXPECT_EQ(changes[1].event, ConnectionEvent::kDisconnected);
+    ASSERT_TRUE(changes[1].reason.has_value());
+    EXPECT_EQ(changes[1].reason->code, Errc::kSlowConsumer) << changes[1].reason->message;
+    EXPECT_NE(changes[1].reason->message.find("no progress"), std::string::npos) << changes[1].reason->message;
+    EXPECT_EQ(changes[2].event, ConnectionEvent::kReconnected);
+  }
+  auto why = stuck->disconnect_reason();
   ASSERT_TRUE(why.has_value());
   EXPECT_EQ(why->code, Errc::kSlowConsumer) << why->message;
-  EXPECT_NE(why->message.find("no progress"), std::string::npos) << why->message;
+  ASSERT_TRUE(good.publish("feed", "after").has_value());
+  EXPECT_TRUE(eventually([&] { return after_reconnect == 1; }));
 }
 
 TEST(FlowControl, FiveHundredConcurrentClientsOnOneIoContext) {

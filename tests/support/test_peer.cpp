@@ -68,7 +68,7 @@ std::uint64_t seq_of(std::span<const std::byte> p) {
 int bulk_publish(const std::string& address, const std::string& topic, std::uint64_t count, std::size_t size,
                  std::size_t segment_bytes, bool small) {
   auto client = ubroker::Client::connect(
-      {.address = address, .name = "test-peer-bulk-pub", .shm_segment_bytes = segment_bytes});
+      {.address = address, .name = "test-peer-bulk-pub", .shm_segment_bytes = segment_bytes, .reconnect = {.enabled = false}});
   if (!client) {
     std::fprintf(stderr, "connect: %s\n", client.error().message.c_str());
     return 1;
@@ -104,7 +104,7 @@ int bulk_publish(const std::string& address, const std::string& topic, std::uint
 
 int bulk_subscribe(const std::string& address, const std::string& pattern, std::uint64_t count,
                    const std::string& mode) {
-  auto client = ubroker::Client::connect({.address = address, .name = "test-peer-bulk-sub"});
+  auto client = ubroker::Client::connect({.address = address, .name = "test-peer-bulk-sub", .reconnect = {.enabled = false}});
   if (!client) {
     std::fprintf(stderr, "connect: %s\n", client.error().message.c_str());
     return 1;
@@ -139,7 +139,7 @@ int bulk_subscribe(const std::string& address, const std::string& pattern, std::
 }
 
 int subscribe(const std::string& address, const std::string& pattern, std::uint64_t count) {
-  auto client = ubroker::Client::connect({.address = address, .name = "test-peer-sub"});
+  auto client = ubroker::Client::connect({.address = address, .name = "test-peer-sub", .reconnect = {.enabled = false}});
   if (!client) {
     std::fprintf(stderr, "connect: %s\n", client.error().message.c_str());
     return 1;
@@ -180,7 +180,7 @@ int subscribe(const std::string& address, const std::string& pattern, std::uint6
 }
 
 int serve(const std::string& address, const std::string& topic, const std::string& mode) {
-  auto client = ubroker::Client::connect({.address = address, .name = "test-peer-serve"});
+  auto client = ubroker::Client::connect({.address = address, .name = "test-peer-serve", .reconnect = {.enabled = false}});
   if (!client) {
     std::fprintf(stderr, "connect: %s\n", client.error().message.c_str());
     return 1;
@@ -234,7 +234,7 @@ int main(int argc, char** argv) {
   const std::uint64_t count = std::strtoull(argv[4], nullptr, 10);
   const std::size_t size = std::max<std::size_t>(16, std::strtoull(argv[5], nullptr, 10));
   const std::uint64_t tag = std::strtoull(argv[6], nullptr, 10);
-  auto client = ubroker::Client::connect({.address = address, .name = "test-peer-" + std::to_string(tag)});
+  auto client = ubroker::Client::connect({.address = address, .name = "test-peer-" + std::to_string(tag), .reconnect = {.enabled = false}});
   if (!client) {
     std::fprintf(stderr, "connect: %s\n", client.error().message.c_str());
     return 1;

@@ -79,6 +79,7 @@ int run_script(const std::string& address) {
       auto c = ubroker::Client::connect({.address = address,
                                          .name = "script",
                                          .receive_queue = arg.empty() ? 4096 : std::stoul(arg),
+                                         .reconnect = {.enabled = false},
                                          .on_error = [&](const ubroker::Error& e) {
                                            std::lock_guard lk(log.mu);
                                            log.errors.push_back(e);

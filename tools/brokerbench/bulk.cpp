@@ -76,7 +76,7 @@ struct Tally {
 }  // namespace
 
 int role_bulk_pub(const std::string& address, const std::string& topic, std::uint64_t count, std::size_t size) {
-  auto c = Client::connect({.address = address, .name = "bench-bulk-pub", .shm_segment_bytes = 17u << 20});
+  auto c = Client::connect({.address = address, .name = "bench-bulk-pub", .shm_segment_bytes = 17u << 20, .reconnect = {.enabled = false}});
   if (!c) {
     std::fprintf(stderr, "brokerbench bulk-pub: %s\n", c.error().message.c_str());
     return 1;
@@ -98,7 +98,7 @@ int role_bulk_pub(const std::string& address, const std::string& topic, std::uin
 }
 
 int role_bulk_sub(const std::string& address, const std::string& topic, std::uint64_t count) {
-  auto c = Client::connect({.address = address, .name = "bench-bulk-sub"});
+  auto c = Client::connect({.address = address, .name = "bench-bulk-sub", .reconnect = {.enabled = false}});
   if (!c) {
     std::fprintf(stderr, "brokerbench bulk-sub: %s\n", c.error().message.c_str());
     return 1;

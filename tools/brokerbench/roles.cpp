@@ -55,7 +55,7 @@ std::map<std::string, std::string> words(const std::string& line) {
 }
 
 std::optional<Client> connect(const std::string& address, const std::string& name, asio::io_context* io) {
-  auto c = Client::connect({.address = address, .name = name, .io = io});
+  auto c = Client::connect({.address = address, .name = name, .io = io, .reconnect = {.enabled = false}});
   if (!c) {
     std::fprintf(stderr, "brokerbench %s: %s\n", name.c_str(), c.error().message.c_str());
     return std::nullopt;

@@ -94,7 +94,7 @@ struct Context {
 
   // Connects; on failure prints why and returns the exit code.
   std::optional<int> connect(const std::string& name = "brokerctl") {
-    auto c = Client::connect({.address = socket, .name = name});
+    auto c = Client::connect({.address = socket, .name = name, .reconnect = {.enabled = false}});
     if (!c) return fail(c.error());
     client.emplace(std::move(*c));
     return std::nullopt;

@@ -11,6 +11,15 @@
 // publish and subscribe, but blocking calls (flush, receive, a subscribe or unsubscribe that
 // waits for the broker) must not be made from the I/O thread: there they do not wait.
 //
+// Reconnecting: when the broker goes away, restarts or cuts this client off as a slow
+// consumer, the client dials again with exponential backoff and jitter (ReconnectOptions),
+// then restores its subscriptions and services under the same ids. Requests in flight fail
+// with kBrokerGone at once; publishes made while disconnected fail with kNotConnected, or
+// wait in a bounded buffer (ConnectOptions::offline_buffer_bytes). Publishes the library had
+// not fully written when the connection broke are sent again on the new one; a publish the
+// broker had received but not yet routed when it died is lost (flush() confirms). A
+// shared-memory loan made before the loss cannot be published after it.
+//
 // Flow control is lossless by default: when the broker holds this client back, publish()
 // blocks once ConnectOptions::max_pending_bytes are waiting to be sent.
 //
@@ -46,12 +55,46 @@ namespace ubroker {
 namespace detail {
 class ClientCore;
 struct SubState;
+struct Welcomed;
 }  // namespace detail
 namespace shm {
 class ProducerRing;
 }  // namespace shm
 
 inline constexpr std::chrono::milliseconds kForever = std::chrono::milliseconds::max();
+
+// What ConnectOptions::on_connection reports.
+enum class ConnectionEvent {
+  kConnected,     // the first connection is up (once, after connect())
+  kDisconnected,  // the connection was lost and the client is reconnecting; `reason` says why
+  kReconnected,   // a new connection is up and subscriptions and services are sent again
+  kClosed,        // no more connections: the reason is final, reconnecting is off, or it gave up
+};
+
+struct ConnectionChange {
+  ConnectionEvent event;
+  std::optional<Error> reason;  // kDisconnected, kClosed
+  unsigned attempts = 0;        // kReconnected: dials it took; kClosed: dials made before giving up
+};
+
+struct ReconnectOptions {
+  // Off: a lost connection closes the client (connected() false, calls fail kNotConnected).
+  bool enabled = true;
+  // The wait before dial n is a random duration in [d/2, d], d = min(max_delay,
+  // initial_delay * 2^(n-1)): clients of a restarted broker do not all come back at once.
+  std::chrono::milliseconds initial_delay{50};
+  std::chrono::milliseconds max_delay{2000};
+  unsigned max_attempts = 0;  // dials before giving up (kClosed); 0: until close()
+};
+
+// What happened to this client's traffic across connections (all counts since connect()).
+struct ClientStats {
+  std::uint64_t reconnects = 0;
+  std::uint64_t publishes_buffered = 0;   // accepted while disconnected (offline buffer)
+  std::uint64_t publishes_resent = 0;     // not fully written when a connection broke; sent on the next
+  std::uint64_t publishes_discarded = 0;  // never sent: shared-memory publishes cut off by a
+                                          // reconnect, and whatever was unsent when the client closed
+};
 
 struct ConnectOptions {
   // A socket path or "@name" (abstract). Empty: an inherited connected fd named by
@@ -72,6 +115,13 @@ struct ConnectOptions {
   // sent, so a process squatting on the socket path cannot pose as the broker. Empty: the
   // uids in $UBROKER_BROKER_UID (comma-separated) if set, else this process's uid and root.
   std::vector<uid_t> trusted_broker_uids;
+  ReconnectOptions reconnect;
+  // Publishes made while reconnecting wait here, up to this many bytes, and go out once the
+  // connection is back (after the subscriptions are restored). Past the bound publish()
+  // fails with kBufferFull. 0: publishes fail at once with kNotConnected.
+  std::size_t offline_buffer_bytes = 0;
+  // Connection changes (see ConnectionEvent). Runs on the I/O thread.
+  std::function<void(const ConnectionChange&)> on_connection;
   // Errors the broker reports about earlier calls that had no one waiting (e.g. a publish it
   // refused). Runs on the I/O thread. When empty, such errors are written to stderr.
   std::function<void(const Error&)> on_error;
@@ -178,7 +228,8 @@ class Client {
 
   // Connects and completes the handshake before returning.
   [[nodiscard]] static Result<Client> connect(ConnectOptions options = {});
-  // Uses an already connected socket (e.g. inherited from a parent process).
+  // Uses an already connected socket (e.g. inherited from a parent process). It reconnects
+  // to options.address if one is given; without one, a lost connection closes the client.
   [[nodiscard]] static Result<Client> adopt(shm::UniqueFd connected, ConnectOptions options = {});
 
   Client(Client&&) noexcept;
@@ -221,16 +272,19 @@ class Client {
   // Returns once the broker has processed everything this client sent before the call.
   Result<void> flush(std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
-  // Closes the connection; pending calls fail with kNotConnected. Idempotent.
+  // Closes the connection (and stops reconnecting); pending calls fail with kNotConnected.
+  // Publishes not yet written are discarded (and counted): flush() first to be sure. Idempotent.
   void close();
 
-  [[nodiscard]] std::uint64_t id() const noexcept;  // the client id the broker assigned
-  [[nodiscard]] bool connected() const noexcept;
-  // Why the connection ended (an error from the broker, EOF, ...), once it has.
+  [[nodiscard]] std::uint64_t id() const noexcept;  // the client id the broker assigned (new on reconnect)
+  [[nodiscard]] bool connected() const noexcept;    // false while reconnecting and once closed
+  // Why the last connection ended (an error from the broker, EOF, ...), once one has.
   [[nodiscard]] std::optional<Error> disconnect_reason() const;
+  [[nodiscard]] ClientStats stats() const noexcept;
 
  private:
   explicit Client(std::shared_ptr<detail::ClientCore> core);
+  static Client start(shm::UniqueFd fd, detail::Welcomed welcomed, ConnectOptions options);
   std::shared_ptr<detail::ClientCore> core_;
 };
 

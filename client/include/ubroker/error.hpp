@@ -38,6 +38,8 @@ enum class Errc : int {
   kNotConnected = 101,     // the connection is closed (the message says why)
   kInvalidArgument = 103,  // the call's arguments are unusable
   kUntrustedBroker = 104,  // the socket's owner is not a uid this client trusts as its broker
+  kBrokerGone = 105,       // the connection was lost before the broker answered
+  kBufferFull = 106,       // disconnected, and the offline buffer has no room for this publish
 };
 
 // The code's name, e.g. "SLOW_CONSUMER".
