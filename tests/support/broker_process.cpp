@@ -29,7 +29,12 @@ BrokerProcess::BrokerProcess(const std::string& config_toml, std::vector<std::st
     argv.push_back(config);
   }
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
-  process_.emplace(Process::spawn(argv));
+  argv_ = std::move(argv);
+  start();
+}
+
+void BrokerProcess::start() {
+  process_.emplace(Process::spawn(argv_));
   const auto addr = proto::make_socket_address(socket_).value();
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (std::chrono::steady_clock::now() < deadline) {
@@ -41,6 +46,16 @@ BrokerProcess::BrokerProcess(const std::string& config_toml, std::vector<std::st
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   ADD_FAILURE() << "brokerd did not come up on " << socket_ << "; stderr:\n" << process_->err();
+}
+
+void BrokerProcess::kill() {
+  process_->signal(SIGKILL);
+  if (!process_->wait(std::chrono::seconds(10))) ADD_FAILURE() << "brokerd did not die of SIGKILL";
+}
+
+void BrokerProcess::restart() {
+  if (!process_->wait(std::chrono::milliseconds(0))) ADD_FAILURE() << "restart() of a broker still running";
+  start();
 }
 
 BrokerProcess::~BrokerProcess() {

@@ -28,8 +28,14 @@ class BrokerProcess {
 
   // SIGTERM and wait; returns the exit code (or -1000 if it did not exit in time).
   int stop(std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  // SIGKILL and wait: a crash.
+  void kill();
+  // A new brokerd on the same socket path and config, once the last one has exited.
+  void restart();
 
  private:
+  void start();
+  std::vector<std::string> argv_;
   std::string dir_;
   std::string socket_;
   std::optional<Process> process_;
