@@ -58,9 +58,15 @@ wire::BrokerStatus Broker::status() const {
     (*st.mutable_errors_sent())[wire::ErrorCode_Name(static_cast<wire::ErrorCode>(code))] = stats_.errors_sent[code];
   }
   st.set_policy(policy_->open ? "open" : fmt::format("{} rule(s)", policy_->rules.size()));
-  std::uint64_t held = 0;
-  for (const auto& [id, s] : sessions_) held += s->bulk_held();
+  std::uint64_t held = 0, queued = 0;
+  for (const auto& [id, s] : sessions_) {
+    held += s->bulk_held();
+    queued += s->queued_deliveries();
+  }
   st.set_bulk_held(held);
+  st.set_deliveries_accepted(stats_.deliveries_accepted);
+  st.set_deliveries_written(stats_.deliveries_written);
+  st.set_deliveries_queued(queued);
   return st;
 }
 

@@ -34,8 +34,9 @@ void OutQueue::append_ref(const ChunkRef& chunk, const std::byte* data, std::siz
   appended_ += n;
 }
 
-void OutQueue::end_message() {
+void OutQueue::end_message(bool delivery) {
   msg_ends_.push_back(appended_);
+  if (delivery) delivery_ends_.push_back(appended_);
 }
 
 void OutQueue::attach_fd(shm::UniqueFd fd) {
@@ -65,7 +66,7 @@ std::size_t OutQueue::gather(std::span<iovec> iov, int& fd) const noexcept {
   return used;
 }
 
-std::size_t OutQueue::consume(std::size_t n) noexcept {
+OutQueue::Counts OutQueue::consume(std::size_t n) noexcept {
   sent_ += n;
   while (!fd_marks_.empty() && fd_marks_.front().at < sent_) fd_marks_.pop_front();  // went out
   while (n > 0) {
@@ -80,11 +81,15 @@ std::size_t OutQueue::consume(std::size_t n) noexcept {
     ++piece_head_;
     head_offset_ = 0;
   }
-  std::size_t done = 0;
+  Counts done;
   while (msg_head_ < msg_ends_.size() && msg_ends_[msg_head_] <= sent_) {
     boundary_ = msg_ends_[msg_head_];
     ++msg_head_;
-    ++done;
+    ++done.messages;
+  }
+  while (delivery_head_ < delivery_ends_.size() && delivery_ends_[delivery_head_] <= sent_) {
+    ++delivery_head_;
+    ++done.deliveries;
   }
   if (empty()) {
     // Nothing queued: give the tail chunk back so an idle session holds no buffer.
@@ -95,7 +100,7 @@ std::size_t OutQueue::consume(std::size_t n) noexcept {
   return done;
 }
 
-std::size_t OutQueue::discard_unsent() noexcept {
+OutQueue::Counts OutQueue::discard_unsent() noexcept {
   // Keep the head message if some of its bytes are out; it must be finished.
   std::uint64_t keep_to = sent_;
   std::size_t keep_msgs = msg_head_;
@@ -103,8 +108,12 @@ std::size_t OutQueue::discard_unsent() noexcept {
     keep_to = msg_ends_[msg_head_];
     keep_msgs = msg_head_ + 1;
   }
-  const std::size_t dropped = msg_ends_.size() - keep_msgs;
+  Counts dropped{.messages = msg_ends_.size() - keep_msgs};
   msg_ends_.resize(keep_msgs);
+  while (delivery_ends_.size() > delivery_head_ && delivery_ends_.back() > keep_to) {
+    delivery_ends_.pop_back();
+    ++dropped.deliveries;
+  }
   // Cut the pieces at stream position keep_to.
   std::uint64_t pos = sent_ - head_offset_;
   std::size_t i = piece_head_;
@@ -130,6 +139,10 @@ void OutQueue::compact() noexcept {
   if (msg_head_ > 0 && msg_head_ * 2 >= msg_ends_.size()) {
     msg_ends_.erase(msg_ends_.begin(), msg_ends_.begin() + static_cast<std::ptrdiff_t>(msg_head_));
     msg_head_ = 0;
+  }
+  if (delivery_head_ > 0 && delivery_head_ * 2 >= delivery_ends_.size()) {
+    delivery_ends_.erase(delivery_ends_.begin(), delivery_ends_.begin() + static_cast<std::ptrdiff_t>(delivery_head_));
+    delivery_head_ = 0;
   }
 }
 

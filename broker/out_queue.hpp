@@ -28,8 +28,9 @@ class OutQueue {
   [[nodiscard]] std::byte* append_inline(std::size_t n);
   // Appends a reference to bytes held by `chunk` (kept alive until sent or discarded).
   void append_ref(const ChunkRef& chunk, const std::byte* data, std::size_t n);
-  // Everything appended so far completes one more message.
-  void end_message();
+  // Everything appended so far completes one more message; a `delivery` (a DELIVER frame) is
+  // also counted apart, for the broker's accounting of what it accepted for subscribers.
+  void end_message(bool delivery = false);
   // The next message appended carries `fd`: it rides on the sendmsg that starts with the
   // message's first byte, so the receiver has it no later than the frame that claims it.
   void attach_fd(shm::UniqueFd fd);
@@ -37,14 +38,19 @@ class OutQueue {
   // Fills iov from the head; returns how many entries were used. A batch never runs into a
   // message that carries an fd; one that starts with such a message sets `fd` (else -1).
   [[nodiscard]] std::size_t gather(std::span<iovec> iov, int& fd) const noexcept;
-  // n bytes from the head went out; returns how many messages were completed by them.
-  std::size_t consume(std::size_t n) noexcept;
+  struct Counts {
+    std::size_t messages = 0;
+    std::size_t deliveries = 0;  // of which DELIVER frames
+  };
+  // n bytes from the head went out; returns the messages completed by them.
+  Counts consume(std::size_t n) noexcept;
   // Drops every message not yet started (a partly sent head message stays, so the stream
-  // remains a sequence of whole frames); returns how many were dropped.
-  std::size_t discard_unsent() noexcept;
+  // remains a sequence of whole frames); returns what was dropped.
+  Counts discard_unsent() noexcept;
 
   [[nodiscard]] std::size_t bytes() const noexcept { return static_cast<std::size_t>(appended_ - sent_); }
   [[nodiscard]] std::size_t messages() const noexcept { return msg_ends_.size() - msg_head_; }
+  [[nodiscard]] std::size_t deliveries() const noexcept { return delivery_ends_.size() - delivery_head_; }
   [[nodiscard]] bool empty() const noexcept { return appended_ == sent_; }
 
  private:
@@ -61,6 +67,8 @@ class OutQueue {
   std::size_t head_offset_ = 0;          // bytes of pieces_[piece_head_] already sent
   std::vector<std::uint64_t> msg_ends_;  // stream positions where messages end
   std::size_t msg_head_ = 0;
+  std::vector<std::uint64_t> delivery_ends_;  // the same, for the messages that are deliveries
+  std::size_t delivery_head_ = 0;
   std::uint64_t appended_ = 0;  // stream position of the next byte appended
   std::uint64_t sent_ = 0;      // stream position of the next byte to send
   std::uint64_t boundary_ = 0;  // stream position where the last fully sent message ends

@@ -241,6 +241,7 @@ RouteResult Router::route(const SenderStamp& stamp, const Published& msg, Sessio
   }
   deliver_.begin(msg.topic, stamp.id, stamp.uid, stamp.pid);
   for (const Target& t : targets_) {
+    ++stats_.deliveries_accepted;  // from here on: written, queued, or dropped with a reason
     if (t.session->has_room() || (from == nullptr && t.lossless)) {
       deliver(t, msg);
       continue;
@@ -278,7 +279,7 @@ void Router::deliver(const Target& t, const Published& msg) {
     ++s->delivered;
   }
   const auto head = deliver_.head(ids_, drops_, msg.payload.size(), shm ? &*shm : nullptr);
-  if (t.session->queue_encoded(head, msg.payload, msg.chunk)) {
+  if (t.session->queue_delivery(head, msg.payload, msg.chunk)) {
     ++stats_.payload_copies;
     stats_.payload_bytes_copied += msg.payload.size();
   }

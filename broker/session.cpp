@@ -59,7 +59,7 @@ Session::~Session() {
   release_all_holds();  // a receiver that dies lets go of everything it held
   broker_.session_gone(*this);
   broker_.forget(*this);
-  broker_.stats().dropped_disconnect += out_.messages();
+  broker_.stats().dropped_disconnect += out_.deliveries();
   notify_waiters();
   uid_->queued_bytes -= accounted_bytes_;
   --uid_->connections;
@@ -161,7 +161,7 @@ void Session::send_some() {
       }
       break;
     }
-    out_.consume(*sent);
+    broker_.stats().deliveries_written += out_.consume(*sent).deliveries;
     account_queue();
     last_progress_ = Clock::now();
     if (*sent < offered) {  // the socket buffer is full: the next try would say EAGAIN
@@ -365,25 +365,25 @@ bool Session::queue_frame(const wire::Header& h, std::span<const std::byte> payl
   const bool copy = size <= Router::kInlinePayloadMax || chunk == nullptr;
   std::byte* p = out_.append_inline(head + (copy ? size : 0));
   proto::write_frame_head(p, h, size);
-  return finish_frame(p + head, payload, chunk, copy);
+  return finish_frame(p + head, payload, chunk, copy, h.type() == wire::DELIVER);
 }
 
-bool Session::queue_encoded(std::span<const std::byte> head, std::span<const std::byte> payload,
-                            const ChunkRef* chunk) {
+bool Session::queue_delivery(std::span<const std::byte> head, std::span<const std::byte> payload,
+                             const ChunkRef* chunk) {
   const bool copy = payload.size() <= Router::kInlinePayloadMax || chunk == nullptr;
   std::byte* p = out_.append_inline(head.size() + (copy ? payload.size() : 0));
   std::memcpy(p, head.data(), head.size());
-  return finish_frame(p + head.size(), payload, chunk, copy);
+  return finish_frame(p + head.size(), payload, chunk, copy, true);
 }
 
 bool Session::finish_frame(std::byte* payload_at, std::span<const std::byte> payload, const ChunkRef* chunk,
-                           bool copy) {
+                           bool copy, bool delivery) {
   if (copy) {
     if (!payload.empty()) std::memcpy(payload_at, payload.data(), payload.size());
   } else {
     out_.append_ref(*chunk, payload.data(), payload.size());
   }
-  out_.end_message();
+  out_.end_message(delivery);
   account_queue();
   mark_dirty();
   return copy && !payload.empty();
@@ -435,7 +435,7 @@ void Session::check_deadlines(Clock::time_point now) {
   if ((!own_room() || (uid_full && !out_.empty())) && now - last_progress_ > t.slow_consumer) {
     const std::size_t queued = out_.messages();
     const bool own_full = !own_room();
-    const std::size_t dropped = out_.discard_unsent();
+    const std::size_t dropped = out_.discard_unsent().deliveries;
     account_queue();
     broker_.stats().dropped_disconnect += dropped;
     ++broker_.stats().slow_consumer_disconnects;

@@ -69,13 +69,14 @@ class Session {
   // Flow control, used by the Router: room in this client's queue and in its uid's budget.
   [[nodiscard]] bool has_room() const noexcept;
   [[nodiscard]] OutQueue& out() noexcept { return out_; }
+  [[nodiscard]] std::size_t queued_deliveries() const noexcept { return out_.deliveries(); }
   void add_waiter(std::uint64_t publisher_id);
   void mark_dirty();  // flushed at the end of the current read batch
   // Queues one frame: its head, then the payload (copied when small or when `chunk` is null,
   // else referenced). Returns true when the payload was copied.
   bool queue_frame(const wire::Header& h, std::span<const std::byte> payload, const ChunkRef* chunk);
-  // The same with the frame head (prefix + header) already encoded.
-  bool queue_encoded(std::span<const std::byte> head, std::span<const std::byte> payload, const ChunkRef* chunk);
+  // A DELIVER frame with its head (prefix + header) already encoded.
+  bool queue_delivery(std::span<const std::byte> head, std::span<const std::byte> payload, const ChunkRef* chunk);
   [[nodiscard]] bool welcomed() const noexcept { return welcomed_; }
   std::uint32_t& pending_requests() noexcept { return pending_requests_; }
   void count_delivery(std::size_t payload_bytes) noexcept {
@@ -137,7 +138,8 @@ class Session {
   void ack(std::uint64_t seq, std::uint64_t value = 0);
   void queue_control(const wire::Header& h);
   // The payload after a head already in the queue: copied at `payload_at`, or referenced.
-  bool finish_frame(std::byte* payload_at, std::span<const std::byte> payload, const ChunkRef* chunk, bool copy);
+  bool finish_frame(std::byte* payload_at, std::span<const std::byte> payload, const ChunkRef* chunk, bool copy,
+                    bool delivery);
   void send_some();
   asio::awaitable<void> park_until_closed();
   [[nodiscard]] std::string describe() const;  // "client 7 (name, pid 12, uid 1000)" for logs

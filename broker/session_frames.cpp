@@ -378,6 +378,7 @@ void Session::send_retained(const Subscription& sub) {
     d.set_sender_id(m.sender_id);
     d.set_sender_uid(m.sender_uid);
     d.set_sender_pid(m.sender_pid);
+    ++broker_.stats().deliveries_accepted;
     queue_frame(d, m.payload, nullptr);
   });
 }

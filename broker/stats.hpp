@@ -12,10 +12,16 @@ struct Stats {
   std::uint64_t messages_in = 0;          // PUBLISH frames accepted
   std::uint64_t bytes_in = 0;             // their payload bytes
   std::uint64_t system_messages = 0;      // the broker's own ($sys. presence events)
-  std::uint64_t deliveries = 0;           // DELIVER frames queued to subscribers
+  std::uint64_t deliveries = 0;           // DELIVER frames the router queued to subscribers
   std::uint64_t delivered_bytes = 0;      // their payload bytes
+  // Accounting: every delivery accepted (a message matched a client's subscriptions, or a
+  // retained value replayed) is written, dropped with a reason, or still queued:
+  //   deliveries_accepted = deliveries_written + dropped_overflow + bulk_dropped_fds
+  //                         + dropped_disconnect + (deliveries in outbound queues)
+  std::uint64_t deliveries_accepted = 0;
+  std::uint64_t deliveries_written = 0;   // whole DELIVER frames written to a client's socket
   std::uint64_t dropped_overflow = 0;     // DROP subscriptions whose queue was full
-  std::uint64_t dropped_disconnect = 0;   // queued deliveries discarded with their client
+  std::uint64_t dropped_disconnect = 0;   // queued deliveries discarded with their client (or cut off as slow)
   std::uint64_t no_subscriber = 0;        // published with nobody matching
   std::uint64_t publisher_blocks = 0;     // times a publisher was held back by a full subscriber
   std::uint64_t slow_consumer_disconnects = 0;

@@ -76,6 +76,13 @@ void ClientCore::reconnect_loop() {
 }
 
 void ClientCore::install(std::shared_ptr<Dialed> d, unsigned attempts) {
+  {
+    // This client's ring was known only to the old broker; a loan needs a new one. (Not
+    // under state_mu_: producer_ring() takes ring_mu_ first. No ring can be registered
+    // meanwhile: that needs a connection.)
+    std::lock_guard rl(ring_mu_);
+    ring_.reset();
+  }
   std::unique_lock sl(state_mu_);  // lock order: state_mu_, then write_mu_
   if (closed_.load()) return;      // the new socket closes with `d`
   std::unique_lock wl(write_mu_);
@@ -112,12 +119,8 @@ void ClientCore::install(std::shared_ptr<Dialed> d, unsigned attempts) {
   rend_ = leftover.size();
   rfds_.clear();
   // Bulk payloads: messages still held keep the old reader and its mappings; the new broker's
-  // segments get a fresh one. This client's ring was known only to the old broker.
+  // segments get a fresh one.
   reader_ = make_reader();
-  {
-    std::lock_guard rl(ring_mu_);
-    ring_.reset();
-  }
   rebuild_outgoing_locked();
   read_paused_for_writes_ = false;
   connected_.store(true, std::memory_order_release);

@@ -46,10 +46,10 @@ TEST(OutQueue, CountsMessagesAndBytes) {
   iovec iov[4];
   int fd = -1;
   EXPECT_EQ(q.gather(iov, fd), 1u);  // coalesced into one piece
-  EXPECT_EQ(q.consume(7), 1u);   // first message done, second half-way
+  EXPECT_EQ(q.consume(7).messages, 1u);   // first message done, second half-way
   EXPECT_EQ(q.messages(), 1u);
   EXPECT_EQ(q.bytes(), 3u);
-  EXPECT_EQ(q.consume(3), 1u);
+  EXPECT_EQ(q.consume(3).messages, 1u);
   EXPECT_TRUE(q.empty());
 }
 
@@ -81,18 +81,46 @@ TEST(OutQueue, DiscardKeepsThePartlySentMessage) {
   append_text(q, "H3yy");
   q.end_message();
   q.consume(2);  // H1 is out, its payload piece not started: the message is under way
-  EXPECT_EQ(q.discard_unsent(), 2u);
+  EXPECT_EQ(q.discard_unsent().messages, 2u);
   EXPECT_EQ(q.messages(), 1u);
   EXPECT_EQ(drain(q, 100), "PAYLOAD");
   // A queue at a message boundary discards everything.
   append_text(q, "A");
   q.end_message();
-  EXPECT_EQ(q.discard_unsent(), 1u);
+  EXPECT_EQ(q.discard_unsent().messages, 1u);
   EXPECT_TRUE(q.empty());
   // And it is usable afterwards.
   append_text(q, "B");
   q.end_message();
   EXPECT_EQ(drain(q, 100), "B");
+}
+
+TEST(OutQueue, CountsDeliveriesApartFromOtherFrames) {
+  ChunkPool pool;
+  OutQueue q(pool);
+  append_text(q, "D1");
+  q.end_message(true);
+  append_text(q, "A1");
+  q.end_message();  // an ACK, say
+  append_text(q, "D2");
+  q.end_message(true);
+  append_text(q, "D3");
+  q.end_message(true);
+  EXPECT_EQ(q.messages(), 4u);
+  EXPECT_EQ(q.deliveries(), 3u);
+  const auto first = q.consume(5);  // D1, A1 and half of D2
+  EXPECT_EQ(first.messages, 2u);
+  EXPECT_EQ(first.deliveries, 1u);
+  EXPECT_EQ(q.deliveries(), 2u);
+  // D2 is under way and stays; D3 goes.
+  const auto dropped = q.discard_unsent();
+  EXPECT_EQ(dropped.messages, 1u);
+  EXPECT_EQ(dropped.deliveries, 1u);
+  EXPECT_EQ(q.deliveries(), 1u);
+  const auto last = q.consume(1);  // the rest of D2
+  EXPECT_EQ(last.deliveries, 1u);
+  EXPECT_EQ(q.deliveries(), 0u);
+  EXPECT_TRUE(q.empty());
 }
 
 TEST(OutQueue, ManyMessagesNoGrowthAfterWarmup) {
@@ -154,7 +182,7 @@ TEST(OutQueue, DiscardClosesTheFdsOfDiscardedMessages) {
   q.attach_fd(shm::UniqueFd(p[1]));  // the queue owns the pipe's only write end
   append_text(q, "two");
   q.end_message();
-  EXPECT_EQ(q.discard_unsent(), 2u);
+  EXPECT_EQ(q.discard_unsent().messages, 2u);
   char c;
   EXPECT_EQ(::read(reader.get(), &c, 1), 0);  // EOF: the write end was closed
 }

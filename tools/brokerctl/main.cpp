@@ -138,7 +138,9 @@ int cmd_status(Context& ctx) {
   row("subscriptions", st.subscriptions());
   row("messages in", st.messages_in());
   row("bytes in", st.bytes_in());
-  row("deliveries", st.deliveries());
+  row("deliveries accepted", st.deliveries_accepted());
+  row("deliveries written", st.deliveries_written());
+  row("deliveries queued", st.deliveries_queued());
   row("bytes out", st.delivered_bytes());
   row("dropped (overflow)", st.dropped_overflow());
   row("dropped (disconnect)", st.dropped_disconnect());
@@ -172,6 +174,14 @@ int cmd_status(Context& ctx) {
   });
   for (const auto& [code, n] : errors) t.add({"errors sent: " + code, std::to_string(n)});
   t.print(stdout);
+  // Every delivery accepted is written, dropped with a reason, or still queued.
+  const std::uint64_t dropped = st.dropped_overflow() + st.bulk_dropped_fds() + st.dropped_disconnect();
+  const std::uint64_t accounted = st.deliveries_written() + dropped + st.deliveries_queued();
+  std::printf("accounting: %llu accepted = %llu written + %llu dropped + %llu queued: %s\n",
+              static_cast<unsigned long long>(st.deliveries_accepted()),
+              static_cast<unsigned long long>(st.deliveries_written()), static_cast<unsigned long long>(dropped),
+              static_cast<unsigned long long>(st.deliveries_queued()),
+              accounted == st.deliveries_accepted() ? "balanced" : "UNBALANCED (a broker bug: please report it)");
   std::printf("access policy: %s\n", st.policy().c_str());
   return kOk;
 }
