@@ -53,6 +53,7 @@ wire::BrokerStatus Broker::status() const {
   st.set_shm_refused(stats_.shm_refused);
   st.set_bulk_dropped_fds(stats_.bulk_dropped_fds);
   st.set_connections_refused(stats_.connections_refused);
+  st.set_accepts_failed(stats_.accepts_failed);
   for (int code = 1; code < static_cast<int>(stats_.errors_sent.size()); ++code) {
     if (stats_.errors_sent[code] == 0 || !wire::ErrorCode_IsValid(code)) continue;
     (*st.mutable_errors_sent())[wire::ErrorCode_Name(static_cast<wire::ErrorCode>(code))] = stats_.errors_sent[code];

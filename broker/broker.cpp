@@ -1,6 +1,8 @@
 // Broker: accept loop, per-connection coroutine, deadline sweep, signals and shutdown.
 #include "broker.hpp"
 
+#include <sys/resource.h>
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -124,19 +126,45 @@ int Broker::run() {
   return 0;
 }
 
+void Broker::fd_starved(const std::string& why) {
+  ++stats_.accepts_failed;
+  FdStarvation& f = fd_starvation_;
+  const auto now = Clock::now();
+  if (!f.since) {
+    f.since = f.last_log = now;
+    f.failed_since_log = 0;
+    rlimit nofile{};
+    (void)::getrlimit(RLIMIT_NOFILE, &nofile);
+    spdlog::warn("cannot accept connections: {} ({} connections open, RLIMIT_NOFILE {}); the connected clients are "
+                 "served, and accepting is retried every {} ms",
+                 why, sessions_.size(), nofile.rlim_cur, kAcceptBackoff.count());
+  } else if (++f.failed_since_log; now - f.last_log >= kRefusalLogInterval) {
+    spdlog::warn("still cannot accept connections: {} ({} more failed)", why, f.failed_since_log);
+    f.last_log = now;
+    f.failed_since_log = 0;
+  }
+}
+
+void Broker::fd_recovered() {
+  if (!fd_starvation_.since) return;
+  spdlog::info("accepting connections again after {} ms",
+               std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - *fd_starvation_.since).count());
+  fd_starvation_.since.reset();
+}
+
 asio::awaitable<void> Broker::accept_loop() {
   for (;;) {
     auto [ec, socket] = co_await acceptor_.async_accept(kUseTuple);
     if (stopping_ || ec == asio::error::operation_aborted) co_return;
+    if (ec && out_of_resources(ec)) {
+      // Out of fds (or memory): the clients already connected go on being served.
+      fd_starved(ec.message());
+      asio::steady_timer backoff(io_, kAcceptBackoff);
+      co_await backoff.async_wait(kUseTuple);
+      continue;
+    }
     if (ec) {
-      // Out of fds or memory: keep serving existing clients, retry shortly.
-      if (out_of_resources(ec)) {
-        spdlog::warn("accept: {}; retrying in {} ms", ec.message(), kAcceptBackoff.count());
-        asio::steady_timer backoff(io_, kAcceptBackoff);
-        co_await backoff.async_wait(kUseTuple);
-      } else {
-        spdlog::warn("accept: {}", ec.message());
-      }
+      spdlog::warn("accept: {}", ec.message());
       continue;
     }
     asio::co_spawn(io_, serve(std::move(socket)), log_failure("connection"));
@@ -177,11 +205,19 @@ bool Broker::admit(Socket& socket, const proto::PeerCredentials& peer, const Gra
 
 asio::awaitable<void> Broker::serve(Socket socket) {
   auto peer = proto::read_peer_credentials(socket.native_handle());
+  if (!peer && out_of_resources(peer.error())) {
+    // Accepting took the last fd, and checking the peer needs one more (a pidfd).
+    fd_starved(peer.error().message());
+    refuse(socket, wire::LIMIT_EXCEEDED,
+           "the broker is out of file descriptors (RLIMIT_NOFILE); try again later");
+    co_return;
+  }
   if (!peer) {
     ++stats_.connections_refused;
     spdlog::warn("dropping a connection: cannot read peer credentials: {}", peer.error().message());
     co_return;
   }
+  fd_recovered();
   Grants grants = grants_for(*peer);
   if (!admit(socket, *peer, grants)) co_return;
   const std::uint64_t id = next_id_++;

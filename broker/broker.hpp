@@ -101,6 +101,10 @@ class Broker {
   using Socket = asio::local::stream_protocol::socket;
 
   asio::awaitable<void> accept_loop();
+  // Out of fds: counted always; logged when it starts, at most every 10 s while it lasts,
+  // and when a connection is accepted again.
+  void fd_starved(const std::string& why);
+  void fd_recovered();
   asio::awaitable<void> serve(Socket socket);
   // Connection limits and the policy's "may this uid connect at all", before any session.
   bool admit(Socket& socket, const proto::PeerCredentials& peer, const Grants& grants);
@@ -125,6 +129,11 @@ class Broker {
     std::uint64_t suppressed = 0;
   };
   std::unordered_map<std::uint64_t, RefusalLogState> refusal_log_;  // by uid << 32 | code
+  struct FdStarvation {
+    std::optional<Clock::time_point> since;  // set while accepting fails for want of fds
+    Clock::time_point last_log;
+    std::uint64_t failed_since_log = 0;
+  } fd_starvation_;
   asio::io_context io_{1};
   asio::local::stream_protocol::acceptor acceptor_;
   asio::signal_set signals_;

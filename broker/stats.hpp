@@ -9,6 +9,7 @@ namespace ubroker::broker {
 struct Stats {
   std::uint64_t connections_accepted = 0;
   std::uint64_t connections_refused = 0;  // over max_connections or failed at accept
+  std::uint64_t accepts_failed = 0;       // accept(2) out of fds or memory (retried)
   std::uint64_t messages_in = 0;          // PUBLISH frames accepted
   std::uint64_t bytes_in = 0;             // their payload bytes
   std::uint64_t system_messages = 0;      // the broker's own ($sys. presence events)

@@ -17,11 +17,13 @@
 
 namespace ubroker::test {
 
-BrokerProcess::BrokerProcess(const std::string& config_toml, std::vector<std::string> extra_args) {
+BrokerProcess::BrokerProcess(const std::string& config_toml, std::vector<std::string> extra_args,
+                             std::vector<std::string> wrapper) {
   char tmpl[] = "/tmp/ubroker-broker-XXXXXX";
   dir_ = ::mkdtemp(tmpl);
   socket_ = dir_ + "/ubroker.sock";
-  std::vector<std::string> argv = {UBROKER_BROKERD, "--socket", socket_, "--log-level", "info"};
+  std::vector<std::string> argv = std::move(wrapper);
+  argv.insert(argv.end(), {UBROKER_BROKERD, "--socket", socket_, "--log-level", "info"});
   if (!config_toml.empty()) {
     const std::string config = dir_ + "/brokerd.toml";
     std::ofstream(config) << config_toml;

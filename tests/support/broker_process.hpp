@@ -15,8 +15,10 @@ namespace ubroker::test {
 
 class BrokerProcess {
  public:
-  // Starts brokerd with `config_toml` (may be empty) and extra arguments.
-  explicit BrokerProcess(const std::string& config_toml = "", std::vector<std::string> extra_args = {});
+  // Starts brokerd with `config_toml` (may be empty) and extra arguments, under `wrapper`
+  // (a command line that execs the rest, e.g. prlimit) if one is given.
+  explicit BrokerProcess(const std::string& config_toml = "", std::vector<std::string> extra_args = {},
+                         std::vector<std::string> wrapper = {});
   ~BrokerProcess();
 
   [[nodiscard]] const std::string& socket() const noexcept { return socket_; }

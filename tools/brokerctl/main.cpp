@@ -164,6 +164,7 @@ int cmd_status(Context& ctx) {
   row("bulk dropped (fd limits)", st.bulk_dropped_fds());
   row("shm refused", st.shm_refused());
   row("connections refused", st.connections_refused());
+  row("accepts failed (out of fds)", st.accepts_failed());
   // Errors sent to clients, by code, in code order (the map's own order is unspecified).
   std::vector<std::pair<std::string, std::uint64_t>> errors(st.errors_sent().begin(), st.errors_sent().end());
   std::sort(errors.begin(), errors.end(), [](const auto& a, const auto& b) {
