@@ -19,19 +19,11 @@ Process hostile(const BrokerProcess& b, int rounds) {
 }
 
 TEST(HostileTool, BrokerSurvivesEveryScenarioWhileWellBehavedClientsKeepWorking) {
-  // Under AddressSanitizer freed memory waits in a quarantine that grows RSS by design: the
-  // broker started here keeps none, so its RSS is what it holds. (Ignored without ASan.)
-  const char* asan = std::getenv("ASAN_OPTIONS");
-  const std::string saved = asan == nullptr ? "" : asan;
-  ::setenv("ASAN_OPTIONS", (saved + ":quarantine_size_mb=0:thread_local_quarantine_size_kb=0").c_str(), 1);
   // slow_consumer_ms: short enough that the flood scenario is cut off soon, long enough that
   // the good subscriber, sharing two cores with everything else (and ASan), is not.
+  std::optional<NoAsanQuarantine> no_quarantine(std::in_place);
   BrokerProcess broker("[timeouts]\nhandshake_ms = 300\nframe_ms = 300\nslow_consumer_ms = 2000\n");
-  if (asan == nullptr) {
-    ::unsetenv("ASAN_OPTIONS");
-  } else {
-    ::setenv("ASAN_OPTIONS", saved.c_str(), 1);
-  }
+  no_quarantine.reset();
   const pid_t pid = broker.process().pid();
 
   // A first round warms the broker's pools and caches up; what it holds after that is the

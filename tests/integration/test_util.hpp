@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <cstdlib>
 #include <functional>
 #include <span>
 #include <string>
@@ -46,6 +47,32 @@ inline std::size_t open_fds(pid_t pid) {
   }
   return n;
 }
+
+// While alive, processes started get ASAN_OPTIONS with no quarantine: under AddressSanitizer
+// freed memory waits in a quarantine that grows RSS by design, so a broker started with none
+// keeps only what it holds, and its RSS can be checked for leaks. (Harmless without ASan.)
+class NoAsanQuarantine {
+ public:
+  NoAsanQuarantine() {
+    const char* asan = std::getenv("ASAN_OPTIONS");
+    had_ = asan != nullptr;
+    saved_ = had_ ? asan : "";
+    ::setenv("ASAN_OPTIONS", (saved_ + ":quarantine_size_mb=0:thread_local_quarantine_size_kb=0").c_str(), 1);
+  }
+  ~NoAsanQuarantine() {
+    if (had_) {
+      ::setenv("ASAN_OPTIONS", saved_.c_str(), 1);
+    } else {
+      ::unsetenv("ASAN_OPTIONS");
+    }
+  }
+  NoAsanQuarantine(const NoAsanQuarantine&) = delete;
+  NoAsanQuarantine& operator=(const NoAsanQuarantine&) = delete;
+
+ private:
+  bool had_ = false;
+  std::string saved_;
+};
 
 // Resident memory of a process in KiB (VmRSS in /proc/PID/status), 0 if unknown.
 inline std::size_t rss_kib(pid_t pid) {
