@@ -2,8 +2,12 @@
 # The project's one entry point on a Debian 12 machine (the README's two commands):
 #   bash scripts/dev.sh run    install what is missing, build Release, run brokerd in the foreground
 #   bash scripts/dev.sh test   install what is missing, build, run the whole test suite twice
-#                              (a Release build, then an AddressSanitizer+UBSan build), then
-#                              each libFuzzer target for $UBROKER_FUZZ_SECONDS (default 60)
+#                              (a Release build, then an AddressSanitizer+UBSan build), the
+#                              multithreaded client and shared-memory tests under
+#                              ThreadSanitizer, then each libFuzzer target for
+#                              $UBROKER_FUZZ_SECONDS (default 60). The soak test runs for
+#                              $UBROKER_SOAK_SECONDS (default 120) in the Release suite, 30 s in
+#                              the others.
 #   bash scripts/dev.sh fuzz [SECONDS]   only the libFuzzer targets (clang 16, ASan+UBSan)
 # Extra arguments after `run` go to brokerd (e.g. `run -- --socket /tmp/b.sock`).
 # Installs only Debian packages by name (apt-get); downloads nothing else.
@@ -12,6 +16,10 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${UBROKER_BUILD_DIR:-$here/build/release}
 asan_dir=$here/build/asan
+tsan_dir=$here/build/tsan
+# The tests whose code under test runs on several threads: the client library (its I/O and
+# reconnect threads beside the application's) and the shared-memory ring.
+tsan_tests='ProducerRing|Memfd|Shm|Bulk|PubSub|FlowControl|ReqRep|Reconnect|Chaos|Soak'
 fuzz_dir=$here/build/fuzz
 fuzz_targets=(fuzz_frame_decoder fuzz_handshake fuzz_header_messages)
 
@@ -62,6 +70,14 @@ run_suite() {
   (cd "$1" && ctest --output-on-failure --timeout 300 -j "$jobs")
 }
 
+# run_tsan: the ThreadSanitizer build of what $tsan_tests need, and those tests.
+run_tsan() {
+  configure "$tsan_dir" Debug -DUBROKER_SANITIZE=thread
+  cmake --build "$tsan_dir" -j "$jobs" --target shm_test integration_test brokerd ubroker_test_peer
+  (cd "$tsan_dir" && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 UBROKER_SOAK_SECONDS=30 \
+    ctest --output-on-failure --timeout 300 -j "$jobs" -R "$tsan_tests")
+}
+
 # run_fuzzers SECONDS: builds the libFuzzer targets and runs them side by side for SECONDS
 # each, from the seed corpus in fuzz/corpus (new inputs go to a scratch directory). A crash,
 # sanitizer report, leak or hang fails the run; the report and reproducer are printed.
@@ -108,11 +124,13 @@ case "${1:-}" in
     install_missing "${packages[@]}" "${fuzz_packages[@]}"
     echo "== Release build and tests"
     configure "$build_dir" Release
-    run_suite "$build_dir"
+    UBROKER_SOAK_SECONDS=${UBROKER_SOAK_SECONDS:-120} run_suite "$build_dir"
     echo "== AddressSanitizer+UBSan build and tests"
     configure "$asan_dir" Debug -DUBROKER_SANITIZE=address
-    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-    run_suite "$asan_dir"
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+      UBROKER_SOAK_SECONDS=30 run_suite "$asan_dir"
+    echo "== ThreadSanitizer build: client library and shared memory"
+    run_tsan
     echo "== libFuzzer targets (clang, ASan+UBSan)"
     run_fuzzers "${UBROKER_FUZZ_SECONDS:-60}"
     ;;

@@ -197,6 +197,9 @@ TEST(Soak, TwoHundredMixedClientsLeaveTheBrokersFdsAndMemoryFlat) {
   EXPECT_EQ(end.deliveries_accepted(), end.deliveries_written() + end.dropped_overflow() + end.bulk_dropped_fds() +
                                            end.dropped_disconnect() + end.deliveries_queued());
   EXPECT_EQ(end.bulk_held(), 0u);
+  last.close();
+  // A clean exit; under AddressSanitizer, LeakSanitizer finds nothing lost either.
+  EXPECT_EQ(broker.stop(), 0) << broker.process().err().substr(0, 4000);
 }
 
 }  // namespace
