@@ -41,7 +41,7 @@ ClientCore::ClientCore(ConnectOptions options, shm::UniqueFd fd, Welcomed welcom
       io_(options_.io ? *options_.io : *own_io_),
       socket_(io_, asio::local::stream_protocol(), fd.release()),
       rbuf_(read_buffer_size(max_frame_bytes_)) {
-  std::memcpy(rbuf_.data(), welcomed.leftover.data(), welcomed.leftover.size());
+  if (!welcomed.leftover.empty()) std::memcpy(rbuf_.data(), welcomed.leftover.data(), welcomed.leftover.size());
   rend_ = welcomed.leftover.size();
 }
 

@@ -191,7 +191,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::size_t rend_ = 0;
   wire::Header rheader_;
   std::deque<shm::UniqueFd> rfds_;                // received, not yet claimed by a frame
-  std::vector<SubState*> targets_;                // scratch: one delivery's subscriptions
+  std::vector<std::shared_ptr<SubState>> targets_;  // scratch: one delivery's subscriptions
   std::vector<std::uint64_t> release_batch_;      // scratch for flush_releases
   wire::Header release_header_;                   // ditto
 

@@ -134,14 +134,15 @@ void ClientCore::deliver(const wire::Header& h, std::span<const std::byte> paylo
                    .dropped_before = 0,
                    .retained = h.retain(),
                    .shared_memory = h.has_shm()};
-  // Entries are erased only on this thread or after the broker's ACK, so the pointers stay valid.
+  // Shared, not raw: an application thread may forget a subscription (unsubscribing while
+  // disconnected) while its callback is being called here.
   targets_.assign(static_cast<std::size_t>(h.sub_ids_size()), nullptr);
   std::uint32_t queued = 0;
   {
     std::lock_guard lk(state_mu_);
     for (int i = 0; i < h.sub_ids_size(); ++i) {
       if (auto it = subs_.find(h.sub_ids(i)); it != subs_.end()) {
-        targets_[static_cast<std::size_t>(i)] = it->second.get();
+        targets_[static_cast<std::size_t>(i)] = it->second;
         queued += it->second->handler ? 0 : 1;
       }
     }
@@ -162,7 +163,7 @@ void ClientCore::deliver(const wire::Header& h, std::span<const std::byte> paylo
     view.payload = *bytes;
   }
   for (std::size_t i = 0; i < targets_.size(); ++i) {
-    SubState* sub = targets_[i];
+    SubState* sub = targets_[i].get();
     if (sub == nullptr) continue;
     view.subscription = sub->id;
     view.dropped_before = static_cast<int>(i) < h.dropped_size() ? h.dropped(static_cast<int>(i)) : 0;
@@ -184,14 +185,15 @@ void ClientCore::deliver(const wire::Header& h, std::span<const std::byte> paylo
     }
     queue_cv_.notify_one();
   }
+  targets_.clear();  // keeps no subscription alive past its delivery
   if (view.shared_memory && queued == 0) reader_->release(ref.segment(), ref.token());
 }
 
 void ClientCore::deliver_request(const wire::Header& h, std::span<const std::byte> payload) {
-  SubState* service = nullptr;
+  std::shared_ptr<SubState> service;
   if (h.sub_ids_size() == 1) {
     std::lock_guard lk(state_mu_);
-    if (auto it = subs_.find(h.sub_ids(0)); it != subs_.end()) service = it->second.get();
+    if (auto it = subs_.find(h.sub_ids(0)); it != subs_.end()) service = it->second;
   }
   if (service == nullptr || !service->request_handler) return;  // unserved meanwhile: the caller times out
   Request r;

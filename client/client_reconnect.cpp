@@ -114,7 +114,7 @@ void ClientCore::install(std::shared_ptr<Dialed> d, unsigned attempts) {
   shm_max_segment_bytes_.store(limits.shm_max_segment_bytes());
   const std::vector<std::byte>& leftover = d->welcomed.leftover;
   rbuf_.resize(std::max(rbuf_.size(), std::max<std::size_t>(256 * 1024, limits.max_frame_bytes() + proto::kPrefixSize)));
-  std::memcpy(rbuf_.data(), leftover.data(), leftover.size());
+  if (!leftover.empty()) std::memcpy(rbuf_.data(), leftover.data(), leftover.size());
   rbegin_ = 0;
   rend_ = leftover.size();
   rfds_.clear();
