@@ -56,7 +56,9 @@ void ClientCore::reconnect_loop() {
       if (dialed) {
         auto self = weak_from_this().lock();
         if (!self) return;  // being destroyed
-        asio::post(io_, [self, d = std::make_shared<Dialed>(std::move(*dialed)), attempt] {
+        // Moved, not copied: were this thread left holding the last reference, the core would
+        // be destroyed here, with state_mu_ held.
+        asio::post(io_, [self = std::move(self), d = std::make_shared<Dialed>(std::move(*dialed)), attempt] {
           self->install(std::move(d), attempt);
         });
         break;

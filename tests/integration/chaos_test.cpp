@@ -1,4 +1,5 @@
-// Chaos: publishers, lossless subscribers, a responder and a requester that survive, beside
+// Chaos: publishers (of small and of shared-memory payloads), lossless subscribers, a
+// responder and a requester that survive, beside
 // victim processes that are SIGKILLed and stalled (SIGSTOP) at random, while the broker itself
 // is SIGKILLed and restarted on the same path. Afterwards: no survivor saw a duplicate or a
 // reordering, every gap in a survivor's stream lines up with a connection that broke, every
@@ -7,7 +8,9 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <random>
@@ -23,6 +26,34 @@ using namespace std::chrono_literals;
 
 constexpr int kPublishers = 2;
 constexpr std::uint64_t kFinalBatch = 1000;
+constexpr std::size_t kBulkSize = 100 * 1024;  // above shm_threshold: through shared memory
+constexpr std::uint64_t kFinalBulk = 20;
+
+std::vector<std::byte> bulk_payload(std::uint64_t seq) {
+  std::vector<std::byte> p(kBulkSize, static_cast<std::byte>(seq * 31 + 7));
+  std::memcpy(p.data(), &seq, sizeof seq);
+  return p;
+}
+
+// A survivor's bulk stream: sequence numbers in arrival order, and payloads that were not
+// what was published.
+struct BulkStream {
+  std::mutex mu;
+  std::vector<std::uint64_t> seqs;
+  std::uint64_t corrupt = 0;
+  void add(const MessageView& m) {
+    std::uint64_t seq = 0;
+    bool ok = m.payload.size() == kBulkSize && m.shared_memory;
+    if (ok) {
+      std::memcpy(&seq, m.payload.data(), sizeof seq);
+      const auto fill = static_cast<std::byte>(seq * 31 + 7);
+      ok = std::all_of(m.payload.begin() + sizeof seq, m.payload.end(), [&](std::byte b) { return b == fill; });
+    }
+    std::lock_guard lk(mu);
+    if (!ok) ++corrupt;
+    seqs.push_back(seq);
+  }
+};
 
 ConnectOptions survivor(const BrokerProcess& broker, const std::string& name) {
   return {.address = broker.socket(),
@@ -53,13 +84,19 @@ struct Victims {
     switch (kind) {
       case 0: return Process::spawn({UBROKER_TEST_PEER, "subscribe", broker.socket(), "chaos.pub.*", "1000000000"});
       case 1: return Process::spawn({UBROKER_TEST_PEER, "publish", broker.socket(), "chaos.victim", "1000000", "64", "9"});
-      default: return Process::spawn({UBROKER_TEST_PEER, "serve", broker.socket(), "chaos.svc", "echo"});
+      case 2: return Process::spawn({UBROKER_TEST_PEER, "serve", broker.socket(), "chaos.svc", "echo"});
+      case 3:
+        return Process::spawn({UBROKER_TEST_PEER, "bulk-publish", broker.socket(), "chaos.bulk.victim", "1000000",
+                               "200000", "1048576", "0"});
+      default:
+        return Process::spawn({UBROKER_TEST_PEER, "bulk-subscribe", broker.socket(), "chaos.bulk.*", "1000000000",
+                               "check"});
     }
   }
   void start(int n) {
     for (int i = 0; i < n; ++i) {
-      kinds.push_back(i % 3);
-      procs.emplace_back(spawn(i % 3));
+      kinds.push_back(i % 5);
+      procs.emplace_back(spawn(i % 5));
     }
   }
   // Victims that died with the broker (they do not reconnect) come back.
@@ -76,6 +113,7 @@ TEST(Chaos, KillsStallsAndBrokerRestartsLoseNothingUncounted) {
   BrokerProcess broker("[limits]\nqueue_max_messages = 20000\n[timeouts]\nslow_consumer_ms = 1000\n");
 
   Stream streams[2];
+  BulkStream bulk_streams[2];
   std::vector<Client> subscribers;
   std::vector<Subscription> subs;
   for (int i = 0; i < 2; ++i) {
@@ -85,6 +123,9 @@ TEST(Chaos, KillsStallsAndBrokerRestartsLoseNothingUncounted) {
     auto s = subscribers.back().subscribe("chaos.pub.*", [&, i](const MessageView& m) { streams[i].add(m.text()); });
     ASSERT_TRUE(s.has_value());
     subs.push_back(std::move(*s));
+    auto b = subscribers.back().subscribe("chaos.bulk.survivor", [&, i](const MessageView& m) { bulk_streams[i].add(m); });
+    ASSERT_TRUE(b.has_value());
+    subs.push_back(std::move(*b));
   }
   auto responder = Client::connect(survivor(broker, "survivor-responder"));
   ASSERT_TRUE(responder.has_value());
@@ -119,6 +160,22 @@ TEST(Chaos, KillsStallsAndBrokerRestartsLoseNothingUncounted) {
       }
     });
   }
+  // A shared-memory publisher: its ring is registered again with each new broker.
+  auto bulk_publisher = Client::connect(survivor(broker, "survivor-bulk"));
+  ASSERT_TRUE(bulk_publisher.has_value());
+  std::uint64_t bulk_published = 0;
+  auto publish_bulk = [&] {
+    while (!bulk_publisher->publish("chaos.bulk.survivor", bulk_payload(bulk_published))) {
+      std::this_thread::sleep_for(5ms);  // no ring while disconnected
+    }
+    ++bulk_published;
+  };
+  publisher_threads.emplace_back([&] {
+    while (!stop_publishing) {
+      publish_bulk();
+      std::this_thread::sleep_for(10ms);
+    }
+  });
   std::atomic<bool> stop_requesting{false};
   std::map<Errc, int> request_failures;
   int request_successes = 0;
@@ -137,7 +194,7 @@ TEST(Chaos, KillsStallsAndBrokerRestartsLoseNothingUncounted) {
   });
 
   Victims victims{broker, {}, {}};
-  victims.start(9);
+  victims.start(10);
   std::mt19937 rng(12345);
   int broker_restarts = 0, victims_killed = 0, stalls = 0;
   const auto start = std::chrono::steady_clock::now();
@@ -173,7 +230,7 @@ TEST(Chaos, KillsStallsAndBrokerRestartsLoseNothingUncounted) {
 
   // Settled: everyone connected and subscribed again, then a final batch that must arrive whole.
   auto all_connected = [&] {
-    for (Client* c : {&subscribers[0], &subscribers[1], &publishers[0], &publishers[1]}) {
+    for (Client* c : {&subscribers[0], &subscribers[1], &publishers[0], &publishers[1], &*bulk_publisher}) {
       if (!c->connected()) return false;
     }
     return true;
@@ -186,6 +243,9 @@ TEST(Chaos, KillsStallsAndBrokerRestartsLoseNothingUncounted) {
     for (std::uint64_t i = 0; i < kFinalBatch; ++i) publish_one(p);
     ASSERT_TRUE(publishers[static_cast<std::size_t>(p)].flush(10s).has_value());
   }
+  const std::uint64_t final_bulk_from = bulk_published;
+  for (std::uint64_t i = 0; i < kFinalBulk; ++i) publish_bulk();
+  ASSERT_TRUE(bulk_publisher->flush(10s).has_value());
   for (Stream& s : streams) {
     ASSERT_TRUE(eventually([&] {
       std::lock_guard lk(s.mu);
@@ -197,10 +257,17 @@ TEST(Chaos, KillsStallsAndBrokerRestartsLoseNothingUncounted) {
     }, 20s));
   }
 
-  std::printf("chaos: %d broker restarts, %d victims killed, %d stalls; published %llu and %llu; requests: %d "
-              "answered, %d failed\n",
+  for (BulkStream& s : bulk_streams) {
+    ASSERT_TRUE(eventually([&] {
+      std::lock_guard lk(s.mu);
+      return !s.seqs.empty() && s.seqs.back() + 1 == bulk_published;
+    }, 20s));
+  }
+  std::printf("chaos: %d broker restarts, %d victims killed, %d stalls; published %llu and %llu, %llu bulk; requests: "
+              "%d answered, %d failed\n",
               broker_restarts, victims_killed, stalls, static_cast<unsigned long long>(published[0]),
-              static_cast<unsigned long long>(published[1]), request_successes,
+              static_cast<unsigned long long>(published[1]), static_cast<unsigned long long>(bulk_published),
+              request_successes,
               [&] { int n = 0; for (auto& [c, k] : request_failures) n += k; return n; }());
   EXPECT_GE(broker_restarts, 2);
   for (int i = 0; i < 2; ++i) {
@@ -227,6 +294,21 @@ TEST(Chaos, KillsStallsAndBrokerRestartsLoseNothingUncounted) {
       ASSERT_NE(from, seqs.end());
       EXPECT_EQ(static_cast<std::uint64_t>(seqs.end() - from), kFinalBatch);
     }
+  }
+  for (int i = 0; i < 2; ++i) {
+    std::lock_guard lk(bulk_streams[i].mu);
+    const auto& seqs = bulk_streams[i].seqs;
+    EXPECT_EQ(bulk_streams[i].corrupt, 0u) << "subscriber " << i << ": bulk payloads not as published";
+    std::uint64_t gaps = 0;
+    for (std::size_t k = 1; k < seqs.size(); ++k) {
+      ASSERT_GT(seqs[k], seqs[k - 1]) << "subscriber " << i << ": bulk duplicate or reordering at " << k;
+      gaps += seqs[k] != seqs[k - 1] + 1 ? 1 : 0;
+    }
+    std::printf("subscriber %d, bulk: %zu received in %llu gaps\n", i, seqs.size(), static_cast<unsigned long long>(gaps));
+    EXPECT_LE(gaps, subscribers[static_cast<std::size_t>(i)].stats().reconnects + bulk_publisher->stats().reconnects);
+    const auto from = std::find(seqs.begin(), seqs.end(), final_bulk_from);
+    ASSERT_NE(from, seqs.end());
+    EXPECT_EQ(static_cast<std::uint64_t>(seqs.end() - from), kFinalBulk);
   }
   EXPECT_GT(request_successes, 0);
   for (const auto& [code, n] : request_failures) {
