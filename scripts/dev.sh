@@ -6,8 +6,8 @@
 #                              multithreaded client and shared-memory tests under
 #                              ThreadSanitizer, then each libFuzzer target for
 #                              $UBROKER_FUZZ_SECONDS (default 60). The soak test runs for
-#                              $UBROKER_SOAK_SECONDS (default 120) in the Release suite, 30 s
-#                              under ASan (too heavy for TSan, which runs without it).
+#                              $UBROKER_SOAK_SECONDS (default 120) in the Release build (beside
+#                              the ASan build), 30 s under ASan.
 #   bash scripts/dev.sh fuzz [SECONDS]   only the libFuzzer targets (clang 16, ASan+UBSan)
 # Extra arguments after `run` go to brokerd (e.g. `run -- --socket /tmp/b.sock`).
 # Installs only Debian packages by name (apt-get); downloads nothing else.
@@ -17,9 +17,6 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${UBROKER_BUILD_DIR:-$here/build/release}
 asan_dir=$here/build/asan
 tsan_dir=$here/build/tsan
-# The tests whose code under test runs on several threads: the client library (its I/O and
-# reconnect threads beside the application's) and the shared-memory ring.
-tsan_tests='ProducerRing|Memfd|Shm|Bulk|PubSub|FlowControl|ReqRep|Reconnect|Chaos'
 fuzz_dir=$here/build/fuzz
 fuzz_targets=(fuzz_frame_decoder fuzz_handshake fuzz_header_messages)
 
@@ -70,12 +67,13 @@ run_suite() {
   (cd "$1" && ctest --output-on-failure --timeout 300 -j "$jobs")
 }
 
-# run_tsan: the ThreadSanitizer build of what $tsan_tests need, and those tests.
+# run_tsan: the client library and shared-memory tests under ThreadSanitizer, against the
+# Release build's brokerd and peers (tests/CMakeLists.txt says why).
 run_tsan() {
-  configure "$tsan_dir" Debug -DUBROKER_SANITIZE=thread
-  cmake --build "$tsan_dir" -j "$jobs" --target shm_test integration_test brokerd ubroker_test_peer
+  configure "$tsan_dir" Debug -DUBROKER_SANITIZE=thread -DUBROKER_TEST_TOOLS_DIR="$build_dir"
+  cmake --build "$tsan_dir" -j "$jobs" --target shm_test client_threads_test
   (cd "$tsan_dir" && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-    ctest --output-on-failure --timeout 300 -j "$jobs" -R "$tsan_tests")
+    ctest --output-on-failure --timeout 300 -j "$jobs")
 }
 
 # run_fuzzers SECONDS: builds the libFuzzer targets and runs them side by side for SECONDS
@@ -124,11 +122,20 @@ case "${1:-}" in
     install_missing "${packages[@]}" "${fuzz_packages[@]}"
     echo "== Release build and tests"
     configure "$build_dir" Release
-    UBROKER_SOAK_SECONDS=${UBROKER_SOAK_SECONDS:-120} run_suite "$build_dir"
-    echo "== AddressSanitizer+UBSan build and tests"
+    cmake --build "$build_dir" -j "$jobs"
+    (cd "$build_dir" && ctest --output-on-failure --timeout 300 -j "$jobs" -E '^Soak\.')
+    # The soak takes minutes of mostly waiting: it runs beside the ASan build, checked after.
+    (cd "$build_dir" && UBROKER_SOAK_SECONDS=${UBROKER_SOAK_SECONDS:-120} \
+      ctest --output-on-failure --timeout 3900 -R '^Soak\.') >"$build_dir/soak.log" 2>&1 &
+    soak_pid=$!
+    trap 'kill "$soak_pid" 2>/dev/null || true' EXIT  # a failure below must not leave it running
+    echo "== AddressSanitizer+UBSan build and tests (the Release soak runs beside them)"
     configure "$asan_dir" Debug -DUBROKER_SANITIZE=address
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
       UBROKER_SOAK_SECONDS=30 run_suite "$asan_dir"
+    echo "== Release soak"
+    wait "$soak_pid" || { cat "$build_dir/soak.log"; echo "dev.sh: the soak failed" >&2; exit 1; }
+    grep -E '^soak:|tests passed' "$build_dir/soak.log"
     echo "== ThreadSanitizer build: client library and shared memory"
     run_tsan
     echo "== libFuzzer targets (clang, ASan+UBSan)"

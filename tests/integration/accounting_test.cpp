@@ -89,7 +89,7 @@ TEST(Accounting, EveryDeliveryIsWrittenDroppedOrQueuedAtEveryMoment) {
   EXPECT_EQ(imbalance(st), "");
   EXPECT_GT(st.dropped_overflow(), 0u);    // the lossy one
   EXPECT_GT(st.dropped_disconnect(), 0u);  // the stuck one, at least
-  EXPECT_EQ(st.slow_consumer_disconnects(), 1u);
+  EXPECT_GE(st.slow_consumer_disconnects(), 1u);  // the stuck one (a starved DROP one may join it)
   // good + lossy + stuck + doomed could each have had all 40,000, plus one retained replay.
   EXPECT_LE(st.deliveries_accepted(), 4 * 2 * kPerPublisher + 1);
   EXPECT_GE(st.deliveries_accepted(), 2 * 2 * kPerPublisher + 1);
