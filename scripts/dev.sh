@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # The project's one entry point on a Debian 12 machine (the README's two commands):
 #   bash scripts/dev.sh run    install what is missing, build Release, run brokerd in the foreground
-#   bash scripts/dev.sh test   install what is missing, build, run the whole test suite twice
-#                              (a Release build, then an AddressSanitizer+UBSan build), the
-#                              multithreaded client and shared-memory tests under
-#                              ThreadSanitizer, then each libFuzzer target for
-#                              $UBROKER_FUZZ_SECONDS (default 60). The soak test runs for
-#                              $UBROKER_SOAK_SECONDS (default 120) in the Release build (beside
-#                              the ASan build), 30 s under ASan.
+#   bash scripts/dev.sh test   install what is missing, build, run the whole test suite under
+#                              AddressSanitizer+UBSan, the soak test for $UBROKER_SOAK_SECONDS
+#                              (default 120) against the Release brokerd (beside the ASan build;
+#                              30 s under ASan), the multithreaded client and shared-memory tests
+#                              under ThreadSanitizer, then each libFuzzer target for
+#                              $UBROKER_FUZZ_SECONDS (default 60).
 #   bash scripts/dev.sh fuzz [SECONDS]   only the libFuzzer targets (clang 16, ASan+UBSan)
 # Extra arguments after `run` go to brokerd (e.g. `run -- --socket /tmp/b.sock`).
 # Installs only Debian packages by name (apt-get); downloads nothing else.
 set -euo pipefail
+# Lets ccache cache files built with precompiled headers.
+export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${UBROKER_BUILD_DIR:-$here/build/release}
@@ -120,13 +121,14 @@ case "${1:-}" in
     ;;
   test)
     install_missing "${packages[@]}" "${fuzz_packages[@]}"
-    echo "== Release build and tests"
+    # The whole suite runs under ASan+UBSan; the Release build is the product, the tools and
+    # the soak, which takes minutes of mostly waiting and runs beside the ASan build.
+    echo "== Release build"
     configure "$build_dir" Release
-    cmake --build "$build_dir" -j "$jobs"
-    (cd "$build_dir" && ctest --output-on-failure --timeout 300 -j "$jobs" -E '^Soak\.')
-    # The soak takes minutes of mostly waiting: it runs beside the ASan build, checked after.
+    cmake --build "$build_dir" -j "$jobs" --target brokerd brokerctl brokerbench ubroker-publish \
+      ubroker-subscribe ubroker_test_peer ubroker_hostile soak_test
     (cd "$build_dir" && UBROKER_SOAK_SECONDS=${UBROKER_SOAK_SECONDS:-120} \
-      ctest --output-on-failure --timeout 3900 -R '^Soak\.') >"$build_dir/soak.log" 2>&1 &
+      ctest --verbose --timeout 3900 -R '^Soak\.') >"$build_dir/soak.log" 2>&1 &
     soak_pid=$!
     trap 'kill "$soak_pid" 2>/dev/null || true' EXIT  # a failure below must not leave it running
     echo "== AddressSanitizer+UBSan build and tests (the Release soak runs beside them)"
@@ -135,7 +137,7 @@ case "${1:-}" in
       UBROKER_SOAK_SECONDS=30 run_suite "$asan_dir"
     echo "== Release soak"
     wait "$soak_pid" || { cat "$build_dir/soak.log"; echo "dev.sh: the soak failed" >&2; exit 1; }
-    grep -E '^soak:|tests passed' "$build_dir/soak.log"
+    grep -E 'soak:|tests passed' "$build_dir/soak.log"
     echo "== ThreadSanitizer build: client library and shared memory"
     run_tsan
     echo "== libFuzzer targets (clang, ASan+UBSan)"
