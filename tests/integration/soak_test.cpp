@@ -2,8 +2,9 @@
 // 120; an hour on demand). Publishers, lossless, dropping and grouped subscribers, responders
 // and requesters, shared-memory producers and readers, slow subscribers cut off and coming
 // back, and churners that connect, subscribe, publish and leave over and over. The broker's
-// fd count and RSS are sampled each second and must stay flat after warm-up; once everyone
-// has left, its fds are back to where they started and its books balance.
+// own fds (less connections and segments) and RSS are sampled each second and must stay flat
+// after warm-up; once everyone has left, its fds are back to where they started and its books
+// balance.
 #include <gtest/gtest.h>
 
 #include <asio/executor_work_guard.hpp>
