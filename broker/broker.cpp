@@ -134,10 +134,10 @@ void Broker::fd_starved(const std::string& why) {
     f.since = f.last_log = now;
     f.failed_since_log = 0;
     rlimit nofile{};
-    (void)::getrlimit(RLIMIT_NOFILE, &nofile);
+    const std::string limit = ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 ? std::to_string(nofile.rlim_cur) : "unknown";
     spdlog::warn("cannot accept connections: {} ({} connections open, RLIMIT_NOFILE {}); the connected clients are "
                  "served, and accepting is retried every {} ms",
-                 why, sessions_.size(), nofile.rlim_cur, kAcceptBackoff.count());
+                 why, sessions_.size(), limit, kAcceptBackoff.count());
   } else if (++f.failed_since_log; now - f.last_log >= kRefusalLogInterval) {
     spdlog::warn("still cannot accept connections: {} ({} more failed)", why, f.failed_since_log);
     f.last_log = now;

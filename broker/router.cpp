@@ -131,9 +131,14 @@ void Router::remove(Subscription& sub) {
 }
 
 Router::Route* Router::resolve(std::string_view topic) {
-  if (auto it = cache_.find(topic); it != cache_.end()) return &it->second;
+  // A stream on one topic (the common case) costs a compare, not a hash and a lookup.
+  if (last_ != nullptr && last_->first == topic) return &last_->second;
+  if (auto it = cache_.find(topic); it != cache_.end()) {
+    last_ = &*it;
+    return &it->second;
+  }
   if (proto::check_topic(topic) != nullptr) return nullptr;
-  if (cache_.size() >= kMaxCachedTopics) cache_.clear();
+  if (cache_.size() >= kMaxCachedTopics) invalidate();
   Route route;
   direct_index_.match(topic, [&](Subscription* s) { route.direct.push_back(s); });
   std::sort(route.direct.begin(), route.direct.end(), [](const Subscription* a, const Subscription* b) {
@@ -146,7 +151,8 @@ Router::Route* Router::resolve(std::string_view topic) {
   } else if (topic_stats_.size() < kMaxTrackedTopics) {
     route.stats = &topic_stats_.emplace(std::string(topic), TopicStats{}).first->second;
   }
-  return &cache_.emplace(std::string(topic), std::move(route)).first->second;
+  last_ = &*cache_.emplace(std::string(topic), std::move(route)).first;
+  return &last_->second;
 }
 
 void Router::add_target(Session* s, Subscription* sub) {

@@ -128,7 +128,10 @@ class Router {
   // The cached route of a topic; a topic not cached yet is validated first (nullptr: invalid),
   // so a known topic costs one lookup and no validation.
   Route* resolve(std::string_view topic);
-  void invalidate() noexcept { cache_.clear(); }
+  void invalidate() noexcept {
+    cache_.clear();
+    last_ = nullptr;
+  }
   void add_target(Session* s, Subscription* sub);
   // Index of the member to get the next message: the first with room from the cursor on.
   std::size_t pick_member(const Group& g) const;
@@ -144,6 +147,7 @@ class Router {
   TopicIndex<Subscription*> service_index_;
   std::unordered_map<std::string, std::unique_ptr<Group>, StringHash, std::equal_to<>> groups_;
   std::unordered_map<std::string, Route, StringHash, std::equal_to<>> cache_;
+  std::pair<const std::string, Route>* last_ = nullptr;  // the entry resolved last (cleared with cache_)
   std::size_t subscription_count_ = 0;
   std::unordered_map<std::string, TopicStats, StringHash, std::equal_to<>> topic_stats_;
   std::uint64_t untracked_messages_ = 0;

@@ -18,6 +18,7 @@
 #include "broker.hpp"
 #include "ubroker/proto/fd_socket.hpp"
 #include "ubroker/proto/frame_codec.hpp"
+#include "ubroker/proto/message_head.hpp"
 
 namespace ubroker::broker {
 namespace {
@@ -203,6 +204,7 @@ asio::awaitable<void> Session::park_until_closed() {
 }
 
 asio::awaitable<void> Session::read_loop() {
+  bool drained = false;  // the last read emptied the socket
   for (;;) {
     woken_ = false;
     const Step step = process_frames();
@@ -221,18 +223,23 @@ asio::awaitable<void> Session::read_loop() {
       }
       continue;
     }
-    bool would_block = false;
-    if (!read_some(would_block)) break;
-    if (would_block) {
-      if (in_ && in_begin_ == in_end_) in_.reset();  // idle sessions hold no buffer
-      auto [ec] = co_await socket_.async_wait(Socket::wait_read, kUseTuple);
-      if (ec) break;
+    // After a read that emptied the socket, wait rather than read again only to hear EAGAIN:
+    // Asio re-arms the descriptor with every wait, so the wait completes at once if bytes
+    // came meanwhile. One syscall less per message when traffic is sparse.
+    if (!drained) {
+      bool would_block = false;
+      if (!read_some(would_block, drained)) break;
+      if (!would_block) continue;  // process what came first
     }
+    if (in_ && in_begin_ == in_end_) in_.reset();  // idle sessions hold no buffer
+    drained = false;
+    auto [ec] = co_await socket_.async_wait(Socket::wait_read, kUseTuple);
+    if (ec) break;
   }
   closed_ = true;
 }
 
-bool Session::read_some(bool& would_block) {
+bool Session::read_some(bool& would_block, bool& drained) {
   const auto& limits = broker_.config().limits;
   std::size_t pending = in_ ? in_end_ - in_begin_ : 0;
   // Bytes the partial frame at the front needs in all (its prefix was checked already).
@@ -269,6 +276,7 @@ bool Session::read_some(bool& would_block) {
     if (pending != 0) spdlog::info("{}: disconnected inside a frame ({} bytes of it unread)", describe(), pending);
     return false;
   }
+  drained = got->bytes < in_->capacity() - in_end_;
   in_end_ += got->bytes;
   return true;
 }
@@ -277,6 +285,7 @@ Session::Step Session::process_frames() {
   if (!in_) return closing_ ? Step::kClose : Step::kContinue;
   const proto::FrameLimits limits{.max_frame = broker_.config().limits.max_frame_bytes};
   const std::size_t began_at = in_begin_;
+  proto::MessageHead head;
   while (!closing_) {
     auto split = proto::split_frame({in_->data() + in_begin_, in_end_ - in_begin_}, limits);
     if (!split) {
@@ -288,11 +297,18 @@ Session::Step Session::process_frames() {
       return Step::kClose;
     }
     if (!split->complete) break;
-    if (auto parsed = proto::parse_header(split->header, header_); !parsed) {
+    Step step;
+    // Plain publishes (most of the traffic) skip protobuf; everything else, and anything the
+    // fast decoder does not take whole, is parsed and checked in full.
+    if (welcomed_ && proto::decode_message_head(split->header, head) && head.type == wire::PUBLISH &&
+        head.fd_count == 0) {
+      step = handle_publish(head.topic, head.retain, split->payload);
+    } else if (auto parsed = proto::parse_header(split->header, header_); !parsed) {
       send_error(wire::PROTOCOL_ERROR, proto::describe(parsed.error()), true);
       return Step::kClose;
+    } else {
+      step = handle_frame(header_, split->payload);
     }
-    const Step step = handle_frame(header_, split->payload);
     if (step == Step::kBlocked) {  // the frame stays buffered for the retry; it is whole
       partial_since_ = Clock::time_point::max();
       return step;

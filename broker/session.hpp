@@ -115,12 +115,13 @@ class Session {
   asio::awaitable<void> read_loop();
   asio::awaitable<void> write_loop();
   // Reads once into the receive chunk; false on EOF or a fatal error (already reported).
-  bool read_some(bool& would_block);
+  // Reads what the socket holds; `drained` when it held less than the room offered.
+  bool read_some(bool& would_block, bool& drained);
   // Processes every complete frame buffered (stops early when blocked or closing).
   Step process_frames();
   Step handle_frame(const wire::Header& h, std::span<const std::byte> payload);
   Step handle_hello(const wire::Header& h);
-  Step handle_publish(const wire::Header& h, std::span<const std::byte> payload);
+  Step handle_publish(std::string_view topic, bool retain, std::span<const std::byte> payload);
   Step handle_subscribe(const wire::Header& h);
   Step handle_unsubscribe(const wire::Header& h);
   Step handle_serve(const wire::Header& h);

@@ -51,7 +51,7 @@ Session::Step Session::handle_frame(const wire::Header& h, std::span<const std::
   }
   if (claim_fds(h) == Step::kClose) return Step::kClose;
   switch (h.type()) {
-    case wire::PUBLISH: return h.has_shm() ? handle_bulk_publish(h, payload) : handle_publish(h, payload);
+    case wire::PUBLISH: return h.has_shm() ? handle_bulk_publish(h, payload) : handle_publish(h.topic(), h.retain(), payload);
     case wire::SHM_REGISTER: return handle_shm_register(h);
     case wire::SHM_RELEASE: return handle_shm_release(h);
     case wire::SUBSCRIBE: return handle_subscribe(h);
@@ -147,8 +147,7 @@ std::size_t Session::apply_grants(Grants grants) {
   return revoked.size();
 }
 
-Session::Step Session::handle_publish(const wire::Header& h, std::span<const std::byte> payload) {
-  const std::string& topic = h.topic();
+Session::Step Session::handle_publish(std::string_view topic, bool retain, std::span<const std::byte> payload) {
   // One string compare for a client publishing on the topic it used last.
   if (!grants_.all() && topic != last_published_) {
     if (auto denied = deny_unless(Right::kPublish, topic, false, 0)) return *denied;
@@ -173,7 +172,7 @@ Session::Step Session::handle_publish(const wire::Header& h, std::span<const std
     }
     return Step::kContinue;
   }
-  if (h.retain()) broker_.retained().put(topic, payload, id_, peer_.uid, static_cast<std::uint32_t>(peer_.pid));
+  if (retain) broker_.retained().put(topic, payload, id_, peer_.uid, static_cast<std::uint32_t>(peer_.pid));
   ++published_;
   published_bytes_ += payload.size();
   return Step::kContinue;

@@ -20,16 +20,16 @@ Error not_connected(const std::optional<Error>& why) {
   return {Errc::kNotConnected, "not connected"};
 }
 
-std::size_t read_buffer_size(std::uint64_t max_frame_bytes) {
-  return std::max<std::size_t>(256 * 1024, max_frame_bytes + proto::kPrefixSize);
-}
-
 std::chrono::steady_clock::time_point deadline_after(std::chrono::milliseconds timeout) {
   const auto now = std::chrono::steady_clock::now();
   return timeout >= std::chrono::hours(24 * 365) ? std::chrono::steady_clock::time_point::max() : now + timeout;
 }
 
 }  // namespace
+
+std::size_t read_buffer_size(std::uint64_t max_frame_bytes) {
+  return std::max<std::size_t>(256 * 1024, max_frame_bytes + proto::kPrefixSize);
+}
 
 ClientCore::ClientCore(ConnectOptions options, shm::UniqueFd fd, Welcomed welcomed)
     : options_(std::move(options)),
@@ -39,7 +39,8 @@ ClientCore::ClientCore(ConnectOptions options, shm::UniqueFd fd, Welcomed welcom
       fd_(fd.get()),
       own_io_(options_.io ? nullptr : std::make_unique<asio::io_context>(1)),
       io_(options_.io ? *options_.io : *own_io_),
-      socket_(io_, asio::local::stream_protocol(), fd.release()),
+      strand_(asio::make_strand(io_)),
+      socket_(strand_, asio::local::stream_protocol(), fd.release()),
       rbuf_(read_buffer_size(max_frame_bytes_)) {
   if (!welcomed.leftover.empty()) std::memcpy(rbuf_.data(), welcomed.leftover.data(), welcomed.leftover.size());
   rend_ = welcomed.leftover.size();
@@ -61,14 +62,14 @@ std::shared_ptr<ShmReader> ClientCore::make_reader() {
   // Releases are sent from the I/O thread; whoever drops a bulk message only queues a post.
   return std::make_shared<ShmReader>(shm_max_segment_bytes_.load(), [weak = weak_from_this()] {
     if (auto self = weak.lock(); self && self->connected()) {
-      asio::post(self->io_, [self] { self->flush_releases(); });
+      asio::post(self->strand_, [self] { self->flush_releases(); });
     }
   });
 }
 
 void ClientCore::start() {
   reader_ = make_reader();
-  asio::post(io_, [self = shared_from_this()] { self->on_readable(); });
+  asio::post(strand_, [self = shared_from_this()] { self->on_readable(); });
   notify({.event = ConnectionEvent::kConnected});
   if (own_io_) {
     // The guard keeps the thread alive while reading is paused (no operation pending) and
@@ -99,7 +100,7 @@ void ClientCore::close() {
 }
 
 bool ClientCore::on_io_thread() const {
-  return io_.get_executor().running_in_this_thread();
+  return strand_.running_in_this_thread();
 }
 
 std::optional<Error> ClientCore::disconnect_reason() const {
@@ -167,7 +168,7 @@ void ClientCore::wake_waiters() {
 
 void ClientCore::notify(ConnectionChange change) {
   if (!options_.on_connection) return;
-  asio::post(io_, [self = shared_from_this(), change = std::move(change)] { self->options_.on_connection(change); });
+  asio::post(strand_, [self = shared_from_this(), change = std::move(change)] { self->options_.on_connection(change); });
 }
 
 void ClientCore::fail(Error why) {
@@ -198,6 +199,19 @@ void ClientCore::fail(Error why) {
 
 Result<void> ClientCore::send_frame(const wire::Header& h, std::span<const std::byte> payload, int fd) {
   const std::size_t head = proto::frame_head_size(h);
+  const bool plain_publish = h.type() == wire::PUBLISH && !h.has_shm() && fd < 0;
+  return queue_frame(head, plain_publish, payload, fd,
+                      [&](std::byte* at) { proto::write_frame_head(at, h, payload.size()); });
+}
+
+Result<void> ClientCore::send_publish(std::string_view topic, bool retain, std::span<const std::byte> payload) {
+  return queue_frame(proto::publish_head_size(topic, retain), true, payload, -1,
+                      [&](std::byte* at) { proto::encode_publish_head(at, topic, retain, payload.size()); });
+}
+
+template <class WriteHead>
+Result<void> ClientCore::queue_frame(std::size_t head, bool plain_publish, std::span<const std::byte> payload, int fd,
+                                      const WriteHead& write_head) {
   const std::uint64_t max_frame = max_frame_bytes_.load(std::memory_order_relaxed);
   if (head - proto::kPrefixSize + payload.size() > max_frame) {
     return std::unexpected(Error{Errc::kFrameTooLarge,
@@ -212,7 +226,7 @@ Result<void> ClientCore::send_frame(const wire::Header& h, std::span<const std::
   }
   if (!connected()) {
     // Only plain publishes may wait for the next connection: anything else belongs to this one.
-    const bool bufferable = !closed_.load() && h.type() == wire::PUBLISH && !h.has_shm() && fd < 0;
+    const bool bufferable = !closed_.load() && plain_publish;
     if (!bufferable || options_.offline_buffer_bytes == 0) {
       lk.unlock();
       return std::unexpected(not_connected(disconnect_reason()));
@@ -228,7 +242,7 @@ Result<void> ClientCore::send_frame(const wire::Header& h, std::span<const std::
   }
   const std::size_t at = pending_.size();
   pending_.resize(at + head + payload.size());
-  proto::write_frame_head(pending_.data() + at, h, payload.size());
+  write_head(pending_.data() + at);
   if (!payload.empty()) std::memcpy(pending_.data() + at + head, payload.data(), payload.size());
   if (fd >= 0) pending_fds_.push_back({at, fd});
   if (writer_active_ || !connected()) return {};  // the active writer (or the next connection) sends it
@@ -262,7 +276,7 @@ void ClientCore::drive_writes() {
           writer_active_ = false;
           if (read_paused_for_writes_) {
             read_paused_for_writes_ = false;
-            asio::post(io_, [self = shared_from_this()] { self->on_readable(); });
+            asio::post(strand_, [self = shared_from_this()] { self->on_readable(); });
           }
           return;
         }
@@ -300,7 +314,7 @@ void ClientCore::drive_writes() {
 }
 
 void ClientCore::wait_writable() {
-  asio::post(io_, [self = shared_from_this(), gen = generation_.load()] {
+  asio::post(strand_, [self = shared_from_this(), gen = generation_.load()] {
     if (gen != self->generation_.load()) return;  // the batch was for a replaced socket
     self->socket_.async_wait(asio::local::stream_protocol::socket::wait_write, [self, gen](const std::error_code& ec) {
       if (gen != self->generation_.load()) return;
@@ -337,12 +351,7 @@ Result<void> ClientCore::publish(std::string_view topic, std::span<const std::by
       return std::unexpected(l.error());
     }
   }
-  thread_local wire::Header h;
-  h.Clear();
-  h.set_type(wire::PUBLISH);
-  h.set_topic(topic.data(), topic.size());
-  h.set_retain(options.retain);
-  return send_frame(h, payload);
+  return send_publish(topic, options.retain, payload);
 }
 
 std::uint64_t ClientCore::begin_request(std::optional<std::uint64_t> unsubscribing) {
@@ -580,7 +589,7 @@ Result<Message> ClientCore::receive(std::chrono::milliseconds timeout) {
   queue_.pop_front();
   if (read_paused_for_queue_ && queue_.size() <= options_.receive_queue / 2) {
     read_paused_for_queue_ = false;
-    asio::post(io_, [self = shared_from_this()] { self->on_readable(); });
+    asio::post(strand_, [self = shared_from_this()] { self->on_readable(); });
   }
   return m;
 }

@@ -23,6 +23,7 @@
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
 #include <asio/local/stream_protocol.hpp>
+#include <asio/strand.hpp>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -38,8 +39,12 @@
 #include "shm_reader.hpp"
 #include "ubroker.pb.h"
 #include "ubroker/client.hpp"
+#include "ubroker/proto/message_head.hpp"
 
 namespace ubroker::detail {
+
+// The read buffer holds at least one whole frame of the broker's maximum size.
+std::size_t read_buffer_size(std::uint64_t max_frame_bytes);
 
 struct SubState {
   std::uint64_t id = 0;
@@ -94,6 +99,13 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   // Encodes one frame into pending_ and sends it (or leaves it to the active writer). An `fd`
   // (owned by the caller until the frame is out) rides on the sendmsg that starts the frame.
   Result<void> send_frame(const wire::Header& h, std::span<const std::byte> payload, int fd = -1);
+  // A plain PUBLISH, its head written by hand (proto/message_head.hpp).
+  Result<void> send_publish(std::string_view topic, bool retain, std::span<const std::byte> payload);
+  // Appends a frame of a `head`-byte head (written by write_head) and `payload` to the
+  // outgoing bytes, under every bound; `plain_publish` frames may wait in the offline buffer.
+  template <class WriteHead>
+  Result<void> queue_frame(std::size_t head, bool plain_publish, std::span<const std::byte> payload, int fd,
+                            const WriteHead& write_head);
   void drive_writes();
   void wait_writable();
   // Sends a control frame and (off the I/O thread) waits for its answer.
@@ -113,7 +125,16 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   void start_read();
   void on_readable();
   void dispatch(const wire::Header& h, std::span<const std::byte> payload);
-  void deliver(const wire::Header& h, std::span<const std::byte> payload);
+  // A DELIVER's header fields, from the fast decoder or from protobuf.
+  struct DeliveryHead {
+    std::string_view topic;
+    std::span<const std::uint64_t> sub_ids, dropped;
+    Sender sender;
+    bool retain = false;
+    std::uint32_t fd_count = 0;
+    const wire::ShmRef* shm = nullptr;  // a bulk payload's reference
+  };
+  void deliver(const DeliveryHead& h, std::span<const std::byte> payload);
   void report(const Error& e);  // an error nobody waits for: on_error, else stderr
   void deliver_request(const wire::Header& h, std::span<const std::byte> payload);
   void answer(const wire::Header& h, std::span<const std::byte> payload);
@@ -153,7 +174,11 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::atomic<std::uint64_t> generation_{0};  // bumped when a new connection is installed
   std::unique_ptr<asio::io_context> own_io_;
   asio::io_context& io_;
-  asio::local::stream_protocol::socket socket_;
+  // Every handler of this client runs in the strand: an application's io_context may be run
+  // by several threads, and the read path, the writer and the reconnect install each assume
+  // they run alone.
+  asio::strand<asio::io_context::executor_type> strand_;
+  asio::local::stream_protocol::socket socket_;  // bound to strand_: its waits complete there
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;  // own thread only
   std::thread thread_;
   std::atomic<bool> connected_{true};
@@ -190,6 +215,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::size_t rbegin_ = 0;
   std::size_t rend_ = 0;
   wire::Header rheader_;
+  proto::MessageHead mhead_;  // the fast decoder's, for DELIVER
   std::deque<shm::UniqueFd> rfds_;                // received, not yet claimed by a frame
   std::vector<std::shared_ptr<SubState>> targets_;  // scratch: one delivery's subscriptions
   std::vector<std::uint64_t> release_batch_;      // scratch for flush_releases

@@ -25,6 +25,7 @@ void ClientCore::start_read() {
 void ClientCore::on_readable() {
   const proto::FrameLimits limits{.max_frame = static_cast<std::uint32_t>(max_frame_bytes_.load(std::memory_order_relaxed) + 1024)};
   std::vector<shm::UniqueFd> fds;
+  bool drained = false;  // the last read emptied the socket
   for (;;) {
     if (!connected()) return;
     // Dispatch every complete frame buffered.
@@ -35,6 +36,20 @@ void ClientCore::on_readable() {
         return;
       }
       if (!split->complete) break;
+      // Plain deliveries (most of the traffic) skip protobuf; anything the fast decoder does
+      // not take whole is parsed and checked in full.
+      if (proto::decode_message_head(split->header, mhead_) && mhead_.type == wire::DELIVER &&
+          mhead_.fd_count == 0) {
+        deliver({.topic = mhead_.topic,
+                 .sub_ids = mhead_.sub_ids(),
+                 .dropped = mhead_.dropped(),
+                 .sender = {.client_id = mhead_.sender_id, .uid = mhead_.sender_uid, .pid = mhead_.sender_pid},
+                 .retain = mhead_.retain},
+                split->payload);
+        rbegin_ += split->frame_size;
+        if (!connected()) return;
+        continue;
+      }
       if (auto p = proto::parse_header(split->header, rheader_); !p) {
         fail(Error{Errc::kProtocolError, fmt::format("bad frame from the broker: {}", proto::describe(p.error()))});
         return;
@@ -73,7 +88,14 @@ void ClientCore::on_readable() {
       rend_ -= rbegin_;
       rbegin_ = 0;
     }
-    auto got = proto::receive(fd_.load(std::memory_order_relaxed), {rbuf_.data() + rend_, rbuf_.size() - rend_}, fds);
+    // Wait rather than read again only to hear EAGAIN: Asio re-arms the descriptor with every
+    // wait, so it completes at once if bytes came meanwhile.
+    if (drained) {
+      start_read();
+      return;
+    }
+    const std::size_t room = rbuf_.size() - rend_;
+    auto got = proto::receive(fd_.load(std::memory_order_relaxed), {rbuf_.data() + rend_, room}, fds);
     if (!got) {
       if (proto::would_block(got.error())) {
         start_read();
@@ -88,13 +110,23 @@ void ClientCore::on_readable() {
       fail(Error{Errc::kNotConnected, "the broker closed the connection"});
       return;
     }
+    drained = got->bytes < room;
     rend_ += got->bytes;
   }
 }
 
 void ClientCore::dispatch(const wire::Header& h, std::span<const std::byte> payload) {
   switch (h.type()) {
-    case wire::DELIVER: deliver(h, payload); return;
+    case wire::DELIVER:
+      deliver({.topic = h.topic(),
+               .sub_ids = {h.sub_ids().data(), static_cast<std::size_t>(h.sub_ids_size())},
+               .dropped = {h.dropped().data(), static_cast<std::size_t>(h.dropped_size())},
+               .sender = {.client_id = h.sender_id(), .uid = h.sender_uid(), .pid = h.sender_pid()},
+               .retain = h.retain(),
+               .fd_count = h.fd_count(),
+               .shm = h.has_shm() ? &h.shm() : nullptr},
+              payload);
+      return;
     case wire::REQUEST: deliver_request(h, payload); return;
     case wire::ACK:
     case wire::PONG: answer(h, {}); return;
@@ -126,30 +158,30 @@ void ClientCore::report(const Error& e) {
   }
 }
 
-void ClientCore::deliver(const wire::Header& h, std::span<const std::byte> payload) {
-  MessageView view{.topic = h.topic(),
+void ClientCore::deliver(const DeliveryHead& h, std::span<const std::byte> payload) {
+  MessageView view{.topic = h.topic,
                    .payload = payload,
-                   .sender = {.client_id = h.sender_id(), .uid = h.sender_uid(), .pid = h.sender_pid()},
+                   .sender = h.sender,
                    .subscription = 0,
                    .dropped_before = 0,
-                   .retained = h.retain(),
-                   .shared_memory = h.has_shm()};
+                   .retained = h.retain,
+                   .shared_memory = h.shm != nullptr};
   // Shared, not raw: an application thread may forget a subscription (unsubscribing while
   // disconnected) while its callback is being called here.
-  targets_.assign(static_cast<std::size_t>(h.sub_ids_size()), nullptr);
+  targets_.assign(h.sub_ids.size(), nullptr);
   std::uint32_t queued = 0;
   {
     std::lock_guard lk(state_mu_);
-    for (int i = 0; i < h.sub_ids_size(); ++i) {
-      if (auto it = subs_.find(h.sub_ids(i)); it != subs_.end()) {
-        targets_[static_cast<std::size_t>(i)] = it->second;
+    for (std::size_t i = 0; i < h.sub_ids.size(); ++i) {
+      if (auto it = subs_.find(h.sub_ids[i]); it != subs_.end()) {
+        targets_[i] = it->second;
         queued += it->second->handler ? 0 : 1;
       }
     }
   }
-  const wire::ShmRef& ref = h.shm();
+  const wire::ShmRef& ref = h.shm != nullptr ? *h.shm : wire::ShmRef::default_instance();
   if (view.shared_memory) {
-    if (h.fd_count() == 1) {
+    if (h.fd_count == 1) {
       shm::UniqueFd fd = std::move(rfds_.front());
       rfds_.pop_front();
       if (auto why = reader_->attach(ref.segment(), std::move(fd))) report(Error{Errc::kShmRefused, *why});
@@ -166,7 +198,7 @@ void ClientCore::deliver(const wire::Header& h, std::span<const std::byte> paylo
     SubState* sub = targets_[i].get();
     if (sub == nullptr) continue;
     view.subscription = sub->id;
-    view.dropped_before = static_cast<int>(i) < h.dropped_size() ? h.dropped(static_cast<int>(i)) : 0;
+    view.dropped_before = i < h.dropped.size() ? h.dropped[i] : 0;
     if (view.dropped_before != 0) sub->dropped.fetch_add(view.dropped_before, std::memory_order_relaxed);
     if (sub->handler) {
       sub->handler(view);

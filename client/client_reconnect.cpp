@@ -58,7 +58,7 @@ void ClientCore::reconnect_loop() {
         if (!self) return;  // being destroyed
         // Moved, not copied: were this thread left holding the last reference, the core would
         // be destroyed here, with state_mu_ held.
-        asio::post(io_, [self = std::move(self), d = std::make_shared<Dialed>(std::move(*dialed)), attempt] {
+        asio::post(strand_, [self = std::move(self), d = std::make_shared<Dialed>(std::move(*dialed)), attempt] {
           self->install(std::move(d), attempt);
         });
         break;
@@ -90,7 +90,7 @@ void ClientCore::install(std::shared_ptr<Dialed> d, unsigned attempts) {
   std::unique_lock wl(write_mu_);
   if (writer_active_) {
     // A writer still holds the old socket (and is failing on it now): switch once it lets go.
-    auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(1));
+    auto timer = std::make_shared<asio::steady_timer>(strand_, std::chrono::milliseconds(1));
     timer->async_wait([self = shared_from_this(), timer, d = std::move(d), attempts](const std::error_code&) mutable {
       self->install(std::move(d), attempts);
     });
@@ -115,7 +115,7 @@ void ClientCore::install(std::shared_ptr<Dialed> d, unsigned attempts) {
   max_frame_bytes_.store(limits.max_frame_bytes());
   shm_max_segment_bytes_.store(limits.shm_max_segment_bytes());
   const std::vector<std::byte>& leftover = d->welcomed.leftover;
-  rbuf_.resize(std::max(rbuf_.size(), std::max<std::size_t>(256 * 1024, limits.max_frame_bytes() + proto::kPrefixSize)));
+  rbuf_.resize(std::max(rbuf_.size(), read_buffer_size(limits.max_frame_bytes())));
   if (!leftover.empty()) std::memcpy(rbuf_.data(), leftover.data(), leftover.size());
   rbegin_ = 0;
   rend_ = leftover.size();

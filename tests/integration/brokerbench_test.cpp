@@ -87,5 +87,43 @@ TEST(Brokerbench, PlotDrawsBothDistributionsAndTheCsvHoldsEverySample) {
   std::filesystem::remove_all(dir);
 }
 
+// --rate: the open loop sends on a schedule and measures from each message's intended send
+// time; both the broker's run and the floor's report every message, none lost, and the CSV
+// holds one sample per measured message.
+TEST(Brokerbench, OpenLoopAtAFixedRateReportsEveryMessage) {
+  char tmpl[] = "/tmp/ubroker-rate-XXXXXX";
+  const std::string dir = ::mkdtemp(tmpl);
+  Process bench = Process::spawn({UBROKER_BROKERBENCH, "latency64", "--repeat", "1", "--count", "1500", "--warmup",
+                                  "100", "--rate", "2000", "--histogram", dir + "/open.csv", "--json"});
+  auto st = bench.wait(std::chrono::seconds(120));
+  ASSERT_TRUE(st.has_value()) << "brokerbench did not finish";
+  ASSERT_EQ(exit_code(*st), 0) << bench.err();
+  std::istringstream out(bench.out());
+  const std::regex shape(
+      R"re(^\{"workload":"latency64","metric":"RTT (p50|p99)","unit":"us","median":([0-9.]+),.*"floor":([0-9.]+),)re"
+      R"re(.*"lost":0,"reordered":0,"duplicates":0,"note":"open loop at 2000/s, from intended send times; )re"
+      R"re(floor: epoll relay hop, same schedule"\}$)re");
+  int lines = 0;
+  for (std::string line; std::getline(out, line); ++lines) {
+    std::smatch m;
+    ASSERT_TRUE(std::regex_match(line, m, shape)) << line;
+    EXPECT_GT(std::stod(m[2]), 0) << line;
+    EXPECT_GT(std::stod(m[3]), 0) << line;
+  }
+  EXPECT_EQ(lines, 2);
+  std::ifstream csv(dir + "/open.csv");
+  std::string row;
+  std::getline(csv, row);
+  std::uint64_t samples = 0;
+  while (std::getline(csv, row)) {
+    unsigned long long ns = 0, n = 0;
+    double cumulative = 0;
+    ASSERT_EQ(std::sscanf(row.c_str(), "%llu,%llu,%lf", &ns, &n, &cumulative), 3) << row;
+    samples += n;
+  }
+  EXPECT_EQ(samples, 1500u);
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace ubroker::test

@@ -87,6 +87,7 @@ struct Options {
   int repeat = 3;
   std::uint64_t count = 0;  // 0: the workload's default
   std::uint64_t warmup = 10000;
+  double rate = 0;  // latency64 sends per second, open loop; 0: closed loop (one at a time)
   int subscribers = 8;
   std::vector<std::uint64_t> connections{1000, 10000};
   bool json = false;
@@ -168,30 +169,45 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+std::string fmt_open_loop(double rate) {
+  char s[64];
+  std::snprintf(s, sizeof s, "open loop at %.0f/s, from intended send times", rate);
+  return s;
+}
+
 void progress(const std::string& what) {
   if (::isatty(STDERR_FILENO)) std::fprintf(stderr, "\r\033[K%s", what.c_str());
 }
 
-// Records one run of a round-trip workload (and its floor). False when the client process
-// gave no result line: the run is then missing, and the caller reports it.
+// Records one run of a round-trip workload (and its floor, driven the same way: closed or
+// open loop). False when the client process gave no result line: the run is then missing,
+// and the caller reports it.
 bool record_rtt(const std::string& line, const Options& o, std::uint64_t count, Result& p50, Result& p99,
                 const std::string& floor_csv = {}) {
   if (line.empty()) return false;
   const Latency l = parse_latency(line);
   p50.runs.push_back(static_cast<double>(l.p50) / 1000);
   p99.runs.push_back(static_cast<double>(l.p99) / 1000);
+  p50.lost += l.lost;
+  p50.reordered += l.reordered;
+  p99.lost += l.lost;
+  p99.reordered += l.reordered;
   if (o.limit) {
-    const Latency f = floor_relay(o.warmup, count, floor_csv);
+    const Latency f = o.rate > 0 ? floor_relay_open(o.warmup, count, o.rate, floor_csv)
+                                 : floor_relay(o.warmup, count, floor_csv);
     p50.floor_runs.push_back(static_cast<double>(f.p50) / 1000);
     p99.floor_runs.push_back(static_cast<double>(f.p99) / 1000);
   }
   return true;
 }
 
-// W1 latency64: A pings B through the broker, one message at a time.
+// W1 latency64: A pings B through the broker, one message at a time; with --rate, on a
+// fixed schedule (open loop), latency counted from each message's intended send time.
 void latency64(const Options& o, Result& p50, Result& p99) {
-  p50 = {"latency64", "RTT p50", "us", {}, {}, true, 0, 0, 0, "floor: epoll relay hop"};
-  p99 = {"latency64", "RTT p99", "us", {}, {}, true, 0, 0, 0, "floor: epoll relay hop"};
+  const std::string note =
+      o.rate > 0 ? fmt_open_loop(o.rate) + "; floor: epoll relay hop, same schedule" : "floor: epoll relay hop";
+  p50 = {"latency64", "RTT p50", "us", {}, {}, true, 0, 0, 0, note};
+  p99 = {"latency64", "RTT p99", "us", {}, {}, true, 0, 0, 0, note};
   const std::uint64_t count = o.count ? o.count : 100000;
   // The first run's distributions: to --histogram, and to scratch files for --plot.
   const auto scratch = std::filesystem::temp_directory_path() / ("brokerbench-plot-" + std::to_string(::getpid()));
@@ -206,14 +222,18 @@ void latency64(const Options& o, Result& p50, Result& p99) {
     Broker broker(o);
     auto pong = role({"pong", broker.socket()});
     if (!pong || pong->line() != "ready") return;
-    auto ping = role({"ping", broker.socket(), std::to_string(o.warmup), std::to_string(count),
-                      r == 0 ? ubroker_csv : std::string()});
+    const std::string csv = r == 0 ? ubroker_csv : std::string();
+    auto ping = o.rate > 0 ? role({"ping-open", broker.socket(), std::to_string(o.warmup), std::to_string(count),
+                                   std::to_string(o.rate), csv})
+                           : role({"ping", broker.socket(), std::to_string(o.warmup), std::to_string(count), csv});
     if (!ping || !record_rtt(ping->line(), o, count, p50, p99, r == 0 ? floor_csv : std::string())) return;
   }
   if (!o.plot.empty()) {
     std::vector<PlotSeries> series = {{"ubroker (64 B via brokerd)", ubroker_csv}};
     if (!floor_csv.empty()) series.push_back({"floor: epoll relay hop", floor_csv});
-    (void)write_latency_plot(o.plot, "latency64: round-trip distribution, first run", series);
+    const std::string title = "latency64: round-trip distribution, first run" +
+                              (o.rate > 0 ? " (" + fmt_open_loop(o.rate) + ")" : std::string());
+    (void)write_latency_plot(o.plot, title, series);
     std::error_code ignored;
     std::filesystem::remove_all(scratch, ignored);
   }
@@ -398,6 +418,12 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--count", o.count, "Messages (default: BENCH.md's, per workload)");
   app.add_option("--warmup", o.warmup, "Latency warm-up round trips (default 10000)");
+  app.add_option("--rate", o.rate,
+                 "latency64 open loop: send R messages per second on a fixed schedule whatever the replies do, "
+                 "and count each latency from the message's intended send time, so a stall shows in every "
+                 "message behind it (no coordinated omission); the floor runs on the same schedule. Default: "
+                 "closed loop, one message in flight")
+      ->check(CLI::Range(1.0, 10e6));
   app.add_option("--connections", o.connections, "connscale idle client counts (default 1000 10000)");
   app.add_option("--subscribers", o.subscribers, "fanout64 subscribers (default 8)")->check(CLI::PositiveNumber);
   app.add_option("--bulk-count", o.bulk_count, "bulk1M payloads per run (default 2000)")->check(CLI::PositiveNumber);

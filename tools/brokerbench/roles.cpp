@@ -309,10 +309,11 @@ void relay_loop(int a, int b) {
 
 std::string format(const Latency& l) {
   char s[256];
-  std::snprintf(s, sizeof s, "p50=%llu p90=%llu p99=%llu p999=%llu max=%llu count=%llu",
+  std::snprintf(s, sizeof s, "p50=%llu p90=%llu p99=%llu p999=%llu max=%llu count=%llu lost=%llu reordered=%llu",
                 static_cast<unsigned long long>(l.p50), static_cast<unsigned long long>(l.p90),
                 static_cast<unsigned long long>(l.p99), static_cast<unsigned long long>(l.p999),
-                static_cast<unsigned long long>(l.max), static_cast<unsigned long long>(l.count));
+                static_cast<unsigned long long>(l.max), static_cast<unsigned long long>(l.count),
+                static_cast<unsigned long long>(l.lost), static_cast<unsigned long long>(l.reordered));
   return s;
 }
 
@@ -327,7 +328,7 @@ std::string format(const Throughput& t) {
 Latency parse_latency(const std::string& line) {
   auto kv = words(line);
   auto u = [&](const char* k) { return kv.contains(k) ? std::stoull(kv[k]) : 0ull; };
-  return {u("p50"), u("p90"), u("p99"), u("p999"), u("max"), u("count")};
+  return {u("p50"), u("p90"), u("p99"), u("p999"), u("max"), u("count"), u("lost"), u("reordered")};
 }
 
 Throughput parse_throughput(const std::string& line) {
@@ -349,6 +350,7 @@ int run_role(int argc, char** argv) {
   auto num = [&](int i) { return std::strtoull(arg(i).c_str(), nullptr, 10); };
   if (role == "pong") return role_pong(arg(1));
   if (role == "ping") return role_ping(arg(1), num(2), num(3), arg(4));
+  if (role == "ping-open") return role_ping_open(arg(1), num(2), num(3), std::strtod(arg(4).c_str(), nullptr), arg(5));
   if (role == "sub") return role_sub(arg(1), arg(2), num(3));
   if (role == "pub") return role_pub(arg(1), arg(2), num(3), num(4));
   if (role == "responder") return role_responder(arg(1));
@@ -360,36 +362,22 @@ int run_role(int argc, char** argv) {
   return 2;
 }
 
-Latency floor_pingpong(std::uint64_t warmup, std::uint64_t count, const std::string& csv) {
-  int sv[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return {};
-  const pid_t child = ::fork();
-  if (child == 0) {
-    ::close(sv[0]);
-    echo_loop(sv[1]);
-  }
-  ::close(sv[1]);
-  const Histogram h = ping_over(sv[0], warmup, count);
-  ::close(sv[0]);
-  ::waitpid(child, nullptr, 0);
-  write_histogram(h, csv);
-  return summarize(h);
-}
-
-Latency floor_relay(std::uint64_t warmup, std::uint64_t count, const std::string& csv) {
+bool RelayFloor::start() {
   int ab[2], bc[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ab) != 0 ||
-      ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, bc) != 0) {
-    return {};
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ab) != 0) return false;
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, bc) != 0) {
+    ::close(ab[0]);
+    ::close(ab[1]);
+    return false;
   }
-  const pid_t relay = ::fork();
-  if (relay == 0) {
+  relay_ = ::fork();
+  if (relay_ == 0) {
     ::close(ab[0]);
     ::close(bc[1]);
     relay_loop(ab[1], bc[0]);
   }
-  const pid_t echo = ::fork();
-  if (echo == 0) {
+  echo_ = relay_ > 0 ? ::fork() : -1;
+  if (echo_ == 0) {
     ::close(ab[0]);
     ::close(ab[1]);
     ::close(bc[0]);
@@ -398,10 +386,28 @@ Latency floor_relay(std::uint64_t warmup, std::uint64_t count, const std::string
   ::close(ab[1]);
   ::close(bc[0]);
   ::close(bc[1]);
-  const Histogram h = ping_over(ab[0], warmup, count);
-  ::close(ab[0]);
-  ::waitpid(relay, nullptr, 0);
-  ::waitpid(echo, nullptr, 0);
+  client_ = ab[0];
+  if (relay_ < 0 || echo_ < 0) {
+    stop();
+    return false;
+  }
+  return true;
+}
+
+void RelayFloor::stop() {
+  if (client_ >= 0) ::close(client_);  // the relay sees end of file and exits; the echo follows
+  client_ = -1;
+  for (pid_t* p : {&relay_, &echo_}) {
+    if (*p > 0) ::waitpid(*p, nullptr, 0);
+    *p = -1;
+  }
+}
+
+Latency floor_relay(std::uint64_t warmup, std::uint64_t count, const std::string& csv) {
+  RelayFloor floor;
+  if (!floor.start()) return {};
+  const Histogram h = ping_over(floor.client_fd(), warmup, count);
+  floor.stop();
   write_histogram(h, csv);
   return summarize(h);
 }

@@ -3,6 +3,8 @@
 // standard output that the orchestrating process parses.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <string>
 
@@ -11,6 +13,7 @@ namespace ubroker::bench {
 // Results travel as "key=value" words on one line.
 struct Latency {
   std::uint64_t p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0, count = 0;  // ns
+  std::uint64_t lost = 0, reordered = 0;  // open loop: replies that never came, or out of order
 };
 struct Throughput {
   std::uint64_t received = 0, lost = 0, reordered = 0, duplicates = 0;
@@ -25,10 +28,32 @@ bool read_all(int fd, void* p, std::size_t n);
 // Runs a role; argv[0] is its name. Returns the process exit code.
 int run_role(int argc, char** argv);
 
+// The relay floor's processes: a minimal epoll relay and an echo behind it. The caller
+// pings through client_fd(); stop() closes it and reaps both.
+class RelayFloor {
+ public:
+  RelayFloor() = default;
+  RelayFloor(const RelayFloor&) = delete;
+  RelayFloor& operator=(const RelayFloor&) = delete;
+  ~RelayFloor() { stop(); }
+  bool start();
+  void stop();
+  [[nodiscard]] int client_fd() const { return client_; }
+
+ private:
+  int client_ = -1;
+  pid_t relay_ = -1, echo_ = -1;
+};
+
 // Floors, measured in this process and children it forks.
-Latency floor_pingpong(std::uint64_t warmup, std::uint64_t count, const std::string& histogram_csv);
 Latency floor_relay(std::uint64_t warmup, std::uint64_t count, const std::string& histogram_csv = {});
 Throughput floor_throughput(std::uint64_t count, std::size_t size);
+
+// --rate (open_loop.cpp): W1 sent on a fixed schedule, latency from each message's intended
+// send time (no coordinated omission); and the relay floor driven the same way.
+int role_ping_open(const std::string& address, std::uint64_t warmup, std::uint64_t count, double rate,
+                   const std::string& csv);
+Latency floor_relay_open(std::uint64_t warmup, std::uint64_t count, double rate, const std::string& csv = {});
 
 // W4 (bulk.cpp): the roles, and the zero-copy and socketpair floors for `size`-byte payloads.
 int role_bulk_pub(const std::string& address, const std::string& topic, std::uint64_t count, std::size_t size);

@@ -7,7 +7,8 @@
 //
 // Threads: every method may be called from any thread. By default the client runs its own
 // I/O thread, and subscription callbacks run on it, one at a time, in delivery order; with
-// ConnectOptions::io they run on the application's io_context instead. A callback may
+// ConnectOptions::io they run on the application's io_context instead (which may be run by
+// several threads: each client's handlers run in a strand, one at a time). A callback may
 // publish and subscribe, but blocking calls (flush, receive, a subscribe or unsubscribe that
 // waits for the broker) must not be made from the I/O thread: there they do not wait.
 //

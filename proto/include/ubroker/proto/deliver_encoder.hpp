@@ -36,7 +36,8 @@ class DeliverEncoder {
                                   std::size_t payload_size, const ShmPart* shm = nullptr);
 
  private:
-  std::vector<std::byte> common_;
+  std::vector<std::byte> common_;  // grown to fit, never shrunk: no allocation once warm
+  std::size_t common_len_ = 0;
   std::vector<std::byte> head_;
 };
 
