@@ -87,34 +87,25 @@ TEST(MessageHead, PublishHeadIsWhatProtobufParses) {
   }
 }
 
+wire::Header header(wire::FrameType type, const std::string& topic) {
+  wire::Header h;
+  h.set_type(type);
+  h.set_topic(topic);
+  return h;
+}
+
 TEST(MessageHead, LeavesEverythingElseToProtobuf) {
   MessageHead head;
   std::string storage;
-  wire::Header subscribe;
-  subscribe.set_type(wire::SUBSCRIBE);
-  subscribe.set_topic("a.>");
-  EXPECT_FALSE(decodes(subscribe, head, storage)) << "another frame type";
-
-  wire::Header bulk;
-  bulk.set_type(wire::PUBLISH);
-  bulk.set_topic("a");
+  EXPECT_FALSE(decodes(header(wire::SUBSCRIBE, "a.>"), head, storage)) << "another frame type";
+  wire::Header bulk = header(wire::PUBLISH, "a");
   bulk.mutable_shm()->set_segment(1);
   EXPECT_FALSE(decodes(bulk, head, storage)) << "a shared-memory reference";
-
-  wire::Header grouped;
-  grouped.set_type(wire::PUBLISH);
-  grouped.set_topic("a");
+  wire::Header grouped = header(wire::PUBLISH, "a");
   grouped.set_group("g");
   EXPECT_FALSE(decodes(grouped, head, storage)) << "a field the decoder does not know";
-
-  wire::Header wide;
-  wide.set_type(wire::PUBLISH);
-  wide.set_topic("caf\xc3\xa9");
-  EXPECT_FALSE(decodes(wide, head, storage)) << "a topic that is not printable ASCII";
-
-  wire::Header many;
-  many.set_type(wire::DELIVER);
-  many.set_topic("a");
+  EXPECT_FALSE(decodes(header(wire::PUBLISH, "caf\xc3\xa9"), head, storage)) << "a topic that is not printable ASCII";
+  wire::Header many = header(wire::DELIVER, "a");
   for (std::uint64_t i = 0; i <= MessageHead::kMaxIds; ++i) many.add_sub_ids(i);
   EXPECT_FALSE(decodes(many, head, storage)) << "more subscription ids than it holds";
 

@@ -438,8 +438,11 @@ int main(int argc, char** argv) {
   app.add_flag("--json", o.json, "One JSON object per result line");
   CLI11_PARSE(app, argc, argv);
   o.limit = !no_limit;
+#ifndef __OPTIMIZE__
+  std::fprintf(stderr, "brokerbench: WARNING: this build is not optimised (no -O); figures mislead\n");
+#endif
 #ifndef NDEBUG
-  std::fprintf(stderr, "brokerbench: WARNING: this is not an optimised build (assertions on); figures mislead\n");
+  std::fprintf(stderr, "brokerbench: WARNING: this build has assertions on; figures mislead\n");
 #endif
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
   std::fprintf(stderr, "brokerbench: WARNING: built with a sanitizer; figures mislead\n");
