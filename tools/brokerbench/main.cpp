@@ -203,11 +203,22 @@ bool record_rtt(const std::string& line, const Options& o, std::uint64_t count, 
 
 // W1 latency64: A pings B through the broker, one message at a time; with --rate, on a
 // fixed schedule (open loop), latency counted from each message's intended send time.
-void latency64(const Options& o, Result& p50, Result& p99) {
+// In a closed loop with --limit, `ends` gets the same figures beside a second floor: the
+// relay hop with both ends waiting in epoll_wait before each read, as every event-driven
+// client (this library's included) waits, instead of blocking in read(). On some machines
+// that wait costs more than the whole hop; this pair shows how much.
+struct EpollEnds {
+  Result p50, p99;
+};
+
+void latency64(const Options& o, Result& p50, Result& p99, EpollEnds& ends) {
   const std::string note =
       o.rate > 0 ? fmt_open_loop(o.rate) + "; floor: epoll relay hop, same schedule" : "floor: epoll relay hop";
   p50 = {"latency64", "RTT p50", "us", {}, {}, true, 0, 0, 0, note};
   p99 = {"latency64", "RTT p99", "us", {}, {}, true, 0, 0, 0, note};
+  const std::string ends_note = "floor: epoll relay hop, its ends waiting in epoll too";
+  ends.p50 = {"latency64", "RTT p50", "us", {}, {}, true, 0, 0, 0, ends_note};
+  ends.p99 = {"latency64", "RTT p99", "us", {}, {}, true, 0, 0, 0, ends_note};
   const std::uint64_t count = o.count ? o.count : 100000;
   // The first run's distributions: to --histogram, and to scratch files for --plot.
   const auto scratch = std::filesystem::temp_directory_path() / ("brokerbench-plot-" + std::to_string(::getpid()));
@@ -227,6 +238,13 @@ void latency64(const Options& o, Result& p50, Result& p99) {
                                    std::to_string(o.rate), csv})
                            : role({"ping", broker.socket(), std::to_string(o.warmup), std::to_string(count), csv});
     if (!ping || !record_rtt(ping->line(), o, count, p50, p99, r == 0 ? floor_csv : std::string())) return;
+    if (o.limit && o.rate == 0) {
+      const Latency f = floor_relay(o.warmup, count, {}, true);
+      ends.p50.runs.push_back(p50.runs.back());
+      ends.p99.runs.push_back(p99.runs.back());
+      ends.p50.floor_runs.push_back(static_cast<double>(f.p50) / 1000);
+      ends.p99.floor_runs.push_back(static_cast<double>(f.p99) / 1000);
+    }
   }
   if (!o.plot.empty()) {
     std::vector<PlotSeries> series = {{"ubroker (64 B via brokerd)", ubroker_csv}};
@@ -450,9 +468,14 @@ int main(int argc, char** argv) {
   std::vector<Result> results;
   if (workload == "latency64" || workload == "all") {
     Result p50, p99;
-    latency64(o, p50, p99);
+    EpollEnds ends;
+    latency64(o, p50, p99, ends);
     results.push_back(p50);
     results.push_back(p99);
+    if (!ends.p50.floor_runs.empty()) {
+      results.push_back(ends.p50);
+      results.push_back(ends.p99);
+    }
   }
   if (workload == "reqrep64" || workload == "all") {
     Result p50, p99, calls;

@@ -268,21 +268,49 @@ int role_pub(const std::string& address, const std::string& topic, std::uint64_t
   return 0;
 }
 
-void echo_loop(int fd) {
+// Reads n bytes, first waiting in epoll_wait each time when `ep` is an epoll set holding fd
+// (as an event-driven client waits), else blocking in read().
+bool read_waiting(int ep, int fd, void* p, std::size_t n) {
+  if (ep < 0) return read_all(fd, p, n);
+  auto* b = static_cast<char*>(p);
+  while (n > 0) {
+    epoll_event got{};
+    if (::epoll_wait(ep, &got, 1, -1) < 0 && errno != EINTR) return false;
+    const ssize_t r = ::read(fd, b, n);
+    if (r <= 0) return false;
+    b += r;
+    n -= static_cast<std::size_t>(r);
+  }
+  return true;
+}
+
+// An epoll set holding fd (level-triggered), or -1 when the end blocks in read().
+int epoll_for(int fd, bool in_epoll) {
+  if (!in_epoll) return -1;
+  const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+  epoll_event ev{.events = EPOLLIN, .data = {.fd = fd}};
+  if (ep < 0 || ::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0) _exit(1);  // the floor then reports nothing
+  return ep;
+}
+
+void echo_loop(int fd, bool in_epoll) {
+  const int ep = epoll_for(fd, in_epoll);
   char buf[64];
-  while (read_all(fd, buf, sizeof buf) && write_all(fd, buf, sizeof buf)) {
+  while (read_waiting(ep, fd, buf, sizeof buf) && write_all(fd, buf, sizeof buf)) {
   }
   _exit(0);
 }
 
-Histogram ping_over(int fd, std::uint64_t warmup, std::uint64_t count) {
+Histogram ping_over(int fd, std::uint64_t warmup, std::uint64_t count, bool in_epoll) {
+  const int ep = epoll_for(fd, in_epoll);
   char buf[64] = {};
   Histogram h;
   for (std::uint64_t i = 0; i < warmup + count; ++i) {
     const auto t0 = Clock::now();
-    if (!write_all(fd, buf, sizeof buf) || !read_all(fd, buf, sizeof buf)) break;
+    if (!write_all(fd, buf, sizeof buf) || !read_waiting(ep, fd, buf, sizeof buf)) break;
     if (i >= warmup) h.record(ns_since(t0));
   }
+  if (ep >= 0) ::close(ep);
   return h;
 }
 
@@ -362,7 +390,7 @@ int run_role(int argc, char** argv) {
   return 2;
 }
 
-bool RelayFloor::start() {
+bool RelayFloor::start(bool ends_in_epoll) {
   int ab[2], bc[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ab) != 0) return false;
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, bc) != 0) {
@@ -381,7 +409,7 @@ bool RelayFloor::start() {
     ::close(ab[0]);
     ::close(ab[1]);
     ::close(bc[0]);
-    echo_loop(bc[1]);
+    echo_loop(bc[1], ends_in_epoll);
   }
   ::close(ab[1]);
   ::close(bc[0]);
@@ -403,10 +431,10 @@ void RelayFloor::stop() {
   }
 }
 
-Latency floor_relay(std::uint64_t warmup, std::uint64_t count, const std::string& csv) {
+Latency floor_relay(std::uint64_t warmup, std::uint64_t count, const std::string& csv, bool ends_in_epoll) {
   RelayFloor floor;
-  if (!floor.start()) return {};
-  const Histogram h = ping_over(floor.client_fd(), warmup, count);
+  if (!floor.start(ends_in_epoll)) return {};
+  const Histogram h = ping_over(floor.client_fd(), warmup, count, ends_in_epoll);
   floor.stop();
   write_histogram(h, csv);
   return summarize(h);

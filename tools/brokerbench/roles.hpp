@@ -29,14 +29,16 @@ bool read_all(int fd, void* p, std::size_t n);
 int run_role(int argc, char** argv);
 
 // The relay floor's processes: a minimal epoll relay and an echo behind it. The caller
-// pings through client_fd(); stop() closes it and reaps both.
+// pings through client_fd(); stop() closes it and reaps both. With `ends_in_epoll` the echo
+// (and ping_over) wait in epoll_wait before each read, as event-driven clients do, instead
+// of blocking in read().
 class RelayFloor {
  public:
   RelayFloor() = default;
   RelayFloor(const RelayFloor&) = delete;
   RelayFloor& operator=(const RelayFloor&) = delete;
   ~RelayFloor() { stop(); }
-  bool start();
+  bool start(bool ends_in_epoll = false);
   void stop();
   [[nodiscard]] int client_fd() const { return client_; }
 
@@ -46,7 +48,8 @@ class RelayFloor {
 };
 
 // Floors, measured in this process and children it forks.
-Latency floor_relay(std::uint64_t warmup, std::uint64_t count, const std::string& histogram_csv = {});
+Latency floor_relay(std::uint64_t warmup, std::uint64_t count, const std::string& histogram_csv = {},
+                    bool ends_in_epoll = false);
 Throughput floor_throughput(std::uint64_t count, std::size_t size);
 
 // --rate (open_loop.cpp): W1 sent on a fixed schedule, latency from each message's intended
