@@ -7,11 +7,9 @@
 // Message: 8 bytes sequence number, 8 bytes intended send time (steady clock, ns), padding.
 #include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -20,7 +18,6 @@
 #include <thread>
 #include <vector>
 
-#include "histogram.hpp"
 #include "roles.hpp"
 #include "ubroker/client.hpp"
 
@@ -82,20 +79,12 @@ struct Collected {
     if (seq >= warmup) h.record(at > intended ? at - intended : 0);
   }
   [[nodiscard]] Latency result(std::uint64_t sent) const {
-    Latency l{h.quantile(0.5), h.quantile(0.9), h.quantile(0.99), h.quantile(0.999), h.max(), h.count()};
+    Latency l = summarize(h);
     l.lost = sent > received ? sent - received : 0;
     l.reordered = duplicates_or_reordered;
     return l;
   }
 };
-
-void write_csv(const Histogram& h, const std::string& path) {
-  if (path.empty()) return;
-  if (std::FILE* f = std::fopen(path.c_str(), "w")) {
-    h.write_csv(f);
-    std::fclose(f);
-  }
-}
 
 }  // namespace
 
@@ -133,7 +122,7 @@ int role_ping_open(const std::string& address, std::uint64_t warmup, std::uint64
   // Replies still owed get 10 s; what has not come back by then counts as lost.
   std::unique_lock lk(mu);
   cv.wait_for(lk, std::chrono::seconds(10), [&] { return got.received >= total || !c->connected(); });
-  write_csv(got.h, csv);
+  write_histogram(got.h, csv);
   std::printf("%s\n", format(got.result(total)).c_str());
   std::fflush(stdout);
   lk.unlock();
@@ -164,7 +153,7 @@ Latency floor_relay_open(std::uint64_t warmup, std::uint64_t count, double rate,
   }
   receiver.join();
   floor.stop();
-  write_csv(got.h, csv);
+  write_histogram(got.h, csv);
   return got.result(total);
 }
 

@@ -33,18 +33,6 @@ std::uint64_t ns_since(Clock::time_point t) {
   return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t).count());
 }
 
-Latency summarize(const Histogram& h) {
-  return {h.quantile(0.5), h.quantile(0.9), h.quantile(0.99), h.quantile(0.999), h.max(), h.count()};
-}
-
-void write_histogram(const Histogram& h, const std::string& path) {
-  if (path.empty()) return;
-  if (std::FILE* f = std::fopen(path.c_str(), "w")) {
-    h.write_csv(f);
-    std::fclose(f);
-  }
-}
-
 std::map<std::string, std::string> words(const std::string& line) {
   std::map<std::string, std::string> kv;
   std::istringstream in(line);
@@ -334,6 +322,18 @@ void relay_loop(int a, int b) {
 }
 
 }  // namespace
+
+Latency summarize(const Histogram& h) {
+  return {h.quantile(0.5), h.quantile(0.9), h.quantile(0.99), h.quantile(0.999), h.max(), h.count()};
+}
+
+void write_histogram(const Histogram& h, const std::string& path) {
+  if (path.empty()) return;
+  if (std::FILE* f = std::fopen(path.c_str(), "w")) {
+    h.write_csv(f);
+    std::fclose(f);
+  }
+}
 
 std::string format(const Latency& l) {
   char s[256];

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <string>
 
+#include "histogram.hpp"
+
 namespace ubroker::bench {
 
 // Results travel as "key=value" words on one line.
@@ -63,6 +65,10 @@ int role_bulk_pub(const std::string& address, const std::string& topic, std::uin
 int role_bulk_sub(const std::string& address, const std::string& topic, std::uint64_t count);
 Throughput floor_bulk_shm(std::uint64_t count, std::size_t size);
 Throughput floor_bulk_socket(std::uint64_t count, std::size_t size);
+
+// A histogram's percentiles; its full distribution as CSV to `path` (nothing when empty).
+Latency summarize(const Histogram& h);
+void write_histogram(const Histogram& h, const std::string& path);
 
 std::string format(const Latency& l);
 std::string format(const Throughput& t);
