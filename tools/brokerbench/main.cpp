@@ -452,7 +452,12 @@ int main(int argc, char** argv) {
                  "Draw latency64's first run's distribution, beside its floor's, as an SVG (percentile on a log "
                  "axis)");
   bool no_limit = false;
-  app.add_flag("--no-limit", no_limit, "Skip measuring the floor");
+  app.add_flag("--no-limit", no_limit, "Skip measuring the floors");
+  app.footer(
+      "Each figure is the median of --repeat runs, beside its floor: the same work with no broker, measured in the\n"
+      "same run (../shared/BENCH.md). RATIO = ubroker / floor. latency64 in a closed loop has two floors: the epoll\n"
+      "relay hop, and the same hop with its ends waiting in epoll as event-driven clients do. Exit status 1 when a\n"
+      "run lost, reordered or duplicated a message, or did not complete. docs/performance.md has results.");
   app.add_flag("--json", o.json, "One JSON object per result line");
   CLI11_PARSE(app, argc, argv);
   o.limit = !no_limit;
