@@ -123,7 +123,7 @@ case "${1:-}" in
     install_missing "${packages[@]}" "${fuzz_packages[@]}"
     # The whole suite runs under ASan+UBSan; the Release build is the product, the tools and
     # the soak, which takes minutes of mostly waiting and runs beside the ASan build.
-    echo "== Release build"
+    echo "== Release build (at ${SECONDS} s)"
     configure "$build_dir" Release
     cmake --build "$build_dir" -j "$jobs" --target brokerd brokerctl brokerbench ubroker-publish \
       ubroker-subscribe ubroker_test_peer ubroker_hostile soak_test
@@ -131,17 +131,18 @@ case "${1:-}" in
       ctest --verbose --timeout 3900 -R '^Soak\.') >"$build_dir/soak.log" 2>&1 &
     soak_pid=$!
     trap 'kill "$soak_pid" 2>/dev/null || true' EXIT  # a failure below must not leave it running
-    echo "== AddressSanitizer+UBSan build and tests (the Release soak runs beside them)"
+    echo "== AddressSanitizer+UBSan build and tests (the Release soak runs beside them) (at ${SECONDS} s)"
     configure "$asan_dir" Debug -DUBROKER_SANITIZE=address
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
       UBROKER_SOAK_SECONDS=30 run_suite "$asan_dir"
-    echo "== Release soak"
+    echo "== Release soak (at ${SECONDS} s)"
     wait "$soak_pid" || { cat "$build_dir/soak.log"; echo "dev.sh: the soak failed" >&2; exit 1; }
     grep -E 'soak:|tests passed' "$build_dir/soak.log"
-    echo "== ThreadSanitizer build: client library and shared memory"
+    echo "== ThreadSanitizer build: client library and shared memory (at ${SECONDS} s)"
     run_tsan
-    echo "== libFuzzer targets (clang, ASan+UBSan)"
+    echo "== libFuzzer targets (clang, ASan+UBSan) (at ${SECONDS} s)"
     run_fuzzers "${UBROKER_FUZZ_SECONDS:-60}"
+    echo "== all passed in ${SECONDS} s"
     ;;
   fuzz)
     install_missing "${packages[@]}" "${fuzz_packages[@]}"
