@@ -272,33 +272,32 @@ bool read_waiting(int ep, int fd, void* p, std::size_t n) {
   return true;
 }
 
-// An epoll set holding fd (level-triggered), or -1 when the end blocks in read().
-int epoll_for(int fd, bool in_epoll) {
-  if (!in_epoll) return -1;
-  const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+// An epoll set holding fd (level-triggered), or none when the end blocks in read().
+shm::UniqueFd epoll_for(int fd, bool in_epoll) {
+  if (!in_epoll) return {};
+  shm::UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
   epoll_event ev{.events = EPOLLIN, .data = {.fd = fd}};
-  if (ep < 0 || ::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0) _exit(1);  // the floor then reports nothing
+  if (!ep || ::epoll_ctl(ep.get(), EPOLL_CTL_ADD, fd, &ev) != 0) _exit(1);  // the floor then reports nothing
   return ep;
 }
 
 void echo_loop(int fd, bool in_epoll) {
-  const int ep = epoll_for(fd, in_epoll);
+  const shm::UniqueFd ep = epoll_for(fd, in_epoll);
   char buf[64];
-  while (read_waiting(ep, fd, buf, sizeof buf) && write_all(fd, buf, sizeof buf)) {
+  while (read_waiting(ep.get(), fd, buf, sizeof buf) && write_all(fd, buf, sizeof buf)) {
   }
   _exit(0);
 }
 
 Histogram ping_over(int fd, std::uint64_t warmup, std::uint64_t count, bool in_epoll) {
-  const int ep = epoll_for(fd, in_epoll);
+  const shm::UniqueFd ep = epoll_for(fd, in_epoll);
   char buf[64] = {};
   Histogram h;
   for (std::uint64_t i = 0; i < warmup + count; ++i) {
     const auto t0 = Clock::now();
-    if (!write_all(fd, buf, sizeof buf) || !read_waiting(ep, fd, buf, sizeof buf)) break;
+    if (!write_all(fd, buf, sizeof buf) || !read_waiting(ep.get(), fd, buf, sizeof buf)) break;
     if (i >= warmup) h.record(ns_since(t0));
   }
-  if (ep >= 0) ::close(ep);
   return h;
 }
 
