@@ -46,20 +46,16 @@ void ClientCore::on_readable() {
                  .sender = {.client_id = mhead_.sender_id, .uid = mhead_.sender_uid, .pid = mhead_.sender_pid},
                  .retain = mhead_.retain},
                 split->payload);
-        rbegin_ += split->frame_size;
-        if (!connected()) return;
-        continue;
-      }
-      if (auto p = proto::parse_header(split->header, rheader_); !p) {
+      } else if (auto p = proto::parse_header(split->header, rheader_); !p) {
         fail(Error{Errc::kProtocolError, fmt::format("bad frame from the broker: {}", proto::describe(p.error()))});
         return;
-      }
-      if (rheader_.fd_count() > rfds_.size()) {
+      } else if (rheader_.fd_count() > rfds_.size()) {
         fail(Error{Errc::kFdError, fmt::format("the broker's frame announced {} fd(s) but {} arrived",
                                                rheader_.fd_count(), rfds_.size())});
         return;
+      } else {
+        dispatch(rheader_, split->payload);
       }
-      dispatch(rheader_, split->payload);
       rbegin_ += split->frame_size;
       if (!connected()) return;
     }
