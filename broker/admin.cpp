@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "broker.hpp"
+#include "fd_usage.hpp"
 #include "session.hpp"
 
 namespace ubroker::broker {
@@ -59,12 +60,16 @@ wire::BrokerStatus Broker::status() const {
     (*st.mutable_errors_sent())[wire::ErrorCode_Name(static_cast<wire::ErrorCode>(code))] = stats_.errors_sent[code];
   }
   st.set_policy(policy_->open ? "open" : fmt::format("{} rule(s)", policy_->rules.size()));
-  std::uint64_t held = 0, queued = 0;
+  std::uint64_t held = 0, queued = 0, fds_queued = 0;
   for (const auto& [id, s] : sessions_) {
     held += s->bulk_held();
     queued += s->queued_deliveries();
+    fds_queued += s->queued_fds();
   }
   st.set_bulk_held(held);
+  st.set_open_fds(open_fd_count());
+  st.set_fd_limit(fd_limit().value_or(0));
+  st.set_fds_queued(fds_queued);
   st.set_deliveries_accepted(stats_.deliveries_accepted);
   st.set_deliveries_written(stats_.deliveries_written);
   st.set_deliveries_queued(queued);

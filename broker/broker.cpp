@@ -1,8 +1,6 @@
 // Broker: accept loop, per-connection coroutine, deadline sweep, signals and shutdown.
 #include "broker.hpp"
 
-#include <sys/resource.h>
-
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -11,6 +9,7 @@
 #include <asio/use_awaitable.hpp>
 #include <csignal>
 
+#include "fd_usage.hpp"
 #include "listener.hpp"
 #include "session.hpp"
 #include "ubroker/proto/fd_socket.hpp"
@@ -133,8 +132,8 @@ void Broker::fd_starved(const std::string& why) {
   if (!f.since) {
     f.since = f.last_log = now;
     f.failed_since_log = 0;
-    rlimit nofile{};
-    const std::string limit = ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 ? std::to_string(nofile.rlim_cur) : "unknown";
+    const auto nofile = fd_limit();
+    const std::string limit = nofile ? std::to_string(*nofile) : "unknown";
     spdlog::warn("cannot accept connections: {} ({} connections open, RLIMIT_NOFILE {}); the connected clients are "
                  "served, and accepting is retried every {} ms",
                  why, sessions_.size(), limit, kAcceptBackoff.count());

@@ -51,6 +51,7 @@ class OutQueue {
   [[nodiscard]] std::size_t bytes() const noexcept { return static_cast<std::size_t>(appended_ - sent_); }
   [[nodiscard]] std::size_t messages() const noexcept { return msg_ends_.size() - msg_head_; }
   [[nodiscard]] std::size_t deliveries() const noexcept { return delivery_ends_.size() - delivery_head_; }
+  [[nodiscard]] std::size_t fds() const noexcept { return fd_marks_.size(); }  // not yet passed
   [[nodiscard]] bool empty() const noexcept { return appended_ == sent_; }
 
  private:

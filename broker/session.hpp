@@ -70,6 +70,7 @@ class Session {
   [[nodiscard]] bool has_room() const noexcept;
   [[nodiscard]] OutQueue& out() noexcept { return out_; }
   [[nodiscard]] std::size_t queued_deliveries() const noexcept { return out_.deliveries(); }
+  [[nodiscard]] std::size_t queued_fds() const noexcept { return out_.fds(); }
   void add_waiter(std::uint64_t publisher_id);
   void mark_dirty();  // flushed at the end of the current read batch
   // Queues one frame: its head, then the payload (copied when small or when `chunk` is null,

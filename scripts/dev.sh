@@ -66,10 +66,20 @@ configure() {
 # line, and the ASan build takes 4 min instead of 4.6 on two cores.
 line_tables_only=(-DCMAKE_CXX_FLAGS_DEBUG=-g1)
 
+# show_failures LOG: repeats a failed run's assertion and sanitizer messages at the very end,
+# where a log cut to its last lines (as CI shows it) still has them.
+show_failures() {
+  echo "== what failed, repeated from $1:"
+  grep -E -A12 ': Failure$|ERROR: [A-Za-z]+Sanitizer|runtime error:|WARNING: ThreadSanitizer' "$1" | head -n 120 || true
+}
+
 # run_suite DIR: builds everything in DIR and runs its tests.
 run_suite() {
   cmake --build "$1" -j "$jobs"
-  (cd "$1" && ctest --output-on-failure --timeout 300 -j "$jobs")
+  (cd "$1" && ctest --output-on-failure --timeout 300 -j "$jobs" 2>&1 | tee ctest.log) || {
+    show_failures "$1/ctest.log"
+    exit 1
+  }
 }
 
 # run_tsan: the client library and shared-memory tests under ThreadSanitizer, against the
@@ -78,7 +88,10 @@ run_tsan() {
   configure "$tsan_dir" Debug -DUBROKER_SANITIZE=thread -DUBROKER_TEST_TOOLS_DIR="$build_dir" "${line_tables_only[@]}"
   cmake --build "$tsan_dir" -j "$jobs" --target shm_test client_threads_test
   (cd "$tsan_dir" && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-    ctest --output-on-failure --timeout 300 -j "$jobs")
+    ctest --output-on-failure --timeout 300 -j "$jobs" 2>&1 | tee ctest.log) || {
+    show_failures "$tsan_dir/ctest.log"
+    exit 1
+  }
 }
 
 # run_fuzzers SECONDS: builds the libFuzzer targets and runs them side by side for SECONDS
@@ -140,7 +153,12 @@ case "${1:-}" in
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
       UBROKER_SOAK_SECONDS=30 run_suite "$asan_dir"
     echo "== Release soak (at ${SECONDS} s)"
-    wait "$soak_pid" || { cat "$build_dir/soak.log"; echo "dev.sh: the soak failed" >&2; exit 1; }
+    wait "$soak_pid" || {
+      cat "$build_dir/soak.log"
+      show_failures "$build_dir/soak.log"
+      echo "dev.sh: the soak failed" >&2
+      exit 1
+    }
     grep -E 'soak:|tests passed' "$build_dir/soak.log"
     echo "== ThreadSanitizer build: client library and shared memory (at ${SECONDS} s)"
     run_tsan

@@ -73,6 +73,11 @@ TEST_F(Brokerctl, StatusJson) {
   EXPECT_EQ(st.retained_topics(), 1u);
   EXPECT_EQ(st.socket(), broker_.socket());
   EXPECT_EQ(st.pid(), static_cast<std::uint32_t>(broker_.process().pid()));
+  // Its own count of its fds is /proc's, brokerctl's connection included while it asked.
+  EXPECT_TRUE(eventually([&] { return open_fds(broker_.process().pid()) + 1 == st.open_fds(); }))
+      << st.open_fds() << " by the broker, " << open_fds(broker_.process().pid()) << " in /proc now";
+  EXPECT_GT(st.fd_limit(), st.open_fds());
+  EXPECT_EQ(st.fds_queued(), 0u);
 }
 
 TEST_F(Brokerctl, ClientsJson) {

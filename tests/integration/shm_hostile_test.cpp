@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <csignal>
 #include <cstring>
+#include <deque>
 
 #include "raw_connection.hpp"
 #include "test_util.hpp"
@@ -274,6 +275,50 @@ TEST_F(ShmHostile, ReceiversGetTheSegmentReadOnly) {
   EXPECT_TRUE(eventually([&] { return broker_status(pub_).bulk_held() == 0; }));
   producer.close();
   EXPECT_TRUE(eventually([&] { return broker_status(pub_).shm_segments() == 0; }));
+}
+
+// A receiver that stops reading holds up the segment fds queued for it. Status counts them
+// (fds_queued) until they are passed, so they are told apart from a leak.
+TEST_F(ShmHostile, SegmentFdsQueuedForAStalledReceiverAreCounted) {
+  RawConnection receiver(broker_.socket());
+  receiver.hello("stalled");
+  const char* topics[] = {"fdq.fill", "fdq.bulk"};
+  for (std::uint32_t i = 0; i < 2; ++i) {
+    wire::Header sub;
+    sub.set_type(wire::SUBSCRIBE);
+    sub.set_seq(i + 1);
+    sub.add_sub_ids(i + 1);
+    sub.set_topic(topics[i]);
+    receiver.send_frame(sub);
+    ASSERT_EQ(receiver.read_frame()->type(), wire::ACK);
+  }
+  // 1 MiB of small messages it does not read: its socket fills and the rest waits in its queue.
+  Client filler = broker_.connect("filler");
+  const std::string block(16 * 1024, 'f');
+  for (int i = 0; i < 64; ++i) ASSERT_TRUE(filler.publish("fdq.fill", block));
+  ASSERT_TRUE(filler.flush());
+  ASSERT_TRUE(eventually([&] { return broker_status(pub_).deliveries_queued() > 0; }));
+  // Three producers, three segments: each one's fd is duplicated into the queue behind them.
+  std::deque<Client> producers;
+  for (int i = 0; i < 3; ++i) {
+    producers.push_back(broker_.connect("producer"));
+    auto loan = producers.back().loan("fdq.bulk", 4096);
+    ASSERT_TRUE(loan) << loan.error().message;
+    ASSERT_TRUE(producers.back().publish(std::move(*loan)));
+    ASSERT_TRUE(producers.back().flush());
+  }
+  ASSERT_TRUE(eventually([&] { return broker_status(pub_).fds_queued() == 3; }))
+      << broker_status(pub_).fds_queued() << " segment fds queued";
+  EXPECT_EQ(broker_status(pub_).shm_segments(), 3u);
+  // It reads on: each fd goes out with its segment's first delivery, and none stays queued.
+  int bulk = 0;
+  while (bulk < 3) {
+    auto d = receiver.read_frame();
+    ASSERT_TRUE(d.has_value()) << "no bulk delivery " << bulk + 1;
+    if (d->type() == wire::DELIVER && d->has_shm()) ++bulk;
+  }
+  EXPECT_EQ(receiver.received_fds().size(), 3u);
+  EXPECT_EQ(broker_status(pub_).fds_queued(), 0u);
 }
 
 }  // namespace

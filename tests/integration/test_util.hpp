@@ -37,12 +37,14 @@ inline PeerPayload decode(std::span<const std::byte> p) {
   return d;
 }
 
-// Entries in /proc/PID/fd (the process's open fds, plus "." and "..").
+// The process's open fds, as /proc/PID/fd lists them.
 inline std::size_t open_fds(pid_t pid) {
   std::size_t n = 0;
   const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
   if (DIR* d = ::opendir(dir.c_str())) {
-    while (::readdir(d) != nullptr) ++n;
+    while (const dirent* e = ::readdir(d)) {
+      if (e->d_name[0] != '.') ++n;
+    }
     ::closedir(d);
   }
   return n;

@@ -165,6 +165,9 @@ int cmd_status(Context& ctx) {
   row("shm refused", st.shm_refused());
   row("connections refused", st.connections_refused());
   row("accepts failed (out of fds)", st.accepts_failed());
+  row("open fds", st.open_fds());
+  row("fd limit (RLIMIT_NOFILE)", st.fd_limit());
+  row("segment fds queued to pass", st.fds_queued());
   // Errors sent to clients, by code, in code order (the map's own order is unspecified).
   std::vector<std::pair<std::string, std::uint64_t>> errors(st.errors_sent().begin(), st.errors_sent().end());
   std::sort(errors.begin(), errors.end(), [](const auto& a, const auto& b) {
