@@ -3,16 +3,17 @@
 #include <dirent.h>
 #include <sys/resource.h>
 
+#include <memory>
+
 namespace ubroker::broker {
 
 std::uint64_t open_fd_count() {
-  DIR* dir = ::opendir("/proc/self/fd");
-  if (dir == nullptr) return 0;
+  const std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir("/proc/self/fd"), &::closedir);
+  if (!dir) return 0;
   std::uint64_t n = 0;
-  while (const dirent* e = ::readdir(dir)) {
+  while (const dirent* e = ::readdir(dir.get())) {
     if (e->d_name[0] != '.') ++n;
   }
-  ::closedir(dir);
   return n - 1;  // the directory's own fd
 }
 
