@@ -429,7 +429,7 @@ int main(int argc, char** argv) {
                  "/run/ubroker/ubroker.sock)");
 
   auto json_flag = [&](CLI::App* sub) { sub->add_flag("--json", ctx.json, "Print one JSON document"); };
-  auto* status = app.add_subcommand("status", "Version, uptime, connections, traffic and drop counters");
+  auto* status = app.add_subcommand("status", "Version, uptime, connections, traffic and drop counters, open fds");
   json_flag(status);
   auto* clients = app.add_subcommand("clients", "Every client: identity, traffic, queue, drops, subscriptions");
   json_flag(clients);
