@@ -42,12 +42,19 @@ constexpr std::size_t kMaxVarint = 10;
 
 void DeliverEncoder::begin(std::string_view topic, std::uint64_t sender_id, std::uint32_t sender_uid,
                            std::uint32_t sender_pid) {
+  if (common_len_ != 0 && sender_id == sender_id_ && sender_uid == sender_uid_ && sender_pid == sender_pid_ &&
+      topic.size() == topic_len_ &&
+      (topic.empty() || std::memcmp(common_.data() + topic_at_, topic.data(), topic.size()) == 0)) {
+    return;  // encoded already
+  }
   ensure(common_, 2 + 1 + kMaxVarint + topic.size() + 3 * (1 + kMaxVarint));
   std::byte* p = common_.data();
   *p++ = std::byte(kTypeTag);
   *p++ = std::byte(kDeliver);
   *p++ = std::byte(kTopicTag);
   p = varint::put(p, topic.size());
+  topic_at_ = static_cast<std::size_t>(p - common_.data());
+  topic_len_ = topic.size();
   if (!topic.empty()) std::memcpy(p, topic.data(), topic.size());
   p += topic.size();
   // proto3: zero scalars are not written.
@@ -64,6 +71,9 @@ void DeliverEncoder::begin(std::string_view topic, std::uint64_t sender_id, std:
     p = varint::put(p, sender_pid);
   }
   common_len_ = static_cast<std::size_t>(p - common_.data());
+  sender_id_ = sender_id;
+  sender_uid_ = sender_uid;
+  sender_pid_ = sender_pid;
 }
 
 std::span<const std::byte> DeliverEncoder::head(std::span<const std::uint64_t> sub_ids,

@@ -1,6 +1,7 @@
 // Frame codec implementation. The prefix is little-endian on the wire regardless of host.
 #include "ubroker/proto/frame_codec.hpp"
 
+#include <bit>
 #include <cstring>
 
 #include "ubroker.pb.h"
@@ -8,16 +9,17 @@
 namespace ubroker::proto {
 namespace {
 
+// One 32-bit move each (GCC 12 does not merge four std::byte stores into one).
 std::uint32_t load_le32(const std::byte* p) noexcept {
-  return std::to_integer<std::uint32_t>(p[0]) | (std::to_integer<std::uint32_t>(p[1]) << 8) |
-         (std::to_integer<std::uint32_t>(p[2]) << 16) | (std::to_integer<std::uint32_t>(p[3]) << 24);
+  std::uint32_t v;
+  std::memcpy(&v, p, sizeof v);
+  if constexpr (std::endian::native == std::endian::big) v = std::byteswap(v);
+  return v;
 }
 
 void store_le32(std::byte* p, std::uint32_t v) noexcept {
-  p[0] = std::byte(v & 0xff);
-  p[1] = std::byte((v >> 8) & 0xff);
-  p[2] = std::byte((v >> 16) & 0xff);
-  p[3] = std::byte((v >> 24) & 0xff);
+  if constexpr (std::endian::native == std::endian::big) v = std::byteswap(v);
+  std::memcpy(p, &v, sizeof v);
 }
 
 }  // namespace

@@ -62,6 +62,19 @@ bool decode_message_head(std::span<const std::byte> bytes, MessageHead& out) noe
   out.sub_id_count = out.dropped_count = 0;
   const std::byte* p = bytes.data();
   const std::byte* const end = p + bytes.size();
+  // First, the exact layout encode_publish_head writes: type, a topic under 128 bytes, and
+  // retain when set. Anything else takes the field loop below.
+  if (bytes.size() >= 4 && p[0] == tag(kType, kVarint) && p[1] == std::byte(kPublish) &&
+      p[2] == tag(kTopic, kLengthDelimited) && std::to_integer<std::size_t>(p[3]) < 0x80) {
+    const auto len = std::to_integer<std::size_t>(p[3]);
+    const std::size_t rest = bytes.size() - 4;
+    if (rest == len || (rest == len + 2 && p[4 + len] == tag(kRetain, kVarint) && p[5 + len] == std::byte(1))) {
+      out.type = kPublish;
+      out.topic = {reinterpret_cast<const char*>(p + 4), len};
+      out.retain = rest != len;
+      return printable_ascii(out.topic);
+    }
+  }
   while (p < end) {
     std::uint64_t key = 0;
     p = varint::read(p, end, key);

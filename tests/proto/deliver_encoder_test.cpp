@@ -74,6 +74,28 @@ TEST(DeliverEncoder, ReusableAcrossMessagesAndReceivers) {
   }
 }
 
+// begin() skips the encoding when topic and sender are those it encoded last: any change in
+// any of them must still show.
+TEST(DeliverEncoder, EachBeginIsEncodedWhetherOrNotItRepeatsThePrevious) {
+  struct Begin {
+    std::string topic;
+    std::uint64_t id;
+    std::uint32_t uid, pid;
+  } begins[] = {{"a.b", 1, 2, 3}, {"a.b", 1, 2, 3}, {"a.c", 1, 2, 3}, {"a.c", 4, 2, 3}, {"a.c", 4, 5, 3},
+                {"a.c", 4, 5, 6}, {"a.cd", 4, 5, 6}, {"a.c", 4, 5, 6}, {"a.c", 0, 0, 0}, {"a.b", 1, 2, 3}};
+  DeliverEncoder enc;
+  for (const Begin& b : begins) {
+    enc.begin(b.topic, b.id, b.uid, b.pid);
+    const std::uint64_t ids[] = {1};
+    const std::uint64_t drops[] = {0};
+    const wire::Header h = parse(enc.head(ids, drops, 8), 8);
+    EXPECT_EQ(h.topic(), b.topic);
+    EXPECT_EQ(h.sender_id(), b.id);
+    EXPECT_EQ(h.sender_uid(), b.uid);
+    EXPECT_EQ(h.sender_pid(), b.pid);
+  }
+}
+
 TEST(DeliverEncoder, BulkPartParsesAsShmRefAndFdCount) {
   DeliverEncoder enc;
   enc.begin("camera.frames", 3, 1000, 77);

@@ -69,8 +69,11 @@ TEST(MessageHead, ReadsWhatTheDeliverEncoderWrites) {
 }
 
 TEST(MessageHead, PublishHeadIsWhatProtobufParses) {
+  // Under 128 bytes the decoder reads the layout directly; from 128 on (a two-byte length) it
+  // goes field by field.
+  for (const std::size_t length : {1, 127, 128, 200})
   for (const bool retain : {false, true}) {
-    const std::string topic(200, 't');  // a length that needs a two-byte varint
+    const std::string topic(length, 't');
     std::vector<std::byte> frame(publish_head_size(topic, retain) + 3, std::byte{0x55});
     ASSERT_EQ(encode_publish_head(frame.data(), topic, retain, 3), frame.size() - 3);
     auto split = split_frame(frame, {});
@@ -119,6 +122,35 @@ TEST(MessageHead, LeavesEverythingElseToProtobuf) {
   for (const std::string& bad : {std::string("\x08", 1), std::string("\x08\x86", 2), std::string("\x12\x05" "ab", 4),
                                  std::string("\x0a\x01" "a", 3)}) {
     EXPECT_FALSE(decode_message_head(bytes(bad), head)) << "truncated or mistyped";
+  }
+}
+
+// Bytes that start like encode_publish_head's layout but differ after the topic: where the
+// decoder accepts them, it reads what protobuf reads; where protobuf refuses, so does it.
+TEST(MessageHead, NearMissesOfThePublishLayoutAgreeWithProtobuf) {
+  const std::string lead("\x08\x06\x12\x02" "ab", 6);
+  struct Case {
+    std::string bytes;
+    bool accepted;
+  } cases[] = {
+      {lead, true},
+      {lead + std::string("\x60\x01", 2), true},
+      {lead + std::string("\x60\x00", 2), true},              // retain written as false
+      {lead + std::string("\x60\x02", 2), true},              // any non-zero is true
+      {lead + std::string("\x60", 1), false},                  // truncated retain
+      {lead + std::string("\x18\x05", 2), true},              // a sequence number after the topic
+      {lead + std::string("\x08\x07", 2), true},              // a second type: the last one counts
+      {std::string("\x08\x06\x12\x02" "a\x01", 6), false},  // not printable
+      {std::string("\x08\x06\x12\x03" "ab", 6), false},      // topic longer than the bytes
+  };
+  for (const Case& c : cases) {
+    MessageHead head;
+    const bool decoded = decode_message_head(bytes(c.bytes), head);
+    EXPECT_EQ(decoded, c.accepted) << testing::PrintToString(c.bytes);
+    if (!decoded) continue;
+    wire::Header h;
+    ASSERT_TRUE(h.ParseFromString(c.bytes)) << testing::PrintToString(c.bytes);
+    EXPECT_TRUE(same_as(head, h)) << h.ShortDebugString();
   }
 }
 

@@ -37,7 +37,13 @@ class DeliverEncoder {
 
  private:
   std::vector<std::byte> common_;  // grown to fit, never shrunk: no allocation once warm
-  std::size_t common_len_ = 0;
+  std::size_t common_len_ = 0;     // 0: nothing encoded yet
+  // What common_ holds, so a run of messages from one sender on one topic encodes it once.
+  std::size_t topic_at_ = 0;
+  std::size_t topic_len_ = 0;
+  std::uint64_t sender_id_ = 0;
+  std::uint32_t sender_uid_ = 0;
+  std::uint32_t sender_pid_ = 0;
   std::vector<std::byte> head_;
 };
 
