@@ -12,6 +12,7 @@
 #include <cstring>
 #include <cstdlib>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <thread>
@@ -40,12 +41,10 @@ inline PeerPayload decode(std::span<const std::byte> p) {
 // The process's open fds, as /proc/PID/fd lists them.
 inline std::size_t open_fds(pid_t pid) {
   std::size_t n = 0;
-  const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
-  if (DIR* d = ::opendir(dir.c_str())) {
-    while (const dirent* e = ::readdir(d)) {
-      if (e->d_name[0] != '.') ++n;
-    }
-    ::closedir(d);
+  const std::string path = "/proc/" + std::to_string(pid) + "/fd";
+  const std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir(path.c_str()), &::closedir);
+  while (const dirent* e = dir ? ::readdir(dir.get()) : nullptr) {
+    if (e->d_name[0] != '.') ++n;
   }
   return n;
 }
