@@ -9,10 +9,12 @@
 
 #include <asio/io_context.hpp>
 #include <chrono>
+#include <cerrno>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -328,9 +330,14 @@ Latency summarize(const Histogram& h) {
 
 void write_histogram(const Histogram& h, const std::string& path) {
   if (path.empty()) return;
-  if (std::FILE* f = std::fopen(path.c_str(), "w")) {
-    h.write_csv(f);
-    std::fclose(f);
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "w"), &std::fclose);
+  if (!f) {
+    std::fprintf(stderr, "brokerbench: cannot write %s: %s\n", path.c_str(), std::strerror(errno));
+    return;
+  }
+  h.write_csv(f.get());
+  if (std::ferror(f.get()) != 0 || std::fclose(f.release()) != 0) {
+    std::fprintf(stderr, "brokerbench: writing %s failed: %s\n", path.c_str(), std::strerror(errno));
   }
 }
 
