@@ -1,6 +1,7 @@
 // Broker: accept loop, per-connection coroutine, deadline sweep, signals and shutdown.
 #include "broker.hpp"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -92,31 +93,41 @@ void Broker::forget(Session& s) {
   dirty_.erase(std::remove(dirty_.begin(), dirty_.end(), &s), dirty_.end());
 }
 
-int Broker::run() {
-  auto listening = listen_on(config_.socket_path, config_.socket_mode,
-                             config_.socket_group.empty() ? std::nullopt : std::optional<gid_t>(config_.socket_gid),
-                             SOMAXCONN);
-  if (!listening) {
-    spdlog::error("{}", listening.error());
-    return 1;
+int Broker::run(std::optional<InheritedListener> inherited) {
+  Listening listening;
+  if (inherited) {
+    config_.socket_path = inherited->name;
+    listening.fd = std::move(inherited->fd);
+  } else {
+    auto bound = listen_on(config_.socket_path, config_.socket_mode,
+                           config_.socket_group.empty() ? std::nullopt : std::optional<gid_t>(config_.socket_gid),
+                           SOMAXCONN);
+    if (!bound) {
+      spdlog::error("{}", bound.error());
+      return 1;
+    }
+    listening = std::move(*bound);
   }
   std::error_code ec;
-  acceptor_.assign(asio::local::stream_protocol(), listening->fd.release(), ec);
+  acceptor_.assign(asio::local::stream_protocol(), listening.fd.release(), ec);
   if (ec) {
     spdlog::error("cannot use the listening socket: {}", ec.message());
     return 1;
   }
-  spdlog::info("brokerd {} listening on {} (pid {}, uid {}, mode {:04o}{}{})", UBROKER_VERSION, config_.socket_path,
-               ::getpid(), broker_uid_, config_.socket_mode,
-               config_.socket_group.empty() ? "" : ", group " + config_.socket_group,
-               config_.config_file.empty() ? "" : ", config " + config_.config_file);
+  const std::string how =
+      inherited ? std::string("socket passed by systemd: its mode and group are the .socket unit's")
+                : fmt::format("mode {:04o}{}", config_.socket_mode,
+                              config_.socket_group.empty() ? "" : ", group " + config_.socket_group);
+  spdlog::info("brokerd {} listening on {} ({}; pid {}, uid {}{})", UBROKER_VERSION, config_.socket_path, how,
+               ::getpid(), broker_uid_, config_.config_file.empty() ? "" : ", config " + config_.config_file);
   log_policy(*policy_);
   asio::co_spawn(io_, accept_loop(), log_failure("accept loop"));
   asio::co_spawn(io_, sweep_loop(), log_failure("deadline sweep"));
   asio::co_spawn(io_, signal_loop(), log_failure("signal handling"));
   asio::co_spawn(io_, request_deadline_loop(), log_failure("request deadlines"));
+  notify_ready();  // listening: connections wait in the backlog until the loop runs
   io_.run();
-  listening->file.remove();
+  listening.file.remove();
   spdlog::info(
       "stopped: {} connections served, {} messages in, {} deliveries, {} dropped (overflow), "
       "{} dropped (disconnect), {} publisher blocks, {} slow consumers disconnected, {} protocol errors",
@@ -297,6 +308,11 @@ void Broker::log_policy(const Policy& policy) const {
 }
 
 std::expected<void, std::string> Broker::reload() {
+  // The service manager sees the reload begin and end (READY=1 again), whatever its outcome.
+  notify_reloading();
+  struct ReadyAgain {
+    ~ReadyAgain() { notify_ready(); }
+  } ready_again;
   if (config_.config_file.empty()) {
     spdlog::info("reload: brokerd was started without --config; the default policy stays");
     return {};
@@ -385,6 +401,7 @@ void Broker::session_gone(Session& s) {
 
 void Broker::stop(std::string_view why) {
   stopping_ = true;
+  notify_stopping();
   spdlog::info("{}: stopping; flushing {} connections (deadline {} ms)", why, sessions_.size(),
                config_.timeouts.shutdown.count());
   std::error_code ignored;

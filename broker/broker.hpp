@@ -29,6 +29,7 @@
 #include "router.hpp"
 #include "shm_registry.hpp"
 #include "stats.hpp"
+#include "systemd.hpp"
 
 namespace ubroker::broker {
 
@@ -50,7 +51,9 @@ class Broker {
   ~Broker();
 
   // Listens, serves until SIGTERM/SIGINT, drains, removes the socket. Returns the exit code.
-  int run();
+  // Serves `inherited` (a socket passed by systemd) or, without one, binds the configured
+  // socket; returns the exit status.
+  int run(std::optional<InheritedListener> inherited = std::nullopt);
 
   [[nodiscard]] const Config& config() const noexcept { return config_; }
   [[nodiscard]] Router& router() noexcept { return router_; }

@@ -5,9 +5,11 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 
 #include <grp.h>
+#include <unistd.h>
 #include <pwd.h>
 #include <toml++/toml.h>
 
@@ -234,6 +236,9 @@ std::expected<void, std::string> load_policy(const toml::table& t, Policy& polic
 }  // namespace
 
 std::expected<void, std::string> load_config_file(const std::string& path, Config& config) {
+  if (::access(path.c_str(), R_OK) != 0) {
+    return Error(fmt::format("cannot read config file {}: {}", path, std::strerror(errno)));
+  }
   toml::table root;
   try {
     root = toml::parse_file(path);

@@ -1,6 +1,7 @@
-// brokerd: parse the command line and config, set up logging, run the broker.
+// brokerd: parse the command line and config, set up logging, take the socket systemd may
+// pass, run the broker. Exit status: 0 after a clean stop, 1 when it cannot start or run
+// (e.g. the socket cannot be bound), 2 for a bad command line, config file or inherited fd.
 #include <google/protobuf/stubs/logging.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <sys/resource.h>
@@ -13,6 +14,8 @@
 
 #include "broker.hpp"
 #include "config.hpp"
+#include "logging.hpp"
+#include "systemd.hpp"
 #include "ubroker/proto/socket_address.hpp"
 
 namespace {
@@ -46,17 +49,28 @@ int main(int argc, char** argv) {
   using ubroker::broker::Config;
   CLI::App app{
       "brokerd: the ubroker message broker for the processes of one machine.\n"
-      "Clients connect over a Unix domain socket; see docs/architecture.md."};
+      "Clients connect over a Unix domain socket. Under systemd socket activation it serves the socket\n"
+      "systemd passes (ubroker.socket) and reports readiness with sd_notify. Exit status: 0 after a clean\n"
+      "stop, 1 if it cannot start or run, 2 for a bad command line, config file or inherited socket.\n"
+      "See brokerd(8) and ubroker.toml(5)."};
   app.set_version_flag("--version", std::string("brokerd ") + UBROKER_VERSION);
   std::string socket, config_file, log_level;
+  bool check_config = false;
   app.add_option("-s,--socket", socket,
                  "Socket path, or @name for an abstract socket "
-                 "(default: $UBROKER_SOCKET, else $XDG_RUNTIME_DIR/ubroker.sock, else /run/ubroker/ubroker.sock)");
-  app.add_option("-c,--config", config_file,
-                 "TOML config file (every setting has a default; see docs/configuration.md)")
-      ->check(CLI::ExistingFile);
+                 "(default: $UBROKER_SOCKET, else $XDG_RUNTIME_DIR/ubroker.sock, else /run/ubroker/ubroker.sock; "
+                 "ignored when systemd passes the socket)");
+  app.add_option("-c,--config", config_file, "TOML config file (every setting has a default; see ubroker.toml(5))");
   app.add_option("-l,--log-level", log_level, "trace, debug, info, warn, error, critical or off (default: info)");
-  CLI11_PARSE(app, argc, argv);
+  app.add_flag("--check-config", check_config,
+               "Parse and validate the config (and the other options), print what is wrong with its line number, "
+               "exit 0 if valid or 2 if not; starts nothing");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);  // prints help, the version, or what is wrong
+    return code == 0 ? 0 : 2;
+  }
 
   Config config;
   if (!config_file.empty()) {
@@ -72,12 +86,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "brokerd: %s\n", r.error().c_str());
     return 2;
   }
+  if (check_config) {
+    std::printf("brokerd: %s is valid\n", config_file.empty() ? "the default configuration" : config_file.c_str());
+    return 0;
+  }
 
-  auto logger = spdlog::stderr_color_mt("brokerd");
-  spdlog::set_default_logger(logger);
-  spdlog::set_level(spdlog::level::from_str(config.log_level));
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
-
+  ubroker::broker::setup_logging(config.log_level);
   // protobuf logs every string field with invalid UTF-8 it refuses to parse: a client could
   // fill the log with one frame after another. The frame is refused (PROTOCOL_ERROR, logged
   // and counted by the broker); protobuf's own words go to the debug log only.
@@ -86,8 +100,14 @@ int main(int argc, char** argv) {
   });
   // Writes use MSG_NOSIGNAL; this also covers anything else that might raise SIGPIPE.
   std::signal(SIGPIPE, SIG_IGN);
+
+  auto inherited = ubroker::broker::take_inherited_listener();
+  if (!inherited) {
+    spdlog::error("{}", inherited.error());
+    return 2;
+  }
   raise_fd_limit(config.limits.max_connections);
 
   ubroker::broker::Broker broker(std::move(config));
-  return broker.run();
+  return broker.run(std::move(*inherited));
 }

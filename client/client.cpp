@@ -64,23 +64,23 @@ Result<Client> Client::connect(ConnectOptions options) {
       if (*end != '\0' || n < 0 || n > 1 << 24) {
         return std::unexpected(Error{Errc::kInvalidArgument, fmt::format("UBROKER_FD='{}' is not an fd number", fd)});
       }
-      return adopt(shm::UniqueFd(static_cast<int>(n)), std::move(options));
+      return adopt(UniqueFd(static_cast<int>(n)), std::move(options));
     }
     options.address = proto::default_socket_path();
   }
-  auto dialed = detail::dial(options);
+  auto dialed = detail::dial(options, options.wait_for_broker);
   if (!dialed) return std::unexpected(dialed.error());
   return start(std::move(dialed->fd), std::move(dialed->welcomed), std::move(options));
 }
 
-Result<Client> Client::adopt(shm::UniqueFd connected, ConnectOptions options) {
+Result<Client> Client::adopt(UniqueFd connected, ConnectOptions options) {
   if (auto ok = detail::check_adopted(connected); !ok) return std::unexpected(ok.error());
   auto welcomed = detail::greet(connected, options);
   if (!welcomed) return std::unexpected(welcomed.error());
   return start(std::move(connected), std::move(*welcomed), std::move(options));
 }
 
-Client Client::start(shm::UniqueFd fd, detail::Welcomed welcomed, ConnectOptions options) {
+Client Client::start(UniqueFd fd, detail::Welcomed welcomed, ConnectOptions options) {
   auto core = std::make_shared<detail::ClientCore>(std::move(options), std::move(fd), std::move(welcomed));
   core->start();
   return Client(std::move(core));

@@ -31,7 +31,7 @@ std::size_t read_buffer_size(std::uint64_t max_frame_bytes) {
   return std::max<std::size_t>(256 * 1024, max_frame_bytes + proto::kPrefixSize);
 }
 
-ClientCore::ClientCore(ConnectOptions options, shm::UniqueFd fd, Welcomed welcomed)
+ClientCore::ClientCore(ConnectOptions options, UniqueFd fd, Welcomed welcomed)
     : options_(std::move(options)),
       client_id_(welcomed.client_id),
       max_frame_bytes_(welcomed.limits.max_frame_bytes()),

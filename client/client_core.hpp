@@ -66,7 +66,7 @@ struct Answer {
 
 class ClientCore : public std::enable_shared_from_this<ClientCore> {
  public:
-  ClientCore(ConnectOptions options, shm::UniqueFd fd, Welcomed welcomed);
+  ClientCore(ConnectOptions options, UniqueFd fd, Welcomed welcomed);
   ~ClientCore();
   ClientCore(const ClientCore&) = delete;
   ClientCore& operator=(const ClientCore&) = delete;
@@ -216,7 +216,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::size_t rend_ = 0;
   wire::Header rheader_;
   proto::MessageHead mhead_;  // the fast decoder's, for DELIVER
-  std::deque<shm::UniqueFd> rfds_;                // received, not yet claimed by a frame
+  std::deque<UniqueFd> rfds_;                // received, not yet claimed by a frame
   std::vector<std::shared_ptr<SubState>> targets_;  // scratch: one delivery's subscriptions
   std::vector<std::uint64_t> release_batch_;      // scratch for flush_releases
   wire::Header release_header_;                   // ditto

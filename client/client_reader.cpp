@@ -24,7 +24,7 @@ void ClientCore::start_read() {
 
 void ClientCore::on_readable() {
   const proto::FrameLimits limits{.max_frame = static_cast<std::uint32_t>(max_frame_bytes_.load(std::memory_order_relaxed) + 1024)};
-  std::vector<shm::UniqueFd> fds;
+  std::vector<UniqueFd> fds;
   bool drained = false;  // the last read emptied the socket
   for (;;) {
     if (!connected()) return;
@@ -178,7 +178,7 @@ void ClientCore::deliver(const DeliveryHead& h, std::span<const std::byte> paylo
   const wire::ShmRef& ref = h.shm != nullptr ? *h.shm : wire::ShmRef::default_instance();
   if (view.shared_memory) {
     if (h.fd_count == 1) {
-      shm::UniqueFd fd = std::move(rfds_.front());
+      UniqueFd fd = std::move(rfds_.front());
       rfds_.pop_front();
       if (auto why = reader_->attach(ref.segment(), std::move(fd))) report(Error{Errc::kShmRefused, *why});
     }

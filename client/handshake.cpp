@@ -79,7 +79,7 @@ Result<std::vector<uid_t>> default_trusted_uids() {
 
 }  // namespace
 
-Result<void> check_broker_uid(const shm::UniqueFd& fd, const std::vector<uid_t>& trusted) {
+Result<void> check_broker_uid(const UniqueFd& fd, const std::vector<uid_t>& trusted) {
   auto peer = proto::read_peer_credentials(fd.get());
   if (!peer) {
     return std::unexpected(
@@ -97,24 +97,36 @@ Result<void> check_broker_uid(const shm::UniqueFd& fd, const std::vector<uid_t>&
                   peer->pid, peer->uid, list)});
 }
 
-Result<shm::UniqueFd> connect_socket(const std::string& address, std::chrono::milliseconds timeout) {
+Result<UniqueFd> connect_socket(const std::string& address, std::chrono::milliseconds timeout,
+                                     bool wait_for_listener) {
   auto addr = proto::make_socket_address(address);
   if (!addr) return std::unexpected(Error{Errc::kInvalidArgument, addr.error()});
-  shm::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd) return std::unexpected(Error{Errc::kConnectFailed, fmt::format("socket: {}", std::strerror(errno))});
   const Deadline deadline = deadline_after(timeout);
+  auto pause = std::chrono::milliseconds(5);
   for (;;) {
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!fd) return std::unexpected(Error{Errc::kConnectFailed, fmt::format("socket: {}", std::strerror(errno))});
     if (shm::retry_eintr([&] { return ::connect(fd.get(), addr->get(), addr->len); }) == 0) return fd;
-    // AF_UNIX says EAGAIN when the listen backlog is full: retry until the deadline.
-    if (errno != EAGAIN) return std::unexpected(connect_error(address, errno));
+    const int err = errno;
+    // AF_UNIX says EAGAIN when the listen backlog is full: retry until the deadline. A broker
+    // still starting has no socket yet (ENOENT) or has not listened yet (ECONNREFUSED): with
+    // wait_for_listener, retry those too, backing off up to 100 ms between dials.
+    const bool starting = err == ENOENT || err == ECONNREFUSED;
+    if (err != EAGAIN && !(wait_for_listener && starting)) return std::unexpected(connect_error(address, err));
     if (std::chrono::steady_clock::now() >= deadline) {
+      if (err != EAGAIN) {
+        Error e = connect_error(address, err);
+        e.message += fmt::format(" (waited {} ms for the broker to start)", timeout.count());
+        return std::unexpected(std::move(e));
+      }
       return std::unexpected(Error{Errc::kTimeout, fmt::format("timed out connecting to {} (backlog full)", address)});
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    std::this_thread::sleep_until(std::min(deadline, std::chrono::steady_clock::now() + pause));
+    if (err != EAGAIN) pause = std::min(pause * 2, std::chrono::milliseconds(100));
   }
 }
 
-Result<void> check_adopted(const shm::UniqueFd& fd) {
+Result<void> check_adopted(const UniqueFd& fd) {
   int type = 0;
   socklen_t len = sizeof(type);
   sockaddr_storage local{};
@@ -132,7 +144,7 @@ Result<void> check_adopted(const shm::UniqueFd& fd) {
   return {};
 }
 
-Result<Welcomed> handshake(const shm::UniqueFd& fd, const std::string& name, std::chrono::milliseconds timeout) {
+Result<Welcomed> handshake(const UniqueFd& fd, const std::string& name, std::chrono::milliseconds timeout) {
   const Deadline deadline = deadline_after(timeout);
   wire::Header hello;
   hello.set_type(wire::HELLO);
@@ -157,7 +169,7 @@ Result<Welcomed> handshake(const shm::UniqueFd& fd, const std::string& name, std
 
   std::vector<std::byte> in(64 * 1024);
   std::size_t have = 0;
-  std::vector<shm::UniqueFd> fds;
+  std::vector<UniqueFd> fds;
   const proto::FrameLimits limits{.max_frame = 64 * 1024};
   for (;;) {
     auto split = proto::split_frame({in.data(), have}, limits);
@@ -196,13 +208,13 @@ Result<Welcomed> handshake(const shm::UniqueFd& fd, const std::string& name, std
   }
 }
 
-Result<Welcomed> greet(const shm::UniqueFd& fd, const ConnectOptions& options) {
+Result<Welcomed> greet(const UniqueFd& fd, const ConnectOptions& options) {
   if (auto ok = check_broker_uid(fd, options.trusted_broker_uids); !ok) return std::unexpected(ok.error());
   return handshake(fd, options.name, options.timeout);
 }
 
-Result<Dialed> dial(const ConnectOptions& options) {
-  auto fd = connect_socket(options.address, options.timeout);
+Result<Dialed> dial(const ConnectOptions& options, bool wait_for_broker) {
+  auto fd = connect_socket(options.address, options.timeout, wait_for_broker);
   if (!fd) return std::unexpected(fd.error());
   auto welcomed = greet(*fd, options);
   if (!welcomed) return std::unexpected(welcomed.error());

@@ -19,27 +19,30 @@ struct Welcomed {
 };
 
 // A connected, non-blocking, close-on-exec socket to `address` (a path or "@name").
-[[nodiscard]] Result<shm::UniqueFd> connect_socket(const std::string& address, std::chrono::milliseconds timeout);
+// `wait_for_listener`: while nothing listens there yet, dial again until the timeout.
+[[nodiscard]] Result<UniqueFd> connect_socket(const std::string& address, std::chrono::milliseconds timeout,
+                                                   bool wait_for_listener = false);
 
 // Checks that `fd` is a connected AF_UNIX stream socket and makes it non-blocking.
-[[nodiscard]] Result<void> check_adopted(const shm::UniqueFd& fd);
+[[nodiscard]] Result<void> check_adopted(const UniqueFd& fd);
 
 // Checks with SO_PEERCRED that the process at the other end runs as a uid in `trusted`
 // (empty: $UBROKER_BROKER_UID, else this process's uid and root).
-[[nodiscard]] Result<void> check_broker_uid(const shm::UniqueFd& fd, const std::vector<uid_t>& trusted);
+[[nodiscard]] Result<void> check_broker_uid(const UniqueFd& fd, const std::vector<uid_t>& trusted);
 
 // Sends HELLO and waits for WELCOME (or the broker's Error).
-[[nodiscard]] Result<Welcomed> handshake(const shm::UniqueFd& fd, const std::string& name,
+[[nodiscard]] Result<Welcomed> handshake(const UniqueFd& fd, const std::string& name,
                                          std::chrono::milliseconds timeout);
 
 // The broker's uid check and the handshake, on a connected socket.
-[[nodiscard]] Result<Welcomed> greet(const shm::UniqueFd& fd, const ConnectOptions& options);
+[[nodiscard]] Result<Welcomed> greet(const UniqueFd& fd, const ConnectOptions& options);
 
 struct Dialed {
-  shm::UniqueFd fd;
+  UniqueFd fd;
   Welcomed welcomed;
 };
-// connect_socket() to options.address, then greet(): a first connect or a reconnect.
-[[nodiscard]] Result<Dialed> dial(const ConnectOptions& options);
+// connect_socket() to options.address, then greet(): a first connect (waiting for the broker
+// to start if asked) or a reconnect.
+[[nodiscard]] Result<Dialed> dial(const ConnectOptions& options, bool wait_for_broker = false);
 
 }  // namespace ubroker::detail

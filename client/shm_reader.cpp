@@ -10,7 +10,7 @@
 
 namespace ubroker::detail {
 
-std::optional<std::string> ShmReader::attach(std::uint64_t segment, shm::UniqueFd fd) {
+std::optional<std::string> ShmReader::attach(std::uint64_t segment, UniqueFd fd) {
   // The broker checked all this already; a receiver trusts the kernel, not the broker.
   auto facts = shm::inspect(fd.get());
   if (!facts) return fmt::format("cannot inspect segment {}: {}", segment, facts.error().message());

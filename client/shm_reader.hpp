@@ -34,7 +34,7 @@ class ShmReader {
       : max_segment_bytes_(max_segment_bytes), releases_ready_(std::move(releases_ready)) {}
 
   // A segment fd from the broker; nullptr on success, else why it cannot be used.
-  [[nodiscard]] std::optional<std::string> attach(std::uint64_t segment, shm::UniqueFd fd);
+  [[nodiscard]] std::optional<std::string> attach(std::uint64_t segment, UniqueFd fd);
   // The payload of a bulk delivery that `holders` messages will hold (0: only handlers
   // will see it, and the caller releases it after they return). nullopt: the reference is
   // unusable (`why` says so) and was released.

@@ -26,6 +26,7 @@
 #include "broker.hpp"
 #include "handshake.hpp"
 #include "ubroker/proto/socket_address.hpp"
+#include "ubroker/shm/unique_fd.hpp"
 
 namespace {
 

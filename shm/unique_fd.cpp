@@ -1,13 +1,13 @@
 // UniqueFd::reset: close(2) is not retried on EINTR (on Linux the fd is gone either way).
-#include "ubroker/shm/unique_fd.hpp"
+#include "ubroker/unique_fd.hpp"
 
 #include <unistd.h>
 
-namespace ubroker::shm {
+namespace ubroker {
 
 void UniqueFd::reset(int fd) noexcept {
   const int old = std::exchange(fd_, fd);
   if (old >= 0) ::close(old);
 }
 
-}  // namespace ubroker::shm
+}  // namespace ubroker

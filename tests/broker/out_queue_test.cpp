@@ -1,6 +1,7 @@
 // OutQueue accounting: messages and bytes in and out, partial writes, references kept alive,
 // and discarding only what has not started.
 #include "out_queue.hpp"
+#include "ubroker/shm/unique_fd.hpp"
 
 #include <gtest/gtest.h>
 

@@ -19,6 +19,7 @@
 #include "ubroker/proto/frame_codec.hpp"
 #include "ubroker/shm/memfd.hpp"
 #include "ubroker/shm/segment_layout.hpp"
+#include "ubroker/shm/unique_fd.hpp"
 
 namespace ubroker::test {
 namespace {

@@ -12,6 +12,7 @@
 #include <filesystem>
 
 #include "raw_connection.hpp"
+#include "ubroker/shm/unique_fd.hpp"
 
 namespace ubroker::proto {
 namespace {

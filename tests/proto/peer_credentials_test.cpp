@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "ubroker/proto/fd_socket.hpp"
+#include "ubroker/shm/unique_fd.hpp"
 
 #include <grp.h>
 #include <gtest/gtest.h>

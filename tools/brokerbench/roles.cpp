@@ -25,6 +25,7 @@
 #include "ubroker/client.hpp"
 #include "ubroker/proto/frame_codec.hpp"
 #include "ubroker/proto/socket_address.hpp"
+#include "ubroker/shm/unique_fd.hpp"
 
 namespace ubroker::bench {
 namespace {

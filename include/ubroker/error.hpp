@@ -3,9 +3,11 @@
 // 100+ arise in the client itself.
 #pragma once
 
-#include <expected>
 #include <string>
 #include <string_view>
+
+#include "ubroker/export.h"
+#include "ubroker/result.hpp"
 
 namespace ubroker {
 
@@ -43,14 +45,15 @@ enum class Errc : int {
 };
 
 // The code's name, e.g. "SLOW_CONSUMER".
-[[nodiscard]] std::string_view to_string(Errc code) noexcept;
+[[nodiscard]] UBROKER_API std::string_view to_string(Errc code) noexcept;
 
 struct Error {
   Errc code;
   std::string message;
 };
 
+// std::expected<T, Error> under C++23, the same interface and layout under C++20 (result.hpp).
 template <class T>
-using Result = std::expected<T, Error>;
+using Result = BasicResult<T, Error>;
 
 }  // namespace ubroker

@@ -30,8 +30,6 @@
 // it in place; the space comes back when the last of them lets go.
 #pragma once
 
-#include <sys/types.h>
-
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -44,8 +42,9 @@
 #include <vector>
 
 #include "ubroker/error.hpp"
+#include "ubroker/export.h"
 #include "ubroker/message.hpp"
-#include "ubroker/shm/unique_fd.hpp"
+#include "ubroker/unique_fd.hpp"
 
 namespace asio {
 class io_context;
@@ -53,10 +52,14 @@ class io_context;
 
 namespace ubroker {
 
+class Client;
 namespace detail {
 class ClientCore;
 struct SubState;
 struct Welcomed;
+UBROKER_API void request_async_expected(Client& client, std::string_view topic, std::span<const std::byte> payload,
+                                        std::chrono::milliseconds timeout,
+                                        std::function<void(Expected<Message, Error>)> done);
 }  // namespace detail
 namespace shm {
 class ProducerRing;
@@ -104,6 +107,10 @@ struct ConnectOptions {
   std::string address;
   std::string name;                          // shown in the broker's logs and in brokerctl
   std::chrono::milliseconds timeout{5000};   // connect and handshake
+  // For services started together with the broker: while no broker listens at the address
+  // yet (no socket file, or nobody accepting), connect() dials again until `timeout` instead
+  // of failing at once with kConnectFailed. Reconnects always retry (ReconnectOptions).
+  bool wait_for_broker = false;
   asio::io_context* io = nullptr;            // run I/O on this context instead of an own thread
   std::size_t max_pending_bytes = 8u << 20;  // unsent bytes before publish() blocks
   std::size_t receive_queue = 4096;          // messages held for receive() before reading pauses
@@ -115,7 +122,7 @@ struct ConnectOptions {
   // The uids this client accepts as its broker, checked with SO_PEERCRED before anything is
   // sent, so a process squatting on the socket path cannot pose as the broker. Empty: the
   // uids in $UBROKER_BROKER_UID (comma-separated) if set, else this process's uid and root.
-  std::vector<uid_t> trusted_broker_uids;
+  std::vector<std::uint32_t> trusted_broker_uids;  // uid_t values
   ReconnectOptions reconnect;
   // Publishes made while reconnecting wait here, up to this many bytes, and go out once the
   // connection is back (after the subscriptions are restored). Past the bound publish()
@@ -136,7 +143,7 @@ struct PublishOptions {
 
 // A request a responder received (from serve()). It owns its bytes and may be moved to
 // another thread and answered later; reply() at most once.
-class Request {
+class UBROKER_API Request {
  public:
   Request(Request&&) noexcept = default;
   Request& operator=(Request&&) noexcept = default;
@@ -149,6 +156,7 @@ class Request {
   }
   [[nodiscard]] const Sender& sender() const noexcept { return sender_; }  // the caller, stamped by the broker
 
+  // The result may be ignored: a reply that cannot be sent fails the request on the caller's side.
   Result<void> reply(std::span<const std::byte> payload);
   Result<void> reply(std::string_view text);
 
@@ -166,7 +174,7 @@ class Request {
 // A slot in this client's shared-memory ring, reserved by Client::loan(). Write the payload
 // into data(), then hand it to Client::publish(std::move(loan)); a Loan destroyed unpublished
 // gives its space back. Move-only; may be filled and published on any thread.
-class Loan {
+class UBROKER_API Loan {
  public:
   Loan(Loan&& o) noexcept;
   Loan& operator=(Loan&& o) noexcept;
@@ -199,7 +207,7 @@ struct SubscribeOptions {
 };
 
 // A live subscription; unsubscribes when destroyed.
-class Subscription {
+class UBROKER_API Subscription {
  public:
   Subscription() = default;
   Subscription(Subscription&&) noexcept;
@@ -212,7 +220,7 @@ class Subscription {
   [[nodiscard]] std::uint64_t dropped() const noexcept;
   // Ends the subscription; waits for the broker's acknowledgement (after which no callback
   // runs) and returns the exact total of messages dropped for it.
-  Result<std::uint64_t> unsubscribe(std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  [[nodiscard]] Result<std::uint64_t> unsubscribe(std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
  private:
   friend class detail::ClientCore;
@@ -221,7 +229,7 @@ class Subscription {
   std::shared_ptr<detail::SubState> state_;
 };
 
-class Client {
+class UBROKER_API Client {
  public:
   using Handler = std::function<void(const MessageView&)>;
   using RequestHandler = std::function<void(Request)>;
@@ -231,7 +239,7 @@ class Client {
   [[nodiscard]] static Result<Client> connect(ConnectOptions options = {});
   // Uses an already connected socket (e.g. inherited from a parent process). It reconnects
   // to options.address if one is given; without one, a lost connection closes the client.
-  [[nodiscard]] static Result<Client> adopt(shm::UniqueFd connected, ConnectOptions options = {});
+  [[nodiscard]] static Result<Client> adopt(UniqueFd connected, ConnectOptions options = {});
 
   Client(Client&&) noexcept;
   Client& operator=(Client&&) noexcept;
@@ -241,7 +249,7 @@ class Client {
   Result<void> publish(std::string_view topic, std::string_view text, PublishOptions options = {});
   // Reserves `size` bytes of shared memory for a message on `topic`, waiting up to `timeout`
   // for ring space (kTimeout). kInvalidArgument when `size` can never fit the ring.
-  Result<Loan> loan(std::string_view topic, std::size_t size,
+  [[nodiscard]] Result<Loan> loan(std::string_view topic, std::size_t size,
                     std::chrono::milliseconds timeout = std::chrono::seconds(5));
   // Publishes a loan's payload in place: nothing is copied on the way to the receivers.
   Result<void> publish(Loan&& loan);
@@ -249,29 +257,37 @@ class Client {
   // Sends a request to one responder of `topic` and waits for its reply. Errors: kNoResponders
   // at once when nobody serves the topic, kResponderGone at once when the responder
   // disconnects, kTimeout at the deadline (the broker enforces it).
-  Result<Message> request(std::string_view topic, std::span<const std::byte> payload,
+  [[nodiscard]] Result<Message> request(std::string_view topic, std::span<const std::byte> payload,
                           std::chrono::milliseconds timeout = std::chrono::seconds(5));
-  Result<Message> request(std::string_view topic, std::string_view text,
+  [[nodiscard]] Result<Message> request(std::string_view topic, std::string_view text,
                           std::chrono::milliseconds timeout = std::chrono::seconds(5));
   // The same without waiting: `done` runs once, on the I/O thread (or, if the connection
   // fails, on the thread that notices).
   void request_async(std::string_view topic, std::span<const std::byte> payload, std::chrono::milliseconds timeout,
-                     ReplyHandler done);
+                     ReplyHandler done)
+#if UBROKER_RESULT_IS_STD_EXPECTED
+      ;
+#else
+  // A C++20 program's ReplyHandler takes detail::Expected: the library's entry point for it.
+  {
+    detail::request_async_expected(*this, topic, payload, timeout, std::move(done));
+  }
+#endif
   // Answers requests on topics matching `pattern`; responders of the same topics share the
   // requests, each request going to one of them. `handler` runs on the I/O thread.
-  Result<Subscription> serve(std::string_view pattern, RequestHandler handler);
+  [[nodiscard]] Result<Subscription> serve(std::string_view pattern, RequestHandler handler);
   // Returns once some client serves `topic`, or kTimeout.
-  Result<void> wait_for_responder(std::string_view topic, std::chrono::milliseconds timeout);
+  [[nodiscard]] Result<void> wait_for_responder(std::string_view topic, std::chrono::milliseconds timeout);
 
   // Messages go to `handler` on the I/O thread.
-  Result<Subscription> subscribe(std::string_view pattern, Handler handler, SubscribeOptions options = {});
+  [[nodiscard]] Result<Subscription> subscribe(std::string_view pattern, Handler handler, SubscribeOptions options = {});
   // Messages wait for receive().
-  Result<Subscription> subscribe(std::string_view pattern, SubscribeOptions options = {});
+  [[nodiscard]] Result<Subscription> subscribe(std::string_view pattern, SubscribeOptions options = {});
   // The next message of a subscription made without a handler.
-  Result<Message> receive(std::chrono::milliseconds timeout = kForever);
+  [[nodiscard]] Result<Message> receive(std::chrono::milliseconds timeout = kForever);
 
   // Returns once the broker has processed everything this client sent before the call.
-  Result<void> flush(std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  [[nodiscard]] Result<void> flush(std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
   // Closes the connection (and stops reconnecting); pending calls fail with kNotConnected.
   // Publishes not yet written are discarded (and counted): flush() first to be sure. Idempotent.
@@ -285,7 +301,7 @@ class Client {
 
  private:
   explicit Client(std::shared_ptr<detail::ClientCore> core);
-  static Client start(shm::UniqueFd fd, detail::Welcomed welcomed, ConnectOptions options);
+  static Client start(UniqueFd fd, detail::Welcomed welcomed, ConnectOptions options);
   std::shared_ptr<detail::ClientCore> core_;
 };
 

@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include "ubroker/export.h"
+
 namespace ubroker {
 
 namespace detail {
@@ -41,7 +43,7 @@ struct MessageView {
   }
 };
 
-class Message {
+class UBROKER_API Message {
  public:
   Message() = default;
   // A copy of the view's bytes.

@@ -1,0 +1,20 @@
+# Writes ubroker.pc at install time from the template client/CMakeLists.txt configured, with
+# the prefix being installed into: directories under it are written relative to ${prefix}.
+# Inputs (set by install(CODE)): UBROKER_PC_TEMPLATE, UBROKER_PC_LIBDIR, UBROKER_PC_INCLUDEDIR.
+file(READ "${UBROKER_PC_TEMPLATE}" pc)
+foreach(dir LIBDIR INCLUDEDIR)
+  if(IS_ABSOLUTE "${UBROKER_PC_${dir}}")
+    set(${dir} "${UBROKER_PC_${dir}}")
+  else()
+    set(${dir} "\${prefix}/${UBROKER_PC_${dir}}")
+  endif()
+  string(REPLACE "%${dir}%" "${${dir}}" pc "${pc}")
+endforeach()
+string(REPLACE "%PREFIX%" "${CMAKE_INSTALL_PREFIX}" pc "${pc}")
+if(IS_ABSOLUTE "${UBROKER_PC_LIBDIR}")
+  set(dest "$ENV{DESTDIR}${UBROKER_PC_LIBDIR}/pkgconfig")
+else()
+  set(dest "$ENV{DESTDIR}${CMAKE_INSTALL_PREFIX}/${UBROKER_PC_LIBDIR}/pkgconfig")
+endif()
+message(STATUS "Installing: ${dest}/ubroker.pc")
+file(WRITE "${dest}/ubroker.pc" "${pc}")
