@@ -7,7 +7,12 @@
 #                              30 s under ASan), the multithreaded client and shared-memory tests
 #                              under ThreadSanitizer, then each libFuzzer target for
 #                              $UBROKER_FUZZ_SECONDS (default 60).
+#                              The Release build is also installed into a temporary prefix
+#                              and used by out-of-tree C++ and C programs (find_package,
+#                              pkg-config).
 #   bash scripts/dev.sh fuzz [SECONDS]   only the libFuzzer targets (clang 16, ASan+UBSan)
+#   bash scripts/dev.sh deb    the Debian packages (ubroker, libubroker0, libubroker-dev) into
+#                              build/deb/, checked with lintian (scripts/build-deb.sh)
 # Extra arguments after `run` go to brokerd (e.g. `run -- --socket /tmp/b.sock`).
 # Installs only Debian packages by name (apt-get); downloads nothing else.
 set -euo pipefail
@@ -26,12 +31,14 @@ packages=(
   libasio-dev libprotobuf-dev protobuf-compiler
   libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev
   libgtest-dev libgmock-dev
+  libsystemd-dev scdoc
+  systemd  # systemd-socket-activate, for the socket activation test
 )
 # libstdc++'s <expected> and libFuzzer need clang 16 (Debian 12 has it; clang 14 is too old).
 fuzz_packages=(clang-16 libclang-rt-16-dev)
 
 usage() {
-  sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,/^# Extra arguments/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 # install_missing PACKAGE...: apt-get installs those not installed yet.
@@ -70,7 +77,7 @@ line_tables_only=(-DCMAKE_CXX_FLAGS_DEBUG=-g1)
 # where a log cut to its last lines (as CI shows it) still has them.
 show_failures() {
   echo "== what failed, repeated from $1:"
-  grep -E -A12 ': Failure$|ERROR: [A-Za-z]+Sanitizer|runtime error:|WARNING: ThreadSanitizer' "$1" | head -n 120 || true
+  grep -E -A12 ': Failure$|install_test: FAILED|ERROR: [A-Za-z]+Sanitizer|runtime error:|WARNING: ThreadSanitizer' "$1" | head -n 120 || true
 }
 
 # run_suite DIR: builds everything in DIR and runs its tests.
@@ -143,7 +150,7 @@ case "${1:-}" in
     echo "== Release build (at ${SECONDS} s)"
     configure "$build_dir" Release
     cmake --build "$build_dir" -j "$jobs" --target brokerd brokerctl brokerbench ubroker-publish \
-      ubroker-subscribe ubroker_test_peer ubroker_hostile soak_test
+      ubroker-subscribe ubroker_test_peer ubroker_hostile soak_test ubroker_shared ubroker_static ubroker_man
     (cd "$build_dir" && UBROKER_SOAK_SECONDS=${UBROKER_SOAK_SECONDS:-90} \
       ctest --verbose --timeout 3900 -R '^Soak\.') >"$build_dir/soak.log" 2>&1 &
     soak_pid=$!
@@ -160,6 +167,11 @@ case "${1:-}" in
       exit 1
     }
     grep -E 'soak:|tests passed' "$build_dir/soak.log"
+    echo "== Install into a temporary prefix; out-of-tree C++ and C programs use it (at ${SECONDS} s)"
+    (cd "$build_dir" && ctest --output-on-failure --timeout 600 -R '^Install\.' 2>&1 | tee install.log) || {
+      show_failures "$build_dir/install.log"
+      exit 1
+    }
     echo "== ThreadSanitizer build: client library and shared memory (at ${SECONDS} s)"
     run_tsan
     echo "== libFuzzer targets (clang, ASan+UBSan) (at ${SECONDS} s)"
@@ -169,6 +181,9 @@ case "${1:-}" in
   fuzz)
     install_missing "${packages[@]}" "${fuzz_packages[@]}"
     run_fuzzers "${2:-60}"
+    ;;
+  deb)
+    exec bash "$here/scripts/build-deb.sh"
     ;;
   -h|--help|help)
     usage
