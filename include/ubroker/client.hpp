@@ -1,4 +1,5 @@
-// ubroker::Client: a connection to a ubroker broker.
+// ubroker::Client: a connection to a ubroker broker. C++20 or later; link ubroker::client
+// (CMake) or `pkg-config --libs ubroker`. The C API is ubroker/ubroker.h.
 //
 //   auto client = ubroker::Client::connect({.name = "thermostat"});
 //   if (!client) { /* client.error().message says why */ }
@@ -111,7 +112,9 @@ struct ConnectOptions {
   // yet (no socket file, or nobody accepting), connect() dials again until `timeout` instead
   // of failing at once with kConnectFailed. Reconnects always retry (ReconnectOptions).
   bool wait_for_broker = false;
-  asio::io_context* io = nullptr;            // run I/O on this context instead of an own thread
+  // Run I/O on this context instead of an own thread. It must come from the standalone Asio
+  // the library was built with (Debian's libasio-dev, with ASIO_STANDALONE).
+  asio::io_context* io = nullptr;
   std::size_t max_pending_bytes = 8u << 20;  // unsent bytes before publish() blocks
   std::size_t receive_queue = 4096;          // messages held for receive() before reading pauses
   // Shared memory: a plain publish of at least this many bytes goes through this client's
