@@ -164,9 +164,9 @@ class Expected<void, E> {
     if (!has_value_) std::destroy_at(&unex_);
   }
 
+  struct NoValue {};
   union {
-    struct {
-    } void_;
+    NoValue void_;
     E unex_;
   };
   bool has_value_;

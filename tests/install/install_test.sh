@@ -58,6 +58,12 @@ for h in "$prefix"/include/ubroker/*.hpp; do
       -I"$prefix/include" -x c++ - || fail "$(basename "$h") does not compile alone as $std"
   done
 done
+if command -v clang++-16 >/dev/null; then  # clang with libstdc++: the C++20 form of Result
+  for h in "$prefix"/include/ubroker/*.hpp; do
+    echo "#include <ubroker/$(basename "$h")>" | clang++-16 -std=c++20 -Wall -Wextra -Wpedantic -Werror -fsyntax-only \
+      -I"$prefix/include" -x c++ - || fail "$(basename "$h") does not compile alone with clang++-16 -std=c++20"
+  done
+fi
 echo '#include <ubroker/ubroker.h>' | cc -std=c11 -Wall -Wextra -Wpedantic -Werror -fsyntax-only -I"$prefix/include" -x c - ||
   fail "ubroker.h does not compile alone as C11"
 # Nothing but the standard library and each other:
