@@ -2,7 +2,6 @@
 // protocol when the service manager is not systemd but sets the same variables.
 #include "systemd.hpp"
 
-#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -11,11 +10,12 @@
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
-#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string_view>
+
+#include "ubroker/proto/fd_socket.hpp"
 
 namespace ubroker::broker {
 namespace {
@@ -46,7 +46,7 @@ std::expected<std::optional<InheritedListener>, std::string> take_inherited_list
   if (n == 0) return std::nullopt;
   if (n > 1) {
     // Close them all: the broker exits, and must not leave them to anything it might start.
-    for (int i = 0; i < n; ++i) shm::UniqueFd(SD_LISTEN_FDS_START + i).reset();
+    for (int i = 0; i < n; ++i) shm::UniqueFd closing(SD_LISTEN_FDS_START + i);
     return std::unexpected(fmt::format("systemd passed {} sockets; brokerd takes exactly one (one ListenStream= in the "
                                        ".socket unit)", n));
   }
@@ -58,9 +58,8 @@ std::expected<std::optional<InheritedListener>, std::string> take_inherited_list
         "the fd passed by systemd is not a listening AF_UNIX SOCK_STREAM socket (check ListenStream= in the "
         ".socket unit: a socket path, Accept=no)");
   }
-  const int flags = ::fcntl(fd.get(), F_GETFL);
-  if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK) != 0 || ::fcntl(fd.get(), F_SETFD, FD_CLOEXEC) != 0) {
-    return std::unexpected(fmt::format("cannot make the socket passed by systemd non-blocking: {}", std::strerror(errno)));
+  if (auto r = proto::make_nonblocking(fd.get()); !r) {
+    return std::unexpected(fmt::format("cannot make the socket passed by systemd non-blocking: {}", r.error().message()));
   }
   std::string name = socket_name(fd.get());
   return InheritedListener{.fd = std::move(fd), .name = std::move(name)};
@@ -80,8 +79,12 @@ void notify_ready() {
 }
 
 void notify_reloading() {
+  // MONOTONIC_USEC: when the reload began, as systemd's own clock reads it (sd_notify(3)).
   timespec now{};
-  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  if (::clock_gettime(CLOCK_MONOTONIC, &now) != 0) {
+    notify_systemd("RELOADING=1\nSTATUS=reloading the policy");
+    return;
+  }
   const auto usec = static_cast<unsigned long long>(now.tv_sec) * 1000000ull + static_cast<unsigned long long>(now.tv_nsec) / 1000;
   notify_systemd(fmt::format("RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading the policy", usec));
 }

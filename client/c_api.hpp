@@ -63,6 +63,11 @@ namespace ubroker::capi {
 
 constexpr int kOk = UBROKER_OK;  // an int, where lambdas return statuses
 
+// The C status of an error: the code, negated (ubroker.h).
+inline int status_of(const Error& e) noexcept {
+  return -static_cast<int>(e.code);
+}
+
 // Records `why` as this thread's last error and returns its status code.
 int fail(const Error& why) noexcept;
 int fail(int status, const char* why) noexcept;

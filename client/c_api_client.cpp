@@ -14,6 +14,7 @@ namespace {
 using ubroker::capi::CallbackTarget;
 using ubroker::capi::fail;
 using ubroker::capi::kOk;
+using ubroker::capi::status_of;
 using ubroker::capi::guarded;
 
 int invalid(const char* why) {
@@ -29,10 +30,6 @@ std::optional<std::chrono::milliseconds> timeout_of(int timeout_ms, bool forever
   if (timeout_ms >= 0) return std::chrono::milliseconds(timeout_ms);
   if (forever_if_negative) return ubroker::kForever;
   return std::nullopt;
-}
-
-int status_of(const ubroker::Error& e) {
-  return -static_cast<int>(e.code);
 }
 
 int finish_connect(ubroker::Result<ubroker::Client> connected, ubroker_client** out) {

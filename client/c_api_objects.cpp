@@ -21,7 +21,7 @@ void remember(const char* why) noexcept {
 
 int fail(const Error& why) noexcept {
   remember(why.message.c_str());
-  return -static_cast<int>(why.code);
+  return status_of(why);
 }
 
 int fail(int status, const char* why) noexcept {

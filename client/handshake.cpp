@@ -1,7 +1,6 @@
 // connect(2) and the handshake with poll(2) deadlines; errors name the address and the reason.
 #include "handshake.hpp"
 
-#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 
@@ -136,10 +135,8 @@ Result<void> check_adopted(const UniqueFd& fd) {
     return std::unexpected(
         Error{Errc::kInvalidArgument, fmt::format("fd {} is not a connected AF_UNIX stream socket", fd.get())});
   }
-  const int flags = ::fcntl(fd.get(), F_GETFL);
-  if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK) != 0 || ::fcntl(fd.get(), F_SETFD, FD_CLOEXEC) != 0) {
-    return std::unexpected(
-        Error{Errc::kInvalidArgument, fmt::format("fcntl on fd {}: {}", fd.get(), std::strerror(errno))});
+  if (auto r = proto::make_nonblocking(fd.get()); !r) {
+    return std::unexpected(Error{Errc::kInvalidArgument, fmt::format("fcntl on fd {}: {}", fd.get(), r.error().message())});
   }
   return {};
 }

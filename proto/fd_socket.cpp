@@ -1,6 +1,7 @@
 // sendmsg/recvmsg with SCM_RIGHTS, done the careful way (see fd_socket.hpp).
 #include "ubroker/proto/fd_socket.hpp"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 
 #include <cstring>
@@ -85,6 +86,14 @@ shm::Result<std::size_t> send(int socket, std::span<const iovec> iov, std::span<
   const ssize_t n = shm::retry_eintr([&] { return ::sendmsg(socket, &msg, MSG_DONTWAIT | MSG_NOSIGNAL); });
   if (n < 0) return std::unexpected(shm::last_error());
   return static_cast<std::size_t>(n);
+}
+
+shm::Result<void> make_nonblocking(int socket) {
+  const int flags = ::fcntl(socket, F_GETFL);
+  if (flags < 0 || ::fcntl(socket, F_SETFL, flags | O_NONBLOCK) != 0 || ::fcntl(socket, F_SETFD, FD_CLOEXEC) != 0) {
+    return std::unexpected(shm::last_error());
+  }
+  return {};
 }
 
 }  // namespace ubroker::proto

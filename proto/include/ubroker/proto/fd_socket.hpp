@@ -48,6 +48,10 @@ struct Received {
 // has gone out.
 [[nodiscard]] shm::Result<std::size_t> send(int socket, std::span<const iovec> iov, std::span<const int> fds = {});
 
+// O_NONBLOCK and FD_CLOEXEC on a socket this process did not create (a listener systemd
+// passed, a connection a parent handed over), as every socket made here already has.
+[[nodiscard]] shm::Result<void> make_nonblocking(int socket);
+
 }  // namespace ubroker::proto
 
 template <>
