@@ -8,7 +8,8 @@
 #include <algorithm>
 
 #include "broker.hpp"
-#include "fd_usage.hpp"
+#include "process_usage.hpp"
+#include "log_text.hpp"
 #include "session.hpp"
 
 namespace ubroker::broker {
@@ -53,6 +54,7 @@ wire::BrokerStatus Broker::status() const {
   st.set_payload_bytes_copied(stats_.payload_bytes_copied);
   st.set_shm_refused(stats_.shm_refused);
   st.set_bulk_dropped_fds(stats_.bulk_dropped_fds);
+  st.set_bulk_dropped_holds(stats_.bulk_dropped_holds);
   st.set_connections_refused(stats_.connections_refused);
   st.set_accepts_failed(stats_.accepts_failed);
   for (int code = 1; code < static_cast<int>(stats_.errors_sent.size()); ++code) {
@@ -70,6 +72,27 @@ wire::BrokerStatus Broker::status() const {
   st.set_open_fds(open_fd_count());
   st.set_fd_limit(fd_limit().value_or(0));
   st.set_fds_queued(fds_queued);
+  std::vector<const UidAccount*> by_memory;
+  accounts_.for_each([&](const UidAccount& a) { by_memory.push_back(&a); });
+  std::sort(by_memory.begin(), by_memory.end(),
+            [](const UidAccount* a, const UidAccount* b) { return a->memory_bytes() > b->memory_bytes(); });
+  for (const UidAccount* a : by_memory) {
+    auto* u = st.add_uids();
+    u->set_uid(a->uid());
+    u->set_memory_bytes(a->memory_bytes());
+    u->set_connections(a->used(Resource::kConnections));
+    u->set_queued_bytes(a->used(Resource::kQueuedBytes));
+    u->set_input_bytes(a->used(Resource::kInputBytes));
+    u->set_subscription_bytes(a->used(Resource::kSubscriptionBytes));
+    u->set_retained_bytes(a->used(Resource::kRetainedBytes));
+    u->set_pending_requests(a->used(Resource::kPendingRequests));
+    u->set_bulk_holds(a->used(Resource::kBulkHolds));
+    u->set_shm_bytes(shm_.bytes_of(a->uid()));
+    u->set_limited(a->limited);
+  }
+  st.set_memory_bytes(accounts_.memory_bytes());
+  st.set_rss_bytes(resident_bytes());
+  st.set_memory_limit_bytes_per_uid(memory_limit_per_uid(config_.limits));
   st.set_deliveries_accepted(stats_.deliveries_accepted);
   st.set_deliveries_written(stats_.deliveries_written);
   st.set_deliveries_queued(queued);
@@ -105,6 +128,7 @@ wire::ClientList Broker::clients() const {
     c->set_connected_unix_ms(s->connected_unix_ms());
     c->set_shm_segments(static_cast<std::uint32_t>(shm_.owned_by(id)));
     c->set_bulk_held(s->bulk_held());
+    c->set_memory_bytes(s->account().memory_bytes());
     const auto n = s->counters();
     c->set_messages_in(n.published);
     c->set_bytes_in(n.published_bytes);
@@ -201,7 +225,8 @@ void Broker::answer_admin(Session& caller, const wire::Header& request, std::spa
       return;
     }
     const std::string why = kick.reason().empty() ? std::string("no reason given") : kick.reason();
-    spdlog::warn("client {} kicked by uid {} (pid {}): {}", kick.client_id(), uid, caller.peer().pid, why);
+    spdlog::warn("client {} kicked by uid {} (pid {}): {}", kick.client_id(), uid, caller.peer().pid,
+                 escape_for_log(why));
     target->send_error(wire::KICKED, fmt::format("disconnected by an operator: {}", why), true);
     target->flush();
   } else {

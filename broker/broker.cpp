@@ -10,8 +10,9 @@
 #include <asio/use_awaitable.hpp>
 #include <csignal>
 
-#include "fd_usage.hpp"
+#include "process_usage.hpp"
 #include "listener.hpp"
+#include "log_text.hpp"
 #include "session.hpp"
 #include "ubroker/proto/fd_socket.hpp"
 #include "ubroker/proto/frame_codec.hpp"
@@ -62,6 +63,7 @@ Broker::Broker(Config config)
     : config_(std::move(config)),
       policy_(std::make_shared<const Policy>(config_.policy)),
       broker_uid_(::geteuid()),
+      accounts_(config_.limits),
       acceptor_(io_),
       signals_(io_, SIGINT, SIGTERM, SIGHUP),
       sweep_timer_(io_),
@@ -198,11 +200,12 @@ bool Broker::admit(Socket& socket, const proto::PeerCredentials& peer, const Gra
                      fmt::format("connection refused: {} connections are open (limits.max_connections = {})",
                                  sessions_.size(), l.max_connections));
   }
-  if (auto it = uids_.find(peer.uid); it != uids_.end() && it->second.connections >= l.max_connections_per_uid) {
+  if (const UidAccount* a = accounts_.find(peer.uid); a != nullptr && a->at_limit(Resource::kConnections)) {
+    ++accounts_.of(peer.uid).limited;
     return turn_away(wire::LIMIT_EXCEEDED,
                      fmt::format("connection refused: uid {} has {} connections open (limits.max_connections_per_uid "
                                  "= {})",
-                                 peer.uid, it->second.connections, l.max_connections_per_uid));
+                                 peer.uid, a->used(Resource::kConnections), l.max_connections_per_uid));
   }
   if (!grants.any()) {
     return turn_away(wire::PERMISSION_DENIED,
@@ -285,7 +288,7 @@ asio::awaitable<void> Broker::request_deadline_loop() {
     requests_.expire(Clock::now(), [&](const PendingRequest& p) {
       ++stats_.request_timeouts;
       if (Session* caller = find(p.caller)) {
-        --caller->pending_requests();
+        caller->request_finished();
         caller->send_error(wire::TIMEOUT, "no reply before the request's deadline", false, p.caller_seq);
       }
     });
@@ -334,14 +337,9 @@ std::expected<void, std::string> Broker::reload() {
   return {};
 }
 
-void Broker::uid_gone(uid_t uid) {
-  auto it = uids_.find(uid);
-  if (it != uids_.end() && it->second.connections == 0 && it->second.queued_bytes == 0) uids_.erase(it);
-}
-
-void Broker::wake_uid_waiters(UidUsage& usage) {
+void Broker::wake_uid_waiters(UidAccount& account) {
   std::vector<std::uint64_t> waiting;
-  waiting.swap(usage.waiters);
+  waiting.swap(account.waiters);
   for (std::uint64_t id : waiting) {
     if (Session* s = find(id)) s->wake_reader();
   }
@@ -364,12 +362,13 @@ std::optional<Broker::RefusalNote> Broker::refusal_due(uid_t uid, wire::ErrorCod
 
 void Broker::log_refusal(std::string_view who, std::string_view message, wire::ErrorCode code, uid_t uid,
                          const RefusalNote& note) const {
+  // The message quotes what the client sent (topics, patterns): escaped, so it stays one line.
   if (note.suppressed != 0) {
     spdlog::warn("{}: refused: {} ({}; {} more {} refusal(s) of uid {} in the last {} s were counted, not logged)",
-                 who, message, wire::ErrorCode_Name(code), note.suppressed, wire::ErrorCode_Name(code), uid,
-                 note.since_s);
+                 who, escape_for_log(message), wire::ErrorCode_Name(code), note.suppressed,
+                 wire::ErrorCode_Name(code), uid, note.since_s);
   } else {
-    spdlog::warn("{}: refused: {} ({})", who, message, wire::ErrorCode_Name(code));
+    spdlog::warn("{}: refused: {} ({})", who, escape_for_log(message), wire::ErrorCode_Name(code));
   }
 }
 
@@ -386,7 +385,7 @@ void Broker::session_gone(Session& s) {
   requests_.drop_session(s.id(), [&](const PendingRequest& p) {
     ++stats_.responder_gone;
     if (Session* caller = find(p.caller)) {
-      --caller->pending_requests();
+      caller->request_finished();
       caller->send_error(wire::RESPONDER_GONE,
                          fmt::format("the responder (client {}) disconnected before replying", s.id()), false,
                          p.caller_seq);

@@ -20,6 +20,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "accounts.hpp"
 #include "chunk_pool.hpp"
 #include "ubroker/proto/peer_credentials.hpp"
 #include "config.hpp"
@@ -35,13 +36,6 @@ namespace ubroker::broker {
 
 class Session;
 using Clock = std::chrono::steady_clock;
-
-// What one uid's connections use together, for the per-uid limits.
-struct UidUsage {
-  std::uint32_t connections = 0;
-  std::uint64_t queued_bytes = 0;       // in all its clients' outbound queues
-  std::vector<std::uint64_t> waiters;  // publishers held back because this uid is at its byte limit
-};
 
 class Broker {
  public:
@@ -77,11 +71,10 @@ class Broker {
   std::expected<void, std::string> reload();
   [[nodiscard]] Grants grants_for(const proto::PeerCredentials& peer) const;
 
-  // Per-uid accounting (Session): a session's usage lives as long as the session.
-  [[nodiscard]] UidUsage& uid_usage(uid_t uid) { return uids_[uid]; }
-  void uid_gone(uid_t uid);
+  // What each uid holds (accounts.hpp).
+  [[nodiscard]] Accounts& accounts() noexcept { return accounts_; }
   // This uid's queues drained below half its limit: publishers waiting on it retry.
-  void wake_uid_waiters(UidUsage& usage);
+  void wake_uid_waiters(UidAccount& account);
   // Refusals are logged at most once per kRefusalLogInterval per (uid, code), with a count of
   // the ones not logged; every one is counted in the status. refusal_due() says whether this
   // one is logged (nullopt: counted only), so the line is formatted only when it is written.
@@ -126,7 +119,7 @@ class Broker {
   Config config_;
   std::shared_ptr<const Policy> policy_;
   uid_t broker_uid_;
-  std::unordered_map<uid_t, UidUsage> uids_;
+  Accounts accounts_;  // before everything that charges it
   struct RefusalLogState {
     Clock::time_point last;
     std::uint64_t suppressed = 0;

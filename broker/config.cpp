@@ -14,6 +14,7 @@
 #include <toml++/toml.h>
 
 #include <limits>
+#include <variant>
 #include <vector>
 
 #include "ubroker/proto/topic.hpp"
@@ -44,73 +45,58 @@ std::expected<std::string, std::string> get_string(const toml::node& node, std::
   return *node.value<std::string>();
 }
 
+// One [limits] key: where it goes and its range.
+struct LimitKey {
+  std::string_view name;
+  std::variant<std::uint32_t Limits::*, std::uint64_t Limits::*, std::chrono::milliseconds Limits::*> field;
+  std::int64_t min;
+  std::int64_t max;
+};
+
+constexpr std::int64_t kU32 = std::numeric_limits<std::uint32_t>::max();
+constexpr std::int64_t kTiB = std::int64_t{1} << 40;
+constexpr LimitKey kLimitKeys[] = {
+    {"max_frame_bytes", &Limits::max_frame_bytes, 1024, 256ll << 20},
+    {"max_subscriptions", &Limits::max_subscriptions, 1, kU32},
+    {"subscription_max_bytes_per_uid", &Limits::subscription_max_bytes_per_uid, 4096, 16 * kTiB},
+    {"queue_max_messages", &Limits::queue_max_messages, 1, kU32},
+    {"queue_max_bytes", &Limits::queue_max_bytes, 4096, kTiB},
+    {"queue_max_bytes_per_uid", &Limits::queue_max_bytes_per_uid, 4096, 16 * kTiB},
+    {"input_max_bytes_per_uid", &Limits::input_max_bytes_per_uid, 65536, 16 * kTiB},
+    {"max_pending_requests", &Limits::max_pending_requests, 1, kU32},
+    {"max_pending_requests_per_uid", &Limits::max_pending_requests_per_uid, 1, kU32},
+    {"request_timeout_max_ms", &Limits::request_timeout_max, 1, 24ll * 3600 * 1000},
+    {"retained_max_bytes", &Limits::retained_max_bytes, 0, kTiB},
+    {"retained_max_bytes_per_uid", &Limits::retained_max_bytes_per_uid, 0, kTiB},
+    {"max_connections", &Limits::max_connections, 1, 1 << 20},
+    {"max_connections_per_uid", &Limits::max_connections_per_uid, 1, 1 << 20},
+    {"shm_max_segment_bytes", &Limits::shm_max_segment_bytes, 0, kTiB},
+    {"shm_max_bytes_per_uid", &Limits::shm_max_bytes_per_uid, 0, 16 * kTiB},
+    {"shm_max_segments_per_uid", &Limits::shm_max_segments_per_uid, 0, kU32},
+    {"shm_max_segments_per_client", &Limits::shm_max_segments_per_client, 0, 1024},
+    {"shm_max_fds_in_flight_per_uid", &Limits::shm_max_fds_in_flight_per_uid, 1, kU32},
+    {"shm_max_holds_per_client", &Limits::shm_max_holds_per_client, 1, kU32},
+    {"shm_max_holds_per_uid", &Limits::shm_max_holds_per_uid, 1, kU32},
+};
+
 std::expected<void, std::string> load_limits(const toml::table& t, Limits& l) {
   for (const auto& [k, v] : t) {
     const std::string_view key = k.str();
-    constexpr std::int64_t kU32 = std::numeric_limits<std::uint32_t>::max();
-    if (key == "max_frame_bytes") {
-      auto r = get_int<std::uint32_t>(v, key, 1024, 256ll << 20);
-      if (!r) return Error(r.error());
-      l.max_frame_bytes = *r;
-    } else if (key == "max_subscriptions") {
-      auto r = get_int<std::uint32_t>(v, key, 1, kU32);
-      if (!r) return Error(r.error());
-      l.max_subscriptions = *r;
-    } else if (key == "queue_max_messages") {
-      auto r = get_int<std::uint32_t>(v, key, 1, kU32);
-      if (!r) return Error(r.error());
-      l.queue_max_messages = *r;
-    } else if (key == "queue_max_bytes") {
-      auto r = get_int<std::uint64_t>(v, key, 4096, std::int64_t{1} << 40);
-      if (!r) return Error(r.error());
-      l.queue_max_bytes = *r;
-    } else if (key == "max_pending_requests") {
-      auto r = get_int<std::uint32_t>(v, key, 1, kU32);
-      if (!r) return Error(r.error());
-      l.max_pending_requests = *r;
-    } else if (key == "request_timeout_max_ms") {
-      auto r = get_int<std::int64_t>(v, key, 1, 24ll * 3600 * 1000);
-      if (!r) return Error(r.error());
-      l.request_timeout_max = std::chrono::milliseconds(*r);
-    } else if (key == "retained_max_bytes") {
-      auto r = get_int<std::uint64_t>(v, key, 0, std::int64_t{1} << 40);
-      if (!r) return Error(r.error());
-      l.retained_max_bytes = *r;
-    } else if (key == "max_connections") {
-      auto r = get_int<std::uint32_t>(v, key, 1, 1 << 20);
-      if (!r) return Error(r.error());
-      l.max_connections = *r;
-    } else if (key == "max_connections_per_uid") {
-      auto r = get_int<std::uint32_t>(v, key, 1, 1 << 20);
-      if (!r) return Error(r.error());
-      l.max_connections_per_uid = *r;
-    } else if (key == "queue_max_bytes_per_uid") {
-      auto r = get_int<std::uint64_t>(v, key, 4096, std::int64_t{1} << 44);
-      if (!r) return Error(r.error());
-      l.queue_max_bytes_per_uid = *r;
-    } else if (key == "shm_max_segment_bytes") {
-      auto r = get_int<std::uint64_t>(v, key, 0, std::int64_t{1} << 40);
-      if (!r) return Error(r.error());
-      l.shm_max_segment_bytes = *r;
-    } else if (key == "shm_max_bytes_per_uid") {
-      auto r = get_int<std::uint64_t>(v, key, 0, std::int64_t{1} << 44);
-      if (!r) return Error(r.error());
-      l.shm_max_bytes_per_uid = *r;
-    } else if (key == "shm_max_segments_per_uid") {
-      auto r = get_int<std::uint32_t>(v, key, 0, kU32);
-      if (!r) return Error(r.error());
-      l.shm_max_segments_per_uid = *r;
-    } else if (key == "shm_max_fds_in_flight_per_uid") {
-      auto r = get_int<std::uint32_t>(v, key, 1, kU32);
-      if (!r) return Error(r.error());
-      l.shm_max_fds_in_flight_per_uid = *r;
-    } else if (key == "shm_max_segments_per_client") {
-      auto r = get_int<std::uint32_t>(v, key, 0, 1024);
-      if (!r) return Error(r.error());
-      l.shm_max_segments_per_client = *r;
-    } else {
-      return Error(fmt::format("{}: unknown key 'limits.{}'", where(v), key));
-    }
+    const auto* spec = std::find_if(std::begin(kLimitKeys), std::end(kLimitKeys),
+                                    [&](const LimitKey& lk) { return lk.name == key; });
+    if (spec == std::end(kLimitKeys)) return Error(fmt::format("{}: unknown key 'limits.{}'", where(v), key));
+    auto r = get_int<std::int64_t>(v, key, spec->min, spec->max);
+    if (!r) return Error(r.error());
+    std::visit(
+        [&](auto field) {
+          using Field = std::remove_reference_t<decltype(l.*field)>;
+          if constexpr (std::is_same_v<Field, std::chrono::milliseconds>) {
+            l.*field = std::chrono::milliseconds(*r);
+          } else {
+            l.*field = static_cast<Field>(*r);
+          }
+        },
+        spec->field);
   }
   return {};
 }

@@ -14,9 +14,17 @@
 
 namespace ubroker::broker {
 
+// Every resource a client can make the broker hold has a limit here, per client, per uid or
+// both; docs/security.md has the table (what each bounds, its default, who pays, what
+// happens at the limit). Per-uid limits are what one local user can make the broker hold in
+// all; the defaults keep a broker of the documented size (a few dozen uids) within a few
+// GiB even when each uid pushes every limit at once.
 struct Limits {
   std::uint32_t max_frame_bytes = 1u << 20;  // bytes after the 8-byte prefix
   std::uint32_t max_subscriptions = 4096;    // per client
+  // Subscriptions and services of one uid, at their real cost (the pattern, the subscription
+  // and one topic-index node per token): a pattern of many one-byte tokens costs its due.
+  std::uint64_t subscription_max_bytes_per_uid = 64u << 20;
   std::uint32_t queue_max_messages = 16384;  // per client outbound queue
   std::uint64_t queue_max_bytes = 8u << 20;  // per client outbound queue
   std::uint32_t max_connections = 16384;
@@ -24,9 +32,14 @@ struct Limits {
   // All of one uid's outbound queues together: a uid whose clients do not read holds back
   // (or drops for) only its own subscriptions, never another uid's.
   std::uint64_t queue_max_bytes_per_uid = 256u << 20;
+  // Read buffers of one uid's connections (frames partly received, or held back behind a full
+  // receiver): beyond it, a connection that needs a larger buffer is cut off.
+  std::uint64_t input_max_bytes_per_uid = 64u << 20;
   std::uint32_t max_pending_requests = 4096;              // per client, waiting for replies
+  std::uint32_t max_pending_requests_per_uid = 65536;     // all of one uid's clients
   std::chrono::milliseconds request_timeout_max{300000};  // cap on (and default for) a request's deadline
-  std::uint64_t retained_max_bytes = 64u << 20;           // all retained messages together
+  std::uint64_t retained_max_bytes = 64u << 20;           // all retained messages together, real cost
+  std::uint64_t retained_max_bytes_per_uid = 16u << 20;   // the retained values one uid published
   // Shared memory (bulk payloads). A segment counts against its owner's uid until its last
   // reader lets go, which may be after the owner has disconnected.
   std::uint64_t shm_max_segment_bytes = 1ull << 30;  // one segment (0: no shared memory at all)
@@ -36,6 +49,10 @@ struct Limits {
   // Segment fds passed (queued or sent) to one uid's clients for segments still alive: bounds
   // the fds a uid's receivers can keep in flight in the broker's queues and socket buffers.
   std::uint32_t shm_max_fds_in_flight_per_uid = 1024;
+  // Bulk deliveries a receiver has not released yet; beyond, further ones are dropped for it
+  // and counted (each held delivery pins a record and the publisher's space in its segment).
+  std::uint32_t shm_max_holds_per_client = 16384;
+  std::uint32_t shm_max_holds_per_uid = 262144;
 };
 
 struct Timeouts {

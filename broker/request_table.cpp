@@ -11,11 +11,32 @@ std::uint64_t RequestTable::add(std::uint64_t caller, std::uint64_t caller_seq, 
   return id;
 }
 
+const PendingRequest* RequestTable::find(std::uint64_t id, std::uint64_t responder) const {
+  auto it = pending_.find(id);
+  return it == pending_.end() || it->second.responder != responder ? nullptr : &it->second;
+}
+
+void RequestTable::erase(std::unordered_map<std::uint64_t, PendingRequest>::iterator it) {
+  pending_.erase(it);
+  compact_if_sparse();
+}
+
+void RequestTable::compact_if_sparse() {
+  // Lazy deletion leaves the finished request's deadline behind: rebuild once those outnumber
+  // the live ones (amortised O(1) per request).
+  if (deadlines_.size() > 64 && deadlines_.size() > 2 * pending_.size()) {
+    std::vector<Deadline> live;
+    live.reserve(pending_.size());
+    for (const auto& [id, p] : pending_) live.emplace_back(p.deadline, id);
+    deadlines_ = decltype(deadlines_)(std::greater<>(), std::move(live));
+  }
+}
+
 std::optional<PendingRequest> RequestTable::take_reply(std::uint64_t id, std::uint64_t responder) {
   auto it = pending_.find(id);
   if (it == pending_.end() || it->second.responder != responder) return std::nullopt;
   PendingRequest p = it->second;
-  pending_.erase(it);
+  erase(it);
   return p;
 }
 
@@ -44,6 +65,7 @@ void RequestTable::drop_session(std::uint64_t session,
       ++it;
     }
   }
+  compact_if_sparse();
 }
 
 std::optional<RequestTable::Clock::time_point> RequestTable::next_deadline() {

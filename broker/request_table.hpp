@@ -1,7 +1,9 @@
 // Requests in flight between a caller and a responder: which caller (and its correlation
 // seq) a responder's REPLY goes back to, and the deadline at which the caller gets TIMEOUT.
 // Every path frees the entry: reply, timeout, either side disconnecting. Deadlines live in a
-// min-heap with lazy deletion (a finished request's heap entry is skipped when it surfaces).
+// min-heap with lazy deletion (a finished request's heap entry is skipped when it surfaces);
+// when finished entries outnumber live ones the heap is rebuilt, so its size stays within
+// twice the requests pending, whatever the request rate and timeouts.
 // Event loop thread only.
 #pragma once
 
@@ -31,7 +33,9 @@ class RequestTable {
   std::uint64_t add(std::uint64_t caller, std::uint64_t caller_seq, std::uint64_t responder,
                     Clock::time_point deadline);
 
-  // The request `id` if `responder` is the one it went to; it is removed.
+  // The request `id` if `responder` is the one it went to (nullptr otherwise); it stays.
+  [[nodiscard]] const PendingRequest* find(std::uint64_t id, std::uint64_t responder) const;
+  // The same, removed.
   std::optional<PendingRequest> take_reply(std::uint64_t id, std::uint64_t responder);
 
   // Removes and hands over every request whose deadline is at or before `now`.
@@ -43,9 +47,12 @@ class RequestTable {
 
   [[nodiscard]] std::optional<Clock::time_point> next_deadline();
   [[nodiscard]] std::size_t size() const noexcept { return pending_.size(); }
+  [[nodiscard]] std::size_t deadline_entries() const noexcept { return deadlines_.size(); }
 
  private:
   using Deadline = std::pair<Clock::time_point, std::uint64_t>;
+  void erase(std::unordered_map<std::uint64_t, PendingRequest>::iterator it);
+  void compact_if_sparse();
   std::unordered_map<std::uint64_t, PendingRequest> pending_;
   std::priority_queue<Deadline, std::vector<Deadline>, std::greater<>> deadlines_;
   std::uint64_t next_id_ = 1;

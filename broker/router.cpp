@@ -51,10 +51,22 @@ std::expected<Subscription*, RouteError> Router::add(Session& owner, std::uint64
   if (const char* why = proto::check_pattern(pattern)) {
     return std::unexpected(RouteError{wire::INVALID_PATTERN, fmt::format("invalid pattern '{}': {}", pattern, why)});
   }
+  const std::uint64_t cost = subscription_cost(pattern);
+  UidAccount& uid = owner.account().uid();
+  if (!uid.fits(Resource::kSubscriptionBytes, cost)) {
+    ++uid.limited;
+    return std::unexpected(RouteError{
+        wire::LIMIT_EXCEEDED,
+        fmt::format("subscription refused: uid {}'s subscriptions and services take {} bytes of the broker's memory, "
+                    "and this one would take {} more (limits.subscription_max_bytes_per_uid = {})",
+                    uid.uid(), uid.used(Resource::kSubscriptionBytes), cost, uid.limit(Resource::kSubscriptionBytes))});
+  }
+  owner.account().charge(Resource::kSubscriptionBytes, cost);
   auto sub = std::make_unique<Subscription>();
   sub->owner = &owner;
   sub->id = id;
   sub->pattern = pattern;
+  sub->cost = cost;
   Subscription* raw = sub.get();
   subs.emplace(id, std::move(sub));
   ++subscription_count_;
@@ -126,6 +138,7 @@ void Router::remove(Subscription& sub) {
   } else {
     direct_index_.erase(sub.pattern, &sub);
   }
+  sub.owner->account().credit(Resource::kSubscriptionBytes, sub.cost);
   --subscription_count_;
   invalidate();
 }
@@ -248,7 +261,7 @@ RouteResult Router::route(const SenderStamp& stamp, const Published& msg, Sessio
   deliver_.begin(msg.topic, stamp.id, stamp.uid, stamp.pid);
   for (const Target& t : targets_) {
     ++stats_.deliveries_accepted;  // from here on: written, queued, or dropped with a reason
-    if (t.session->has_room() || (from == nullptr && t.lossless)) {
+    if (t.session->has_room()) {
       deliver(t, msg);
       continue;
     }
@@ -265,9 +278,11 @@ RouteResult Router::route(const SenderStamp& stamp, const Published& msg, Sessio
 void Router::deliver(const Target& t, const Published& msg) {
   std::optional<proto::ShmPart> shm;
   if (msg.bulk != nullptr) {
-    shm = t.session->hold_bulk(*msg.bulk);  // attaches the segment's fd on first use
-    if (!shm) {
-      ++stats_.bulk_dropped_fds;
+    auto held = t.session->hold_bulk(*msg.bulk);  // attaches the segment's fd on first use
+    if (held) {
+      shm = *held;
+    } else {
+      ++(held.error() == BulkDrop::kNoFd ? stats_.bulk_dropped_fds : stats_.bulk_dropped_holds);
       for (std::uint32_t i = 0; i < t.count; ++i) {
         ++target_subs_[t.first + i]->dropped;
         ++target_subs_[t.first + i]->dropped_unreported;

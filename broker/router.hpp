@@ -55,6 +55,9 @@ struct SenderStamp {
 
 enum class RouteResult { kRouted, kBlocked, kNoResponders, kInvalidTopic };
 
+// Why a bulk delivery could not be held for a receiver.
+enum class BulkDrop { kHoldLimit, kNoFd };
+
 // What brokerctl shows per topic. Kept apart from the route cache (which is cleared on
 // every subscription change) and bounded in the number of topics tracked.
 struct TopicStats {
@@ -90,8 +93,9 @@ class Router {
   // delivered, `from` is registered with the full targets and must retry later.
   // kInvalidTopic: the topic's syntax is wrong (reserved topics are the caller's to refuse).
   [[nodiscard]] RouteResult publish(Session& from, const Published& msg);
-  // The broker's own messages ($sys. events): never held back, so delivered to lossless
-  // subscribers even when their queues are full (bounded by how rare the events are).
+  // The broker's own messages ($sys. events): never held back (the broker cannot wait), so a
+  // subscriber whose queue is full misses them, counted as overflow drops like a DROP
+  // subscription's: a uid churning connections cannot grow anyone's queue past its limits.
   void publish_system(const Published& msg, const SenderStamp& stamp);
 
   // The responder a request on `topic` goes to (round-robin, preferring one with room).

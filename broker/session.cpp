@@ -8,6 +8,7 @@
 #include <array>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
+#include <asio/post.hpp>
 #include <asio/use_awaitable.hpp>
 #include <cstring>
 #include <fstream>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "broker.hpp"
+#include "log_text.hpp"
 #include "ubroker/proto/fd_socket.hpp"
 #include "ubroker/proto/frame_codec.hpp"
 #include "ubroker/proto/message_head.hpp"
@@ -25,6 +27,7 @@ namespace {
 
 constexpr auto kUseTuple = asio::experimental::as_tuple(asio::use_awaitable);
 constexpr std::size_t kMinReadRoom = 16 * 1024;
+constexpr std::uint32_t kMaxHelloFrame = 4096;
 
 }  // namespace
 
@@ -33,7 +36,7 @@ Session::Session(Broker& broker, Socket socket, proto::PeerCredentials peer, Gra
       socket_(std::move(socket)),
       peer_(std::move(peer)),
       grants_(std::move(grants)),
-      uid_(&broker.uid_usage(peer_.uid)),
+      account_(broker.accounts(), peer_.uid),
       id_(id),
       accepted_at_(Clock::now()),
       last_progress_(accepted_at_),
@@ -46,13 +49,13 @@ Session::Session(Broker& broker, Socket socket, proto::PeerCredentials peer, Gra
   // Best effort: the process may be gone already; then brokerctl shows "-".
   std::ifstream comm("/proc/" + std::to_string(peer_.pid) + "/comm");
   std::getline(comm, command_);
+  command_ = printable(command_, 64);  // the process sets it (prctl): any bytes
   // The pidfd pins the process we identified: if it has exited by now, the pid may have been
   // recycled while we read /proc, and the name could be a stranger's. After this check the
   // pidfd has served (uid and gid come from SO_PEERCRED, fixed at connect); it is closed so
   // each client costs the broker one fd, not two.
   if (peer_.pidfd && ::syscall(SYS_pidfd_send_signal, peer_.pidfd.get(), 0, nullptr, 0) != 0) command_.clear();
   peer_.pidfd.reset();
-  ++uid_->connections;
 }
 
 Session::~Session() {
@@ -62,10 +65,9 @@ Session::~Session() {
   broker_.forget(*this);
   broker_.stats().dropped_disconnect += out_.deliveries();
   notify_waiters();
-  uid_->queued_bytes -= accounted_bytes_;
-  --uid_->connections;
-  if (!uid_->waiters.empty()) broker_.wake_uid_waiters(*uid_);
-  broker_.uid_gone(peer_.uid);
+  account_.set(Resource::kQueuedBytes, 0);
+  if (!account_.uid().waiters.empty()) broker_.wake_uid_waiters(account_.uid());
+  // account_ credits the rest of what this connection held to its uid.
 }
 
 std::string Session::describe() const {
@@ -86,17 +88,14 @@ bool Session::own_room() const noexcept {
 }
 
 bool Session::has_room() const noexcept {
-  return own_room() && uid_->queued_bytes < broker_.config().limits.queue_max_bytes_per_uid;
+  return own_room() && !account_.uid().at_limit(Resource::kQueuedBytes);
 }
 
 void Session::account_queue() {
-  const std::uint64_t now = out_.bytes();
-  uid_->queued_bytes = uid_->queued_bytes - accounted_bytes_ + now;
-  const bool shrank = now < accounted_bytes_;
-  accounted_bytes_ = now;
-  if (shrank && !uid_->waiters.empty() &&
-      uid_->queued_bytes <= broker_.config().limits.queue_max_bytes_per_uid / 2) {
-    broker_.wake_uid_waiters(*uid_);
+  const bool shrank = account_.set(Resource::kQueuedBytes, out_.bytes());
+  UidAccount& uid = account_.uid();
+  if (shrank && !uid.waiters.empty() && uid.used(Resource::kQueuedBytes) <= uid.limit(Resource::kQueuedBytes) / 2) {
+    broker_.wake_uid_waiters(uid);
   }
 }
 
@@ -108,11 +107,13 @@ bool Session::below_low_watermark() const noexcept {
 void Session::add_waiter(std::uint64_t publisher_id) {
   // Held back by the uid's budget rather than this queue: any of the uid's queues draining
   // may free it, so it waits on the uid.
-  auto& waiters = own_room() ? uid_->waiters : waiters_;
+  auto& waiters = own_room() ? account_.uid().waiters : waiters_;
+  if (&waiters == &waiters_ && waiters_.empty()) held_back_since_ = Clock::now();
   if (waiters.empty() || waiters.back() != publisher_id) waiters.push_back(publisher_id);
 }
 
 void Session::notify_waiters() {
+  held_back_since_ = Clock::time_point::max();
   if (waiters_.empty()) return;
   waking_.swap(waiters_);
   for (std::uint64_t id : waking_) {
@@ -204,12 +205,21 @@ asio::awaitable<void> Session::park_until_closed() {
 }
 
 asio::awaitable<void> Session::read_loop() {
-  bool drained = false;  // the last read emptied the socket
+  bool drained = false;       // the last read emptied the socket
+  bool more_waiting = false;  // the last read filled the buffer: the socket may hold more
   for (;;) {
     woken_ = false;
     const Step step = process_frames();
     broker_.flush_dirty();
     if (closed_) break;
+    if (more_waiting) {
+      // A client with a large send buffer can have megabytes waiting: after one buffer's worth,
+      // every other ready connection has its turn before this one reads again, so a busy
+      // client delays the others by one read, not by its whole backlog.
+      more_waiting = false;
+      co_await asio::post(socket_.get_executor(), asio::use_awaitable);
+      if (closed_) break;
+    }
     if (step == Step::kClose || closing_) {
       co_await park_until_closed();
       break;
@@ -229,9 +239,15 @@ asio::awaitable<void> Session::read_loop() {
     if (!drained) {
       bool would_block = false;
       if (!read_some(would_block, drained)) break;
-      if (!would_block) continue;  // process what came first
+      if (!would_block) {
+        more_waiting = !drained;
+        continue;  // process what came first
+      }
     }
-    if (in_ && in_begin_ == in_end_) in_.reset();  // idle sessions hold no buffer
+    if (in_ && in_begin_ == in_end_) {  // idle sessions hold no buffer
+      in_.reset();
+      account_.set(Resource::kInputBytes, 0);
+    }
     drained = false;
     auto [ec] = co_await socket_.async_wait(Socket::wait_read, kUseTuple);
     if (ec) break;
@@ -239,13 +255,18 @@ asio::awaitable<void> Session::read_loop() {
   closed_ = true;
 }
 
+std::uint32_t Session::max_frame() const noexcept {
+  // Before the handshake only a HELLO is expected, and a HELLO is small: a connection that has
+  // not said who it is cannot make the broker buffer a large frame.
+  return welcomed_ ? broker_.config().limits.max_frame_bytes : kMaxHelloFrame;
+}
+
 bool Session::read_some(bool& would_block, bool& drained) {
-  const auto& limits = broker_.config().limits;
   std::size_t pending = in_ ? in_end_ - in_begin_ : 0;
   // Bytes the partial frame at the front needs in all (its prefix was checked already).
   std::size_t need = proto::kPrefixSize;
   if (in_ && pending >= proto::kPrefixSize) {
-    auto split = proto::split_frame({in_->data() + in_begin_, pending}, {.max_frame = limits.max_frame_bytes});
+    auto split = proto::split_frame({in_->data() + in_begin_, pending}, {.max_frame = max_frame()});
     if (split) need = split->frame_size;
   }
   if (!in_ || in_->capacity() - in_end_ < kMinReadRoom || in_->capacity() - in_begin_ < need) {
@@ -253,6 +274,7 @@ bool Session::read_some(bool& would_block, bool& drained) {
       std::memmove(in_->data(), in_->data() + in_begin_, pending);
     } else {
       ChunkRef fresh = broker_.pool().acquire(need + kMinReadRoom);
+      if (!charge_input(fresh->capacity(), pending)) return true;  // refused: closing
       if (pending != 0) std::memcpy(fresh->data(), in_->data() + in_begin_, pending);
       in_ = std::move(fresh);
     }
@@ -273,7 +295,12 @@ bool Session::read_some(bool& would_block, bool& drained) {
     return false;
   }
   if (got->eof) {
-    if (pending != 0) spdlog::info("{}: disconnected inside a frame ({} bytes of it unread)", describe(), pending);
+    if (pending != 0) {
+      if (auto due = broker_.refusal_due(peer_.uid, wire::PROTOCOL_ERROR)) {
+        broker_.log_refusal(describe(), fmt::format("disconnected inside a frame ({} bytes of it unread)", pending),
+                            wire::PROTOCOL_ERROR, peer_.uid, *due);
+      }
+    }
     return false;
   }
   drained = got->bytes < in_->capacity() - in_end_;
@@ -281,9 +308,26 @@ bool Session::read_some(bool& would_block, bool& drained) {
   return true;
 }
 
+bool Session::charge_input(std::size_t capacity, std::size_t pending) {
+  UidAccount& uid = account_.uid();
+  const std::uint64_t held = account_.used(Resource::kInputBytes);
+  if (capacity <= held || uid.fits(Resource::kInputBytes, capacity - held)) {
+    account_.set(Resource::kInputBytes, capacity);
+    return true;
+  }
+  ++uid.limited;
+  send_error(wire::LIMIT_EXCEEDED,
+             fmt::format("a read buffer of {} bytes (for {} bytes of a frame received so far) would take uid {}'s read "
+                         "buffers past limits.input_max_bytes_per_uid ({} bytes, {} held)",
+                         capacity, pending, uid.uid(), uid.limit(Resource::kInputBytes),
+                         uid.used(Resource::kInputBytes)),
+             true);
+  return false;
+}
+
 Session::Step Session::process_frames() {
   if (!in_) return closing_ ? Step::kClose : Step::kContinue;
-  const proto::FrameLimits limits{.max_frame = broker_.config().limits.max_frame_bytes};
+  const proto::FrameLimits limits{.max_frame = max_frame()};
   const std::size_t began_at = in_begin_;
   proto::MessageHead head;
   while (!closing_) {
@@ -291,8 +335,10 @@ Session::Step Session::process_frames() {
     if (!split) {
       const bool too_large = split.error() == proto::FrameError::kFrameTooLarge;
       send_error(too_large ? wire::FRAME_TOO_LARGE : wire::PROTOCOL_ERROR,
-                 too_large ? fmt::format("frame larger than the limit of {} bytes (limits.max_frame_bytes)", limits.max_frame)
-                           : std::string(proto::describe(split.error())),
+                 !too_large  ? std::string(proto::describe(split.error()))
+                 : welcomed_ ? fmt::format("frame larger than the limit of {} bytes (limits.max_frame_bytes)",
+                                           limits.max_frame)
+                             : fmt::format("frame larger than {} bytes before HELLO", limits.max_frame),
                  true);
       return Step::kClose;
     }
@@ -447,20 +493,30 @@ void Session::check_deadlines(Clock::time_point now) {
   // A queue is stuck when it is full itself, or when it holds bytes its uid's budget needs
   // (without this, clients that each stay under their own limit could hold their uid at its
   // budget, and the publishers behind it, forever).
-  const bool uid_full = uid_->queued_bytes >= broker_.config().limits.queue_max_bytes_per_uid;
-  if ((!own_room() || (uid_full && !out_.empty())) && now - last_progress_ > t.slow_consumer) {
+  // And a queue that reads, but so slowly that it holds publishers back without ever draining
+  // to half in slow_consumer_ms, is cut off too: progress alone does not entitle a consumer to
+  // stall its publishers for ever.
+  const bool uid_full = account_.uid().at_limit(Resource::kQueuedBytes);
+  const bool stuck = (!own_room() || (uid_full && !out_.empty())) && now - last_progress_ > t.slow_consumer;
+  const bool too_slow = held_back_since_ != Clock::time_point::max() && now - held_back_since_ > t.slow_consumer;
+  if (stuck || too_slow) {
     const std::size_t queued = out_.messages();
     const bool own_full = !own_room();
     const std::size_t dropped = out_.discard_unsent().deliveries;
     account_queue();
     broker_.stats().dropped_disconnect += dropped;
     ++broker_.stats().slow_consumer_disconnects;
+    const std::string what =
+        !stuck ? fmt::format("publishers held back for {} ms without the outbound queue draining to half",
+                             std::chrono::duration_cast<std::chrono::milliseconds>(now - held_back_since_).count())
+        : own_full ? fmt::format("outbound queue full (limits.queue_max_messages/queue_max_bytes) with no progress "
+                                 "for {} ms",
+                                 t.slow_consumer.count())
+                   : fmt::format("uid {}'s queues at limits.queue_max_bytes_per_uid with no progress for {} ms",
+                                 peer_.uid, t.slow_consumer.count());
     send_error(wire::SLOW_CONSUMER,
-               fmt::format("{} ({} messages queued) with no progress for {} ms (timeouts.slow_consumer_ms); {} queued "
-                           "messages dropped",
-                           own_full ? std::string("outbound queue full (limits.queue_max_messages/queue_max_bytes)")
-                                    : fmt::format("uid {}'s queues at limits.queue_max_bytes_per_uid", peer_.uid),
-                           queued, t.slow_consumer.count(), dropped),
+               fmt::format("{} ({} messages queued; timeouts.slow_consumer_ms); {} queued messages dropped", what,
+                           queued, dropped),
                true);
     flush();
     notify_waiters();

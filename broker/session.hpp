@@ -9,6 +9,7 @@
 #include <asio/local/stream_protocol.hpp>
 #include <asio/steady_timer.hpp>
 #include <chrono>
+#include <expected>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -17,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "accounts.hpp"
 #include "broker.hpp"
 #include "chunk_pool.hpp"
 #include "out_queue.hpp"
@@ -59,6 +61,9 @@ class Session {
   }
   [[nodiscard]] const OutQueue& queue() const noexcept { return out_; }
   [[nodiscard]] const std::string& command() const noexcept { return command_; }
+  // What this connection holds, charged to it and its uid.
+  [[nodiscard]] ConnectionAccount& account() noexcept { return account_; }
+  [[nodiscard]] const ConnectionAccount& account() const noexcept { return account_; }
   [[nodiscard]] std::uint64_t connected_unix_ms() const noexcept { return connected_unix_ms_; }
 
   // The access policy changed: this connection's rights are recomputed, and subscriptions and
@@ -79,7 +84,8 @@ class Session {
   // A DELIVER frame with its head (prefix + header) already encoded.
   bool queue_delivery(std::span<const std::byte> head, std::span<const std::byte> payload, const ChunkRef* chunk);
   [[nodiscard]] bool welcomed() const noexcept { return welcomed_; }
-  std::uint32_t& pending_requests() noexcept { return pending_requests_; }
+  // A request of this client's was answered, timed out or lost its responder.
+  void request_finished() noexcept { account_.credit(Resource::kPendingRequests, 1); }
   void count_delivery(std::size_t payload_bytes) noexcept {
     ++deliveries_;
     delivered_bytes_ += payload_bytes;
@@ -87,11 +93,12 @@ class Session {
 
   // Bulk deliveries, used by the Router: holds the record for this receiver and, the first
   // time it gets this segment, attaches the segment's fd to the frame about to be queued.
-  // nullopt: no fd could be made for it (the broker is out of fds); the caller counts a drop.
-  [[nodiscard]] std::optional<proto::ShmPart> hold_bulk(const BulkRef& bulk);
+  // Refused (the caller counts a drop by the reason): the receiver or its uid holds as many
+  // unreleased bulk deliveries as it may, or no fd could be passed for the segment.
+  [[nodiscard]] std::expected<proto::ShmPart, BulkDrop> hold_bulk(const BulkRef& bulk);
   // The segment is gone for good (ShmRegistry): tell the client, which unmaps it.
   void shm_detached(std::uint64_t segment);
-  [[nodiscard]] std::uint64_t bulk_held() const noexcept { return bulk_held_; }
+  [[nodiscard]] std::uint64_t bulk_held() const noexcept { return account_.used(Resource::kBulkHolds); }
 
   // Sends what is queued without blocking; hands over to the writer loop on EAGAIN.
   void flush();
@@ -148,8 +155,13 @@ class Session {
   void notify_waiters();
   [[nodiscard]] bool below_low_watermark() const noexcept;
   [[nodiscard]] bool own_room() const noexcept;
-  // Brings the uid's queued-byte total up to date with this queue (after every append and send).
+  // Brings the charge for this queue up to date (after every append and send).
   void account_queue();
+  // Charges a new read buffer of `capacity` bytes; false (after a fatal LIMIT_EXCEEDED) when
+  // it would take the uid past limits.input_max_bytes_per_uid.
+  bool charge_input(std::size_t capacity, std::size_t pending);
+  // The largest frame this connection may send now.
+  [[nodiscard]] std::uint32_t max_frame() const noexcept;
   // Refuses a frame with a non-fatal Error, once there is room to queue the answer.
   Step refuse(wire::ErrorCode code, std::string_view message, std::uint64_t seq);
   // The policy check for `r`: nullopt when allowed, else the step after refusing.
@@ -161,8 +173,7 @@ class Session {
   proto::PeerCredentials peer_;
   Grants grants_;
   std::string last_published_;  // the last topic the policy allowed this client to publish on
-  UidUsage* uid_;               // this uid's totals, owned by the Broker
-  std::uint64_t accounted_bytes_ = 0;  // this queue's share of uid_->queued_bytes
+  ConnectionAccount account_;   // charged to this connection and its uid
   std::uint64_t id_;
   std::string name_;
 
@@ -175,6 +186,8 @@ class Session {
   bool woken_ = false;  // a wake_reader() since the last processing pass
   Clock::time_point accepted_at_;
   Clock::time_point last_progress_;  // last byte written, or the queue became non-empty
+  // Publishers have waited on this queue since then without it draining to half (max: none).
+  Clock::time_point held_back_since_ = Clock::time_point::max();
   Clock::time_point close_deadline_ = Clock::time_point::max();
   Clock::time_point partial_since_ = Clock::time_point::max();  // a frame's first bytes arrived, not the rest
 
@@ -203,10 +216,8 @@ class Session {
   std::vector<Hold> holds_;
   std::vector<std::uint32_t> free_holds_;
   std::vector<std::uint64_t> shm_attached_;  // segments whose fd this client was sent
-  std::uint64_t bulk_held_ = 0;
   shm::UniqueFd claimed_fd_;  // the fd of the frame being handled (SHM_REGISTER)
 
-  std::uint32_t pending_requests_ = 0;  // requests this client waits for
   std::uint64_t published_ = 0;
   std::uint64_t published_bytes_ = 0;
   std::string command_;  // the peer's /proc/PID/comm at accept

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "broker.hpp"
+#include "log_text.hpp"
 #include "retained_store.hpp"
 #include "session.hpp"
 #include "slots.hpp"
@@ -21,16 +22,6 @@ namespace {
 
 constexpr std::size_t kMaxClientName = 128;
 constexpr std::string_view kAdminPrefix = "$sys.admin.";
-
-// Client names end up in logs and tables: printable ASCII only, bounded.
-std::string sanitize_name(const std::string& raw) {
-  std::string name = raw.substr(0, kMaxClientName);
-  for (char& c : name) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u >= 0x7f) c = '?';
-  }
-  return name;
-}
 
 }  // namespace
 
@@ -87,7 +78,7 @@ Session::Step Session::handle_hello(const wire::Header& h) {
                true);
     return Step::kClose;
   }
-  name_ = sanitize_name(hello.client_name());
+  name_ = printable(hello.client_name(), kMaxClientName);  // shown in logs and tables
   welcomed_ = true;
   const auto& cfg = broker_.config();
   control_.Clear();
@@ -258,7 +249,6 @@ Session::Step Session::handle_shm_register(const wire::Header& h) {
   }
   auto added = broker_.shm().add(id_, peer_.uid, h.shm().segment(), std::move(claimed_fd_));
   if (!added) {
-    spdlog::info("{}: shared-memory segment refused: {}", describe(), added.error().message);
     send_error(added.error().code, fmt::format("segment refused: {}", added.error().message), false, h.seq());
     return Step::kContinue;
   }
@@ -267,40 +257,76 @@ Session::Step Session::handle_shm_register(const wire::Header& h) {
 }
 
 Session::Step Session::handle_shm_release(const wire::Header& h) {
+  std::uint64_t refused = 0;
+  std::uint64_t first_refused = 0;
   for (const std::uint64_t token : h.releases()) {
     const auto index = static_cast<std::uint32_t>(token);
     const auto generation = static_cast<std::uint32_t>(token >> 32);
     if (index >= holds_.size() || !holds_[index].live || holds_[index].generation != generation) {
-      ++broker_.stats().shm_refused;
-      send_error(wire::SHM_REFUSED, fmt::format("release of token {:#x}, which this client does not hold", token),
-                 false);
+      if (refused++ == 0) first_refused = token;
       continue;
     }
     holds_[index].live = false;
     free_holds_.push_back(index);
-    --bulk_held_;
+    account_.credit(Resource::kBulkHolds, 1);
     broker_.shm().release(holds_[index].record);
+  }
+  if (refused == 0) return Step::kContinue;
+  // One answer per frame, however many tokens were bad; and none while the client's queue is
+  // full (a release frees resources, so it is processed even then): the count is what tells.
+  broker_.stats().shm_refused += refused;
+  if (has_room()) {
+    send_error(wire::SHM_REFUSED,
+               fmt::format("release of {} token(s) this client does not hold (the first: {:#x})", refused,
+                           first_refused),
+               false);
   }
   return Step::kContinue;
 }
 
-std::optional<proto::ShmPart> Session::hold_bulk(const BulkRef& bulk) {
+std::expected<proto::ShmPart, BulkDrop> Session::hold_bulk(const BulkRef& bulk) {
+  // Each held delivery pins a record and the publisher's space in its segment until this
+  // client releases it: bounded per client and per uid, beyond which deliveries are dropped
+  // for this receiver (and counted), never held for ever.
+  UidAccount& uid = account_.uid();
+  if (account_.used(Resource::kBulkHolds) >= broker_.config().limits.shm_max_holds_per_client ||
+      !uid.fits(Resource::kBulkHolds, 1)) {
+    ++uid.limited;
+    if (auto due = broker_.refusal_due(peer_.uid, wire::LIMIT_EXCEEDED)) {
+      broker_.log_refusal(describe(),
+                          fmt::format("bulk delivery dropped: {} unreleased bulk deliveries held by this client, {} by "
+                                      "uid {} (limits.shm_max_holds_per_client = {}, shm_max_holds_per_uid = {})",
+                                      account_.used(Resource::kBulkHolds), uid.used(Resource::kBulkHolds), uid.uid(),
+                                      broker_.config().limits.shm_max_holds_per_client,
+                                      uid.limit(Resource::kBulkHolds)),
+                          wire::LIMIT_EXCEEDED, peer_.uid, *due);
+    }
+    return std::unexpected(BulkDrop::kHoldLimit);
+  }
   auto& registry = broker_.shm();
   ShmSegment& seg = registry.segment_of(bulk.record);
   const bool first = std::find(shm_attached_.begin(), shm_attached_.end(), seg.id) == shm_attached_.end();
   if (first) {
     if (!registry.attach_fd(peer_.uid)) {
-      spdlog::warn("{}: segment {} not passed: uid {} is at limits.shm_max_fds_in_flight_per_uid", describe(), seg.id,
-                   peer_.uid);
-      return std::nullopt;
+      ++uid.limited;
+      if (auto due = broker_.refusal_due(peer_.uid, wire::LIMIT_EXCEEDED)) {
+        broker_.log_refusal(describe(),
+                            fmt::format("segment {} not passed: uid {} is at limits.shm_max_fds_in_flight_per_uid",
+                                        seg.id, peer_.uid),
+                            wire::LIMIT_EXCEEDED, peer_.uid, *due);
+      }
+      return std::unexpected(BulkDrop::kNoFd);
     }
     // The queue owns a duplicate until it is sent, so the fd it sends is this segment's even
     // if the segment goes away meanwhile.
     shm::UniqueFd dup(::fcntl(seg.fd.get(), F_DUPFD_CLOEXEC, 0));
     if (!dup) {
-      spdlog::warn("{}: cannot pass segment {}: {}", describe(), seg.id, shm::last_error().message());
+      if (auto due = broker_.refusal_due(peer_.uid, wire::LIMIT_EXCEEDED)) {
+        broker_.log_refusal(describe(), fmt::format("cannot pass segment {}: {}", seg.id, shm::last_error().message()),
+                            wire::LIMIT_EXCEEDED, peer_.uid, *due);
+      }
       registry.detach_fd(peer_.uid);
-      return std::nullopt;
+      return std::unexpected(BulkDrop::kNoFd);
     }
     out_.attach_fd(std::move(dup));
     shm_attached_.push_back(seg.id);
@@ -312,7 +338,7 @@ std::optional<proto::ShmPart> Session::hold_bulk(const BulkRef& bulk) {
   ++hold.generation;
   hold.live = true;
   registry.hold(bulk.record);
-  ++bulk_held_;
+  account_.charge(Resource::kBulkHolds, 1);
   const auto& ref = registry.ref_of(bulk.record);
   return proto::ShmPart{.segment = seg.id,
                         .offset = ref.offset,
@@ -339,7 +365,7 @@ void Session::release_all_holds() {
     holds_[i].live = false;
     broker_.shm().release(holds_[i].record);
   }
-  bulk_held_ = 0;
+  account_.set(Resource::kBulkHolds, 0);
   for (std::size_t i = 0; i < shm_attached_.size(); ++i) broker_.shm().detach_fd(peer_.uid);
   shm_attached_.clear();
   broker_.shm().owner_gone(id_);
@@ -448,13 +474,20 @@ Session::Step Session::handle_request(const wire::Header& h, std::span<const std
   }
   if (auto denied = deny_unless(Right::kRequest, topic, false, h.seq())) return *denied;
   const auto& limits = broker_.config().limits;
-  if (pending_requests_ >= limits.max_pending_requests) {
+  const std::uint64_t pending = account_.used(Resource::kPendingRequests);
+  UidAccount& uid = account_.uid();
+  if (pending >= limits.max_pending_requests || !uid.fits(Resource::kPendingRequests, 1)) {
+    ++uid.limited;
     send_error(wire::LIMIT_EXCEEDED,
-               fmt::format("request refused: {} requests of this client are waiting for replies "
-                           "(limits.max_pending_requests = {})",
-                           pending_requests_, limits.max_pending_requests),
-               false,
-               h.seq());
+               pending >= limits.max_pending_requests
+                   ? fmt::format("request refused: {} requests of this client are waiting for replies "
+                                 "(limits.max_pending_requests = {})",
+                                 pending, limits.max_pending_requests)
+                   : fmt::format("request refused: {} requests of uid {}'s clients are waiting for replies "
+                                 "(limits.max_pending_requests_per_uid = {})",
+                                 uid.used(Resource::kPendingRequests), uid.uid(),
+                                 uid.limit(Resource::kPendingRequests)),
+               false, h.seq());
     return Step::kContinue;
   }
   Subscription* responder = nullptr;
@@ -472,7 +505,7 @@ Session::Step Session::handle_request(const wire::Header& h, std::span<const std
                                                  std::chrono::milliseconds(h.timeout_ms()), limits.request_timeout_max);
   const auto deadline = Clock::now() + timeout;
   const std::uint64_t request_id = broker_.requests().add(id_, h.seq(), responder->owner->id(), deadline);
-  ++pending_requests_;
+  account_.charge(Resource::kPendingRequests, 1);
   ++broker_.stats().requests;
   broker_.request_added(deadline);
   wire::Header& out = control_;
@@ -489,6 +522,16 @@ Session::Step Session::handle_request(const wire::Header& h, std::span<const std
 }
 
 Session::Step Session::handle_reply(const wire::Header& h, std::span<const std::byte> payload) {
+  // A reply goes through the caller's queue like any message: a caller that does not read
+  // holds its responder back (and is cut off as a slow consumer), it cannot make the broker
+  // queue replies without bound.
+  if (const PendingRequest* waiting = broker_.requests().find(h.request_id(), id_)) {
+    if (Session* caller = broker_.find(waiting->caller); caller != nullptr && !caller->has_room()) {
+      caller->add_waiter(id_);
+      ++broker_.stats().publisher_blocks;
+      return Step::kBlocked;
+    }
+  }
   auto pending = broker_.requests().take_reply(h.request_id(), id_);
   if (!pending) {
     ++broker_.stats().replies_refused;
@@ -504,7 +547,7 @@ Session::Step Session::handle_reply(const wire::Header& h, std::span<const std::
   }
   Session* caller = broker_.find(pending->caller);
   if (caller == nullptr) return Step::kContinue;  // the caller left; its state is already gone
-  --caller->pending_requests();
+  caller->request_finished();
   wire::Header& out = control_;
   out.Clear();
   out.set_type(wire::REPLY);
@@ -512,8 +555,6 @@ Session::Step Session::handle_reply(const wire::Header& h, std::span<const std::
   out.set_sender_id(id_);
   out.set_sender_uid(peer_.uid);
   out.set_sender_pid(static_cast<std::uint32_t>(peer_.pid));
-  // Replies skip the room check: each answers a request the caller made, and those are
-  // bounded by max_pending_requests.
   caller->queue_frame(out, payload, &in_);
   return Step::kContinue;
 }

@@ -76,6 +76,11 @@ class ShmRegistry {
   }
   [[nodiscard]] std::uint64_t bytes() const noexcept { return bytes_; }
   [[nodiscard]] std::size_t owned_by(std::uint64_t owner) const;
+  // Bytes of the segments owned by `uid`'s clients (including departed ones still being read).
+  [[nodiscard]] std::uint64_t bytes_of(std::uint32_t uid) const {
+    auto it = per_uid_.find(uid);
+    return it == per_uid_.end() ? 0 : it->second.bytes;
+  }
   // A receiver of `uid` is passed a segment fd (false: its uid is at the fds-in-flight
   // limit), and later detached from it (the segment is gone, or the receiver is).
   [[nodiscard]] bool attach_fd(std::uint32_t uid);

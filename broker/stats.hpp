@@ -18,7 +18,7 @@ struct Stats {
   // Accounting: every delivery accepted (a message matched a client's subscriptions, or a
   // retained value replayed) is written, dropped with a reason, or still queued:
   //   deliveries_accepted = deliveries_written + dropped_overflow + bulk_dropped_fds
-  //                         + dropped_disconnect + (deliveries in outbound queues)
+  //                         + bulk_dropped_holds + dropped_disconnect + (deliveries in outbound queues)
   std::uint64_t deliveries_accepted = 0;
   std::uint64_t deliveries_written = 0;   // whole DELIVER frames written to a client's socket
   std::uint64_t dropped_overflow = 0;     // DROP subscriptions whose queue was full
@@ -40,6 +40,8 @@ struct Stats {
   std::uint64_t shm_refused = 0;           // segments and references refused
   std::uint64_t bulk_dropped_fds = 0;      // bulk deliveries dropped: the receiver's uid is at its
                                            // fds-in-flight limit, or the broker is out of fds
+  std::uint64_t bulk_dropped_holds = 0;    // bulk deliveries dropped: the receiver or its uid holds
+                                           // as many unreleased ones as it may
   std::array<std::uint64_t, 64> errors_sent{};  // Error frames (and refused connections) by ErrorCode
 };
 

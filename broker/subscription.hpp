@@ -20,6 +20,7 @@ struct Subscription {
   Group* group = nullptr;  // queue group, or nullptr
   wire::Overflow overflow = wire::BLOCK;
   bool service = false;  // a responder registration (SERVE): receives REQUESTs, not DELIVERs
+  std::uint64_t cost = 0;  // charged to the owner's account (Resource::kSubscriptionBytes)
   std::uint64_t delivered = 0;
   std::uint64_t dropped = 0;             // total, reported in the UNSUBSCRIBE ack
   std::uint64_t dropped_unreported = 0;  // since the last delivery (carried in the next DELIVER)

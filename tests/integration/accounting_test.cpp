@@ -18,12 +18,12 @@ using namespace std::chrono_literals;
 
 // "" when the books balance, else the figures.
 std::string imbalance(const wire::BrokerStatus& st) {
-  const std::uint64_t right = st.deliveries_written() + st.dropped_overflow() + st.bulk_dropped_fds() +
+  const std::uint64_t right = st.deliveries_written() + st.dropped_overflow() + st.bulk_dropped_fds() + st.bulk_dropped_holds() +
                               st.dropped_disconnect() + st.deliveries_queued();
   if (right == st.deliveries_accepted()) return {};
   return "accepted " + std::to_string(st.deliveries_accepted()) + " != written " +
          std::to_string(st.deliveries_written()) + " + overflow " + std::to_string(st.dropped_overflow()) +
-         " + fds " + std::to_string(st.bulk_dropped_fds()) + " + disconnect " + std::to_string(st.dropped_disconnect()) +
+         " + fds " + std::to_string(st.bulk_dropped_fds()) + " + holds " + std::to_string(st.bulk_dropped_holds()) + " + disconnect " + std::to_string(st.dropped_disconnect()) +
          " + queued " + std::to_string(st.deliveries_queued());
 }
 

@@ -331,7 +331,7 @@ TEST(Chaos, KillsStallsAndBrokerRestartsLoseNothingUncounted) {
     st = broker_status(subscribers[0]);
     return st.deliveries_queued() == 0;
   }));
-  EXPECT_EQ(st.deliveries_accepted(), st.deliveries_written() + st.dropped_overflow() + st.bulk_dropped_fds() +
+  EXPECT_EQ(st.deliveries_accepted(), st.deliveries_written() + st.dropped_overflow() + st.bulk_dropped_fds() + st.bulk_dropped_holds() +
                                           st.dropped_disconnect() + st.deliveries_queued());
 }
 

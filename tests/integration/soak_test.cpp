@@ -209,7 +209,7 @@ TEST(Soak, TwoHundredMixedClientsLeaveTheBrokersFdsAndMemoryFlat) {
   const auto end = broker_status(last);
   EXPECT_EQ(open_fds(pid), fds_before);
   EXPECT_EQ(end.open_fds(), fds_before) << "the broker's own count of its fds disagrees with /proc";
-  EXPECT_EQ(end.deliveries_accepted(), end.deliveries_written() + end.dropped_overflow() + end.bulk_dropped_fds() +
+  EXPECT_EQ(end.deliveries_accepted(), end.deliveries_written() + end.dropped_overflow() + end.bulk_dropped_fds() + end.bulk_dropped_holds() +
                                            end.dropped_disconnect() + end.deliveries_queued());
   EXPECT_EQ(end.bulk_held(), 0u);
   last.close();

@@ -54,6 +54,19 @@ std::string clock_time(std::uint64_t unix_ms) {
   return buf;
 }
 
+std::string human_bytes(std::uint64_t n) {
+  static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(n);
+  std::size_t unit = 0;
+  while (v >= 1024 && unit + 1 < std::size(kUnits)) {
+    v /= 1024;
+    ++unit;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, unit == 0 ? "%.0f %s" : "%.1f %s", v, kUnits[unit]);
+  return buf;
+}
+
 std::string human_duration(std::uint64_t ms) {
   const std::uint64_t s = ms / 1000;
   std::ostringstream o;
@@ -162,6 +175,7 @@ int cmd_status(Context& ctx) {
   row("bulk deliveries", st.bulk_deliveries());
   row("bulk held by receivers", st.bulk_held());
   row("bulk dropped (fd limits)", st.bulk_dropped_fds());
+  row("bulk dropped (hold limits)", st.bulk_dropped_holds());
   row("shm refused", st.shm_refused());
   row("connections refused", st.connections_refused());
   row("accepts failed (out of fds)", st.accepts_failed());
@@ -179,7 +193,7 @@ int cmd_status(Context& ctx) {
   for (const auto& [code, n] : errors) t.add({"errors sent: " + code, std::to_string(n)});
   t.print(stdout);
   // Every delivery accepted is written, dropped with a reason, or still queued.
-  const std::uint64_t dropped = st.dropped_overflow() + st.bulk_dropped_fds() + st.dropped_disconnect();
+  const std::uint64_t dropped = st.dropped_overflow() + st.bulk_dropped_fds() + st.bulk_dropped_holds() + st.dropped_disconnect();
   const std::uint64_t accounted = st.deliveries_written() + dropped + st.deliveries_queued();
   std::printf("accounting: %llu accepted = %llu written + %llu dropped + %llu queued: %s\n",
               static_cast<unsigned long long>(st.deliveries_accepted()),
@@ -187,6 +201,21 @@ int cmd_status(Context& ctx) {
               static_cast<unsigned long long>(st.deliveries_queued()),
               accounted == st.deliveries_accepted() ? "balanced" : "UNBALANCED (a broker bug: please report it)");
   std::printf("access policy: %s\n", st.policy().c_str());
+  // What each uid makes the broker hold (limits per uid: docs/security.md).
+  std::printf("\nmemory: %s charged to clients' uids, resident set %s; one uid can make the broker hold at most %s\n",
+              human_bytes(st.memory_bytes()).c_str(), human_bytes(st.rss_bytes()).c_str(),
+              human_bytes(st.memory_limit_bytes_per_uid()).c_str());
+  if (st.uids_size() != 0) {
+    ubroker::ctl::Table u({"USER", "MEMORY", "CONNS", "QUEUED", "READ BUFS", "SUBS", "RETAINED", "REQUESTS",
+                           "BULK HELD", "SHM", "LIMITED"});
+    for (const auto& a : st.uids()) {
+      u.add({user_name(a.uid()), human_bytes(a.memory_bytes()), std::to_string(a.connections()),
+             human_bytes(a.queued_bytes()), human_bytes(a.input_bytes()), human_bytes(a.subscription_bytes()),
+             human_bytes(a.retained_bytes()), std::to_string(a.pending_requests()), std::to_string(a.bulk_holds()),
+             human_bytes(a.shm_bytes()), std::to_string(a.limited())});
+    }
+    u.print(stdout);
+  }
   return kOk;
 }
 

@@ -1,4 +1,7 @@
-// Aligned text tables for brokerctl's listings: columns sized to their widest cell.
+// Aligned text tables for brokerctl's listings: columns sized to their widest cell. Cells come
+// from the broker and, through it, from clients (names, topics): any byte that is not
+// printable ASCII is shown as '?', so nothing a client chose reaches the terminal as a control
+// sequence.
 #pragma once
 
 #include <cstdio>
@@ -10,7 +13,15 @@ namespace ubroker::ctl {
 class Table {
  public:
   explicit Table(std::vector<std::string> header) { rows_.push_back(std::move(header)); }
-  void add(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
+  void add(std::vector<std::string> row) {
+    for (auto& cell : row) {
+      for (char& c : cell) {
+        const auto u = static_cast<unsigned char>(c);
+        if (u < 0x20 || u >= 0x7f) c = '?';
+      }
+    }
+    rows_.push_back(std::move(row));
+  }
   void print(std::FILE* out) const {
     std::vector<std::size_t> width;
     for (const auto& r : rows_) {
