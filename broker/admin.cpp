@@ -183,9 +183,7 @@ wire::TopicList Broker::topics() {
     t->set_publishers(static_cast<std::uint32_t>(ts.publishers.size()));
     t->set_subscribers(static_cast<std::uint32_t>(router_.count_subscribers(topic)));
     t->set_rate(ts.rate);
-    bool retained = false;
-    retained_.for_each_match(topic, [&](const RetainedMessage&) { retained = true; });
-    t->set_retained(retained);
+    t->set_retained(retained_.contains(topic));
   }
   std::sort(list.mutable_topics()->begin(), list.mutable_topics()->end(),
             [](const auto& a, const auto& b) { return a.topic() < b.topic(); });

@@ -68,7 +68,7 @@ Broker::Broker(Config config)
       signals_(io_, SIGINT, SIGTERM, SIGHUP),
       sweep_timer_(io_),
       router_(stats_),
-      retained_(config_.limits.retained_max_bytes),
+      retained_(config_.limits.retained_max_bytes, accounts_),
       shm_(config_.limits, stats_,
            [this](std::uint64_t session, std::uint64_t segment) {
              if (Session* s = find(session)) s->shm_detached(segment);

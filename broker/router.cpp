@@ -35,8 +35,9 @@ const char* check_group_name(std::string_view name) {
 
 }  // namespace
 
-std::expected<Subscription*, RouteError> Router::add(Session& owner, std::uint64_t id, std::string_view pattern,
-                                                     std::size_t max_subscriptions) {
+std::expected<void, RouteError> Router::admissible(Session& owner, std::uint64_t id, std::string_view pattern,
+                                                   std::string_view group, std::size_t max_subscriptions) {
+  if (const char* why = check_group_name(group)) return std::unexpected(RouteError{wire::INVALID_PATTERN, why});
   auto& subs = owner.subscriptions();
   if (subs.contains(id)) {
     return std::unexpected(RouteError{wire::DUPLICATE_SUBSCRIPTION, fmt::format("subscription id {} is in use", id)});
@@ -61,6 +62,13 @@ std::expected<Subscription*, RouteError> Router::add(Session& owner, std::uint64
                     "and this one would take {} more (limits.subscription_max_bytes_per_uid = {})",
                     uid.uid(), uid.used(Resource::kSubscriptionBytes), cost, uid.limit(Resource::kSubscriptionBytes))});
   }
+  return {};
+}
+
+std::expected<Subscription*, RouteError> Router::add(Session& owner, std::uint64_t id, std::string_view pattern,
+                                                     std::string_view group, std::size_t max_subscriptions) {
+  if (auto ok = admissible(owner, id, pattern, group, max_subscriptions); !ok) return std::unexpected(ok.error());
+  const std::uint64_t cost = subscription_cost(pattern);
   owner.account().charge(Resource::kSubscriptionBytes, cost);
   auto sub = std::make_unique<Subscription>();
   sub->owner = &owner;
@@ -68,7 +76,7 @@ std::expected<Subscription*, RouteError> Router::add(Session& owner, std::uint64
   sub->pattern = pattern;
   sub->cost = cost;
   Subscription* raw = sub.get();
-  subs.emplace(id, std::move(sub));
+  owner.subscriptions().emplace(id, std::move(sub));
   ++subscription_count_;
   invalidate();
   return raw;
@@ -77,8 +85,7 @@ std::expected<Subscription*, RouteError> Router::add(Session& owner, std::uint64
 std::expected<void, RouteError> Router::subscribe(Session& owner, std::uint64_t id, std::string_view pattern,
                                                   std::string_view group, wire::Overflow overflow,
                                                   std::size_t max_subscriptions) {
-  if (const char* why = check_group_name(group)) return std::unexpected(RouteError{wire::INVALID_PATTERN, why});
-  auto added = add(owner, id, pattern, max_subscriptions);
+  auto added = add(owner, id, pattern, group, max_subscriptions);
   if (!added) return std::unexpected(added.error());
   Subscription* sub = *added;
   sub->overflow = overflow;
@@ -100,7 +107,7 @@ std::expected<void, RouteError> Router::subscribe(Session& owner, std::uint64_t 
 
 std::expected<void, RouteError> Router::serve(Session& owner, std::uint64_t id, std::string_view pattern,
                                               std::size_t max_subscriptions) {
-  auto added = add(owner, id, pattern, max_subscriptions);
+  auto added = add(owner, id, pattern, {}, max_subscriptions);
   if (!added) return std::unexpected(added.error());
   (*added)->service = true;
   service_index_.insert(pattern, *added);

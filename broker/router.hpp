@@ -81,6 +81,10 @@ class Router {
   [[nodiscard]] std::expected<void, RouteError> subscribe(Session& owner, std::uint64_t id, std::string_view pattern,
                                                           std::string_view group, wire::Overflow overflow,
                                                           std::size_t max_subscriptions);
+  // Whether subscribe() would accept this now (the id, the count, the pattern, the group name,
+  // the uid's subscription budget); nothing changes.
+  [[nodiscard]] std::expected<void, RouteError> admissible(Session& owner, std::uint64_t id, std::string_view pattern,
+                                                           std::string_view group, std::size_t max_subscriptions);
   // Returns the subscription's total drop count.
   [[nodiscard]] std::expected<std::uint64_t, RouteError> unsubscribe(Session& owner, std::uint64_t id);
   // Registers a responder for requests on topics matching `pattern`.
@@ -142,7 +146,7 @@ class Router {
   RouteResult route(const SenderStamp& stamp, const Published& msg, Session* from);
   void deliver(const Target& t, const Published& msg);
   [[nodiscard]] std::expected<Subscription*, RouteError> add(Session& owner, std::uint64_t id, std::string_view pattern,
-                                                             std::size_t max_subscriptions);
+                                                             std::string_view group, std::size_t max_subscriptions);
   void remove(Subscription& sub);
 
   Stats& stats_;

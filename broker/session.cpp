@@ -230,6 +230,9 @@ asio::awaitable<void> Session::read_loop() {
         reader_wake_.expires_at(Clock::time_point::max());
         co_await reader_wake_.async_wait(kUseTuple);
         reader_paused_ = false;
+      } else {
+        // Woken already (or a paced replay goes on): the others have their turn first.
+        co_await asio::post(socket_.get_executor(), asio::use_awaitable);
       }
       continue;
     }

@@ -22,6 +22,7 @@
 #include "broker.hpp"
 #include "chunk_pool.hpp"
 #include "out_queue.hpp"
+#include "retained_store.hpp"
 #include "subscription.hpp"
 #include "ubroker.pb.h"
 #include "ubroker/proto/deliver_encoder.hpp"
@@ -143,7 +144,9 @@ class Session {
   // the queue of fds received so far. kContinue when the counts agree.
   Step claim_fds(const wire::Header& h);
   void release_all_holds();
-  void send_retained(const Subscription& sub);
+  // Sends this turn's share of the retained values for the SUBSCRIBE in replay_; true when
+  // they have all been sent.
+  bool replay_retained(std::string_view pattern);
   void ack(std::uint64_t seq, std::uint64_t value = 0);
   void queue_control(const wire::Header& h);
   // The payload after a head already in the queue: copied at `payload_at`, or referenced.
@@ -205,6 +208,12 @@ class Session {
   wire::Header control_;  // reused for every control frame queued
 
   std::unordered_map<std::uint64_t, std::unique_ptr<Subscription>> subs_;
+  // The SUBSCRIBE whose retained values are being sent (its frame stays buffered meanwhile).
+  struct PendingReplay {
+    std::uint64_t sub_id = 0;
+    RetainedReplay progress;
+  };
+  std::optional<PendingReplay> replay_;
 
   // Bulk deliveries this client holds; a token is (generation << 32 | index), so a stale or
   // forged token is recognised.

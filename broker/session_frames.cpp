@@ -376,36 +376,61 @@ Session::Step Session::handle_subscribe(const wire::Header& h) {
     send_error(wire::PROTOCOL_ERROR, "SUBSCRIBE needs exactly one subscription id and a known overflow policy", true);
     return Step::kClose;
   }
-  if (proto::check_pattern(h.topic()) == nullptr) {
-    if (auto denied = deny_unless(Right::kSubscribe, h.topic(), true, h.seq())) return *denied;
+  const std::uint64_t id = h.sub_ids(0);
+  const auto max_subscriptions = broker_.config().limits.max_subscriptions;
+  if (!replay_) {  // a new SUBSCRIBE, not the retry of one whose replay was paused
+    if (proto::check_pattern(h.topic()) == nullptr) {
+      if (auto denied = deny_unless(Right::kSubscribe, h.topic(), true, h.seq())) return *denied;
+    }
+    if (auto ok = broker_.router().admissible(*this, id, h.topic(), h.group(), max_subscriptions); !ok) {
+      send_error(ok.error().code, ok.error().message, false, h.seq());
+      return Step::kContinue;
+    }
+    if (h.group().empty()) replay_.emplace().sub_id = id;
   }
-  auto r = broker_.router().subscribe(*this, h.sub_ids(0), h.topic(), h.group(), h.overflow(),
-                                      broker_.config().limits.max_subscriptions);
+  // Retained values first, then the ACK, then live traffic. The replay goes through this
+  // client's queue like any delivery: when the queue fills (or after a turn's worth), the
+  // SUBSCRIBE stays buffered and the replay resumes where it stopped once there is room.
+  if (replay_ && !replay_retained(h.topic())) return Step::kBlocked;
+  replay_.reset();
+  auto r = broker_.router().subscribe(*this, id, h.topic(), h.group(), h.overflow(), max_subscriptions);
   if (!r) {
     send_error(r.error().code, r.error().message, false, h.seq());
     return Step::kContinue;
   }
-  // Retained values first, then the ACK, then live traffic: nothing between them is lost
-  // or doubled, since this all happens in one turn of the event loop.
-  if (h.group().empty()) send_retained(*subs_.at(h.sub_ids(0)));
   ack(h.seq());
   return Step::kContinue;
 }
 
-void Session::send_retained(const Subscription& sub) {
+bool Session::replay_retained(std::string_view pattern) {
+  constexpr std::size_t kValuesPerTurn = 256;
+  constexpr std::size_t kBytesPerTurn = 256 * 1024;
+  std::size_t values = 0;
+  std::size_t bytes = 0;
   wire::Header& d = control_;
-  broker_.retained().for_each_match(sub.pattern, [&](const RetainedMessage& m) {
+  const bool done = broker_.retained().replay(pattern, replay_->progress, [&](const RetainedMessage& m) {
+    if (values == kValuesPerTurn || bytes >= kBytesPerTurn || !has_room()) return false;
+    ++values;
+    bytes += m.payload.size();
     d.Clear();
     d.set_type(wire::DELIVER);
     d.set_topic(m.topic);
-    d.add_sub_ids(sub.id);
+    d.add_sub_ids(replay_->sub_id);
     d.set_retain(true);
     d.set_sender_id(m.sender_id);
     d.set_sender_uid(m.sender_uid);
     d.set_sender_pid(m.sender_pid);
     ++broker_.stats().deliveries_accepted;
     queue_frame(d, m.payload, nullptr);
+    return true;
   });
+  if (done) return true;
+  if (has_room()) {
+    woken_ = true;  // a turn's worth was sent: go on after the others had theirs
+  } else {
+    add_waiter(id_);
+  }
+  return false;
 }
 
 void Session::ack(std::uint64_t seq, std::uint64_t value) {
