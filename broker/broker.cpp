@@ -118,8 +118,10 @@ int Broker::run(std::optional<InheritedListener> inherited) {
   }
   const std::string how =
       inherited ? std::string("socket passed by systemd: its mode and group are the .socket unit's")
-                : fmt::format("mode {:04o}{}", config_.socket_mode,
-                              config_.socket_group.empty() ? "" : ", group " + config_.socket_group);
+      : config_.socket_path.starts_with('@')
+          ? std::string("abstract socket: no file, no mode, any local process can connect; the policy decides")
+          : fmt::format("mode {:04o}{}", config_.socket_mode,
+                        config_.socket_group.empty() ? "" : ", group " + config_.socket_group);
   spdlog::info("brokerd {} listening on {} ({}; pid {}, uid {}{})", UBROKER_VERSION, config_.socket_path, how,
                ::getpid(), broker_uid_, config_.config_file.empty() ? "" : ", config " + config_.config_file);
   log_policy(*policy_);

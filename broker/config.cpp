@@ -192,7 +192,8 @@ std::expected<PolicyRule, std::string> load_rule(const toml::table& t) {
                              rule.line));
   }
   if (std::all_of(rule.patterns.begin(), rule.patterns.end(), [](const auto& p) { return p.empty(); })) {
-    return Error(fmt::format("line {}: a policy rule grants nothing (give publish, subscribe, request, serve or admin)",
+    return Error(fmt::format("line {}: a policy rule grants nothing (give publish, subscribe, request, serve, admin or "
+                             "join)",
                              rule.line));
   }
   return rule;

@@ -27,19 +27,32 @@ shm::UniqueFd new_socket() {
   return shm::UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
 }
 
-// True when something accepts connections at `addr`.
-bool someone_listens(const proto::SocketAddress& addr) {
-  shm::UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!probe) return false;
-  return ::connect(probe.get(), addr.get(), addr.len) == 0;
+// Who is at `addr`: nobody (a stale file), a listener, or a process that has the socket
+// bound and listening but does not accept (its backlog is full). The probe never blocks: a
+// blocking connect() to a full backlog would wait for ever, and a squatter could hold the
+// broker's start-up hostage.
+enum class Occupant { kNobody, kListener, kNotAccepting };
+Occupant who_listens(const proto::SocketAddress& addr) {
+  shm::UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!probe) return Occupant::kNobody;
+  if (::connect(probe.get(), addr.get(), addr.len) == 0) return Occupant::kListener;
+  return errno == EAGAIN ? Occupant::kNotAccepting : Occupant::kNobody;
 }
 
+// Creates the missing directories above `path` with mode 0755 exactly (whatever the umask:
+// clients must be able to reach the socket; the socket's own mode decides who may connect).
 std::expected<void, std::string> make_parent_dir(const std::string& path) {
   const auto parent = std::filesystem::path(path).parent_path();
   if (parent.empty()) return {};
-  std::error_code ec;
-  std::filesystem::create_directories(parent, ec);
-  if (ec) return Error(fmt::format("cannot create directory {}: {}", parent.string(), ec.message()));
+  std::filesystem::path at;
+  for (const auto& part : parent) {
+    at /= part;
+    if (::mkdir(at.c_str(), 0755) == 0) {
+      if (::chmod(at.c_str(), 0755) != 0) return Error(fmt::format("cannot chmod directory {}: {}", at.string(), errno_text()));
+    } else if (errno != EEXIST) {
+      return Error(fmt::format("cannot create directory {}: {}", at.string(), errno_text()));
+    }
+  }
   return {};
 }
 
@@ -69,8 +82,17 @@ std::expected<Listening, std::string> listen_on(const std::string& where, mode_t
   } else {
     if (auto r = make_parent_dir(where); !r) return Error(r.error());
     const std::string lock_path = where + ".lock";
-    shm::UniqueFd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    // Never through a symlink (in a shared directory, one could point the broker at a file of
+    // its choosing) and only a regular file.
+    shm::UniqueFd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600));
+    if (!lock && errno == ELOOP) {
+      return Error(fmt::format("lock file {} is a symbolic link; refusing to follow it", lock_path));
+    }
     if (!lock) return Error(fmt::format("cannot open lock file {}: {}", lock_path, errno_text()));
+    struct stat lock_st {};
+    if (::fstat(lock.get(), &lock_st) != 0 || !S_ISREG(lock_st.st_mode)) {
+      return Error(fmt::format("lock file {} is not a regular file; refusing to use it", lock_path));
+    }
     if (shm::retry_eintr([&] { return ::flock(lock.get(), LOCK_EX | LOCK_NB); }) != 0) {
       if (errno == EWOULDBLOCK) return Error(fmt::format("another broker holds {} (it serves {})", lock_path, where));
       return Error(fmt::format("cannot lock {}: {}", lock_path, errno_text()));
@@ -79,7 +101,14 @@ std::expected<Listening, std::string> listen_on(const std::string& where, mode_t
     if (::lstat(where.c_str(), &st) == 0) {
       if (!S_ISSOCK(st.st_mode))
         return Error(fmt::format("{} exists and is not a socket; refusing to replace it", where));
-      if (someone_listens(*addr)) return Error(fmt::format("another broker is already listening on {}", where));
+      switch (who_listens(*addr)) {
+        case Occupant::kListener: return Error(fmt::format("another broker is already listening on {}", where));
+        case Occupant::kNotAccepting:
+          return Error(fmt::format("a process has {} open and listening but does not accept connections; stop it, "
+                                   "or remove the socket file",
+                                   where));
+        case Occupant::kNobody: break;
+      }
       if (::unlink(where.c_str()) != 0)
         return Error(fmt::format("cannot remove stale socket {}: {}", where, errno_text()));
     }

@@ -74,7 +74,10 @@ std::string denial(Right r, std::string_view what, bool pattern, const PeerIdent
         to_string(r), what, identity);
   }
   return fmt::format("{} {}'{}' denied to {}: no policy rule grants it", to_string(r),
-                     r == Right::kAdmin ? "service " : "", what, identity);
+                     r == Right::kAdmin  ? "service "
+                     : r == Right::kJoin ? "queue group "
+                                         : "",
+                     what, identity);
 }
 
 }  // namespace ubroker::broker

@@ -5,7 +5,8 @@
 // do only what a rule grants. A rule names identities (uids, gids, with user and group names
 // resolved when the policy is loaded, or everyone) and, per right, topic patterns. A grant
 // never extends to the broker's "$sys." topics unless its own pattern starts with "$sys.".
-// `admin` patterns name the admin services without their "$sys.admin." prefix.
+// `admin` patterns name the admin services without their "$sys.admin." prefix; `join`
+// patterns name queue groups.
 //
 // Grants are computed once per connection (at accept, and again on reload), so a check is a
 // pattern match against the few patterns that apply to that connection. Event loop thread.
@@ -25,10 +26,12 @@
 
 namespace ubroker::broker {
 
-enum class Right : std::uint8_t { kPublish, kSubscribe, kRequest, kServe, kAdmin };
-inline constexpr std::size_t kRightCount = 5;
+// kJoin: the queue groups a subscription may join, by name (a subscription with a group
+// needs `subscribe` on its pattern and `join` on its group's name).
+enum class Right : std::uint8_t { kPublish, kSubscribe, kRequest, kServe, kAdmin, kJoin };
+inline constexpr std::size_t kRightCount = 6;
 inline constexpr std::array<std::string_view, kRightCount> kRightNames = {"publish", "subscribe", "request", "serve",
-                                                                          "admin"};
+                                                                          "admin",   "join"};
 [[nodiscard]] constexpr std::string_view to_string(Right r) noexcept { return kRightNames[static_cast<int>(r)]; }
 
 struct PolicyRule {

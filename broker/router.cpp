@@ -24,11 +24,12 @@ std::string group_key(std::string_view pattern, std::string_view name) {
   return key;
 }
 
+// A group name has a topic's syntax (the policy's `join` patterns match it like a topic).
 const char* check_group_name(std::string_view name) {
+  if (name.empty()) return nullptr;
   if (name.size() > kMaxGroupName) return "queue group name longer than 255 bytes";
-  for (char c : name) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u <= 0x20 || u >= 0x7f) return "queue group name has a space, control or non-ASCII character";
+  if (proto::check_topic(name) != nullptr) {
+    return "queue group name is not dot-separated tokens of printable ASCII without spaces or wildcards";
   }
   return nullptr;
 }
@@ -283,35 +284,45 @@ RouteResult Router::route(const SenderStamp& stamp, const Published& msg, Sessio
 }
 
 void Router::deliver(const Target& t, const Published& msg) {
+  // One DELIVER lists all of a receiver's matching subscriptions, up to kIdsPerDelivery: a
+  // head listing more could outgrow the frame size the client accepts (the broker's
+  // max_frame_bytes + 1024), so a receiver with more gets one frame per kIdsPerDelivery.
+  for (std::uint32_t first = 0; first < t.count; first += kIdsPerDelivery) {
+    if (first != 0) ++stats_.deliveries_accepted;  // each frame is a delivery of its own
+    deliver_part(*t.session, std::span(target_subs_).subspan(t.first + first, std::min(kIdsPerDelivery, t.count - first)),
+                 msg);
+  }
+}
+
+void Router::deliver_part(Session& to, std::span<Subscription* const> subs, const Published& msg) {
   std::optional<proto::ShmPart> shm;
   if (msg.bulk != nullptr) {
-    auto held = t.session->hold_bulk(*msg.bulk);  // attaches the segment's fd on first use
+    auto held = to.hold_bulk(*msg.bulk);  // attaches the segment's fd on first use
     if (held) {
       shm = *held;
     } else {
       ++(held.error() == BulkDrop::kNoFd ? stats_.bulk_dropped_fds : stats_.bulk_dropped_holds);
-      for (std::uint32_t i = 0; i < t.count; ++i) {
-        ++target_subs_[t.first + i]->dropped;
-        ++target_subs_[t.first + i]->dropped_unreported;
+      for (Subscription* s : subs) {
+        ++s->dropped;
+        ++s->dropped_unreported;
       }
       return;
     }
   }
   ids_.clear();
   drops_.clear();
-  for (std::uint32_t i = 0; i < t.count; ++i) {
-    Subscription* s = target_subs_[t.first + i];
+  for (Subscription* s : subs) {
     ids_.push_back(s->id);
     drops_.push_back(s->dropped_unreported);
     s->dropped_unreported = 0;
     ++s->delivered;
   }
   const auto head = deliver_.head(ids_, drops_, msg.payload.size(), shm ? &*shm : nullptr);
-  if (t.session->queue_delivery(head, msg.payload, msg.chunk)) {
+  if (to.queue_delivery(head, msg.payload, msg.chunk)) {
     ++stats_.payload_copies;
     stats_.payload_bytes_copied += msg.payload.size();
   }
-  t.session->count_delivery(msg.size());
+  to.count_delivery(msg.size());
   ++stats_.deliveries;
   stats_.delivered_bytes += msg.size();
   if (shm) ++stats_.bulk_deliveries;

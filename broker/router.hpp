@@ -145,6 +145,8 @@ class Router {
   std::size_t pick_member(const Group& g) const;
   RouteResult route(const SenderStamp& stamp, const Published& msg, Session* from);
   void deliver(const Target& t, const Published& msg);
+  void deliver_part(Session& to, std::span<Subscription* const> subs, const Published& msg);
+  static constexpr std::uint32_t kIdsPerDelivery = 32;
   [[nodiscard]] std::expected<Subscription*, RouteError> add(Session& owner, std::uint64_t id, std::string_view pattern,
                                                              std::string_view group, std::size_t max_subscriptions);
   void remove(Subscription& sub);

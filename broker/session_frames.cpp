@@ -381,6 +381,10 @@ Session::Step Session::handle_subscribe(const wire::Header& h) {
   if (!replay_) {  // a new SUBSCRIBE, not the retry of one whose replay was paused
     if (proto::check_pattern(h.topic()) == nullptr) {
       if (auto denied = deny_unless(Right::kSubscribe, h.topic(), true, h.seq())) return *denied;
+      // Joining a queue group takes a share of its members' messages: the policy says who may.
+      if (!h.group().empty() && proto::check_topic(h.group()) == nullptr) {
+        if (auto denied = deny_unless(Right::kJoin, h.group(), false, h.seq())) return *denied;
+      }
     }
     if (auto ok = broker_.router().admissible(*this, id, h.topic(), h.group(), max_subscriptions); !ok) {
       send_error(ok.error().code, ok.error().message, false, h.seq());

@@ -80,6 +80,14 @@ std::expected<void, RouteError> ShmRegistry::add(std::uint64_t owner, std::uint3
     forget_if_unused(uid);
     return std::unexpected(refuse(fmt::format("cannot map the segment: {}", map.error().message())));
   }
+  // The broker writes the header (release_seq) and record headers only. A page nobody wrote
+  // would be allocated by that write and charged to the broker: the header must be written
+  // now (every producer writes it at creation), and each record's page when it is published.
+  if (auto resident = map->resident(0); !resident || !*resident) {
+    forget_if_unused(uid);
+    return std::unexpected(refuse("the segment's header page was never written (a producer initialises it before "
+                                  "registering)"));
+  }
   // From here on nobody can map it writable again: receivers get read-only views only.
   if (auto sealed = shm::add_seals(fd.get(), F_SEAL_FUTURE_WRITE | F_SEAL_SEAL); !sealed) {
     forget_if_unused(uid);
@@ -111,6 +119,10 @@ std::expected<std::uint32_t, RouteError> ShmRegistry::open(std::uint64_t owner, 
   if (const char* why = shm::check_ref(seg->map.size(), ref)) {
     return std::unexpected(refuse(fmt::format("bad reference (offset {}, length {}) into segment {} of {} bytes: {}",
                                               ref.offset, ref.length, owner_segment, seg->map.size(), why)));
+  }
+  if (auto resident = seg->map.resident(ref.offset - shm::kRecordHeaderBytes); !resident || !*resident) {
+    return std::unexpected(refuse(fmt::format("the record header before offset {} in segment {} was never written",
+                                              ref.offset, owner_segment)));
   }
   const std::uint32_t index = take_slot(records_, free_records_);
   records_[index] = Record{.segment = seg, .ref = ref, .holders = 0};

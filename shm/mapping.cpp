@@ -2,6 +2,7 @@
 #include "ubroker/shm/mapping.hpp"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 namespace ubroker::shm {
 
@@ -11,6 +12,14 @@ Result<Mapping> Mapping::map(int fd, std::uint64_t size, Access access) {
   void* p = ::mmap(nullptr, static_cast<std::size_t>(size), prot, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) return std::unexpected(last_error());
   return Mapping(static_cast<std::byte*>(p), size);
+}
+
+Result<bool> Mapping::resident(std::uint64_t offset) const noexcept {
+  static const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  if (offset >= size_) return std::unexpected(errno_code(EINVAL));
+  unsigned char in_core = 0;
+  if (::mincore(data_ + offset / page * page, 1, &in_core) != 0) return std::unexpected(last_error());
+  return (in_core & 1) != 0;
 }
 
 void Mapping::reset() noexcept {

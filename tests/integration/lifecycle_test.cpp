@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <condition_variable>
@@ -64,6 +65,67 @@ TEST(Lifecycle, RefusesToReplaceANonSocketFile) {
   EXPECT_EQ(exit_code(*st), 1);
   EXPECT_NE(broker.err().find("not a socket"), std::string::npos) << broker.err();
   EXPECT_TRUE(std::filesystem::exists(path));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Lifecycle, TheSocketPathIsNotHijackedBySymlinksSquattersOrTheUmask) {
+  char tmpl[] = "/tmp/ubroker-path-XXXXXX";
+  const std::string dir = ::mkdtemp(tmpl);
+  const std::string path = dir + "/ubroker.sock";
+  // A lock file planted as a symlink (in a shared directory, to a file the broker's user may
+  // write) is not followed.
+  const std::string victim = dir + "/victim";
+  std::fclose(std::fopen(victim.c_str(), "w"));
+  std::filesystem::create_symlink(victim, path + ".lock");
+  {
+    Process broker = Process::spawn({UBROKER_BROKERD, "--socket", path});
+    auto st = broker.wait(std::chrono::seconds(10));
+    ASSERT_TRUE(st.has_value());
+    EXPECT_EQ(exit_code(*st), 1);
+    EXPECT_NE(broker.err().find("is a symbolic link"), std::string::npos) << broker.err();
+  }
+  std::filesystem::remove(path + ".lock");
+  // A process that listens on the path but never accepts, its backlog full: start-up fails at
+  // once with the reason instead of waiting for ever.
+  {
+    const auto addr = proto::make_socket_address(path).value();
+    const int squatter = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    ASSERT_EQ(::bind(squatter, addr.get(), addr.len), 0);
+    ASSERT_EQ(::listen(squatter, 0), 0);
+    std::vector<int> fillers;
+    for (;;) {
+      const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+      if (::connect(fd, addr.get(), addr.len) != 0) {
+        ::close(fd);
+        break;
+      }
+      fillers.push_back(fd);
+    }
+    Process broker = Process::spawn({UBROKER_BROKERD, "--socket", path});
+    auto st = broker.wait(std::chrono::seconds(10));
+    ASSERT_TRUE(st.has_value()) << "brokerd waited on the squatter";
+    EXPECT_EQ(exit_code(*st), 1);
+    EXPECT_NE(broker.err().find("does not accept connections"), std::string::npos) << broker.err();
+    for (int fd : fillers) ::close(fd);
+    ::close(squatter);
+    std::filesystem::remove(path);
+  }
+  // Directories the broker creates get mode 0755 whatever its umask.
+  {
+    const std::string nested = dir + "/a/b/ubroker.sock";
+    Process broker = Process::spawn({"/bin/sh", "-c", std::string("umask 077; exec ") + UBROKER_BROKERD +
+                                                          " --socket " + nested});
+    ASSERT_TRUE(
+        eventually([&] { return Client::connect({.address = nested}).has_value(); }, std::chrono::seconds(10)))
+        << broker.err();
+    for (const char* sub : {"/a", "/a/b"}) {
+      struct stat st {};
+      ASSERT_EQ(::stat((dir + sub).c_str(), &st), 0);
+      EXPECT_EQ(st.st_mode & 07777, 0755u) << sub;
+    }
+    broker.signal(SIGTERM);
+    ASSERT_TRUE(broker.wait(std::chrono::seconds(10)).has_value());
+  }
   std::filesystem::remove_all(dir);
 }
 

@@ -37,6 +37,29 @@ TEST_F(Policy, StrangersAreRefusedAtConnectByDefaultAndTheRefusalIsCounted) {
       << broker.process().err();
 }
 
+TEST_F(Policy, QueueGroupsAreJoinedOnlyWhereTheJoinRightAllows) {
+  // Joining a group takes a share of its members' messages: subscribe on the pattern is not
+  // enough, the group's name needs a join grant.
+  BrokerProcess broker(reachable(R"(
+[[policy.allow]]
+uids = [4040]
+subscribe = ["jobs.>"]
+join = ["workers.*"]
+)"));
+  open_dir(broker);
+  const std::string out = run_script(broker, {4040, 4040, {}}, R"(connect
+join jobs.> workers.eu
+join jobs.> billing
+join jobs.> a..b
+subscribe jobs.>
+)");
+  EXPECT_TRUE(has_line(out, "join jobs.> workers.eu: ok")) << out;
+  EXPECT_TRUE(has_outcome(out, "join jobs.> billing: PERMISSION_DENIED join queue group 'billing' denied to uid 4040"))
+      << out;
+  EXPECT_TRUE(has_outcome(out, "join jobs.> a..b: INVALID_PATTERN queue group name is not")) << out;
+  EXPECT_TRUE(has_line(out, "subscribe jobs.>: ok")) << out;
+}
+
 TEST_F(Policy, EachRightIsAllowedOnItsPatternsAndDeniedElsewhere) {
   BrokerProcess broker(reachable(R"(
 [[policy.allow]]

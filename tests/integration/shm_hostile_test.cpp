@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -27,10 +28,15 @@ namespace {
 using namespace std::chrono_literals;
 using shm::UniqueFd;
 
-UniqueFd memfd(unsigned seals, std::size_t size = 1 << 16, bool allow_sealing = true) {
+// A memfd of `size` bytes whose first `written` bytes were written (all of it by default: a
+// producer initialises its segment; the broker refuses pages nobody wrote).
+UniqueFd memfd(unsigned seals, std::size_t size = 1 << 16, bool allow_sealing = true,
+               std::size_t written = SIZE_MAX) {
   UniqueFd fd(::memfd_create("hostile", MFD_CLOEXEC | (allow_sealing ? MFD_ALLOW_SEALING : 0)));
   EXPECT_TRUE(fd);
   EXPECT_EQ(::ftruncate(fd.get(), static_cast<off_t>(size)), 0);
+  const std::vector<char> zeros(std::min(size, written), 0);
+  EXPECT_EQ(::pwrite(fd.get(), zeros.data(), zeros.size(), 0), static_cast<ssize_t>(zeros.size()));
   if (seals != 0) {
     EXPECT_EQ(::fcntl(fd.get(), F_ADD_SEALS, seals), 0);
   }
@@ -243,6 +249,24 @@ TEST_F(ShmHostile, ReferencesOutsideTheSegmentOrToAnotherClientsSegmentAreRefuse
   auto pong = other.read_frame();
   ASSERT_TRUE(pong.has_value());
   EXPECT_EQ(pong->type(), wire::PONG) << pong->DebugString();
+}
+
+TEST_F(ShmHostile, PagesNobodyWroteAreRefusedNotAllocatedByTheBroker) {
+  // A segment declared large but never written: the broker would allocate (and be charged
+  // for) every page it wrote a release mark into.
+  register_refused(memfd(F_SEAL_SHRINK | F_SEAL_GROW, 1 << 20, true, 0), "header page was never written");
+  RawConnection owner(broker_.socket());
+  owner.hello("owner");
+  UniqueFd seg = memfd(F_SEAL_SHRINK | F_SEAL_GROW, 1 << 20, true, 4096);  // the header only
+  const int fds[] = {seg.get()};
+  ASSERT_TRUE(owner.send_frame_with_fds(register_frame(1, 7), fds));
+  ASSERT_EQ(owner.read_frame()->type(), wire::ACK);
+  constexpr std::uint64_t kRecord = shm::kHeaderBytes + 64 * 1024;  // a page nobody wrote
+  owner.send_frame(bulk_publish_frame("t", 7, kRecord + shm::kRecordHeaderBytes, 10));
+  expect_refused(owner, wire::SHM_REFUSED, "was never written");
+  struct stat st {};
+  ASSERT_EQ(::fstat(seg.get(), &st), 0);
+  EXPECT_EQ(st.st_blocks * 512, 4096) << "the broker allocated pages of the segment";
 }
 
 TEST_F(ShmHostile, ReceiversGetTheSegmentReadOnly) {

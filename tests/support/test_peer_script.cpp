@@ -7,6 +7,7 @@
 //   loan TOPIC               the same through shared memory (4 KiB)
 //   subscribe PATTERN        subscribe (messages go to the receive queue)
 //   subscribe-drop PATTERN   the same with overflow = drop
+//   join PATTERN GROUP       subscribe as a member of queue group GROUP
 //   serve PATTERN            serve, answering "pong"
 //   request TOPIC            request with a 2 s deadline
 //   admin NAME               request $sys.admin.NAME
@@ -127,6 +128,12 @@ int run_script(const std::string& address) {
       auto s = client->subscribe(arg, {.overflow = cmd == "subscribe" ? ubroker::Overflow::kBlock
                                                                        : ubroker::Overflow::kDrop});
       say(cmd + " " + arg + ": " + outcome(s));
+      if (s) subs.push_back(std::move(*s));
+    } else if (cmd == "join") {
+      std::string group;
+      words >> group;
+      auto s = client->subscribe(arg, {.group = group});
+      say("join " + arg + " " + group + ": " + outcome(s));
       if (s) subs.push_back(std::move(*s));
     } else if (cmd == "serve") {
       auto s = client->serve(arg, [](ubroker::Request r) { (void)r.reply("pong"); });

@@ -38,6 +38,11 @@ class Mapping {
   [[nodiscard]] std::span<std::byte> bytes() const noexcept { return {data_, static_cast<std::size_t>(size_)}; }
   explicit operator bool() const noexcept { return data_ != nullptr; }
   void reset() noexcept;
+  // Whether the page holding byte `offset` is in memory (mincore(2)): for a shared mapping,
+  // whether anyone has written it (or it was swapped out since). Touching a page that is not
+  // would allocate it and charge it to this process; callers that must not (the broker, in a
+  // client's segment) ask first.
+  [[nodiscard]] Result<bool> resident(std::uint64_t offset) const noexcept;
 
  private:
   Mapping(std::byte* data, std::uint64_t size) noexcept : data_(data), size_(size) {}
