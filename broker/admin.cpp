@@ -99,83 +99,128 @@ wire::BrokerStatus Broker::status() const {
   return st;
 }
 
-wire::SegmentList Broker::segments() const {
+namespace {
+
+// The cursor of a numeric key: zero-padded, so cursors sort as the keys do.
+std::string cursor(std::uint64_t id) { return fmt::format("{:020}", id); }
+
+// One page of a listing: the entries for `keys` (sorted so that their cursors sort too) that
+// come after `after`, as many as fit in `budget` bytes of the answer. `add(key)` adds one
+// entry and returns its encoded size. Returns the next page's `after` ("": the last page).
+template <class Key, class CursorFn, class AddFn>
+std::string fill_page(const std::vector<Key>& keys, const std::string& after, std::size_t budget, CursorFn cursor_of,
+                      AddFn add) {
+  auto it = after.empty() ? keys.begin()
+                          : std::upper_bound(keys.begin(), keys.end(), after,
+                                             [&](const std::string& a, const Key& k) { return a < cursor_of(k); });
+  std::size_t used = 0;
+  for (; it != keys.end(); ++it) {
+    if (used != 0 && used >= budget) return cursor_of(*std::prev(it));
+    used += add(*it) + 8;  // and the field's tag and length
+  }
+  return {};
+}
+
+}  // namespace
+
+wire::SegmentList Broker::segments(const std::string& after) const {
   wire::SegmentList list;
-  shm_.for_each([&](const ShmSegment& seg) {
-    auto* s = list.add_segments();
-    s->set_id(seg.id);
-    s->set_owner_client_id(seg.owner);
-    if (const Session* owner = seg.owner != 0 ? find(seg.owner) : nullptr) s->set_owner_name(owner->name());
-    s->set_uid(seg.uid);
-    s->set_bytes(seg.map.size());
-    s->set_open_records(seg.open_records);
-    s->set_receivers(static_cast<std::uint32_t>(seg.attached.size()));
-  });
+  std::vector<const ShmSegment*> segs;
+  shm_.for_each([&](const ShmSegment& seg) { segs.push_back(&seg); });
+  std::sort(segs.begin(), segs.end(), [](const auto* a, const auto* b) { return a->id < b->id; });
+  list.set_next(fill_page(segs, after, page_budget(), [](const ShmSegment* s) { return cursor(s->id); },
+                          [&](const ShmSegment* seg) {
+                            auto* s = list.add_segments();
+                            s->set_id(seg->id);
+                            s->set_owner_client_id(seg->owner);
+                            if (const Session* owner = seg->owner != 0 ? find(seg->owner) : nullptr) {
+                              s->set_owner_name(owner->name());
+                            }
+                            s->set_uid(seg->uid);
+                            s->set_bytes(seg->map.size());
+                            s->set_open_records(seg->open_records);
+                            s->set_receivers(static_cast<std::uint32_t>(seg->attached.size()));
+                            return s->ByteSizeLong();
+                          }));
   return list;
 }
 
-wire::ClientList Broker::clients() const {
+wire::ClientList Broker::clients(const std::string& after) const {
   wire::ClientList list;
+  std::vector<const Session*> welcomed;
   for (const auto& [id, s] : sessions_) {
-    if (!s->welcomed()) continue;
-    auto* c = list.add_clients();
-    c->set_client_id(id);
-    c->set_name(s->name());
-    c->set_pid(static_cast<std::uint32_t>(s->peer().pid));
-    c->set_uid(s->peer().uid);
-    c->set_gid(s->peer().gid);
-    c->set_command(s->command());
-    c->set_connected_unix_ms(s->connected_unix_ms());
-    c->set_shm_segments(static_cast<std::uint32_t>(shm_.owned_by(id)));
-    c->set_bulk_held(s->bulk_held());
-    c->set_memory_bytes(s->account().memory_bytes());
-    const auto n = s->counters();
-    c->set_messages_in(n.published);
-    c->set_bytes_in(n.published_bytes);
-    c->set_messages_out(n.deliveries);
-    c->set_bytes_out(n.delivered_bytes);
-    c->set_queued_messages(s->queue().messages());
-    c->set_queued_bytes(s->queue().bytes());
-    std::uint64_t dropped = 0;
-    std::uint32_t subs = 0, services = 0;
-    for (const auto& [sid, sub] : s->subscriptions()) {
-      dropped += sub->dropped;
-      ++(sub->service ? services : subs);
-    }
-    c->set_dropped(dropped);
-    c->set_subscriptions(subs);
-    c->set_services(services);
+    if (s->welcomed()) welcomed.push_back(s);
   }
-  std::sort(list.mutable_clients()->begin(), list.mutable_clients()->end(),
-            [](const auto& a, const auto& b) { return a.client_id() < b.client_id(); });
+  std::sort(welcomed.begin(), welcomed.end(), [](const auto* a, const auto* b) { return a->id() < b->id(); });
+  list.set_next(fill_page(welcomed, after, page_budget(), [](const Session* s) { return cursor(s->id()); },
+                          [&](const Session* s) {
+                            auto* c = list.add_clients();
+                            c->set_client_id(s->id());
+                            c->set_name(s->name());
+                            c->set_pid(static_cast<std::uint32_t>(s->peer().pid));
+                            c->set_uid(s->peer().uid);
+                            c->set_gid(s->peer().gid);
+                            c->set_command(s->command());
+                            c->set_connected_unix_ms(s->connected_unix_ms());
+                            c->set_shm_segments(static_cast<std::uint32_t>(shm_.owned_by(s->id())));
+                            c->set_bulk_held(s->bulk_held());
+                            c->set_memory_bytes(s->account().memory_bytes());
+                            const auto n = s->counters();
+                            c->set_messages_in(n.published);
+                            c->set_bytes_in(n.published_bytes);
+                            c->set_messages_out(n.deliveries);
+                            c->set_bytes_out(n.delivered_bytes);
+                            c->set_queued_messages(s->queue().messages());
+                            c->set_queued_bytes(s->queue().bytes());
+                            std::uint64_t dropped = 0;
+                            std::uint32_t subs = 0, services = 0;
+                            for (const auto& [sid, sub] : s->subscriptions()) {
+                              dropped += sub->dropped;
+                              ++(sub->service ? services : subs);
+                            }
+                            c->set_dropped(dropped);
+                            c->set_subscriptions(subs);
+                            c->set_services(services);
+                            return c->ByteSizeLong();
+                          }));
   return list;
 }
 
-wire::SubscriptionList Broker::subscriptions() const {
+wire::SubscriptionList Broker::subscriptions(const std::string& after) const {
   wire::SubscriptionList list;
+  std::vector<std::pair<const Session*, const Subscription*>> all;
   for (const auto& [id, s] : sessions_) {
-    for (const auto& [sid, sub] : s->subscriptions()) {
-      auto* i = list.add_subscriptions();
-      i->set_client_id(id);
-      i->set_client_name(s->name());
-      i->set_id(sid);
-      i->set_pattern(sub->pattern);
-      if (sub->group != nullptr) i->set_group(sub->group->name);
-      i->set_policy(sub->service ? "serve" : sub->overflow == wire::DROP ? "drop" : "block");
-      i->set_delivered(sub->delivered);
-      i->set_dropped(sub->dropped);
-    }
+    for (const auto& [sid, sub] : s->subscriptions()) all.emplace_back(s, sub.get());
   }
-  std::sort(list.mutable_subscriptions()->begin(), list.mutable_subscriptions()->end(),
-            [](const auto& a, const auto& b) {
-              return a.client_id() != b.client_id() ? a.client_id() < b.client_id() : a.id() < b.id();
-            });
+  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) {
+    return a.first->id() != b.first->id() ? a.first->id() < b.first->id() : a.second->id < b.second->id;
+  });
+  auto cursor_of = [](const std::pair<const Session*, const Subscription*>& e) {
+    return cursor(e.first->id()) + "." + cursor(e.second->id);
+  };
+  list.set_next(fill_page(all, after, page_budget(), cursor_of, [&](const auto& e) {
+    const auto& [s, sub] = e;
+    auto* i = list.add_subscriptions();
+    i->set_client_id(s->id());
+    i->set_client_name(s->name());
+    i->set_id(sub->id);
+    i->set_pattern(sub->pattern);
+    if (sub->group != nullptr) i->set_group(sub->group->name);
+    i->set_policy(sub->service ? "serve" : sub->overflow == wire::DROP ? "drop" : "block");
+    i->set_delivered(sub->delivered);
+    i->set_dropped(sub->dropped);
+    return i->ByteSizeLong();
+  }));
   return list;
 }
 
-wire::TopicList Broker::topics() {
+wire::TopicList Broker::topics(const std::string& after) {
   wire::TopicList list;
-  for (const auto& [topic, ts] : router_.topic_stats()) {
+  std::vector<const std::pair<const std::string, TopicStats>*> all;
+  for (const auto& entry : router_.topic_stats()) all.push_back(&entry);
+  std::sort(all.begin(), all.end(), [](const auto* a, const auto* b) { return a->first < b->first; });
+  list.set_next(fill_page(all, after, page_budget(), [](const auto* e) { return e->first; }, [&](const auto* e) {
+    const auto& [topic, ts] = *e;
     auto* t = list.add_topics();
     t->set_topic(topic);
     t->set_messages(ts.messages);
@@ -184,27 +229,34 @@ wire::TopicList Broker::topics() {
     t->set_subscribers(static_cast<std::uint32_t>(router_.count_subscribers(topic)));
     t->set_rate(ts.rate);
     t->set_retained(retained_.contains(topic));
-  }
-  std::sort(list.mutable_topics()->begin(), list.mutable_topics()->end(),
-            [](const auto& a, const auto& b) { return a.topic() < b.topic(); });
+    return t->ByteSizeLong();
+  }));
   list.set_untracked_messages(router_.untracked_messages());
+  list.set_topics_forgotten(router_.topics_forgotten());
   return list;
+}
+
+std::size_t Broker::page_budget() const noexcept {
+  // An answer is one REPLY frame, which the client accepts up to max_frame_bytes + 1024.
+  return config_.limits.max_frame_bytes - 1024;
 }
 
 void Broker::answer_admin(Session& caller, const wire::Header& request, std::span<const std::byte> payload) {
   const std::string& topic = request.topic();
   const auto uid = caller.peer().uid;
   std::string body;
+  wire::ListPage page;  // for the listings; an empty payload asks for the first page
+  if (!page.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) page.Clear();
   if (topic == "$sys.admin.status") {
     body = status().SerializeAsString();
   } else if (topic == "$sys.admin.clients") {
-    body = clients().SerializeAsString();
+    body = clients(page.after()).SerializeAsString();
   } else if (topic == "$sys.admin.subscriptions") {
-    body = subscriptions().SerializeAsString();
+    body = subscriptions(page.after()).SerializeAsString();
   } else if (topic == "$sys.admin.topics") {
-    body = topics().SerializeAsString();
+    body = topics(page.after()).SerializeAsString();
   } else if (topic == "$sys.admin.shm") {
-    body = segments().SerializeAsString();
+    body = segments(page.after()).SerializeAsString();
   } else if (topic == "$sys.admin.reload") {
     if (auto r = reload(); !r) {
       caller.send_error(wire::INVALID_CONFIG, fmt::format("reload refused, the current policy stays: {}", r.error()),

@@ -10,6 +10,8 @@
 #include <asio/use_awaitable.hpp>
 #include <csignal>
 
+#include <malloc.h>
+
 #include "process_usage.hpp"
 #include "listener.hpp"
 #include "log_text.hpp"
@@ -253,6 +255,7 @@ asio::awaitable<void> Broker::sweep_loop() {
     if (now - last_rate_tick_ >= std::chrono::seconds(1)) {
       router_.tick_rates(std::chrono::duration<double>(now - last_rate_tick_).count());
       last_rate_tick_ = now;
+      give_back_memory();
     }
     flush_dirty();
     if (stopping_ && sessions_.empty()) {
@@ -398,6 +401,19 @@ void Broker::session_gone(Session& s) {
     client_event(s, false);
   }
   flush_dirty();
+}
+
+void Broker::give_back_memory() {
+  // glibc keeps freed heap for reuse: after clients that held a lot go away (a uid's worth of
+  // subscriptions, queues, retained values), the broker's resident set would stay at its peak.
+  // Once what the accounts hold has fallen well below the peak since the last trim, the free
+  // memory goes back to the kernel.
+  constexpr std::uint64_t kTrimAfterBytes = 32u << 20;
+  const std::uint64_t held = accounts_.memory_bytes();
+  peak_held_ = std::max(peak_held_, held);
+  if (peak_held_ - held < kTrimAfterBytes) return;
+  ::malloc_trim(0);
+  peak_held_ = held;
 }
 
 void Broker::stop(std::string_view why) {

@@ -110,11 +110,14 @@ class Broker {
   asio::awaitable<void> request_deadline_loop();
   void publish_event(std::string_view topic, const google::protobuf::MessageLite& event);
   [[nodiscard]] wire::BrokerStatus status() const;
-  [[nodiscard]] wire::ClientList clients() const;
-  [[nodiscard]] wire::SubscriptionList subscriptions() const;
-  [[nodiscard]] wire::TopicList topics();
-  [[nodiscard]] wire::SegmentList segments() const;
+  // The listings, one page each (admin.cpp): the entries after `after` that fit in a frame.
+  [[nodiscard]] wire::ClientList clients(const std::string& after) const;
+  [[nodiscard]] wire::SubscriptionList subscriptions(const std::string& after) const;
+  [[nodiscard]] wire::TopicList topics(const std::string& after);
+  [[nodiscard]] wire::SegmentList segments(const std::string& after) const;
+  [[nodiscard]] std::size_t page_budget() const noexcept;
   void stop(std::string_view why);
+  void give_back_memory();
 
   Config config_;
   std::shared_ptr<const Policy> policy_;
@@ -149,6 +152,7 @@ class Broker {
   std::vector<Session*> flushing_;  // scratch for flush_dirty
   std::uint64_t next_id_ = 1;
   bool stopping_ = false;
+  std::uint64_t peak_held_ = 0;  // the most the accounts held since memory was last given back
 };
 
 }  // namespace ubroker::broker

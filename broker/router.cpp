@@ -159,7 +159,7 @@ Router::Route* Router::resolve(std::string_view topic) {
     return &it->second;
   }
   if (proto::check_topic(topic) != nullptr) return nullptr;
-  if (cache_.size() >= kMaxCachedTopics) invalidate();
+  if (cache_.size() >= kMaxCachedTopics || cache_bytes_ >= kMaxCachedTopicBytes) invalidate();
   Route route;
   direct_index_.match(topic, [&](Subscription* s) { route.direct.push_back(s); });
   std::sort(route.direct.begin(), route.direct.end(), [](const Subscription* a, const Subscription* b) {
@@ -169,9 +169,12 @@ Router::Route* Router::resolve(std::string_view topic) {
   service_index_.match(topic, [&](Subscription* s) { route.services.push_back(s); });
   if (auto st = topic_stats_.find(topic); st != topic_stats_.end()) {
     route.stats = &st->second;
-  } else if (topic_stats_.size() < kMaxTrackedTopics) {
-    route.stats = &topic_stats_.emplace(std::string(topic), TopicStats{}).first->second;
+  } else if (topic_stats_.size() < kMaxTrackedTopics && topic_stats_bytes_ < kMaxTrackedTopicBytes) {
+    route.stats = &topic_stats_.emplace(std::string(topic), TopicStats{.active_tick = tick_}).first->second;
+    topic_stats_bytes_ += topic.size() + kEntryOverhead;
   }
+  cache_bytes_ += topic.size() + kEntryOverhead +
+                  sizeof(void*) * (route.direct.size() + route.groups.size() + route.services.size());
   last_ = &*cache_.emplace(std::string(topic), std::move(route)).first;
   return &last_->second;
 }
@@ -359,10 +362,29 @@ std::size_t Router::count_subscribers(std::string_view topic) {
 
 void Router::tick_rates(double seconds) {
   if (seconds <= 0) return;
+  ++tick_;
   for (auto& [topic, ts] : topic_stats_) {
     const double now = static_cast<double>(ts.messages - ts.messages_at_last_tick) / seconds;
     ts.rate = ts.rate == 0 ? now : 0.5 * ts.rate + 0.5 * now;
+    if (ts.messages != ts.messages_at_last_tick) ts.active_tick = tick_;
     ts.messages_at_last_tick = ts.messages;
+  }
+  if (topic_stats_.size() >= kMaxTrackedTopics || topic_stats_bytes_ >= kMaxTrackedTopicBytes) forget_idle_topics();
+}
+
+void Router::forget_idle_topics() {
+  using Entry = decltype(topic_stats_)::iterator;
+  std::vector<Entry> by_age;
+  by_age.reserve(topic_stats_.size());
+  for (auto it = topic_stats_.begin(); it != topic_stats_.end(); ++it) by_age.push_back(it);
+  std::sort(by_age.begin(), by_age.end(),
+            [](const Entry& a, const Entry& b) { return a->second.active_tick < b->second.active_tick; });
+  invalidate();  // routes point into the table
+  for (const Entry& it : by_age) {
+    if (topic_stats_.size() <= kMaxTrackedTopics * 3 / 4 && topic_stats_bytes_ <= kMaxTrackedTopicBytes * 3 / 4) break;
+    topic_stats_bytes_ -= it->first.size() + kEntryOverhead;
+    topic_stats_.erase(it);
+    ++topics_forgotten_;
   }
 }
 

@@ -64,6 +64,7 @@ struct TopicStats {
   std::uint64_t messages = 0;
   std::uint64_t bytes = 0;
   std::uint64_t messages_at_last_tick = 0;
+  std::uint64_t active_tick = 0;          // the last rate tick that saw messages here
   double rate = 0;                        // messages/s, smoothed over recent ticks
   std::vector<std::uint64_t> publishers;  // distinct publisher ids, up to kMaxPublishersTracked
 };
@@ -109,10 +110,16 @@ class Router {
 
   [[nodiscard]] std::size_t subscription_count() const noexcept { return subscription_count_; }
 
+  // The topic table is bounded in entries and bytes; when it fills, the topics idle longest
+  // are forgotten (counted) at the next rate tick, so new topics stay visible to operators.
   static constexpr std::size_t kMaxTrackedTopics = 65536;
+  static constexpr std::size_t kMaxTrackedTopicBytes = 32u << 20;
+  // The route cache is bounded the same way (cleared when full: it is only a cache).
+  static constexpr std::size_t kMaxCachedTopicBytes = 32u << 20;
   static constexpr std::size_t kMaxPublishersTracked = 64;
   [[nodiscard]] const auto& topic_stats() const noexcept { return topic_stats_; }
   [[nodiscard]] std::uint64_t untracked_messages() const noexcept { return untracked_messages_; }
+  [[nodiscard]] std::uint64_t topics_forgotten() const noexcept { return topics_forgotten_; }
   // Subscriptions (group members counted one per group) a message on `topic` would reach.
   [[nodiscard]] std::size_t count_subscribers(std::string_view topic);
   // Folds the messages since the previous tick into each topic's rate.
@@ -138,8 +145,13 @@ class Router {
   Route* resolve(std::string_view topic);
   void invalidate() noexcept {
     cache_.clear();
+    cache_bytes_ = 0;
     last_ = nullptr;
   }
+  // What one table entry costs beside its topic (node, hash bucket, the entry itself).
+  static constexpr std::size_t kEntryOverhead = 256;
+  // Forgets the topics idle longest until the table is at three quarters of its bounds.
+  void forget_idle_topics();
   void add_target(Session* s, Subscription* sub);
   // Index of the member to get the next message: the first with room from the cursor on.
   std::size_t pick_member(const Group& g) const;
@@ -161,6 +173,10 @@ class Router {
   std::size_t subscription_count_ = 0;
   std::unordered_map<std::string, TopicStats, StringHash, std::equal_to<>> topic_stats_;
   std::uint64_t untracked_messages_ = 0;
+  std::uint64_t topics_forgotten_ = 0;
+  std::size_t topic_stats_bytes_ = 0;
+  std::size_t cache_bytes_ = 0;
+  std::uint64_t tick_ = 0;
 
   // Scratch reused by every publish (no allocation per message once warm).
   std::vector<Target> targets_;

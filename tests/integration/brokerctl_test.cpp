@@ -1,6 +1,7 @@
 // brokerctl against a real brokerd: every command's output checked against what the test
 // arranged (clients with known names and traffic), through the --json form; pipelines;
 // serve --exec; kick; exit codes; admin refused to another uid.
+#include <fmt/format.h>
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -276,6 +277,42 @@ TEST(BrokerctlPolicy, AnotherUidGetsOnlyTheAdminServicesThePolicyGrants) {
   ASSERT_TRUE(st.has_value());
   EXPECT_EQ(exit_code(*st), 0) << status.err();
   EXPECT_NE(status.out().find("\"connections\""), std::string::npos) << status.out();
+}
+
+}  // namespace
+}  // namespace ubroker::test
+
+namespace ubroker::test {
+namespace {
+
+TEST(BrokerctlTables, ListingsLargerThanAFrameComeInPagesAndTheTopicTableMakesRoomForNewTopics) {
+  // Frames of 64 KiB: 3,000 subscriptions do not fit in one answer.
+  BrokerProcess broker("[limits]\nmax_frame_bytes = 65536\nmax_subscriptions = 5000\n");
+  Client many = broker.connect("many");
+  std::vector<Subscription> subs;
+  for (int i = 0; i < 3000; ++i) subs.push_back(std::move(many.subscribe(fmt::format("page.{:05}.>", i)).value()));
+  const auto r = brokerctl(broker, {"subs", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto list = parse_json<wire::SubscriptionList>(r.out);
+  ASSERT_EQ(list.subscriptions_size(), 3000);
+  for (int i = 1; i < list.subscriptions_size(); ++i) {
+    EXPECT_LT(list.subscriptions(i - 1).id(), list.subscriptions(i).id());  // each once, in order
+  }
+  // More topics than the table tracks: once they are idle, new topics get in.
+  Client pub = broker.connect("pub");
+  for (int i = 0; i < 70'000; ++i) ASSERT_TRUE(pub.publish(fmt::format("flood.{}", i), "x").has_value());
+  ASSERT_TRUE(pub.flush().has_value());
+  ASSERT_TRUE(eventually(
+      [&] {
+        (void)pub.publish("fresh.topic", "x");
+        (void)pub.flush();
+        const auto t = brokerctl(broker, {"topics", "--json"});
+        const auto topics = parse_json<wire::TopicList>(t.out);
+        return t.code == 0 && topics.topics_forgotten() > 0 &&
+               std::any_of(topics.topics().begin(), topics.topics().end(),
+                           [](const wire::TopicInfo& ti) { return ti.topic() == "fresh.topic"; });
+      },
+      15s));
 }
 
 }  // namespace

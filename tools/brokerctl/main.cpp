@@ -127,6 +127,26 @@ struct Context {
     return std::nullopt;
   }
 
+  // Runs a listing page by page (each answer fits in one frame) and gathers the pages in `all`.
+  template <class List>
+  std::optional<int> admin_list(const std::string& service, List& all) {
+    ubroker::wire::ListPage page;
+    for (;;) {
+      const std::string request = page.SerializeAsString();
+      List part;
+      if (auto e = admin(service, part, std::as_bytes(std::span(request.data(), request.size())))) return e;
+      const std::string next = part.next();
+      all.MergeFrom(part);
+      all.clear_next();
+      if (next.empty()) return std::nullopt;
+      if (next <= page.after()) {
+        std::fprintf(stderr, "brokerctl: the broker's pages of %s do not advance\n", service.c_str());
+        return kBrokerError;
+      }
+      page.set_after(next);
+    }
+  }
+
   int print_json(const google::protobuf::Message& m) const {
     std::string out;
     google::protobuf::util::JsonPrintOptions o;
@@ -221,7 +241,7 @@ int cmd_status(Context& ctx) {
 
 int cmd_clients(Context& ctx) {
   ubroker::wire::ClientList list;
-  if (auto e = ctx.admin("clients", list)) return *e;
+  if (auto e = ctx.admin_list("clients", list)) return *e;
   if (ctx.json) return ctx.print_json(list);
   ubroker::ctl::Table t({"ID", "NAME", "PID", "COMMAND", "USER", "GID", "SINCE", "MSGS IN", "BYTES IN", "MSGS OUT",
                          "BYTES OUT", "QUEUED", "DROPS", "SUBS", "SERVES"});
@@ -238,7 +258,7 @@ int cmd_clients(Context& ctx) {
 
 int cmd_subs(Context& ctx) {
   ubroker::wire::SubscriptionList list;
-  if (auto e = ctx.admin("subscriptions", list)) return *e;
+  if (auto e = ctx.admin_list("subscriptions", list)) return *e;
   if (ctx.json) return ctx.print_json(list);
   ubroker::ctl::Table t({"CLIENT", "NAME", "ID", "PATTERN", "GROUP", "POLICY", "DELIVERED", "DROPPED"});
   for (const auto& s : list.subscriptions()) {
@@ -252,7 +272,7 @@ int cmd_subs(Context& ctx) {
 
 int cmd_topics(Context& ctx) {
   ubroker::wire::TopicList list;
-  if (auto e = ctx.admin("topics", list)) return *e;
+  if (auto e = ctx.admin_list("topics", list)) return *e;
   if (ctx.json) return ctx.print_json(list);
   ubroker::ctl::Table t({"TOPIC", "PUBLISHERS", "SUBSCRIBERS", "MESSAGES", "BYTES", "RATE/S", "RETAINED"});
   for (const auto& s : list.topics()) {
@@ -267,7 +287,7 @@ int cmd_topics(Context& ctx) {
 
 int cmd_shm(Context& ctx) {
   ubroker::wire::SegmentList list;
-  if (auto e = ctx.admin("shm", list)) return *e;
+  if (auto e = ctx.admin_list("shm", list)) return *e;
   if (ctx.json) return ctx.print_json(list);
   ubroker::ctl::Table t({"SEGMENT", "OWNER", "UID", "BYTES", "HELD", "RECEIVERS"});
   for (const auto& s : list.segments()) {
