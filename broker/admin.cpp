@@ -41,6 +41,7 @@ wire::BrokerStatus Broker::status() const {
   st.set_responder_gone(stats_.responder_gone);
   st.set_request_timeouts(stats_.request_timeouts);
   st.set_replies_refused(stats_.replies_refused);
+  st.set_replies_discarded(stats_.replies_discarded);
   st.set_retained_topics(retained_.size());
   st.set_retained_bytes(retained_.bytes());
   st.set_retained_evicted(retained_.evicted());

@@ -32,6 +32,13 @@ void RequestTable::compact_if_sparse() {
   }
 }
 
+bool RequestTable::take_abandoned(std::uint64_t id, std::uint64_t responder) {
+  auto it = abandoned_.find(id);
+  if (it == abandoned_.end() || it->second != responder) return false;
+  abandoned_.erase(it);  // its place in abandoned_order_ goes when it comes round
+  return true;
+}
+
 std::optional<PendingRequest> RequestTable::take_reply(std::uint64_t id, std::uint64_t responder) {
   auto it = pending_.find(id);
   if (it == pending_.end() || it->second.responder != responder) return std::nullopt;
@@ -60,6 +67,12 @@ void RequestTable::drop_session(std::uint64_t session,
       it = pending_.erase(it);
       if (p.caller != session) on_responder_gone(p);
     } else if (it->second.caller == session) {
+      abandoned_.emplace(it->first, it->second.responder);
+      abandoned_order_.push_back(it->first);
+      if (abandoned_order_.size() > kMaxAbandoned) {
+        abandoned_.erase(abandoned_order_.front());
+        abandoned_order_.pop_front();
+      }
       it = pending_.erase(it);
     } else {
       ++it;

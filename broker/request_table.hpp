@@ -8,6 +8,7 @@
 #pragma once
 
 #include <chrono>
+#include <deque>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -37,6 +38,9 @@ class RequestTable {
   [[nodiscard]] const PendingRequest* find(std::uint64_t id, std::uint64_t responder) const;
   // The same, removed.
   std::optional<PendingRequest> take_reply(std::uint64_t id, std::uint64_t responder);
+  // Whether `id` went to `responder` and its caller has gone since (then the reply is
+  // discarded without blaming the responder); forgets it.
+  bool take_abandoned(std::uint64_t id, std::uint64_t responder);
 
   // Removes and hands over every request whose deadline is at or before `now`.
   void expire(Clock::time_point now, const std::function<void(const PendingRequest&)>& on_expired);
@@ -55,6 +59,11 @@ class RequestTable {
   void compact_if_sparse();
   std::unordered_map<std::uint64_t, PendingRequest> pending_;
   std::priority_queue<Deadline, std::vector<Deadline>, std::greater<>> deadlines_;
+  // Requests whose caller left before the reply came: request id -> responder, the most
+  // recent kMaxAbandoned of them (older ones' replies are refused as unknown).
+  static constexpr std::size_t kMaxAbandoned = 65536;
+  std::unordered_map<std::uint64_t, std::uint64_t> abandoned_;
+  std::deque<std::uint64_t> abandoned_order_;
   std::uint64_t next_id_ = 1;
 };
 

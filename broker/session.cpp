@@ -108,12 +108,18 @@ void Session::add_waiter(std::uint64_t publisher_id) {
   // Held back by the uid's budget rather than this queue: any of the uid's queues draining
   // may free it, so it waits on the uid.
   auto& waiters = own_room() ? account_.uid().waiters : waiters_;
-  if (&waiters == &waiters_ && waiters_.empty()) held_back_since_ = Clock::now();
+  if (&waiters == &waiters_) {
+    holding_.seen = true;
+    if (holding_.since == Clock::time_point::max()) {
+      holding_.since = Clock::now();
+      holding_.messages_at = written_messages_;
+      holding_.bytes_at = written_bytes_;
+    }
+  }
   if (waiters.empty() || waiters.back() != publisher_id) waiters.push_back(publisher_id);
 }
 
 void Session::notify_waiters() {
-  held_back_since_ = Clock::time_point::max();
   if (waiters_.empty()) return;
   waking_.swap(waiters_);
   for (std::uint64_t id : waking_) {
@@ -163,7 +169,10 @@ void Session::send_some() {
       }
       break;
     }
-    broker_.stats().deliveries_written += out_.consume(*sent).deliveries;
+    const auto done = out_.consume(*sent);
+    broker_.stats().deliveries_written += done.deliveries;
+    written_messages_ += done.messages;
+    written_bytes_ += *sent;
     account_queue();
     last_progress_ = Clock::now();
     if (*sent < offered) {  // the socket buffer is full: the next try would say EAGAIN
@@ -496,12 +505,32 @@ void Session::check_deadlines(Clock::time_point now) {
   // A queue is stuck when it is full itself, or when it holds bytes its uid's budget needs
   // (without this, clients that each stay under their own limit could hold their uid at its
   // budget, and the publishers behind it, forever).
-  // And a queue that reads, but so slowly that it holds publishers back without ever draining
-  // to half in slow_consumer_ms, is cut off too: progress alone does not entitle a consumer to
-  // stall its publishers for ever.
+  // And a consumer that reads, but so slowly that it holds publishers back while draining less
+  // than half its queue per slow_consumer_ms (in messages and in bytes), is cut off too:
+  // progress alone does not entitle it to stall its publishers for ever. A hold lasts while
+  // publishers wait on this queue at every sweep; it ends at a sweep that finds none waiting.
   const bool uid_full = account_.uid().at_limit(Resource::kQueuedBytes);
   const bool stuck = (!own_room() || (uid_full && !out_.empty())) && now - last_progress_ > t.slow_consumer;
-  const bool too_slow = held_back_since_ != Clock::time_point::max() && now - held_back_since_ > t.slow_consumer;
+  bool too_slow = false;
+  std::string slowness;
+  if (!waiters_.empty()) holding_.seen = true;
+  if (!holding_.seen) {
+    holding_.since = Clock::time_point::max();
+  } else if (holding_.since != Clock::time_point::max() && now - holding_.since > t.slow_consumer) {
+    const auto& l = broker_.config().limits;
+    const double periods = std::chrono::duration<double>(now - holding_.since) / t.slow_consumer;
+    const std::uint64_t messages = written_messages_ - holding_.messages_at;
+    const std::uint64_t bytes = written_bytes_ - holding_.bytes_at;
+    too_slow = static_cast<double>(messages) < periods * static_cast<double>(l.queue_max_messages / 2) &&
+               static_cast<double>(bytes) < periods * static_cast<double>(l.queue_max_bytes / 2);
+    if (too_slow) {
+      slowness = fmt::format("publishers held back for {} ms while it took {} messages ({} bytes), less than half its "
+                             "queue per slow_consumer_ms",
+                             std::chrono::duration_cast<std::chrono::milliseconds>(now - holding_.since).count(),
+                             messages, bytes);
+    }
+  }
+  holding_.seen = false;
   if (stuck || too_slow) {
     const std::size_t queued = out_.messages();
     const bool own_full = !own_room();
@@ -510,8 +539,7 @@ void Session::check_deadlines(Clock::time_point now) {
     broker_.stats().dropped_disconnect += dropped;
     ++broker_.stats().slow_consumer_disconnects;
     const std::string what =
-        !stuck ? fmt::format("publishers held back for {} ms without the outbound queue draining to half",
-                             std::chrono::duration_cast<std::chrono::milliseconds>(now - held_back_since_).count())
+        !stuck ? slowness
         : own_full ? fmt::format("outbound queue full (limits.queue_max_messages/queue_max_bytes) with no progress "
                                  "for {} ms",
                                  t.slow_consumer.count())

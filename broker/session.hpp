@@ -189,8 +189,16 @@ class Session {
   bool woken_ = false;  // a wake_reader() since the last processing pass
   Clock::time_point accepted_at_;
   Clock::time_point last_progress_;  // last byte written, or the queue became non-empty
-  // Publishers have waited on this queue since then without it draining to half (max: none).
-  Clock::time_point held_back_since_ = Clock::time_point::max();
+  // Since when publishers have been waiting on this queue at every sweep, and how much it had
+  // written then: the slow-consumer rule's measure of throughput while holding others back.
+  struct Holding {
+    Clock::time_point since = Clock::time_point::max();
+    std::uint64_t messages_at = 0;
+    std::uint64_t bytes_at = 0;
+    bool seen = false;  // publishers waited on it since the last sweep
+  } holding_;
+  std::uint64_t written_messages_ = 0;
+  std::uint64_t written_bytes_ = 0;
   Clock::time_point close_deadline_ = Clock::time_point::max();
   Clock::time_point partial_since_ = Clock::time_point::max();  // a frame's first bytes arrived, not the rest
 

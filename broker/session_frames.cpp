@@ -562,6 +562,10 @@ Session::Step Session::handle_reply(const wire::Header& h, std::span<const std::
     }
   }
   auto pending = broker_.requests().take_reply(h.request_id(), id_);
+  if (!pending && broker_.requests().take_abandoned(h.request_id(), id_)) {
+    ++broker_.stats().replies_discarded;  // its caller left: nobody to blame, nobody to tell
+    return Step::kContinue;
+  }
   if (!pending) {
     ++broker_.stats().replies_refused;
     if (!has_room()) {

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "broker_process.hpp"
+#include "raw_connection.hpp"
 #include "test_util.hpp"
 
 namespace ubroker::test {
@@ -156,6 +157,42 @@ TEST(FlowControl, StuckSubscriberIsDisconnectedWhileOthersGoOn) {
   EXPECT_EQ(why->code, Errc::kSlowConsumer) << why->message;
   ASSERT_TRUE(good.publish("feed", "after").has_value());
   EXPECT_TRUE(eventually([&] { return after_reconnect == 1; }));
+}
+
+TEST(FlowControl, ASteadyButTooSlowConsumerHoldingPublishersBackIsCutOff) {
+  // It reads one 4 KiB message every 20 ms (200 KB/s): always progressing, and fast enough
+  // that the kernel's socket buffer drains well within slow_consumer_ms, so the no-progress
+  // rule never fires; but while the publisher waits on it, it takes less than half its queue
+  // (256 messages, 1 MiB) per slow_consumer_ms.
+  BrokerProcess broker(
+      "[limits]\nmax_frame_bytes = 262144\nqueue_max_messages = 256\nqueue_max_bytes = 1048576\n"
+      "[timeouts]\nslow_consumer_ms = 2000\n");
+  RawConnection slow(broker.socket());
+  slow.hello("slow");
+  wire::Header sub;
+  sub.set_type(wire::SUBSCRIBE);
+  sub.set_seq(1);
+  sub.add_sub_ids(1);
+  sub.set_topic("steady");
+  slow.send_frame(sub);
+  ASSERT_EQ(slow.read_frame()->type(), wire::ACK);
+  Process peer = publish_from_peer(broker, "steady", 5000, 4096);
+  std::optional<wire::Header> why;
+  int read = 0;
+  for (; read < 2000 && !why; ++read) {
+    auto f = slow.read_frame();
+    ASSERT_TRUE(f.has_value()) << "closed before it was told why, after " << read << " messages";
+    if (f->type() == wire::ERROR) why = f;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(why.has_value()) << "never cut off";
+  EXPECT_EQ(why->error().code(), wire::SLOW_CONSUMER);
+  EXPECT_NE(why->error().message().find("publishers held back for"), std::string::npos) << why->error().message();
+  std::printf("cut off after reading %d messages: %s\n", read, why->error().message().c_str());
+  // The publisher, no longer held back by it, finishes.
+  auto st = peer.wait(std::chrono::seconds(60));
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(exit_code(*st), 0) << peer.err();
 }
 
 TEST(FlowControl, FiveHundredConcurrentClientsOnOneIoContext) {

@@ -2,6 +2,7 @@
 // are not protocol violations, an error and a connection that still works), and the broker
 // goes on serving everyone else.
 #include <gtest/gtest.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -168,6 +169,52 @@ TEST_F(Hostile, RefusalsThatAreNotViolationsKeepTheConnection) {
   EXPECT_EQ(f->type(), wire::PONG);
   EXPECT_EQ(f->seq(), 6u);
   expect_bystanders_fine();
+}
+
+TEST_F(Hostile, ClientTextInTheLogIsEscapedAndRefusalsAreRateLimited) {
+  RawConnection raw(broker_.socket());
+  raw.hello();
+  wire::Header h;
+  h.set_type(wire::PUBLISH);
+  h.set_topic("$sys.forged\n[info] brokerd: all is well\x1b[2J");
+  for (int i = 0; i < 5000; ++i) raw.send_frame(h, "x");
+  wire::Header ping;
+  ping.set_type(wire::PING);
+  ping.set_seq(9);
+  raw.send_frame(ping);
+  for (;;) {  // 5,000 refusals, then the PONG
+    auto f = raw.read_frame();
+    ASSERT_TRUE(f.has_value());
+    if (f->type() == wire::PONG) break;
+  }
+  ASSERT_TRUE(eventually([&] { return broker_.process().err().find("$sys.forged") != std::string::npos; }));
+  const std::string log = broker_.process().err();
+  EXPECT_NE(log.find("$sys.forged\\x0a[info] brokerd: all is well\\x1b[2J"), std::string::npos) << log;
+  EXPECT_EQ(log.find("\n[info] brokerd: all is well"), std::string::npos) << "a forged line reached the log";
+  EXPECT_EQ(log.find('\x1b'), std::string::npos) << "an escape sequence reached the log";
+  std::size_t lines = 0;
+  for (std::size_t at = 0; (at = log.find("$sys.forged", at)) != std::string::npos; ++at) ++lines;
+  EXPECT_LE(lines, 2u) << "5,000 refusals, logged at most once per 10 s";
+  expect_bystanders_fine();
+}
+
+TEST_F(Hostile, AProcessNameThatIsNotTextIsShownPrintable) {
+  char saved[17] = {};
+  ASSERT_EQ(::prctl(PR_GET_NAME, saved), 0);
+  ASSERT_EQ(::prctl(PR_SET_NAME, "\xff\xfe\x1b[31mred"), 0);  // what /proc/PID/comm will say
+  Client named = broker_.connect("weird-comm");
+  ASSERT_EQ(::prctl(PR_SET_NAME, saved), 0);
+  wire::ClientList list;
+  auto r = pub_.request("$sys.admin.clients", std::string_view{}, std::chrono::seconds(5));
+  ASSERT_TRUE(r.has_value());
+  ASSERT_TRUE(list.ParseFromArray(r->payload().data(), static_cast<int>(r->payload().size())));
+  bool found = false;
+  for (const auto& c : list.clients()) {
+    if (c.name() != "weird-comm") continue;
+    found = true;
+    EXPECT_EQ(c.command(), "???[31mred");
+  }
+  EXPECT_TRUE(found);
 }
 
 TEST_F(Hostile, DuplicateAndUnknownSubscriptionIds) {

@@ -141,6 +141,32 @@ TEST(PubSub, QueueGroupDeliversEachMessageExactlyOnce) {
   EXPECT_EQ(plain.load(), kCount);
 }
 
+TEST(PubSub, AClientWithHundredsOfMatchingSubscriptionsGetsOneCallbackEach) {
+  // The broker lists at most 32 subscriptions per DELIVER (a longer head could outgrow the
+  // frame size the client accepts), so this message reaches the client as several frames.
+  BrokerProcess broker;
+  Client sub = broker.connect("many");
+  std::mutex mu;
+  std::map<int, int> calls;
+  std::vector<Subscription> subs;
+  for (int i = 0; i < 300; ++i) {
+    subs.push_back(std::move(sub.subscribe(i % 2 ? "many.>" : "many.*", [&, i](const MessageView&) {
+      std::lock_guard lk(mu);
+      ++calls[i];
+    }).value()));
+  }
+  Client pub = broker.connect("pub");
+  ASSERT_TRUE(pub.publish("many.x", std::string(900'000, 'p')).has_value());  // near the frame limit
+  ASSERT_TRUE(pub.flush().has_value());
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lk(mu);
+    return calls.size() == 300;
+  }));
+  ASSERT_TRUE(sub.flush().has_value());
+  std::lock_guard lk(mu);
+  for (const auto& [i, n] : calls) EXPECT_EQ(n, 1) << "subscription " << i;
+}
+
 TEST(PubSub, PerPublisherOrderWithConcurrentPublishers) {
   BrokerProcess broker;
   constexpr std::uint64_t kEach = 100000;

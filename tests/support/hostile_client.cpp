@@ -1,12 +1,17 @@
 // ubroker_hostile: a client that misbehaves on purpose, for testing that a broker survives
 // local peers that are buggy or malicious.
 //   ubroker_hostile --socket PATH [--scenario NAME|all] [--rounds N]
+//   ubroker_hostile --socket PATH --hog KIND
+// A hog pushes one resource to the limits the broker sets for its uid (subscriptions,
+// retained, partial-frames, replies, flood), prints "hog KIND: ..." with what it got and what
+// was refused, then "holding" and keeps everything until it is killed.
 // Each scenario opens its own connections, misbehaves, and checks that the broker answers
 // the way the protocol promises (an Error with the expected code, then the close) within a
 // deadline. Prints one line per scenario and round; exits 1 if the broker answered wrongly,
 // hung, or stopped accepting connections, 2 on bad usage.
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -81,12 +86,32 @@ class Conn {
 
   // Reads frames until one of `type` (and, for errors, `code`) or the deadline; false if the
   // connection closed or the deadline passed first.
-  bool expect_frame(wire::FrameType type, wire::ErrorCode code = wire::ERROR_NONE) {
+  // `otherwise`: a frame type that ends the wait with false (the answer that is not this one).
+  bool expect_frame(wire::FrameType type, wire::ErrorCode code = wire::ERROR_NONE,
+                    std::optional<wire::FrameType> otherwise = std::nullopt) {
     for (;;) {
       while (auto h = next_buffered()) {
         if (h->type() == type && (type != wire::ERROR || h->error().code() == code)) return true;
+        if (otherwise && h->type() == *otherwise) return false;
       }
       if (!read_more()) return false;
+    }
+  }
+  [[nodiscard]] int fd() const noexcept { return fd_.get(); }
+  // Errors of `code` among the frames that have arrived by now (without waiting).
+  std::size_t errors_now(wire::ErrorCode code) {
+    std::size_t n = 0;
+    for (;;) {
+      while (auto h = next_buffered()) n += h->type() == wire::ERROR && h->error().code() == code;
+      pollfd p{.fd = fd_.get(), .events = POLLIN, .revents = 0};
+      if (eof_ || ::poll(&p, 1, 0) <= 0) return n;
+      std::byte buf[65536];
+      const ssize_t got = ::recv(fd_.get(), buf, sizeof buf, 0);
+      if (got <= 0) {
+        eof_ = true;
+        return n;
+      }
+      in_.insert(in_.end(), buf, buf + got);
     }
   }
   // The broker closes the connection (after whatever it sends first) within the deadline.
@@ -284,6 +309,129 @@ std::string connection_burst() {
   return {};  // all closed by the client; the broker must reclaim them (checked by the test)
 }
 
+// ---- Hogs: what one uid can make the broker hold ------------------------------------------
+
+// Subscriptions of 400 one-byte tokens each, on many connections, until refused.
+std::string hog_subscriptions(std::vector<Conn>& held) {
+  std::string pattern = "hog";
+  for (int i = 0; i < 400; ++i) pattern += ".a";
+  std::size_t accepted = 0, refused = 0;
+  for (int c = 0; c < 64 && refused == 0; ++c) {
+    Conn& conn = held.emplace_back();
+    conn.hello();
+    for (std::uint64_t id = 1; id <= 1000 && refused == 0; ++id) {
+      wire::Header sub;
+      sub.set_type(wire::SUBSCRIBE);
+      sub.set_seq(id);
+      sub.add_sub_ids(id);
+      sub.set_topic(pattern + "." + std::to_string(id));
+      conn.send(sub);
+      // One answer per SUBSCRIBE: an ACK or the refusal.
+      if (conn.expect_frame(wire::ERROR, wire::LIMIT_EXCEEDED, wire::ACK)) {
+        ++refused;
+      } else {
+        ++accepted;
+      }
+    }
+  }
+  return "accepted " + std::to_string(accepted) + " refused " + std::to_string(refused);
+}
+
+// Retained values on distinct topics, one byte each.
+std::string hog_retained(std::vector<Conn>& held) {
+  Conn& conn = held.emplace_back();
+  conn.hello();
+  std::vector<std::byte> burst;
+  for (int i = 0; i < 200'000; ++i) {
+    wire::Header pub;
+    pub.set_type(wire::PUBLISH);
+    pub.set_topic("hog.r." + std::to_string(i));
+    pub.set_retain(true);
+    auto frame = encode(pub, 1);
+    burst.insert(burst.end(), frame.begin(), frame.end());
+    if (burst.size() > (1 << 16)) {
+      conn.send(burst);
+      burst.clear();
+    }
+  }
+  conn.send(burst);
+  wire::Header ping;
+  ping.set_type(wire::PING);
+  ping.set_seq(1);
+  conn.send(ping);
+  return conn.expect_frame(wire::PONG) ? "published 200000" : "no PONG after the flood";
+}
+
+// Connections that each send the start of a large frame and stop there.
+std::string hog_partial_frames(std::vector<Conn>& held) {
+  std::size_t refused = 0;
+  for (int c = 0; c < 600; ++c) {
+    Conn& conn = held.emplace_back();
+    conn.hello();
+    std::byte start[64] = {};
+    proto::write_prefix(start, 1000000, 16);
+    conn.send(start);
+  }
+  for (auto& conn : held) refused += conn.errors_now(wire::LIMIT_EXCEEDED);
+  return "partial frames on " + std::to_string(held.size()) + " connections, " + std::to_string(refused) +
+         " refused so far";
+}
+
+// Requests for 64 KiB replies, never reading one.
+std::string hog_replies(std::vector<Conn>& held) {
+  Conn& conn = held.emplace_back();
+  conn.hello();
+  std::size_t sent = 0;
+  for (std::uint64_t seq = 1; seq <= 4000; ++seq) {
+    wire::Header req;
+    req.set_type(wire::REQUEST);
+    req.set_seq(seq);
+    req.set_topic("hog.svc");
+    req.set_timeout_ms(60000);
+    if (!conn.send(req)) break;
+    ++sent;
+  }
+  return "requests sent " + std::to_string(sent);
+}
+
+// Publishes (to nobody) as fast as a large socket buffer lets it, for 10 s.
+std::string hog_flood(std::vector<Conn>& held) {
+  Conn& conn = held.emplace_back();
+  conn.hello();
+  const int big = 64 << 20;
+  (void)::setsockopt(conn.fd(), SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big);
+  wire::Header pub;
+  pub.set_type(wire::PUBLISH);
+  pub.set_topic("hog.flood");
+  auto frame = encode(pub, 64);
+  std::vector<std::byte> burst;
+  while (burst.size() < (1 << 20)) burst.insert(burst.end(), frame.begin(), frame.end());
+  std::size_t bursts = 0;
+  for (const auto until = Clock::now() + std::chrono::seconds(10); Clock::now() < until; ++bursts) {
+    if (!conn.send(burst)) break;
+  }
+  return "flooded " + std::to_string(bursts) + " MiB";
+}
+
+int run_hog(const std::string& kind) {
+  using Hog = std::string (*)(std::vector<Conn>&);
+  static const std::pair<const char*, Hog> kHogs[] = {{"subscriptions", hog_subscriptions},
+                                                      {"retained", hog_retained},
+                                                      {"partial-frames", hog_partial_frames},
+                                                      {"replies", hog_replies},
+                                                      {"flood", hog_flood}};
+  for (const auto& [name, hog] : kHogs) {
+    if (kind != name) continue;
+    std::vector<Conn> held;
+    held.reserve(1024);  // the hogs keep references to what they add
+    std::printf("hog %s: %s\nholding\n", name, hog(held).c_str());
+    std::fflush(stdout);
+    for (;;) ::pause();  // until killed
+  }
+  std::fprintf(stderr, "ubroker_hostile: unknown hog '%s'\n", kind.c_str());
+  return 2;
+}
+
 struct Named {
   const char* name;
   Scenario run;
@@ -316,6 +464,7 @@ int usage() {
 
 int main(int argc, char** argv) {
   std::string scenario = "all";
+  std::string hog;
   int rounds = 1;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
@@ -323,6 +472,8 @@ int main(int argc, char** argv) {
       g_address = argv[i + 1];
     } else if (flag == "--scenario") {
       scenario = argv[i + 1];
+    } else if (flag == "--hog") {
+      hog = argv[i + 1];
     } else if (flag == "--rounds") {
       rounds = std::atoi(argv[i + 1]);
     } else {
@@ -330,6 +481,7 @@ int main(int argc, char** argv) {
     }
   }
   if (g_address.empty() || rounds < 1 || argc % 2 == 0) return usage();
+  if (!hog.empty()) return run_hog(hog);
   int failures = 0, ran = 0;
   for (int round = 1; round <= rounds; ++round) {
     for (const auto& s : scenarios()) {

@@ -183,6 +183,7 @@ int cmd_status(Context& ctx) {
   row("responders gone", st.responder_gone());
   row("request timeouts", st.request_timeouts());
   row("replies refused", st.replies_refused());
+  row("replies discarded (caller gone)", st.replies_discarded());
   row("retained topics", st.retained_topics());
   row("retained bytes", st.retained_bytes());
   row("slow consumers cut off", st.slow_consumer_disconnects());
