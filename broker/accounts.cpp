@@ -18,18 +18,12 @@ std::uint64_t memory_limit_per_uid(const Limits& l) noexcept {
          std::uint64_t{l.shm_max_holds_per_uid} * kBulkHoldCost;
 }
 
-std::uint64_t UidAccount::limit(Resource r) const noexcept {
-  const Limits& l = *limits_;
-  switch (r) {
-    case Resource::kConnections: return l.max_connections_per_uid;
-    case Resource::kQueuedBytes: return l.queue_max_bytes_per_uid;
-    case Resource::kInputBytes: return l.input_max_bytes_per_uid;
-    case Resource::kSubscriptionBytes: return l.subscription_max_bytes_per_uid;
-    case Resource::kRetainedBytes: return l.retained_max_bytes_per_uid;
-    case Resource::kPendingRequests: return l.max_pending_requests_per_uid;
-    case Resource::kBulkHolds: return l.shm_max_holds_per_uid;
-  }
-  return 0;
+UidAccount::UidAccount(uid_t uid, const Limits& l)
+    : uid_(uid),
+      limit_{l.max_connections_per_uid,        l.queue_max_bytes_per_uid,        l.input_max_bytes_per_uid,
+             l.subscription_max_bytes_per_uid, l.retained_max_bytes_per_uid,     l.max_pending_requests_per_uid,
+             l.shm_max_holds_per_uid} {
+  static_assert(kResourceCount == 7, "a limit per resource, in Resource's order");
 }
 
 bool UidAccount::idle() const noexcept {
@@ -84,26 +78,6 @@ ConnectionAccount::ConnectionAccount(Accounts& accounts, uid_t uid) : accounts_(
 ConnectionAccount::~ConnectionAccount() {
   for (std::size_t i = 0; i < kResourceCount; ++i) uid_->credit(static_cast<Resource>(i), used_[i]);
   accounts_.forget_if_idle(uid_->uid());
-}
-
-void ConnectionAccount::charge(Resource r, std::uint64_t n) noexcept {
-  used_[static_cast<std::size_t>(r)] += n;
-  uid_->charge(r, n);
-}
-
-void ConnectionAccount::credit(Resource r, std::uint64_t n) noexcept {
-  used_[static_cast<std::size_t>(r)] -= n;
-  uid_->credit(r, n);
-}
-
-bool ConnectionAccount::set(Resource r, std::uint64_t now) noexcept {
-  const std::uint64_t before = used(r);
-  if (now >= before) {
-    charge(r, now - before);
-    return false;
-  }
-  credit(r, before - now);
-  return true;
 }
 
 std::uint64_t ConnectionAccount::memory_bytes() const noexcept { return memory_of(used_); }

@@ -59,12 +59,12 @@ inline constexpr std::uint64_t kBulkHoldCost = 48;        // hold slot and recor
 
 class UidAccount {
  public:
-  UidAccount(uid_t uid, const Limits& limits) : uid_(uid), limits_(&limits) {}
+  UidAccount(uid_t uid, const Limits& limits);
 
   [[nodiscard]] uid_t uid() const noexcept { return uid_; }
   [[nodiscard]] std::uint64_t used(Resource r) const noexcept { return used_[static_cast<std::size_t>(r)]; }
   // The per-uid limit of `r` from the config.
-  [[nodiscard]] std::uint64_t limit(Resource r) const noexcept;
+  [[nodiscard]] std::uint64_t limit(Resource r) const noexcept { return limit_[static_cast<std::size_t>(r)]; }
   [[nodiscard]] bool fits(Resource r, std::uint64_t n) const noexcept { return used(r) + n <= limit(r); }
   [[nodiscard]] bool at_limit(Resource r) const noexcept { return used(r) >= limit(r); }
   void charge(Resource r, std::uint64_t n) noexcept { used_[static_cast<std::size_t>(r)] += n; }
@@ -82,7 +82,7 @@ class UidAccount {
 
  private:
   uid_t uid_;
-  const Limits* limits_;
+  std::array<std::uint64_t, kResourceCount> limit_{};  // from the config (has_room asks per message)
   std::array<std::uint64_t, kResourceCount> used_{};
 };
 
@@ -122,11 +122,26 @@ class ConnectionAccount {
   [[nodiscard]] UidAccount& uid() noexcept { return *uid_; }
   [[nodiscard]] const UidAccount& uid() const noexcept { return *uid_; }
   [[nodiscard]] std::uint64_t used(Resource r) const noexcept { return used_[static_cast<std::size_t>(r)]; }
-  void charge(Resource r, std::uint64_t n) noexcept;
-  void credit(Resource r, std::uint64_t n) noexcept;
+  // Inline: every queued frame is charged (the hot path pays a few adds, not calls).
+  void charge(Resource r, std::uint64_t n) noexcept {
+    used_[static_cast<std::size_t>(r)] += n;
+    uid_->charge(r, n);
+  }
+  void credit(Resource r, std::uint64_t n) noexcept {
+    used_[static_cast<std::size_t>(r)] -= n;
+    uid_->credit(r, n);
+  }
   // Brings the charge for `r` to `now` (for resources measured rather than counted: queues,
   // read buffers). Returns true when it went down.
-  bool set(Resource r, std::uint64_t now) noexcept;
+  bool set(Resource r, std::uint64_t now) noexcept {
+    const std::uint64_t before = used(r);
+    if (now >= before) {
+      charge(r, now - before);
+      return false;
+    }
+    credit(r, before - now);
+    return true;
+  }
   [[nodiscard]] std::uint64_t memory_bytes() const noexcept;
 
  private:

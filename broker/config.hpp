@@ -53,6 +53,8 @@ struct Limits {
   // and counted (each held delivery pins a record and the publisher's space in its segment).
   std::uint32_t shm_max_holds_per_client = 16384;
   std::uint32_t shm_max_holds_per_uid = 262144;
+
+  friend bool operator==(const Limits&, const Limits&) = default;
 };
 
 struct Timeouts {
@@ -61,6 +63,8 @@ struct Timeouts {
   std::chrono::milliseconds shutdown{3000};       // flush deadline on SIGTERM/SIGINT
   std::chrono::milliseconds linger{1000};         // flush deadline for a final error frame
   std::chrono::milliseconds frame{10000};         // a frame must arrive whole within this of its first byte
+
+  friend bool operator==(const Timeouts&, const Timeouts&) = default;
 };
 
 struct Config {

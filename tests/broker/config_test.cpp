@@ -25,6 +25,31 @@ TEST(Config, Defaults) {
   EXPECT_EQ(c.timeouts.slow_consumer, std::chrono::milliseconds(5000));
 }
 
+// The packaged example (packaging/ubroker.toml) shows every limit and timeout with its
+// default: uncommented, it must parse, name every key there is, and change nothing.
+TEST(Config, ThePackagedExampleShowsEveryLimitWithItsDefault) {
+  std::ifstream example(UBROKER_SOURCE_DIR "/packaging/ubroker.toml");
+  ASSERT_TRUE(example) << "cannot read packaging/ubroker.toml";
+  std::string uncommented, line;
+  bool in_tables = false;
+  std::size_t keys = 0;
+  while (std::getline(example, line)) {
+    if (line == "#[limits]" || line == "#[timeouts]") in_tables = true;
+    if (line.starts_with("# --- Access policy")) in_tables = false;
+    if (in_tables && line.size() > 1 && line[0] == '#' && line[1] != ' ') {
+      uncommented += line.substr(1) + "\n";
+      keys += line.find(" = ") != std::string::npos;
+    }
+  }
+  const auto path = write_temp(uncommented);
+  Config c;
+  ASSERT_TRUE(load_config_file(path, c).has_value()) << uncommented;
+  EXPECT_TRUE(c.limits == Limits{}) << "a value in the example is not the default";
+  EXPECT_TRUE(c.timeouts == Timeouts{}) << "a value in the example is not the default";
+  EXPECT_EQ(keys, 21u + 5u) << "every [limits] and [timeouts] key, once";
+  ::unlink(path.c_str());
+}
+
 TEST(Config, LoadsValues) {
   const auto path = write_temp(
       "socket = \"/tmp/x.sock\"\nsocket_mode = \"0600\"\n[limits]\nqueue_max_messages = 10\n"
