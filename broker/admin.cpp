@@ -65,9 +65,9 @@ wire::BrokerStatus Broker::status() const {
   st.set_policy(policy_->open ? "open" : fmt::format("{} rule(s)", policy_->rules.size()));
   std::uint64_t held = 0, queued = 0, fds_queued = 0;
   for (const auto& [id, s] : sessions_) {
-    held += s->bulk_held();
-    queued += s->queued_deliveries();
-    fds_queued += s->queued_fds();
+    held += s->outbox().bulk_held();
+    queued += s->outbox().queue().deliveries();
+    fds_queued += s->outbox().queue().fds();
   }
   st.set_bulk_held(held);
   st.set_open_fds(open_fd_count());
@@ -164,18 +164,17 @@ wire::ClientList Broker::clients(const std::string& after) const {
                             c->set_command(s->command());
                             c->set_connected_unix_ms(s->connected_unix_ms());
                             c->set_shm_segments(static_cast<std::uint32_t>(shm_.owned_by(s->id())));
-                            c->set_bulk_held(s->bulk_held());
+                            c->set_bulk_held(s->outbox().bulk_held());
                             c->set_memory_bytes(s->account().memory_bytes());
-                            const auto n = s->counters();
-                            c->set_messages_in(n.published);
-                            c->set_bytes_in(n.published_bytes);
-                            c->set_messages_out(n.deliveries);
-                            c->set_bytes_out(n.delivered_bytes);
-                            c->set_queued_messages(s->queue().messages());
-                            c->set_queued_bytes(s->queue().bytes());
+                            c->set_messages_in(s->published());
+                            c->set_bytes_in(s->published_bytes());
+                            c->set_messages_out(s->outbox().deliveries());
+                            c->set_bytes_out(s->outbox().delivered_bytes());
+                            c->set_queued_messages(s->outbox().queue().messages());
+                            c->set_queued_bytes(s->outbox().queue().bytes());
                             std::uint64_t dropped = 0;
                             std::uint32_t subs = 0, services = 0;
-                            for (const auto& [sid, sub] : s->subscriptions()) {
+                            for (const auto& [sid, sub] : router_.subscriptions_of(s->outbox())) {
                               dropped += sub->dropped;
                               ++(sub->service ? services : subs);
                             }
@@ -191,7 +190,7 @@ wire::SubscriptionList Broker::subscriptions(const std::string& after) const {
   wire::SubscriptionList list;
   std::vector<std::pair<const Session*, const Subscription*>> all;
   for (const auto& [id, s] : sessions_) {
-    for (const auto& [sid, sub] : s->subscriptions()) all.emplace_back(s, sub.get());
+    for (const auto& [sid, sub] : router_.subscriptions_of(s->outbox())) all.emplace_back(s, sub.get());
   }
   std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) {
     return a.first->id() != b.first->id() ? a.first->id() < b.first->id() : a.second->id < b.second->id;
@@ -290,7 +289,7 @@ void Broker::answer_admin(Session& caller, const wire::Header& request, std::spa
   h.set_seq(request.seq());
   h.set_sender_uid(static_cast<std::uint32_t>(::getuid()));
   h.set_sender_pid(static_cast<std::uint32_t>(::getpid()));
-  caller.queue_frame(h, std::as_bytes(std::span(body.data(), body.size())), nullptr);
+  caller.outbox().queue_frame(h, std::as_bytes(std::span(body.data(), body.size())), nullptr);
 }
 
 }  // namespace ubroker::broker

@@ -75,7 +75,16 @@ Broker::Broker(Config config)
            [this](std::uint64_t session, std::uint64_t segment) {
              if (Session* s = find(session)) s->shm_detached(segment);
            }),
-      request_timer_(io_) {}
+      request_timer_(io_),
+      outbox_context_{.limits = config_.limits,
+                      .stats = stats_,
+                      .pool = pool_,
+                      .shm = &shm_,
+                      .dirty = dirty_,
+                      .wake = [this](std::uint64_t id) {
+                        if (Session* s = find(id)) s->wake_reader();
+                      },
+                      .wake_uid = [this](UidAccount& account) { wake_uid_waiters(account); }} {}
 
 Broker::~Broker() = default;
 
@@ -85,16 +94,15 @@ Session* Broker::find(std::uint64_t id) const {
 }
 
 void Broker::flush_dirty() {
-  // Flushing can make more sessions dirty (none today), so work on a swapped list.
+  // Flushing can make more outboxes dirty (none today), so work on a swapped list.
   while (!dirty_.empty()) {
     flushing_.swap(dirty_);
-    for (Session* s : flushing_) s->flush();
+    for (Outbox* o : flushing_) {
+      o->mark_clean();
+      if (Session* s = find(o->id())) s->flush();
+    }
     flushing_.clear();
   }
-}
-
-void Broker::forget(Session& s) {
-  dirty_.erase(std::remove(dirty_.begin(), dirty_.end(), &s), dirty_.end());
 }
 
 int Broker::run(std::optional<InheritedListener> inherited) {
@@ -383,10 +391,10 @@ void Broker::request_added(Clock::time_point deadline) {
 
 void Broker::session_gone(Session& s) {
   std::vector<std::string> services;
-  for (const auto& [id, sub] : s.subscriptions()) {
+  for (const auto& [id, sub] : router_.subscriptions_of(s.outbox())) {
     if (sub->service) services.push_back(sub->pattern);
   }
-  router_.remove_session(s);
+  router_.remove_owner(s.outbox());
   requests_.drop_session(s.id(), [&](const PendingRequest& p) {
     ++stats_.responder_gone;
     if (Session* caller = find(p.caller)) {

@@ -22,6 +22,7 @@
 
 #include "accounts.hpp"
 #include "chunk_pool.hpp"
+#include "outbox.hpp"
 #include "ubroker/proto/peer_credentials.hpp"
 #include "config.hpp"
 #include "policy.hpp"
@@ -88,10 +89,10 @@ class Broker {
   // Answers a request on $sys.admin.* on behalf of the broker (admin.cpp).
   void answer_admin(Session& caller, const wire::Header& request, std::span<const std::byte> payload);
 
-  // Sessions with queued output are flushed together at the end of the current read batch.
-  void mark_dirty(Session& s) { dirty_.push_back(&s); }
+  // Outboxes with queued output are flushed together at the end of the current read batch.
   void flush_dirty();
-  void forget(Session& s);  // a session is going away
+  // What every client's Outbox shares with the broker.
+  [[nodiscard]] OutboxContext& outbox_context() noexcept { return outbox_context_; }
 
  private:
   using Socket = asio::local::stream_protocol::socket;
@@ -148,8 +149,9 @@ class Broker {
   Clock::time_point started_ = Clock::now();
   Clock::time_point last_rate_tick_ = Clock::now();
   std::unordered_map<std::uint64_t, Session*> sessions_;
-  std::vector<Session*> dirty_;
-  std::vector<Session*> flushing_;  // scratch for flush_dirty
+  std::vector<Outbox*> dirty_;
+  std::vector<Outbox*> flushing_;  // scratch for flush_dirty
+  OutboxContext outbox_context_;
   std::uint64_t next_id_ = 1;
   bool stopping_ = false;
   std::uint64_t peak_held_ = 0;  // the most the accounts held since memory was last given back

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cstring>
 
-#include "session.hpp"
 #include "ubroker/proto/frame_codec.hpp"
 #include "ubroker/proto/topic.hpp"
 
@@ -36,10 +35,22 @@ const char* check_group_name(std::string_view name) {
 
 }  // namespace
 
-std::expected<void, RouteError> Router::admissible(Session& owner, std::uint64_t id, std::string_view pattern,
+const Router::Subscriptions& Router::subscriptions_of(const Outbox& owner) const {
+  static const Subscriptions kNone;
+  auto it = by_owner_.find(owner.id());
+  return it == by_owner_.end() ? kNone : it->second;
+}
+
+const Subscription* Router::find(const Outbox& owner, std::uint64_t id) const {
+  const auto& subs = subscriptions_of(owner);
+  auto it = subs.find(id);
+  return it == subs.end() ? nullptr : it->second.get();
+}
+
+std::expected<void, RouteError> Router::admissible(Outbox& owner, std::uint64_t id, std::string_view pattern,
                                                    std::string_view group, std::size_t max_subscriptions) {
   if (const char* why = check_group_name(group)) return std::unexpected(RouteError{wire::INVALID_PATTERN, why});
-  auto& subs = owner.subscriptions();
+  const auto& subs = subscriptions_of(owner);
   if (subs.contains(id)) {
     return std::unexpected(RouteError{wire::DUPLICATE_SUBSCRIPTION, fmt::format("subscription id {} is in use", id)});
   }
@@ -66,7 +77,7 @@ std::expected<void, RouteError> Router::admissible(Session& owner, std::uint64_t
   return {};
 }
 
-std::expected<Subscription*, RouteError> Router::add(Session& owner, std::uint64_t id, std::string_view pattern,
+std::expected<Subscription*, RouteError> Router::add(Outbox& owner, std::uint64_t id, std::string_view pattern,
                                                      std::string_view group, std::size_t max_subscriptions) {
   if (auto ok = admissible(owner, id, pattern, group, max_subscriptions); !ok) return std::unexpected(ok.error());
   const std::uint64_t cost = subscription_cost(pattern);
@@ -77,13 +88,13 @@ std::expected<Subscription*, RouteError> Router::add(Session& owner, std::uint64
   sub->pattern = pattern;
   sub->cost = cost;
   Subscription* raw = sub.get();
-  owner.subscriptions().emplace(id, std::move(sub));
+  by_owner_[owner.id()].emplace(id, std::move(sub));
   ++subscription_count_;
   invalidate();
   return raw;
 }
 
-std::expected<void, RouteError> Router::subscribe(Session& owner, std::uint64_t id, std::string_view pattern,
+std::expected<void, RouteError> Router::subscribe(Outbox& owner, std::uint64_t id, std::string_view pattern,
                                                   std::string_view group, wire::Overflow overflow,
                                                   std::size_t max_subscriptions) {
   auto added = add(owner, id, pattern, group, max_subscriptions);
@@ -106,7 +117,7 @@ std::expected<void, RouteError> Router::subscribe(Session& owner, std::uint64_t 
   return {};
 }
 
-std::expected<void, RouteError> Router::serve(Session& owner, std::uint64_t id, std::string_view pattern,
+std::expected<void, RouteError> Router::serve(Outbox& owner, std::uint64_t id, std::string_view pattern,
                                               std::size_t max_subscriptions) {
   auto added = add(owner, id, pattern, {}, max_subscriptions);
   if (!added) return std::unexpected(added.error());
@@ -115,21 +126,24 @@ std::expected<void, RouteError> Router::serve(Session& owner, std::uint64_t id, 
   return {};
 }
 
-std::expected<std::uint64_t, RouteError> Router::unsubscribe(Session& owner, std::uint64_t id) {
-  auto& subs = owner.subscriptions();
-  auto it = subs.find(id);
-  if (it == subs.end()) {
+std::expected<std::uint64_t, RouteError> Router::unsubscribe(Outbox& owner, std::uint64_t id) {
+  auto subs = by_owner_.find(owner.id());
+  auto it = subs == by_owner_.end() ? decltype(subs->second.begin()){} : subs->second.find(id);
+  if (subs == by_owner_.end() || it == subs->second.end()) {
     return std::unexpected(RouteError{wire::UNKNOWN_SUBSCRIPTION, fmt::format("no subscription with id {}", id)});
   }
   const std::uint64_t dropped = it->second->dropped;
   remove(*it->second);
-  subs.erase(it);
+  subs->second.erase(it);
+  if (subs->second.empty()) by_owner_.erase(subs);
   return dropped;
 }
 
-void Router::remove_session(Session& owner) {
-  for (auto& [id, sub] : owner.subscriptions()) remove(*sub);
-  owner.subscriptions().clear();
+void Router::remove_owner(Outbox& owner) {
+  auto subs = by_owner_.find(owner.id());
+  if (subs == by_owner_.end()) return;
+  for (auto& [id, sub] : subs->second) remove(*sub);
+  by_owner_.erase(subs);
 }
 
 void Router::remove(Subscription& sub) {
@@ -179,13 +193,13 @@ Router::Route* Router::resolve(std::string_view topic) {
   return &last_->second;
 }
 
-void Router::add_target(Session* s, Subscription* sub) {
+void Router::add_target(Outbox* o, Subscription* sub) {
   const bool lossless = sub->overflow == wire::BLOCK;
-  if (!targets_.empty() && targets_.back().session == s) {
+  if (!targets_.empty() && targets_.back().outbox == o) {
     targets_.back().count++;
     targets_.back().lossless |= lossless;
   } else {
-    targets_.push_back({s, static_cast<std::uint32_t>(target_subs_.size()), 1, lossless});
+    targets_.push_back({o, static_cast<std::uint32_t>(target_subs_.size()), 1, lossless});
   }
   target_subs_.push_back(sub);
 }
@@ -199,16 +213,15 @@ std::size_t Router::pick_member(const Group& g) const {
   return g.next % n;  // all full: the policy of the one whose turn it is decides
 }
 
-RouteResult Router::publish(Session& from, const Published& msg) {
-  const SenderStamp stamp{from.id(), from.peer().uid, static_cast<std::uint32_t>(from.peer().pid)};
-  return route(stamp, msg, &from);
+RouteResult Router::publish(const SenderStamp& stamp, const Published& msg) {
+  return route(stamp, msg, true);
 }
 
 void Router::publish_system(const Published& msg, const SenderStamp& stamp) {
-  (void)route(stamp, msg, nullptr);
+  (void)route(stamp, msg, false);
 }
 
-RouteResult Router::route(const SenderStamp& stamp, const Published& msg, Session* from) {
+RouteResult Router::route(const SenderStamp& stamp, const Published& msg, bool held_back) {
   const Route* found = resolve(msg.topic);
   if (found == nullptr) return RouteResult::kInvalidTopic;
   const Route& route = *found;
@@ -224,8 +237,8 @@ RouteResult Router::route(const SenderStamp& stamp, const Published& msg, Sessio
 
   bool blocked = false;
   for (const Target& t : targets_) {
-    if (from != nullptr && t.lossless && !t.session->has_room()) {
-      t.session->add_waiter(from->id());
+    if (held_back && t.lossless && !t.outbox->has_room()) {
+      t.outbox->hold_back(stamp.id);
       blocked = true;
     }
   }
@@ -233,14 +246,14 @@ RouteResult Router::route(const SenderStamp& stamp, const Published& msg, Sessio
     // A full group member may free up before the others: wait on every lossless member.
     for (Group* g : route.groups) {
       for (Subscription* m : g->members) {
-        if (m->overflow == wire::BLOCK && !m->owner->has_room()) m->owner->add_waiter(from->id());
+        if (m->overflow == wire::BLOCK && !m->owner->has_room()) m->owner->hold_back(stamp.id);
       }
     }
     ++stats_.publisher_blocks;
     return RouteResult::kBlocked;
   }
 
-  if (from != nullptr) {
+  if (held_back) {
     ++stats_.messages_in;
     stats_.bytes_in += msg.size();
     if (msg.bulk != nullptr) {
@@ -272,7 +285,7 @@ RouteResult Router::route(const SenderStamp& stamp, const Published& msg, Sessio
   deliver_.begin(msg.topic, stamp.id, stamp.uid, stamp.pid);
   for (const Target& t : targets_) {
     ++stats_.deliveries_accepted;  // from here on: written, queued, or dropped with a reason
-    if (t.session->has_room()) {
+    if (t.outbox->has_room()) {
       deliver(t, msg);
       continue;
     }
@@ -292,12 +305,12 @@ void Router::deliver(const Target& t, const Published& msg) {
   // max_frame_bytes + 1024), so a receiver with more gets one frame per kIdsPerDelivery.
   for (std::uint32_t first = 0; first < t.count; first += kIdsPerDelivery) {
     if (first != 0) ++stats_.deliveries_accepted;  // each frame is a delivery of its own
-    deliver_part(*t.session, std::span(target_subs_).subspan(t.first + first, std::min(kIdsPerDelivery, t.count - first)),
+    deliver_part(*t.outbox, std::span(target_subs_).subspan(t.first + first, std::min(kIdsPerDelivery, t.count - first)),
                  msg);
   }
 }
 
-void Router::deliver_part(Session& to, std::span<Subscription* const> subs, const Published& msg) {
+void Router::deliver_part(Outbox& to, std::span<Subscription* const> subs, const Published& msg) {
   std::optional<proto::ShmPart> shm;
   if (msg.bulk != nullptr) {
     auto held = to.hold_bulk(*msg.bulk);  // attaches the segment's fd on first use
@@ -331,7 +344,7 @@ void Router::deliver_part(Session& to, std::span<Subscription* const> subs, cons
   if (shm) ++stats_.bulk_deliveries;
 }
 
-RouteResult Router::pick_responder(Session& from, std::string_view topic, Subscription*& responder) {
+RouteResult Router::pick_responder(std::uint64_t from, std::string_view topic, Subscription*& responder) {
   Route* found = resolve(topic);
   if (found == nullptr) return RouteResult::kNoResponders;
   Route& route = *found;
@@ -345,7 +358,7 @@ RouteResult Router::pick_responder(Session& from, std::string_view topic, Subscr
       return RouteResult::kRouted;
     }
   }
-  for (Subscription* s : route.services) s->owner->add_waiter(from.id());
+  for (Subscription* s : route.services) s->owner->hold_back(from);
   ++stats_.publisher_blocks;
   return RouteResult::kBlocked;
 }

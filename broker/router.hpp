@@ -1,9 +1,10 @@
-// The Router decides where a published message goes: it indexes every subscription by
-// pattern, caches the resolved targets per topic, picks one member per queue group, and
-// applies each target's overflow policy (hold the publisher back, or drop and count). All
-// routing decisions live here, so a later direct lane can ask the same place.
-// Event loop thread only; holds non-owning Session/Subscription pointers that Sessions
-// remove (remove_session) before they go away.
+// The Router decides where a published message goes: it owns every subscription and service,
+// indexes them by pattern, caches the resolved targets per topic, picks one member per queue
+// group, and applies each target's overflow policy (hold the publisher back, or drop and
+// count). All routing decisions live here, so a later direct lane can ask the same place.
+// It knows clients only as Outboxes (room, hold back, deliver: outbox.hpp), never as
+// Sessions, and is unit-tested without a broker. Event loop thread only; a client's outbox
+// is removed (remove_owner) before it goes away.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "chunk_pool.hpp"
+#include "outbox.hpp"
 #include "stats.hpp"
 #include "subscription.hpp"
 #include "topic_index.hpp"
@@ -25,17 +27,9 @@
 
 namespace ubroker::broker {
 
-class Session;
-
 struct RouteError {
   wire::ErrorCode code;
   std::string message;
-};
-
-// A payload in shared memory: a record opened in the ShmRegistry.
-struct BulkRef {
-  std::uint32_t record;
-  std::uint64_t length;
 };
 
 struct Published {
@@ -55,9 +49,6 @@ struct SenderStamp {
 
 enum class RouteResult { kRouted, kBlocked, kNoResponders, kInvalidTopic };
 
-// Why a bulk delivery could not be held for a receiver.
-enum class BulkDrop { kHoldLimit, kNoFd };
-
 // What brokerctl shows per topic. Kept apart from the route cache (which is cleared on
 // every subscription change) and bounded in the number of topics tracked.
 struct TopicStats {
@@ -71,33 +62,34 @@ struct TopicStats {
 
 class Router {
  public:
-  // Payloads up to this size are copied into each subscriber's queue (cheaper than a
-  // reference for small messages); larger ones are referenced in the publisher's chunk.
-  static constexpr std::size_t kInlinePayloadMax = 1024;
-
   explicit Router(Stats& stats) : stats_(stats) {}
   Router(const Router&) = delete;
   Router& operator=(const Router&) = delete;
 
-  [[nodiscard]] std::expected<void, RouteError> subscribe(Session& owner, std::uint64_t id, std::string_view pattern,
+  using Subscriptions = std::unordered_map<std::uint64_t, std::unique_ptr<Subscription>>;
+
+  [[nodiscard]] std::expected<void, RouteError> subscribe(Outbox& owner, std::uint64_t id, std::string_view pattern,
                                                           std::string_view group, wire::Overflow overflow,
                                                           std::size_t max_subscriptions);
   // Whether subscribe() would accept this now (the id, the count, the pattern, the group name,
   // the uid's subscription budget); nothing changes.
-  [[nodiscard]] std::expected<void, RouteError> admissible(Session& owner, std::uint64_t id, std::string_view pattern,
+  [[nodiscard]] std::expected<void, RouteError> admissible(Outbox& owner, std::uint64_t id, std::string_view pattern,
                                                            std::string_view group, std::size_t max_subscriptions);
   // Returns the subscription's total drop count.
-  [[nodiscard]] std::expected<std::uint64_t, RouteError> unsubscribe(Session& owner, std::uint64_t id);
+  [[nodiscard]] std::expected<std::uint64_t, RouteError> unsubscribe(Outbox& owner, std::uint64_t id);
   // Registers a responder for requests on topics matching `pattern`.
-  [[nodiscard]] std::expected<void, RouteError> serve(Session& owner, std::uint64_t id, std::string_view pattern,
+  [[nodiscard]] std::expected<void, RouteError> serve(Outbox& owner, std::uint64_t id, std::string_view pattern,
                                                       std::size_t max_subscriptions);
-  // Forgets every subscription and service of a session that is going away.
-  void remove_session(Session& owner);
+  // Forgets every subscription and service of a client that is going away.
+  void remove_owner(Outbox& owner);
+  // A client's subscriptions and services, by id (empty when it has none).
+  [[nodiscard]] const Subscriptions& subscriptions_of(const Outbox& owner) const;
+  [[nodiscard]] const Subscription* find(const Outbox& owner, std::uint64_t id) const;
 
-  // Routes one message from `from`. kBlocked: a lossless target is full; nothing was
-  // delivered, `from` is registered with the full targets and must retry later.
+  // Routes one message from the client `stamp.id`. kBlocked: a lossless target is full;
+  // nothing was delivered, the sender is held back by the full targets and must retry later.
   // kInvalidTopic: the topic's syntax is wrong (reserved topics are the caller's to refuse).
-  [[nodiscard]] RouteResult publish(Session& from, const Published& msg);
+  [[nodiscard]] RouteResult publish(const SenderStamp& stamp, const Published& msg);
   // The broker's own messages ($sys. events): never held back (the broker cannot wait), so a
   // subscriber whose queue is full misses them, counted as overflow drops like a DROP
   // subscription's: a uid churning connections cannot grow anyone's queue past its limits.
@@ -105,7 +97,7 @@ class Router {
 
   // The responder a request on `topic` goes to (round-robin, preferring one with room).
   // kBlocked: all are full and `from` is registered with them. kNoResponders: nobody serves it.
-  [[nodiscard]] RouteResult pick_responder(Session& from, std::string_view topic, Subscription*& responder);
+  [[nodiscard]] RouteResult pick_responder(std::uint64_t from, std::string_view topic, Subscription*& responder);
   [[nodiscard]] std::size_t count_responders(std::string_view topic);
 
   [[nodiscard]] std::size_t subscription_count() const noexcept { return subscription_count_; }
@@ -134,7 +126,7 @@ class Router {
     TopicStats* stats = nullptr;   // nullptr beyond kMaxTrackedTopics
   };
   struct Target {
-    Session* session;
+    Outbox* outbox;
     std::uint32_t first;  // into target_subs_
     std::uint32_t count;
     bool lossless;
@@ -152,18 +144,20 @@ class Router {
   static constexpr std::size_t kEntryOverhead = 256;
   // Forgets the topics idle longest until the table is at three quarters of its bounds.
   void forget_idle_topics();
-  void add_target(Session* s, Subscription* sub);
+  void add_target(Outbox* o, Subscription* sub);
   // Index of the member to get the next message: the first with room from the cursor on.
   std::size_t pick_member(const Group& g) const;
-  RouteResult route(const SenderStamp& stamp, const Published& msg, Session* from);
+  // `held_back`: the sender can wait (a client); the broker's own messages cannot.
+  RouteResult route(const SenderStamp& stamp, const Published& msg, bool held_back);
   void deliver(const Target& t, const Published& msg);
-  void deliver_part(Session& to, std::span<Subscription* const> subs, const Published& msg);
+  void deliver_part(Outbox& to, std::span<Subscription* const> subs, const Published& msg);
   static constexpr std::uint32_t kIdsPerDelivery = 32;
-  [[nodiscard]] std::expected<Subscription*, RouteError> add(Session& owner, std::uint64_t id, std::string_view pattern,
+  [[nodiscard]] std::expected<Subscription*, RouteError> add(Outbox& owner, std::uint64_t id, std::string_view pattern,
                                                              std::string_view group, std::size_t max_subscriptions);
   void remove(Subscription& sub);
 
   Stats& stats_;
+  std::unordered_map<std::uint64_t, Subscriptions> by_owner_;  // by outbox (client) id
   TopicIndex<Subscription*> direct_index_;
   TopicIndex<Group*> group_index_;
   TopicIndex<Subscription*> service_index_;

@@ -36,11 +36,10 @@ Session::Session(Broker& broker, Socket socket, proto::PeerCredentials peer, Gra
       socket_(std::move(socket)),
       peer_(std::move(peer)),
       grants_(std::move(grants)),
-      account_(broker.accounts(), peer_.uid),
       id_(id),
+      account_(broker.accounts(), peer_.uid),
+      outbox_(broker.outbox_context(), socket_.native_handle(), id_, account_),
       accepted_at_(Clock::now()),
-      last_progress_(accepted_at_),
-      out_(broker.pool()),
       reader_wake_(socket_.get_executor()),
       writer_wake_(socket_.get_executor()) {
   connected_unix_ms_ = static_cast<std::uint64_t>(
@@ -59,14 +58,11 @@ Session::Session(Broker& broker, Socket socket, proto::PeerCredentials peer, Gra
 }
 
 Session::~Session() {
-  closed_ = true;       // detach notices caused by what follows are not queued
-  release_all_holds();  // a receiver that dies lets go of everything it held
+  enter(Phase::kClosed);  // detach notices caused by what follows are not queued
+  outbox_.release_all();  // a receiver that dies lets go of everything it held
+  broker_.shm().owner_gone(id_);
   broker_.session_gone(*this);
-  broker_.forget(*this);
-  broker_.stats().dropped_disconnect += out_.deliveries();
-  notify_waiters();
-  account_.set(Resource::kQueuedBytes, 0);
-  if (!account_.uid().waiters.empty()) broker_.wake_uid_waiters(account_.uid());
+  // outbox_ counts what was still queued as dropped and wakes whoever waited on it; then
   // account_ credits the rest of what this connection held to its uid.
 }
 
@@ -77,137 +73,58 @@ std::string Session::describe() const {
 asio::awaitable<void> Session::run() {
   using namespace asio::experimental::awaitable_operators;
   co_await (read_loop() || write_loop());
-  closed_ = true;
+  enter(Phase::kClosed);
   std::error_code ignored;
   socket_.close(ignored);
 }
 
-bool Session::own_room() const noexcept {
-  const auto& l = broker_.config().limits;
-  return out_.messages() < l.queue_max_messages && out_.bytes() < l.queue_max_bytes;
-}
-
-bool Session::has_room() const noexcept {
-  return own_room() && !account_.uid().at_limit(Resource::kQueuedBytes);
-}
-
-void Session::account_queue() {
-  const bool shrank = account_.set(Resource::kQueuedBytes, out_.bytes());
-  UidAccount& uid = account_.uid();
-  if (shrank && !uid.waiters.empty() && uid.used(Resource::kQueuedBytes) <= uid.limit(Resource::kQueuedBytes) / 2) {
-    broker_.wake_uid_waiters(uid);
-  }
-}
-
-bool Session::below_low_watermark() const noexcept {
-  const auto& l = broker_.config().limits;
-  return out_.messages() <= l.queue_max_messages / 2 && out_.bytes() <= l.queue_max_bytes / 2;
-}
-
-void Session::add_waiter(std::uint64_t publisher_id) {
-  // Held back by the uid's budget rather than this queue: any of the uid's queues draining
-  // may free it, so it waits on the uid.
-  auto& waiters = own_room() ? account_.uid().waiters : waiters_;
-  if (&waiters == &waiters_) {
-    holding_.seen = true;
-    if (holding_.since == Clock::time_point::max()) {
-      holding_.since = Clock::now();
-      holding_.messages_at = written_messages_;
-      holding_.bytes_at = written_bytes_;
-    }
-  }
-  if (waiters.empty() || waiters.back() != publisher_id) waiters.push_back(publisher_id);
-}
-
-void Session::notify_waiters() {
-  if (waiters_.empty()) return;
-  waking_.swap(waiters_);
-  for (std::uint64_t id : waking_) {
-    if (Session* s = broker_.find(id)) s->wake_reader();
-  }
-  waking_.clear();
-}
-
 void Session::wake_reader() {
-  // The wake may come before the reader parks (the subscriber drained within the same
-  // flush that follows the block), so it is remembered, not only delivered.
+  // The wake may come before the reader parks (the receiver drained within the same flush
+  // that follows the block), so it is remembered, not only delivered.
   woken_ = true;
   if (reader_paused_) reader_wake_.cancel();
 }
 
-void Session::mark_dirty() {
-  // A queue that just became non-empty starts its slow-consumer clock now.
-  if (out_.messages() == 1) last_progress_ = Clock::now();
-  if (!dirty_) {
-    dirty_ = true;
-    broker_.mark_dirty(*this);
-  }
+Session::Step Session::wait_for_room() {
+  outbox_.hold_back(id_);
+  return Step::kBlocked;
 }
 
 void Session::flush() {
-  dirty_ = false;
-  if (closed_ || write_blocked_) return;
-  send_some();
-  if (write_blocked_ || closed_ || (closing_ && out_.empty())) writer_wake_.cancel();
-}
-
-void Session::send_some() {
-  std::array<iovec, 256> iov;
-  while (!out_.empty()) {
-    int fd = -1;
-    const std::size_t n = out_.gather(iov, fd);
-    std::size_t offered = 0;
-    for (std::size_t i = 0; i < n; ++i) offered += iov[i].iov_len;
-    auto sent = proto::send(socket_.native_handle(), std::span(iov.data(), n),
-                            fd < 0 ? std::span<const int>() : std::span<const int>(&fd, 1));
-    if (!sent) {
-      if (proto::would_block(sent.error())) {
-        write_blocked_ = true;
-      } else {
-        spdlog::debug("{}: write failed: {}", describe(), sent.error().message());
-        closed_ = true;
-      }
-      break;
-    }
-    const auto done = out_.consume(*sent);
-    broker_.stats().deliveries_written += done.deliveries;
-    written_messages_ += done.messages;
-    written_bytes_ += *sent;
-    account_queue();
-    last_progress_ = Clock::now();
-    if (*sent < offered) {  // the socket buffer is full: the next try would say EAGAIN
-      write_blocked_ = true;
-      break;
-    }
+  if (closed() || write_blocked_) return;  // the writer loop sends once the socket has room
+  switch (outbox_.send_some()) {
+    case Outbox::Write::kBlocked: write_blocked_ = true; break;
+    case Outbox::Write::kFailed: enter(Phase::kClosed); break;
+    case Outbox::Write::kDrained: break;
   }
-  if (!waiters_.empty() && below_low_watermark()) notify_waiters();
+  if (write_blocked_ || closed() || (closing() && outbox_.empty())) writer_wake_.cancel();
 }
 
 asio::awaitable<void> Session::write_loop() {
   for (;;) {
-    if (closed_) break;
+    if (closed()) break;
     if (write_blocked_) {
       auto [ec] = co_await socket_.async_wait(Socket::wait_write, kUseTuple);
       write_blocked_ = false;
-      if (ec || closed_) break;
-      send_some();
+      if (ec || closed()) break;
+      flush();
       continue;
     }
-    if (out_.empty()) {
-      if (closing_) break;  // everything flushed: the session ends
+    if (outbox_.empty()) {
+      if (closing()) break;  // everything flushed: the session ends
       writer_wake_.expires_at(Clock::time_point::max());
       co_await writer_wake_.async_wait(kUseTuple);
       continue;
     }
-    send_some();
+    flush();
   }
-  closed_ = true;
+  enter(Phase::kClosed);
 }
 
 asio::awaitable<void> Session::park_until_closed() {
   // Reading is over; the writer ends the session once the queue is flushed (or the deadline
   // sweep closes it). `||` cancels this wait when the writer returns.
-  while (!closed_) {
+  while (!closed()) {
     reader_wake_.expires_at(Clock::time_point::max());
     co_await reader_wake_.async_wait(kUseTuple);
   }
@@ -220,16 +137,16 @@ asio::awaitable<void> Session::read_loop() {
     woken_ = false;
     const Step step = process_frames();
     broker_.flush_dirty();
-    if (closed_) break;
+    if (closed()) break;
     if (more_waiting) {
       // A client with a large send buffer can have megabytes waiting: after one buffer's worth,
       // every other ready connection has its turn before this one reads again, so a busy
       // client delays the others by one read, not by its whole backlog.
       more_waiting = false;
       co_await asio::post(socket_.get_executor(), asio::use_awaitable);
-      if (closed_) break;
+      if (closed()) break;
     }
-    if (step == Step::kClose || closing_) {
+    if (step == Step::kClose || closing()) {
       co_await park_until_closed();
       break;
     }
@@ -264,7 +181,7 @@ asio::awaitable<void> Session::read_loop() {
     auto [ec] = co_await socket_.async_wait(Socket::wait_read, kUseTuple);
     if (ec) break;
   }
-  closed_ = true;
+  enter(Phase::kClosed);
 }
 
 std::uint32_t Session::max_frame() const noexcept {
@@ -338,11 +255,11 @@ bool Session::charge_input(std::size_t capacity, std::size_t pending) {
 }
 
 Session::Step Session::process_frames() {
-  if (!in_) return closing_ ? Step::kClose : Step::kContinue;
+  if (!in_) return closing() ? Step::kClose : Step::kContinue;
   const proto::FrameLimits limits{.max_frame = max_frame()};
   const std::size_t began_at = in_begin_;
   proto::MessageHead head;
-  while (!closing_) {
+  while (!closing()) {
     auto split = proto::split_frame({in_->data() + in_begin_, in_end_ - in_begin_}, limits);
     if (!split) {
       const bool too_large = split.error() == proto::FrameError::kFrameTooLarge;
@@ -376,7 +293,7 @@ Session::Step Session::process_frames() {
   }
   // A frame's fds ride on the sendmsg that carries its first byte, so fds left over with no
   // partial frame buffered belong to no frame.
-  if (!closing_ && !in_fds_.empty() && (in_begin_ == in_end_ || in_fds_.size() > proto::kMaxFdsPerMessage)) {
+  if (!closing() && !in_fds_.empty() && (in_begin_ == in_end_ || in_fds_.size() > proto::kMaxFdsPerMessage)) {
     send_error(wire::FD_ERROR, fmt::format("{} file descriptor(s) arrived without a frame that claims them",
                                            in_fds_.size()), true);
     in_fds_.clear();
@@ -390,12 +307,12 @@ Session::Step Session::process_frames() {
     partial_since_ = Clock::now();
   }
   if (in_begin_ == in_end_ && in_.unique()) in_begin_ = in_end_ = 0;
-  return closing_ ? Step::kClose : Step::kContinue;
+  return closing() ? Step::kClose : Step::kContinue;
 }
 
 void Session::send_error(wire::ErrorCode code, std::string_view message, bool fatal, std::uint64_t seq,
                          std::optional<std::uint64_t> sub_id) {
-  if (closing_ || closed_) return;
+  if (closing()) return;
   control_.Clear();
   control_.set_type(wire::ERROR);
   control_.set_seq(seq);
@@ -423,56 +340,26 @@ void Session::send_error(wire::ErrorCode code, std::string_view message, bool fa
     }
   }
   if (fatal) {
-    closing_ = true;
+    enter(Phase::kClosing);
     close_deadline_ = Clock::now() + broker_.config().timeouts.linger;
     reader_wake_.cancel();
   }
 }
 
 void Session::queue_control(const wire::Header& h) {
-  queue_frame(h, {}, nullptr);
-}
-
-bool Session::queue_frame(const wire::Header& h, std::span<const std::byte> payload, const ChunkRef* chunk) {
-  const std::size_t head = proto::frame_head_size(h);
-  const std::size_t size = payload.size();
-  const bool copy = size <= Router::kInlinePayloadMax || chunk == nullptr;
-  std::byte* p = out_.append_inline(head + (copy ? size : 0));
-  proto::write_frame_head(p, h, size);
-  return finish_frame(p + head, payload, chunk, copy, h.type() == wire::DELIVER);
-}
-
-bool Session::queue_delivery(std::span<const std::byte> head, std::span<const std::byte> payload,
-                             const ChunkRef* chunk) {
-  const bool copy = payload.size() <= Router::kInlinePayloadMax || chunk == nullptr;
-  std::byte* p = out_.append_inline(head.size() + (copy ? payload.size() : 0));
-  std::memcpy(p, head.data(), head.size());
-  return finish_frame(p + head.size(), payload, chunk, copy, true);
-}
-
-bool Session::finish_frame(std::byte* payload_at, std::span<const std::byte> payload, const ChunkRef* chunk,
-                           bool copy, bool delivery) {
-  if (copy) {
-    if (!payload.empty()) std::memcpy(payload_at, payload.data(), payload.size());
-  } else {
-    out_.append_ref(*chunk, payload.data(), payload.size());
-  }
-  out_.end_message(delivery);
-  account_queue();
-  mark_dirty();
-  return copy && !payload.empty();
+  outbox_.queue_frame(h, {}, nullptr);
 }
 
 void Session::begin_shutdown() {
-  if (closed_ || closing_) return;
+  if (closing()) return;
   send_error(wire::SHUTTING_DOWN, "the broker is shutting down", true);
   close_deadline_ = Clock::now() + broker_.config().timeouts.shutdown;
   flush();
 }
 
 void Session::force_close() {
-  if (closed_) return;
-  closed_ = true;
+  if (closed()) return;
+  enter(Phase::kClosed);
   std::error_code ignored;
   socket_.close(ignored);
   reader_wake_.cancel();
@@ -480,9 +367,9 @@ void Session::force_close() {
 }
 
 void Session::check_deadlines(Clock::time_point now) {
-  if (closed_) return;
+  if (closed()) return;
   const auto& t = broker_.config().timeouts;
-  if (closing_) {
+  if (closing()) {
     if (now >= close_deadline_) force_close();
     return;
   }
@@ -502,55 +389,15 @@ void Session::check_deadlines(Clock::time_point now) {
     flush();
     return;
   }
-  // A queue is stuck when it is full itself, or when it holds bytes its uid's budget needs
-  // (without this, clients that each stay under their own limit could hold their uid at its
-  // budget, and the publishers behind it, forever).
-  // And a consumer that reads, but so slowly that it holds publishers back while draining less
-  // than half its queue per slow_consumer_ms (in messages and in bytes), is cut off too:
-  // progress alone does not entitle it to stall its publishers for ever. A hold lasts while
-  // publishers wait on this queue at every sweep; it ends at a sweep that finds none waiting.
-  const bool uid_full = account_.uid().at_limit(Resource::kQueuedBytes);
-  const bool stuck = (!own_room() || (uid_full && !out_.empty())) && now - last_progress_ > t.slow_consumer;
-  bool too_slow = false;
-  std::string slowness;
-  if (!waiters_.empty()) holding_.seen = true;
-  if (!holding_.seen) {
-    holding_.since = Clock::time_point::max();
-  } else if (holding_.since != Clock::time_point::max() && now - holding_.since > t.slow_consumer) {
-    const auto& l = broker_.config().limits;
-    const double periods = std::chrono::duration<double>(now - holding_.since) / t.slow_consumer;
-    const std::uint64_t messages = written_messages_ - holding_.messages_at;
-    const std::uint64_t bytes = written_bytes_ - holding_.bytes_at;
-    too_slow = static_cast<double>(messages) < periods * static_cast<double>(l.queue_max_messages / 2) &&
-               static_cast<double>(bytes) < periods * static_cast<double>(l.queue_max_bytes / 2);
-    if (too_slow) {
-      slowness = fmt::format("publishers held back for {} ms while it took {} messages ({} bytes), less than half its "
-                             "queue per slow_consumer_ms",
-                             std::chrono::duration_cast<std::chrono::milliseconds>(now - holding_.since).count(),
-                             messages, bytes);
-    }
-  }
-  holding_.seen = false;
-  if (stuck || too_slow) {
-    const std::size_t queued = out_.messages();
-    const bool own_full = !own_room();
-    const std::size_t dropped = out_.discard_unsent().deliveries;
-    account_queue();
-    broker_.stats().dropped_disconnect += dropped;
+  if (auto why = outbox_.slow(now, t.slow_consumer)) {
+    const std::size_t queued = outbox_.queue().messages();
+    const std::size_t dropped = outbox_.cut_off();
     ++broker_.stats().slow_consumer_disconnects;
-    const std::string what =
-        !stuck ? slowness
-        : own_full ? fmt::format("outbound queue full (limits.queue_max_messages/queue_max_bytes) with no progress "
-                                 "for {} ms",
-                                 t.slow_consumer.count())
-                   : fmt::format("uid {}'s queues at limits.queue_max_bytes_per_uid with no progress for {} ms",
-                                 peer_.uid, t.slow_consumer.count());
     send_error(wire::SLOW_CONSUMER,
-               fmt::format("{} ({} messages queued; timeouts.slow_consumer_ms); {} queued messages dropped", what,
+               fmt::format("{} ({} messages queued; timeouts.slow_consumer_ms); {} queued messages dropped", *why,
                            queued, dropped),
                true);
     flush();
-    notify_waiters();
   }
 }
 

@@ -26,7 +26,7 @@ constexpr std::string_view kAdminPrefix = "$sys.admin.";
 }  // namespace
 
 Session::Step Session::handle_frame(const wire::Header& h, std::span<const std::byte> payload) {
-  if (!welcomed_) {
+  if (phase_ == Phase::kHandshake) {
     if (h.type() != wire::HELLO) {
       send_error(wire::PROTOCOL_ERROR,
                  fmt::format("expected HELLO as the first frame, got {}", wire::FrameType_Name(h.type())), true);
@@ -36,9 +36,8 @@ Session::Step Session::handle_frame(const wire::Header& h, std::span<const std::
   }
   // Every frame but PUBLISH, REPLY and SHM_RELEASE may queue an answer to this client: hold
   // back while its own queue is full, so a client that never reads cannot grow it without bound.
-  if (h.type() != wire::PUBLISH && h.type() != wire::REPLY && h.type() != wire::SHM_RELEASE && !has_room()) {
-    add_waiter(id_);
-    return Step::kBlocked;
+  if (h.type() != wire::PUBLISH && h.type() != wire::REPLY && h.type() != wire::SHM_RELEASE && !outbox_.has_room()) {
+    return wait_for_room();
   }
   if (claim_fds(h) == Step::kClose) return Step::kClose;
   switch (h.type()) {
@@ -80,6 +79,7 @@ Session::Step Session::handle_hello(const wire::Header& h) {
   }
   name_ = printable(hello.client_name(), kMaxClientName);  // shown in logs and tables
   welcomed_ = true;
+  enter(Phase::kOpen);
   const auto& cfg = broker_.config();
   control_.Clear();
   control_.set_type(wire::WELCOME);
@@ -103,9 +103,8 @@ Session::Step Session::handle_hello(const wire::Header& h) {
 }
 
 Session::Step Session::refuse(wire::ErrorCode code, std::string_view message, std::uint64_t seq) {
-  if (!has_room()) {  // the refusal is an answer: bounded like every other
-    add_waiter(id_);
-    return Step::kBlocked;
+  if (!outbox_.has_room()) {  // the refusal is an answer: bounded like every other
+    return wait_for_room();
   }
   send_error(code, message, false, seq);
   return Step::kContinue;
@@ -120,14 +119,15 @@ std::size_t Session::apply_grants(Grants grants) {
   grants_ = std::move(grants);
   last_published_.clear();
   std::vector<std::uint64_t> revoked;
-  for (const auto& [id, sub] : subs_) {
+  const auto& subs = broker_.router().subscriptions_of(outbox_);
+  for (const auto& [id, sub] : subs) {
     if (!grants_.allows_pattern(sub->service ? Right::kServe : Right::kSubscribe, sub->pattern)) revoked.push_back(id);
   }
   for (const std::uint64_t id : revoked) {
-    const Subscription& sub = *subs_.at(id);
+    const Subscription& sub = *subs.at(id);
     const Right right = sub.service ? Right::kServe : Right::kSubscribe;
     const std::string pattern = sub.pattern;
-    (void)broker_.router().unsubscribe(*this, id);
+    (void)broker_.router().unsubscribe(outbox_, id);
     // Told even past its queue limit: at most one frame per subscription it had.
     send_error(wire::PERMISSION_DENIED,
                fmt::format("{} {} removed by a policy reload: {}", right == Right::kServe ? "service" : "subscription",
@@ -147,13 +147,12 @@ Session::Step Session::handle_publish(std::string_view topic, bool retain, std::
   RouteResult routed = RouteResult::kInvalidTopic;
   if (!proto::is_reserved(topic)) {
     // The router validates a topic it has not seen before: a known topic costs one lookup.
-    routed = broker_.router().publish(*this, {.topic = topic, .payload = payload, .chunk = &in_});
+    routed = broker_.router().publish(stamp(), {.topic = topic, .payload = payload, .chunk = &in_});
     if (routed == RouteResult::kBlocked) return Step::kBlocked;
   }
   if (routed != RouteResult::kRouted) {
-    if (!has_room()) {  // the refusal is an answer: bounded like every other
-      add_waiter(id_);
-      return Step::kBlocked;
+    if (!outbox_.has_room()) {  // the refusal is an answer: bounded like every other
+      return wait_for_room();
     }
     if (routed == RouteResult::kInvalidTopic && !proto::is_reserved(topic)) {
       send_error(wire::INVALID_TOPIC, fmt::format("publish refused: invalid topic: {}", proto::check_topic(topic)),
@@ -200,9 +199,8 @@ Session::Step Session::handle_bulk_publish(const wire::Header& h, std::span<cons
   }
   if (auto denied = deny_unless(Right::kPublish, h.topic(), false, 0)) return *denied;
   if (h.retain() || proto::is_reserved(h.topic())) {
-    if (!has_room()) {
-      add_waiter(id_);
-      return Step::kBlocked;
+    if (!outbox_.has_room()) {
+      return wait_for_room();
     }
     send_error(wire::SHM_REFUSED,
                h.retain() ? "publish refused: shared-memory payloads cannot be retained"
@@ -213,23 +211,21 @@ Session::Step Session::handle_bulk_publish(const wire::Header& h, std::span<cons
   auto& registry = broker_.shm();
   auto record = registry.open(id_, h.shm().segment(), {.offset = h.shm().offset(), .length = h.shm().length()});
   if (!record) {
-    if (!has_room()) {
-      add_waiter(id_);
-      return Step::kBlocked;
+    if (!outbox_.has_room()) {
+      return wait_for_room();
     }
     send_error(record.error().code, fmt::format("publish refused: {}", record.error().message), false);
     return Step::kContinue;
   }
   const BulkRef bulk{.record = *record, .length = h.shm().length()};
   const RouteResult routed =
-      broker_.router().publish(*this, {.topic = h.topic(), .payload = {}, .chunk = nullptr, .bulk = &bulk});
+      broker_.router().publish(stamp(), {.topic = h.topic(), .payload = {}, .chunk = nullptr, .bulk = &bulk});
   // Nobody took it (no subscriber, all dropping, invalid topic): the space goes back now.
   registry.close_open(*record, routed == RouteResult::kBlocked);
   if (routed == RouteResult::kBlocked) return Step::kBlocked;
   if (routed == RouteResult::kInvalidTopic) {
-    if (!has_room()) {  // the record is released; the refusal waits for room like any answer
-      add_waiter(id_);
-      return Step::kBlocked;
+    if (!outbox_.has_room()) {  // the record is released; the refusal waits for room like any answer
+      return wait_for_room();
     }
     send_error(wire::INVALID_TOPIC, fmt::format("publish refused: invalid topic: {}", proto::check_topic(h.topic())),
                false);
@@ -257,25 +253,14 @@ Session::Step Session::handle_shm_register(const wire::Header& h) {
 }
 
 Session::Step Session::handle_shm_release(const wire::Header& h) {
-  std::uint64_t refused = 0;
   std::uint64_t first_refused = 0;
-  for (const std::uint64_t token : h.releases()) {
-    const auto index = static_cast<std::uint32_t>(token);
-    const auto generation = static_cast<std::uint32_t>(token >> 32);
-    if (index >= holds_.size() || !holds_[index].live || holds_[index].generation != generation) {
-      if (refused++ == 0) first_refused = token;
-      continue;
-    }
-    holds_[index].live = false;
-    free_holds_.push_back(index);
-    account_.credit(Resource::kBulkHolds, 1);
-    broker_.shm().release(holds_[index].record);
-  }
+  const std::size_t refused =
+      outbox_.release(std::span(h.releases().data(), static_cast<std::size_t>(h.releases_size())), first_refused);
   if (refused == 0) return Step::kContinue;
   // One answer per frame, however many tokens were bad; and none while the client's queue is
   // full (a release frees resources, so it is processed even then): the count is what tells.
   broker_.stats().shm_refused += refused;
-  if (has_room()) {
+  if (outbox_.has_room()) {
     send_error(wire::SHM_REFUSED,
                fmt::format("release of {} token(s) this client does not hold (the first: {:#x})", refused,
                            first_refused),
@@ -284,91 +269,12 @@ Session::Step Session::handle_shm_release(const wire::Header& h) {
   return Step::kContinue;
 }
 
-std::expected<proto::ShmPart, BulkDrop> Session::hold_bulk(const BulkRef& bulk) {
-  // Each held delivery pins a record and the publisher's space in its segment until this
-  // client releases it: bounded per client and per uid, beyond which deliveries are dropped
-  // for this receiver (and counted), never held for ever.
-  UidAccount& uid = account_.uid();
-  if (account_.used(Resource::kBulkHolds) >= broker_.config().limits.shm_max_holds_per_client ||
-      !uid.fits(Resource::kBulkHolds, 1)) {
-    ++uid.limited;
-    if (auto due = broker_.refusal_due(peer_.uid, wire::LIMIT_EXCEEDED)) {
-      broker_.log_refusal(describe(),
-                          fmt::format("bulk delivery dropped: {} unreleased bulk deliveries held by this client, {} by "
-                                      "uid {} (limits.shm_max_holds_per_client = {}, shm_max_holds_per_uid = {})",
-                                      account_.used(Resource::kBulkHolds), uid.used(Resource::kBulkHolds), uid.uid(),
-                                      broker_.config().limits.shm_max_holds_per_client,
-                                      uid.limit(Resource::kBulkHolds)),
-                          wire::LIMIT_EXCEEDED, peer_.uid, *due);
-    }
-    return std::unexpected(BulkDrop::kHoldLimit);
-  }
-  auto& registry = broker_.shm();
-  ShmSegment& seg = registry.segment_of(bulk.record);
-  const bool first = std::find(shm_attached_.begin(), shm_attached_.end(), seg.id) == shm_attached_.end();
-  if (first) {
-    if (!registry.attach_fd(peer_.uid)) {
-      ++uid.limited;
-      if (auto due = broker_.refusal_due(peer_.uid, wire::LIMIT_EXCEEDED)) {
-        broker_.log_refusal(describe(),
-                            fmt::format("segment {} not passed: uid {} is at limits.shm_max_fds_in_flight_per_uid",
-                                        seg.id, peer_.uid),
-                            wire::LIMIT_EXCEEDED, peer_.uid, *due);
-      }
-      return std::unexpected(BulkDrop::kNoFd);
-    }
-    // The queue owns a duplicate until it is sent, so the fd it sends is this segment's even
-    // if the segment goes away meanwhile.
-    shm::UniqueFd dup(::fcntl(seg.fd.get(), F_DUPFD_CLOEXEC, 0));
-    if (!dup) {
-      if (auto due = broker_.refusal_due(peer_.uid, wire::LIMIT_EXCEEDED)) {
-        broker_.log_refusal(describe(), fmt::format("cannot pass segment {}: {}", seg.id, shm::last_error().message()),
-                            wire::LIMIT_EXCEEDED, peer_.uid, *due);
-      }
-      registry.detach_fd(peer_.uid);
-      return std::unexpected(BulkDrop::kNoFd);
-    }
-    out_.attach_fd(std::move(dup));
-    shm_attached_.push_back(seg.id);
-    seg.attached.push_back(id_);
-  }
-  const std::uint32_t index = take_slot(holds_, free_holds_);
-  Hold& hold = holds_[index];
-  hold.record = bulk.record;
-  ++hold.generation;
-  hold.live = true;
-  registry.hold(bulk.record);
-  account_.charge(Resource::kBulkHolds, 1);
-  const auto& ref = registry.ref_of(bulk.record);
-  return proto::ShmPart{.segment = seg.id,
-                        .offset = ref.offset,
-                        .length = ref.length,
-                        .token = (std::uint64_t{hold.generation} << 32) | index,
-                        .carries_fd = first};
-}
-
 void Session::shm_detached(std::uint64_t segment) {
-  auto it = std::find(shm_attached_.begin(), shm_attached_.end(), segment);
-  if (it == shm_attached_.end()) return;
-  shm_attached_.erase(it);
-  broker_.shm().detach_fd(peer_.uid);
-  if (closing_ || closed_) return;
+  if (!outbox_.segment_gone(segment) || closing()) return;
   control_.Clear();
   control_.set_type(wire::SHM_DETACH);
   control_.mutable_shm()->set_segment(segment);
   queue_control(control_);
-}
-
-void Session::release_all_holds() {
-  for (std::uint32_t i = 0; i < holds_.size(); ++i) {
-    if (!holds_[i].live) continue;
-    holds_[i].live = false;
-    broker_.shm().release(holds_[i].record);
-  }
-  account_.set(Resource::kBulkHolds, 0);
-  for (std::size_t i = 0; i < shm_attached_.size(); ++i) broker_.shm().detach_fd(peer_.uid);
-  shm_attached_.clear();
-  broker_.shm().owner_gone(id_);
 }
 
 Session::Step Session::handle_subscribe(const wire::Header& h) {
@@ -386,7 +292,7 @@ Session::Step Session::handle_subscribe(const wire::Header& h) {
         if (auto denied = deny_unless(Right::kJoin, h.group(), false, h.seq())) return *denied;
       }
     }
-    if (auto ok = broker_.router().admissible(*this, id, h.topic(), h.group(), max_subscriptions); !ok) {
+    if (auto ok = broker_.router().admissible(outbox_, id, h.topic(), h.group(), max_subscriptions); !ok) {
       send_error(ok.error().code, ok.error().message, false, h.seq());
       return Step::kContinue;
     }
@@ -397,7 +303,7 @@ Session::Step Session::handle_subscribe(const wire::Header& h) {
   // SUBSCRIBE stays buffered and the replay resumes where it stopped once there is room.
   if (replay_ && !replay_retained(h.topic())) return Step::kBlocked;
   replay_.reset();
-  auto r = broker_.router().subscribe(*this, id, h.topic(), h.group(), h.overflow(), max_subscriptions);
+  auto r = broker_.router().subscribe(outbox_, id, h.topic(), h.group(), h.overflow(), max_subscriptions);
   if (!r) {
     send_error(r.error().code, r.error().message, false, h.seq());
     return Step::kContinue;
@@ -413,7 +319,7 @@ bool Session::replay_retained(std::string_view pattern) {
   std::size_t bytes = 0;
   wire::Header& d = control_;
   const bool done = broker_.retained().replay(pattern, replay_->progress, [&](const RetainedMessage& m) {
-    if (values == kValuesPerTurn || bytes >= kBytesPerTurn || !has_room()) return false;
+    if (values == kValuesPerTurn || bytes >= kBytesPerTurn || !outbox_.has_room()) return false;
     ++values;
     bytes += m.payload.size();
     d.Clear();
@@ -425,14 +331,14 @@ bool Session::replay_retained(std::string_view pattern) {
     d.set_sender_uid(m.sender_uid);
     d.set_sender_pid(m.sender_pid);
     ++broker_.stats().deliveries_accepted;
-    queue_frame(d, m.payload, nullptr);
+    outbox_.queue_frame(d, m.payload, nullptr);
     return true;
   });
   if (done) return true;
-  if (has_room()) {
+  if (outbox_.has_room()) {
     woken_ = true;  // a turn's worth was sent: go on after the others had theirs
   } else {
-    add_waiter(id_);
+    outbox_.hold_back(id_);
   }
   return false;
 }
@@ -450,10 +356,10 @@ Session::Step Session::handle_unsubscribe(const wire::Header& h) {
     send_error(wire::PROTOCOL_ERROR, "UNSUBSCRIBE needs exactly one subscription id", true);
     return Step::kClose;
   }
-  auto it = subs_.find(h.sub_ids(0));
-  const bool service = it != subs_.end() && it->second->service;
-  const std::string pattern = service ? it->second->pattern : std::string();
-  auto r = broker_.router().unsubscribe(*this, h.sub_ids(0));
+  const Subscription* existing = broker_.router().find(outbox_, h.sub_ids(0));
+  const bool service = existing != nullptr && existing->service;
+  const std::string pattern = service ? existing->pattern : std::string();
+  auto r = broker_.router().unsubscribe(outbox_, h.sub_ids(0));
   if (!r) {
     send_error(r.error().code, r.error().message, false, h.seq());
     return Step::kContinue;
@@ -475,7 +381,7 @@ Session::Step Session::handle_serve(const wire::Header& h) {
   if (proto::check_pattern(h.topic()) == nullptr) {
     if (auto denied = deny_unless(Right::kServe, h.topic(), true, h.seq())) return *denied;
   }
-  auto r = broker_.router().serve(*this, h.sub_ids(0), h.topic(), broker_.config().limits.max_subscriptions);
+  auto r = broker_.router().serve(outbox_, h.sub_ids(0), h.topic(), broker_.config().limits.max_subscriptions);
   if (!r) {
     send_error(r.error().code, r.error().message, false, h.seq());
     return Step::kContinue;
@@ -520,7 +426,7 @@ Session::Step Session::handle_request(const wire::Header& h, std::span<const std
     return Step::kContinue;
   }
   Subscription* responder = nullptr;
-  switch (broker_.router().pick_responder(*this, topic, responder)) {
+  switch (broker_.router().pick_responder(id_, topic, responder)) {
     case RouteResult::kBlocked: return Step::kBlocked;
     case RouteResult::kInvalidTopic:  // not returned here: the topic was checked above
     case RouteResult::kNoResponders:
@@ -555,8 +461,8 @@ Session::Step Session::handle_reply(const wire::Header& h, std::span<const std::
   // holds its responder back (and is cut off as a slow consumer), it cannot make the broker
   // queue replies without bound.
   if (const PendingRequest* waiting = broker_.requests().find(h.request_id(), id_)) {
-    if (Session* caller = broker_.find(waiting->caller); caller != nullptr && !caller->has_room()) {
-      caller->add_waiter(id_);
+    if (Session* caller = broker_.find(waiting->caller); caller != nullptr && !caller->outbox().has_room()) {
+      caller->outbox().hold_back(id_);
       ++broker_.stats().publisher_blocks;
       return Step::kBlocked;
     }
@@ -568,9 +474,8 @@ Session::Step Session::handle_reply(const wire::Header& h, std::span<const std::
   }
   if (!pending) {
     ++broker_.stats().replies_refused;
-    if (!has_room()) {
-      add_waiter(id_);
-      return Step::kBlocked;
+    if (!outbox_.has_room()) {
+      return wait_for_room();
     }
     send_error(
         wire::UNKNOWN_REQUEST,
@@ -588,7 +493,7 @@ Session::Step Session::handle_reply(const wire::Header& h, std::span<const std::
   out.set_sender_id(id_);
   out.set_sender_uid(peer_.uid);
   out.set_sender_pid(static_cast<std::uint32_t>(peer_.pid));
-  caller->queue_frame(out, payload, &in_);
+  caller->outbox().queue_frame(out, payload, &in_);
   return Step::kContinue;
 }
 

@@ -1,5 +1,5 @@
-// A client's subscription as the broker keeps it. Owned by its Session (stable address);
-// indexed by the Router. Event loop thread only.
+// A client's subscription as the broker keeps it. Owned and indexed by the Router (stable
+// address); `owner` is the outbox of the client it delivers to. Event loop thread only.
 #pragma once
 
 #include <cstdint>
@@ -10,11 +10,11 @@
 
 namespace ubroker::broker {
 
-class Session;
+class Outbox;
 struct Group;
 
 struct Subscription {
-  Session* owner = nullptr;
+  Outbox* owner = nullptr;
   std::uint64_t id = 0;  // chosen by the client, unique per session
   std::string pattern;
   Group* group = nullptr;  // queue group, or nullptr
