@@ -26,7 +26,6 @@ namespace ubroker::broker {
 namespace {
 
 constexpr auto kUseTuple = asio::experimental::as_tuple(asio::use_awaitable);
-constexpr std::size_t kMinReadRoom = 16 * 1024;
 constexpr std::uint32_t kMaxHelloFrame = 4096;
 
 }  // namespace
@@ -38,6 +37,7 @@ Session::Session(Broker& broker, Socket socket, proto::PeerCredentials peer, Gra
       grants_(std::move(grants)),
       id_(id),
       account_(broker.accounts(), peer_.uid),
+      inbox_(broker.pool(), socket_.native_handle(), account_),
       outbox_(broker.outbox_context(), socket_.native_handle(), id_, account_),
       accepted_at_(Clock::now()),
       reader_wake_(socket_.get_executor()),
@@ -173,10 +173,7 @@ asio::awaitable<void> Session::read_loop() {
         continue;  // process what came first
       }
     }
-    if (in_ && in_begin_ == in_end_) {  // idle sessions hold no buffer
-      in_.reset();
-      account_.set(Resource::kInputBytes, 0);
-    }
+    inbox_.release_if_idle();
     drained = false;
     auto [ec] = co_await socket_.async_wait(Socket::wait_read, kUseTuple);
     if (ec) break;
@@ -191,76 +188,42 @@ std::uint32_t Session::max_frame() const noexcept {
 }
 
 bool Session::read_some(bool& would_block, bool& drained) {
-  std::size_t pending = in_ ? in_end_ - in_begin_ : 0;
-  // Bytes the partial frame at the front needs in all (its prefix was checked already).
-  std::size_t need = proto::kPrefixSize;
-  if (in_ && pending >= proto::kPrefixSize) {
-    auto split = proto::split_frame({in_->data() + in_begin_, pending}, {.max_frame = max_frame()});
-    if (split) need = split->frame_size;
-  }
-  if (!in_ || in_->capacity() - in_end_ < kMinReadRoom || in_->capacity() - in_begin_ < need) {
-    if (in_ && in_.unique() && in_->capacity() >= need + kMinReadRoom) {
-      std::memmove(in_->data(), in_->data() + in_begin_, pending);
-    } else {
-      ChunkRef fresh = broker_.pool().acquire(need + kMinReadRoom);
-      if (!charge_input(fresh->capacity(), pending)) return true;  // refused: closing
-      if (pending != 0) std::memcpy(fresh->data(), in_->data() + in_begin_, pending);
-      in_ = std::move(fresh);
-    }
-    in_begin_ = 0;
-    in_end_ = pending;
-  }
-  auto got = proto::receive(socket_.native_handle(), {in_->data() + in_end_, in_->capacity() - in_end_}, in_fds_);
-  if (!got) {
-    if (proto::would_block(got.error())) {
-      would_block = true;
+  switch (inbox_.read(max_frame())) {
+    case Inbox::Read::kSome: return true;
+    case Inbox::Read::kDrained: drained = true; return true;
+    case Inbox::Read::kWouldBlock: would_block = true; return true;
+    case Inbox::Read::kOverBudget: {
+      const UidAccount& uid = account_.uid();
+      send_error(wire::LIMIT_EXCEEDED,
+                 fmt::format("a read buffer of {} bytes (for {} bytes of a frame received so far) would take uid {}'s "
+                             "read buffers past limits.input_max_bytes_per_uid ({} bytes, {} held)",
+                             inbox_.wanted(), inbox_.pending().size(), uid.uid(), uid.limit(Resource::kInputBytes),
+                             uid.used(Resource::kInputBytes)),
+                 true);
       return true;
     }
-    if (got.error().category() == proto::transport_category()) {
-      send_error(wire::FD_ERROR, got.error().message(), true);
-      return true;
-    }
-    spdlog::debug("{}: read failed: {}", describe(), got.error().message());
-    return false;
-  }
-  if (got->eof) {
-    if (pending != 0) {
-      if (auto due = broker_.refusal_due(peer_.uid, wire::PROTOCOL_ERROR)) {
-        broker_.log_refusal(describe(), fmt::format("disconnected inside a frame ({} bytes of it unread)", pending),
-                            wire::PROTOCOL_ERROR, peer_.uid, *due);
+    case Inbox::Read::kFdError: send_error(wire::FD_ERROR, inbox_.error(), true); return true;
+    case Inbox::Read::kFailed: spdlog::debug("{}: read failed: {}", describe(), inbox_.error()); return false;
+    case Inbox::Read::kEof:
+      if (const std::size_t pending = inbox_.pending().size(); pending != 0) {
+        if (auto due = broker_.refusal_due(peer_.uid, wire::PROTOCOL_ERROR)) {
+          broker_.log_refusal(describe(),
+                              fmt::format("disconnected inside a frame ({} bytes of it unread)", pending),
+                              wire::PROTOCOL_ERROR, peer_.uid, *due);
+        }
       }
-    }
-    return false;
+      return false;
   }
-  drained = got->bytes < in_->capacity() - in_end_;
-  in_end_ += got->bytes;
-  return true;
-}
-
-bool Session::charge_input(std::size_t capacity, std::size_t pending) {
-  UidAccount& uid = account_.uid();
-  const std::uint64_t held = account_.used(Resource::kInputBytes);
-  if (capacity <= held || uid.fits(Resource::kInputBytes, capacity - held)) {
-    account_.set(Resource::kInputBytes, capacity);
-    return true;
-  }
-  ++uid.limited;
-  send_error(wire::LIMIT_EXCEEDED,
-             fmt::format("a read buffer of {} bytes (for {} bytes of a frame received so far) would take uid {}'s read "
-                         "buffers past limits.input_max_bytes_per_uid ({} bytes, {} held)",
-                         capacity, pending, uid.uid(), uid.limit(Resource::kInputBytes),
-                         uid.used(Resource::kInputBytes)),
-             true);
   return false;
 }
 
 Session::Step Session::process_frames() {
-  if (!in_) return closing() ? Step::kClose : Step::kContinue;
+  if (inbox_.pending().empty() && inbox_.fds().empty()) return closing() ? Step::kClose : Step::kContinue;
   const proto::FrameLimits limits{.max_frame = max_frame()};
-  const std::size_t began_at = in_begin_;
+  bool handled_any = false;
   proto::MessageHead head;
   while (!closing()) {
-    auto split = proto::split_frame({in_->data() + in_begin_, in_end_ - in_begin_}, limits);
+    auto split = proto::split_frame(inbox_.pending(), limits);
     if (!split) {
       const bool too_large = split.error() == proto::FrameError::kFrameTooLarge;
       send_error(too_large ? wire::FRAME_TOO_LARGE : wire::PROTOCOL_ERROR,
@@ -288,25 +251,26 @@ Session::Step Session::process_frames() {
       partial_since_ = Clock::time_point::max();
       return step;
     }
-    in_begin_ += split->frame_size;
+    inbox_.consume(split->frame_size);
+    handled_any = true;
     if (step == Step::kClose) return step;
   }
   // A frame's fds ride on the sendmsg that carries its first byte, so fds left over with no
   // partial frame buffered belong to no frame.
-  if (!closing() && !in_fds_.empty() && (in_begin_ == in_end_ || in_fds_.size() > proto::kMaxFdsPerMessage)) {
+  auto& fds = inbox_.fds();
+  if (!closing() && !fds.empty() && (inbox_.pending().empty() || fds.size() > proto::kMaxFdsPerMessage)) {
     send_error(wire::FD_ERROR, fmt::format("{} file descriptor(s) arrived without a frame that claims them",
-                                           in_fds_.size()), true);
-    in_fds_.clear();
+                                           fds.size()), true);
+    fds.clear();
     return Step::kClose;
   }
   // The slow-loris clock: runs while a frame's start is buffered without its end, from the
   // moment that frame came to the front.
-  if (in_begin_ == in_end_) {
+  if (inbox_.pending().empty()) {
     partial_since_ = Clock::time_point::max();
-  } else if (in_begin_ != began_at || partial_since_ == Clock::time_point::max()) {
+  } else if (handled_any || partial_since_ == Clock::time_point::max()) {
     partial_since_ = Clock::now();
   }
-  if (in_begin_ == in_end_ && in_.unique()) in_begin_ = in_end_ = 0;
   return closing() ? Step::kClose : Step::kContinue;
 }
 
@@ -384,7 +348,7 @@ void Session::check_deadlines(Clock::time_point now) {
                fmt::format("a frame started {} ms ago is still incomplete ({} bytes of it arrived; timeouts.frame_ms = "
                            "{})",
                            std::chrono::duration_cast<std::chrono::milliseconds>(now - partial_since_).count(),
-                           in_end_ - in_begin_, t.frame.count()),
+                           inbox_.pending().size(), t.frame.count()),
                true);
     flush();
     return;

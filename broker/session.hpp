@@ -1,8 +1,9 @@
 // One client connection: its lifecycle (handshake, open, closing, closed), a reader loop that
-// splits frames and gives each its meaning (session_frames.cpp), and a writer loop that drains
-// its Outbox (the outbound side the Router delivers to) when the socket was full. A reader
-// paused behind a full receiver is woken when that receiver drains. Lives in its connection's
-// coroutine frame; everything runs on the broker's event loop thread.
+// fills its Inbox (the read side) and gives each frame its meaning (session_frames.cpp), and a
+// writer loop that drains its Outbox (the outbound side the Router delivers to) when the
+// socket was full. A reader paused behind a full receiver is woken when that receiver drains.
+// Lives in its connection's coroutine frame; everything runs on the broker's event loop
+// thread.
 #pragma once
 
 #include <asio/awaitable.hpp>
@@ -21,6 +22,7 @@
 #include "accounts.hpp"
 #include "broker.hpp"
 #include "chunk_pool.hpp"
+#include "inbox.hpp"
 #include "outbox.hpp"
 #include "retained_store.hpp"
 #include "subscription.hpp"
@@ -100,8 +102,8 @@ class Session {
 
   asio::awaitable<void> read_loop();
   asio::awaitable<void> write_loop();
-  // Reads once into the receive chunk; false on EOF or a fatal error (already reported).
-  // Reads what the socket holds; `drained` when it held less than the room offered.
+  // Reads once into the inbox; false when the connection is over (EOF, a failed read). A
+  // read refused by the budget or with truncated fds is answered with a fatal error.
   bool read_some(bool& would_block, bool& drained);
   // Processes every complete frame buffered (stops early when blocked or closing).
   Step process_frames();
@@ -129,9 +131,6 @@ class Session {
   Step wait_for_room();
   asio::awaitable<void> park_until_closed();
   [[nodiscard]] std::string describe() const;  // "client 7 (name, pid 12, uid 1000)" for logs
-  // Charges a new read buffer of `capacity` bytes; false (after a fatal LIMIT_EXCEEDED) when
-  // it would take the uid past limits.input_max_bytes_per_uid.
-  bool charge_input(std::size_t capacity, std::size_t pending);
   // The largest frame this connection may send now.
   [[nodiscard]] std::uint32_t max_frame() const noexcept;
   // Refuses a frame with a non-fatal Error, once there is room to queue the answer.
@@ -150,8 +149,9 @@ class Session {
   Grants grants_;
   std::string last_published_;  // the last topic the policy allowed this client to publish on
   std::uint64_t id_;
-  ConnectionAccount account_;  // charged to this connection and its uid; before outbox_
-  Outbox outbox_;
+  ConnectionAccount account_;  // charged to this connection and its uid; before the boxes
+  Inbox inbox_;                // what it sent, not yet handled
+  Outbox outbox_;              // what it is sent
   std::string name_;
 
   Phase phase_ = Phase::kHandshake;
@@ -166,10 +166,6 @@ class Session {
   asio::steady_timer reader_wake_;
   asio::steady_timer writer_wake_;
 
-  ChunkRef in_;
-  std::size_t in_begin_ = 0;
-  std::size_t in_end_ = 0;
-  std::vector<shm::UniqueFd> in_fds_;
   wire::Header header_;   // reused for every frame parsed
   wire::Header control_;  // reused for every control frame queued
 

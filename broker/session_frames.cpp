@@ -147,7 +147,7 @@ Session::Step Session::handle_publish(std::string_view topic, bool retain, std::
   RouteResult routed = RouteResult::kInvalidTopic;
   if (!proto::is_reserved(topic)) {
     // The router validates a topic it has not seen before: a known topic costs one lookup.
-    routed = broker_.router().publish(stamp(), {.topic = topic, .payload = payload, .chunk = &in_});
+    routed = broker_.router().publish(stamp(), {.topic = topic, .payload = payload, .chunk = inbox_.chunk()});
     if (routed == RouteResult::kBlocked) return Step::kBlocked;
   }
   if (routed != RouteResult::kRouted) {
@@ -179,15 +179,16 @@ Session::Step Session::claim_fds(const wire::Header& h) {
                true);
     return Step::kClose;
   }
-  if (want > in_fds_.size()) {
+  auto& fds = inbox_.fds();
+  if (want > fds.size()) {
     send_error(wire::FD_ERROR,
-               fmt::format("the frame announced {} file descriptor(s) but {} arrived with it", want, in_fds_.size()),
+               fmt::format("the frame announced {} file descriptor(s) but {} arrived with it", want, fds.size()),
                true);
     return Step::kClose;
   }
   if (want == 1) {
-    claimed_fd_ = std::move(in_fds_.front());
-    in_fds_.erase(in_fds_.begin());
+    claimed_fd_ = std::move(fds.front());
+    fds.erase(fds.begin());
   }
   return Step::kContinue;
 }
@@ -452,7 +453,7 @@ Session::Step Session::handle_request(const wire::Header& h, std::span<const std
   out.set_sender_id(id_);
   out.set_sender_uid(peer_.uid);
   out.set_sender_pid(static_cast<std::uint32_t>(peer_.pid));
-  responder->owner->queue_frame(out, payload, &in_);
+  responder->owner->queue_frame(out, payload, inbox_.chunk());
   return Step::kContinue;
 }
 
@@ -493,7 +494,7 @@ Session::Step Session::handle_reply(const wire::Header& h, std::span<const std::
   out.set_sender_id(id_);
   out.set_sender_uid(peer_.uid);
   out.set_sender_pid(static_cast<std::uint32_t>(peer_.pid));
-  caller->outbox().queue_frame(out, payload, &in_);
+  caller->outbox().queue_frame(out, payload, inbox_.chunk());
   return Step::kContinue;
 }
 

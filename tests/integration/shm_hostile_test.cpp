@@ -422,6 +422,41 @@ TEST(ShmQuota, FdsInFlightPerUidAreBoundedAndTheDropsCounted) {
   EXPECT_EQ(next->dropped_before(), 1u);
 }
 
+TEST(ShmQuota, BulkDeliveriesAReceiverNeverReleasesAreBoundedAndTheDropsCounted) {
+  // A receiver that keeps every bulk delivery (never sends SHM_RELEASE) pins a record in the
+  // publisher's segment per delivery: past shm_max_holds_per_client, further ones are dropped
+  // for it and counted, and the books still balance.
+  BrokerProcess broker("[limits]\nshm_max_holds_per_client = 5\n");
+  Client status = broker.connect("status");
+  RawConnection keeper(broker.socket());
+  keeper.hello("keeper");
+  wire::Header sub;
+  sub.set_type(wire::SUBSCRIBE);
+  sub.set_seq(1);
+  sub.add_sub_ids(1);
+  sub.set_topic("holds.t");
+  keeper.send_frame(sub);
+  ASSERT_EQ(keeper.read_frame()->type(), wire::ACK);
+  Client pub = broker.connect("pub");
+  for (int i = 0; i < 12; ++i) {
+    auto loan = pub.loan("holds.t", 4096);
+    ASSERT_TRUE(loan);
+    ASSERT_TRUE(pub.publish(std::move(*loan)));
+  }
+  ASSERT_TRUE(pub.flush());
+  int delivered = 0;
+  while (auto f = keeper.read_frame(std::chrono::milliseconds(300))) delivered += f->type() == wire::DELIVER;
+  EXPECT_EQ(delivered, 5);
+  const auto st = broker_status(status);
+  EXPECT_EQ(st.bulk_dropped_holds(), 7u);
+  EXPECT_EQ(st.bulk_held(), 5u);
+  EXPECT_EQ(st.deliveries_accepted(), st.deliveries_written() + st.dropped_overflow() + st.bulk_dropped_fds() +
+                                          st.bulk_dropped_holds() + st.dropped_disconnect() + st.deliveries_queued());
+  bool charged = false;
+  for (const auto& u : st.uids()) charged |= u.bulk_holds() == 5;
+  EXPECT_TRUE(charged);
+}
+
 TEST(ShmLifecycle, ReadersKeepTheirViewsWhenTheBrokerGoesAway) {
   BrokerProcess broker;
   Client sub = broker.connect("sub");
