@@ -34,6 +34,14 @@ namespace ubroker::broker {
 
 class Broker;
 
+// A SUBSCRIBE whose retained values are being sent over several turns (Session::replay_).
+// At namespace scope: a nested struct with default member initializers is not yet
+// default-constructible where std::optional of it is declared.
+struct PendingReplay {
+  std::uint64_t sub_id = 0;
+  RetainedReplay progress;
+};
+
 class Session {
  public:
   using Socket = asio::local::stream_protocol::socket;
@@ -170,10 +178,6 @@ class Session {
   wire::Header control_;  // reused for every control frame queued
 
   // The SUBSCRIBE whose retained values are being sent (its frame stays buffered meanwhile).
-  struct PendingReplay {
-    std::uint64_t sub_id = 0;
-    RetainedReplay progress;
-  };
   std::optional<PendingReplay> replay_;
   shm::UniqueFd claimed_fd_;  // the fd of the frame being handled (SHM_REGISTER)
 

@@ -169,13 +169,7 @@ TEST(FlowControl, ASteadyButTooSlowConsumerHoldingPublishersBackIsCutOff) {
       "[timeouts]\nslow_consumer_ms = 2000\n");
   RawConnection slow(broker.socket());
   slow.hello("slow");
-  wire::Header sub;
-  sub.set_type(wire::SUBSCRIBE);
-  sub.set_seq(1);
-  sub.add_sub_ids(1);
-  sub.set_topic("steady");
-  slow.send_frame(sub);
-  ASSERT_EQ(slow.read_frame()->type(), wire::ACK);
+  slow.subscribe(1, "steady");
   Process peer = publish_from_peer(broker, "steady", 5000, 4096);
   std::optional<wire::Header> why;
   int read = 0;

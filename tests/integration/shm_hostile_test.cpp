@@ -272,13 +272,7 @@ TEST_F(ShmHostile, PagesNobodyWroteAreRefusedNotAllocatedByTheBroker) {
 TEST_F(ShmHostile, ReceiversGetTheSegmentReadOnly) {
   RawConnection receiver(broker_.socket());
   receiver.hello("receiver");
-  wire::Header sub;
-  sub.set_type(wire::SUBSCRIBE);
-  sub.set_seq(1);
-  sub.add_sub_ids(1);
-  sub.set_topic("ro.test");
-  receiver.send_frame(sub);
-  ASSERT_EQ(receiver.read_frame()->type(), wire::ACK);
+  receiver.subscribe(1, "ro.test");
   Client producer = broker_.connect("producer");  // closed at the end: its segment goes with it
   auto loan = producer.loan("ro.test", 4096);
   ASSERT_TRUE(loan) << loan.error().message;
@@ -321,13 +315,7 @@ TEST_F(ShmHostile, SegmentFdsQueuedForAStalledReceiverAreCounted) {
   receiver.hello("stalled");
   const char* topics[] = {"fdq.fill", "fdq.bulk"};
   for (std::uint32_t i = 0; i < 2; ++i) {
-    wire::Header sub;
-    sub.set_type(wire::SUBSCRIBE);
-    sub.set_seq(i + 1);
-    sub.add_sub_ids(i + 1);
-    sub.set_topic(topics[i]);
-    receiver.send_frame(sub);
-    ASSERT_EQ(receiver.read_frame()->type(), wire::ACK);
+    receiver.subscribe(i + 1, topics[i]);
   }
   // 1 MiB of small messages it does not read: its socket fills and the rest waits in its queue.
   Client filler = broker_.connect("filler");
@@ -430,13 +418,7 @@ TEST(ShmQuota, BulkDeliveriesAReceiverNeverReleasesAreBoundedAndTheDropsCounted)
   Client status = broker.connect("status");
   RawConnection keeper(broker.socket());
   keeper.hello("keeper");
-  wire::Header sub;
-  sub.set_type(wire::SUBSCRIBE);
-  sub.set_seq(1);
-  sub.add_sub_ids(1);
-  sub.set_topic("holds.t");
-  keeper.send_frame(sub);
-  ASSERT_EQ(keeper.read_frame()->type(), wire::ACK);
+  keeper.subscribe(1, "holds.t");
   Client pub = broker.connect("pub");
   for (int i = 0; i < 12; ++i) {
     auto loan = pub.loan("holds.t", 4096);

@@ -101,18 +101,10 @@ class Conn {
   // Errors of `code` among the frames that have arrived by now (without waiting).
   std::size_t errors_now(wire::ErrorCode code) {
     std::size_t n = 0;
-    for (;;) {
+    do {
       while (auto h = next_buffered()) n += h->type() == wire::ERROR && h->error().code() == code;
-      pollfd p{.fd = fd_.get(), .events = POLLIN, .revents = 0};
-      if (eof_ || ::poll(&p, 1, 0) <= 0) return n;
-      std::byte buf[65536];
-      const ssize_t got = ::recv(fd_.get(), buf, sizeof buf, 0);
-      if (got <= 0) {
-        eof_ = true;
-        return n;
-      }
-      in_.insert(in_.end(), buf, buf + got);
-    }
+    } while (receive(0));
+    return n;
   }
   // The broker closes the connection (after whatever it sends first) within the deadline.
   bool expect_close() {
@@ -134,9 +126,13 @@ class Conn {
   }
   bool read_more() {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(start_ + kDeadline - Clock::now());
-    if (left.count() <= 0 || eof_) return false;
+    return left.count() > 0 && receive(static_cast<int>(left.count()));
+  }
+  // Waits up to `timeout_ms` for bytes and buffers them; false on timeout or EOF.
+  bool receive(int timeout_ms) {
+    if (eof_) return false;
     pollfd p{.fd = fd_.get(), .events = POLLIN, .revents = 0};
-    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
+    if (::poll(&p, 1, timeout_ms) <= 0) return false;
     std::byte buf[65536];
     const ssize_t n = ::recv(fd_.get(), buf, sizeof buf, 0);
     if (n <= 0) {

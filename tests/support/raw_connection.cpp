@@ -60,6 +60,18 @@ void RawConnection::hello(const std::string& name) {
   ASSERT_EQ(w->type(), wire::WELCOME);
 }
 
+void RawConnection::subscribe(std::uint64_t id, const std::string& pattern) {
+  wire::Header h;
+  h.set_type(wire::SUBSCRIBE);
+  h.set_seq(id);
+  h.add_sub_ids(id);
+  h.set_topic(pattern);
+  send_frame(h);
+  auto ack = read_frame();
+  ASSERT_TRUE(ack.has_value());
+  ASSERT_EQ(ack->type(), wire::ACK) << ack->DebugString();
+}
+
 std::optional<wire::Header> RawConnection::read_frame(std::chrono::milliseconds timeout, std::string* payload) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {

@@ -27,6 +27,8 @@ class RawConnection {
   // The frame in one sendmsg with `fds` attached (SCM_RIGHTS); false if it did not all go.
   bool send_frame_with_fds(const wire::Header& h, std::span<const int> fds);
   void hello(const std::string& name = "raw");  // HELLO, then expects WELCOME
+  // SUBSCRIBE (seq = id) to `pattern`, then expects its ACK.
+  void subscribe(std::uint64_t id, const std::string& pattern);
 
   // The next frame, or nullopt on EOF or timeout (eof() tells which).
   std::optional<wire::Header> read_frame(std::chrono::milliseconds timeout = std::chrono::seconds(5),
