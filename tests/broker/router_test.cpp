@@ -130,13 +130,13 @@ TEST_F(RouterTest, AFullLosslessReceiverHoldsThePublisherBackUntilItDrainsAndADr
 }
 
 TEST_F(RouterTest, SubscriptionsAreChargedAtTheirRealCostAgainstTheUidsBudget) {
-  limits_.subscription_max_bytes_per_uid = 64 * 1024;
-  Client& a = client(1, 4040);
-  Client& b = client(2, 4040);  // the same uid: one budget
   std::string tiny_tokens = "t";
   for (int i = 0; i < 100; ++i) tiny_tokens += ".a";
   const auto cost = subscription_cost(tiny_tokens);
-  EXPECT_GT(cost, 100 * kIndexNodeCost);  // 201 bytes on the wire, ~23 KB in the broker
+  EXPECT_GT(cost, 100 * kIndexNodeCost);  // 201 bytes on the wire, ~32 KB in the broker
+  limits_.subscription_max_bytes_per_uid = 2 * cost + 1000;  // room for two of them, not three
+  Client& a = client(1, 4040);
+  Client& b = client(2, 4040);  // the same uid: one budget
   ASSERT_TRUE(router_.subscribe(*a.outbox, 1, tiny_tokens, {}, wire::BLOCK, 4096).has_value());
   ASSERT_TRUE(router_.subscribe(*b.outbox, 1, tiny_tokens + ".b", {}, wire::BLOCK, 4096).has_value());
   auto refused = router_.subscribe(*a.outbox, 2, tiny_tokens + ".c", {}, wire::BLOCK, 4096);
