@@ -237,18 +237,11 @@ TEST_F(ShmHostile, ReferencesOutsideTheSegmentOrToAnotherClientsSegmentAreRefuse
   release.add_releases(1);
   other.send_frame(release);  // a token it was never given
   expect_refused(other, wire::SHM_REFUSED, "this client does not hold");
-  // A frame of many bogus tokens is one answer, not one per token: the next frame on the
-  // connection is the PONG.
+  // A frame of many bogus tokens is one answer, not one per token (expect_refused checks
+  // that the next frame on the connection is the answer to its PING).
   for (std::uint64_t t = 2; t < 5000; ++t) release.add_releases(t << 32 | t);
   other.send_frame(release);
   expect_refused(other, wire::SHM_REFUSED, "release of 4999 token(s) this client does not hold");
-  wire::Header ping;
-  ping.set_type(wire::PING);
-  ping.set_seq(77);
-  other.send_frame(ping);
-  auto pong = other.read_frame();
-  ASSERT_TRUE(pong.has_value());
-  EXPECT_EQ(pong->type(), wire::PONG) << pong->DebugString();
 }
 
 TEST_F(ShmHostile, PagesNobodyWroteAreRefusedNotAllocatedByTheBroker) {
