@@ -317,3 +317,57 @@ TEST(BrokerctlTables, ListingsLargerThanAFrameComeInPagesAndTheTopicTableMakesRo
 
 }  // namespace
 }  // namespace ubroker::test
+
+namespace ubroker::test {
+namespace {
+
+// Runs a shell pipeline (brokerctl is "$BROKERCTL"); returns its exit status and output.
+Run shell(const BrokerProcess& b, const std::string& script) {
+  Process p = Process::spawn({"/bin/sh", "-c", script},
+                             {std::string("BROKERCTL=") + UBROKER_BROKERCTL, "SOCK=" + b.socket()});
+  auto st = p.wait(30s);
+  EXPECT_TRUE(st.has_value()) << "the pipeline did not finish: " << script;
+  return {st ? exit_code(*st) : -1, p.out(), p.err()};
+}
+
+TEST(BrokerctlOperator, JsonNumbersAreNumbersForJq) {
+  BrokerProcess broker;
+  Client c = broker.connect("busy");
+  auto s = c.subscribe("jq.>");
+  ASSERT_TRUE(s.has_value());
+  ASSERT_TRUE(c.publish("jq.t", "x").has_value());
+  ASSERT_TRUE(c.flush().has_value());
+  for (const char* check : {
+           R"("$BROKERCTL" -s "$SOCK" status --json | jq -e '(.deliveries_accepted|type) == "number" and (.uids[0].memory_bytes|type) == "number" and .messages_in >= 1')",
+           R"("$BROKERCTL" -s "$SOCK" clients --json | jq -e '[.clients[] | select(.messages_in > 0)] | length == 1')",
+           R"("$BROKERCTL" -s "$SOCK" clients --json | jq -e '[.clients[].bytes_in] | add == 1')",
+           R"("$BROKERCTL" -s "$SOCK" subs --json | jq -e '.subscriptions[0].delivered | type == "number"')",
+           R"("$BROKERCTL" -s "$SOCK" topics --json | jq -e '.topics[] | select(.topic == "jq.t") | .messages == 1')",
+           R"("$BROKERCTL" -s "$SOCK" shm --json | jq -e '.segments | type == "array"')"}) {
+    const auto r = shell(broker, check);
+    EXPECT_EQ(r.code, 0) << check << "\n" << r.out << r.err;
+  }
+}
+
+TEST(BrokerctlOperator, ExitStatusPipelinesOptionsAndTypos) {
+  BrokerProcess broker;
+  // A publish the broker refuses exits 1 with its reason.
+  auto r = shell(broker, R"("$BROKERCTL" -s "$SOCK" pub '$sys.forged' x)");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("reserved for the broker"), std::string::npos) << r.err;
+  // `sub | head -n1` ends once head has its line (a retained value, so nothing races the
+  // subscription), with no further message to write.
+  r = shell(broker, R"("$BROKERCTL" -s "$SOCK" pub --retain pipe.a first &&
+                       "$BROKERCTL" -s "$SOCK" sub 'pipe.>' | head -n1)");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "first\n");
+  // Options after the subcommand; a mistyped command gets a suggestion and exit 2.
+  r = shell(broker, R"("$BROKERCTL" status -s "$SOCK")");
+  EXPECT_EQ(r.code, 0) << r.err;
+  r = shell(broker, R"("$BROKERCTL" stat -s "$SOCK")");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("did you mean 'status'?"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace ubroker::test

@@ -1,8 +1,9 @@
 // brokerctl: see and operate a live ubroker broker. An ordinary client of the broker's
 // $sys.admin.* services plus a shell front end for publish, subscribe, request and serve.
-// Exit codes: 0 success, 1 an error reported by the broker, 2 usage, 3 no broker reachable.
+// Exit codes: 0 success, 1 an error reported by the broker, 2 usage, 3 no broker reachable,
+// 130 interrupted (Ctrl-C) before anything was sent.
 #include <fcntl.h>
-#include <google/protobuf/util/json_util.h>
+#include <poll.h>
 #include <pwd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,6 +21,7 @@
 #include <sstream>
 #include <thread>
 
+#include "json.hpp"
 #include "table.hpp"
 #include "ubroker.pb.h"
 #include "ubroker/client.hpp"
@@ -31,9 +33,16 @@ using namespace std::chrono_literals;
 using ubroker::Client;
 using ubroker::Errc;
 
-enum Exit { kOk = 0, kBrokerError = 1, kUsage = 2, kUnreachable = 3 };
+enum Exit { kOk = 0, kBrokerError = 1, kUsage = 2, kUnreachable = 3, kInterrupted = 130 };
 
 std::atomic<bool> g_interrupted{false};
+
+// Whoever read our standard output has gone (`sub t | head -n1`): a pipe's write end reports
+// POLLERR once its reader closed, before anything is written to it.
+bool stdout_gone() {
+  pollfd p{.fd = STDOUT_FILENO, .events = POLLOUT, .revents = 0};
+  return std::ferror(stdout) != 0 || (::poll(&p, 1, 0) == 1 && (p.revents & (POLLERR | POLLHUP)) != 0);
+}
 
 int fail(const ubroker::Error& e) {
   std::fprintf(stderr, "brokerctl: %s\n", e.message.c_str());
@@ -104,13 +113,27 @@ struct Context {
   std::string socket;
   bool json = false;
   std::optional<Client> client;
+  std::mutex errors_mu;
+  std::vector<ubroker::Error> errors;  // reported by the broker with no caller (on_error)
 
   // Connects; on failure prints why and returns the exit code.
   std::optional<int> connect(const std::string& name = "brokerctl") {
-    auto c = Client::connect({.address = socket, .name = name, .reconnect = {.enabled = false}});
+    auto c = Client::connect({.address = socket,
+                              .name = name,
+                              .reconnect = {.enabled = false},
+                              .on_error = [this](const ubroker::Error& e) {
+                                std::lock_guard lk(errors_mu);
+                                errors.push_back(e);
+                              }});
     if (!c) return fail(c.error());
     client.emplace(std::move(*c));
     return std::nullopt;
+  }
+  // The first error the broker reported without a caller (a refused publish), if any.
+  std::optional<ubroker::Error> first_error() {
+    std::lock_guard lk(errors_mu);
+    if (errors.empty()) return std::nullopt;
+    return errors.front();
   }
 
   // Runs an admin request and parses its answer into `out`.
@@ -148,13 +171,7 @@ struct Context {
   }
 
   int print_json(const google::protobuf::Message& m) const {
-    std::string out;
-    google::protobuf::util::JsonPrintOptions o;
-    o.add_whitespace = true;
-    o.always_print_primitive_fields = true;
-    o.preserve_proto_field_names = true;
-    (void)google::protobuf::util::MessageToJsonString(m, &out, o);
-    std::fputs(out.c_str(), stdout);
+    std::fputs(ubroker::ctl::to_json(m, true).c_str(), stdout);
     return kOk;
   }
 };
@@ -302,10 +319,16 @@ int cmd_shm(Context& ctx) {
   return kOk;
 }
 
+// All of `in`, or what was read until Ctrl-C (g_interrupted; the handlers do not restart reads).
 std::string read_all(std::FILE* in) {
   std::string data;
   char buf[65536];
-  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, in)) > 0;) data.append(buf, n);
+  while (!g_interrupted) {
+    const std::size_t n = std::fread(buf, 1, sizeof buf, in);
+    data.append(buf, n);
+    if (n == 0 && (std::feof(in) || !std::ferror(in) || errno != EINTR)) break;
+    std::clearerr(in);
+  }
   return data;
 }
 
@@ -318,13 +341,25 @@ int cmd_pub(Context& ctx, const std::string& topic, const std::optional<std::str
   if (data) {
     if (auto e = publish(*data)) return *e;
   } else if (lines) {
-    for (std::string line; std::getline(std::cin, line);) {
+    for (std::string line; std::getline(std::cin, line) && !g_interrupted;) {
       if (auto e = publish(line)) return *e;
     }
   } else {
-    if (auto e = publish(read_all(stdin))) return *e;
+    const std::string body = read_all(stdin);
+    // Ctrl-C while typing sends nothing; so does Ctrl-D on an empty terminal (an empty
+    // retained publish would clear the topic's value: that takes an explicit DATA of "").
+    if (g_interrupted) return kInterrupted;
+    if (body.empty() && ::isatty(STDIN_FILENO)) {
+      std::fprintf(stderr, "brokerctl: nothing to publish (to publish an empty message, give DATA as \"\")\n");
+      return kUsage;
+    }
+    if (auto e = publish(body)) return *e;
   }
+  if (g_interrupted) return kInterrupted;
+  // A refusal (policy, invalid topic) comes back before the flush's answer: the exit status
+  // tells it.
   if (auto r = ctx.client->flush(30s); !r) return fail(r.error());
+  if (auto refused = ctx.first_error()) return fail(*refused);
   return kOk;
 }
 
@@ -334,7 +369,7 @@ int cmd_sub(Context& ctx, const std::string& pattern, std::uint64_t count) {
   auto sub = ctx.client->subscribe(pattern);
   if (!sub) return fail(sub.error());
   for (std::uint64_t n = 0; count == 0 || n < count;) {
-    if (g_interrupted) return kOk;
+    if (g_interrupted || stdout_gone()) return kOk;  // Ctrl-C, or `| head` has what it wanted
     auto m = ctx.client->receive(200ms);
     if (!m) {
       if (m.error().code == Errc::kTimeout) continue;
@@ -354,7 +389,7 @@ int cmd_monitor(Context& ctx, const std::string& pattern) {
   auto sub = ctx.client->subscribe(pattern, {.overflow = ubroker::Overflow::kDrop});
   if (!sub) return fail(sub.error());
   std::fprintf(stderr, "monitoring %s (Ctrl-C to stop)\n", pattern.c_str());
-  while (!g_interrupted) {
+  while (!g_interrupted && !stdout_gone()) {
     auto m = ctx.client->receive(200ms);
     if (!m) {
       if (m.error().code == Errc::kTimeout) continue;
@@ -461,12 +496,54 @@ int cmd_reload(Context& ctx) {
   return kOk;
 }
 
+// For a first word that is no command: the closest command by edit distance, if any is close.
+std::optional<std::string> suggest_command(const CLI::App& app, int argc, char** argv) {
+  std::string word;
+  for (int i = 1; i < argc && word.empty(); ++i) {
+    const std::string_view a = argv[i];
+    if (a == "-s" || a == "--socket") {
+      ++i;  // its value
+    } else if (!a.starts_with('-')) {
+      word = a;
+    }
+  }
+  if (word.empty()) return std::nullopt;
+  auto distance = [](std::string_view a, std::string_view b) {
+    std::vector<std::size_t> row(b.size() + 1);
+    for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+    for (std::size_t i = 1; i <= a.size(); ++i) {
+      std::size_t diag = row[0];
+      row[0] = i;
+      for (std::size_t j = 1; j <= b.size(); ++j) {
+        const std::size_t up = row[j];
+        row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+        diag = up;
+      }
+    }
+    return row[b.size()];
+  };
+  std::string best;
+  std::size_t best_distance = 3;  // no more than two edits away
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+    if (sub->get_name() == word) return std::nullopt;  // a command: the error is elsewhere
+    const std::size_t d = sub->get_name().starts_with(word) ? 1 : distance(word, sub->get_name());
+    if (d < best_distance) {
+      best_distance = d;
+      best = sub->get_name();
+    }
+  }
+  if (best.empty()) return "unknown command '" + word + "'";
+  return "unknown command '" + word + "'; did you mean '" + best + "'?";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{
       "brokerctl: see and operate a live ubroker broker.\n"
-      "Exit codes: 0 success, 1 error reported by the broker, 2 usage, 3 no broker reachable."};
+      "Exit codes: 0 success, 1 error reported by the broker (a refused publish or request included), 2 usage,\n"
+      "3 no broker reachable, 130 interrupted before anything was sent."};
+  app.fallthrough();  // options anywhere on the line: `brokerctl status -s PATH`
   app.set_version_flag("--version", std::string("brokerctl ") + UBROKER_VERSION);
   app.footer(
       "Environment: UBROKER_BROKER_UID (comma-separated uids) names the uids trusted to run the broker\n"
@@ -522,11 +599,20 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    if (auto hint = suggest_command(app, argc, argv)) {
+      std::fprintf(stderr, "brokerctl: %s\nRun with --help for more information.\n", hint->c_str());
+      return kUsage;
+    }
     const int rc = app.exit(e);
     return rc == 0 ? kOk : kUsage;
   }
-  std::signal(SIGINT, [](int) { g_interrupted = true; });
-  std::signal(SIGTERM, [](int) { g_interrupted = true; });
+  // Without SA_RESTART: a read of standard input returns at Ctrl-C, so nothing half-typed is
+  // sent. SIGPIPE is ignored: a closed standard output is seen as an error and ends `sub`.
+  struct sigaction interrupt {};
+  interrupt.sa_handler = [](int) { g_interrupted = true; };
+  ::sigemptyset(&interrupt.sa_mask);
+  ::sigaction(SIGINT, &interrupt, nullptr);
+  ::sigaction(SIGTERM, &interrupt, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
   if (status->parsed()) return cmd_status(ctx);

@@ -1,0 +1,21 @@
+// JSON for brokerctl's --json: any protobuf message, written through reflection, with every
+// number as a JSON number (64-bit counters included: jq and monitoring systems compare and
+// add them), enums by name, maps as objects, bytes as base64, and strings escaped so the
+// output is valid UTF-8 JSON whatever a client put in them. Field names are the proto's.
+// Pure functions; any thread.
+#pragma once
+
+#include <string>
+
+#include <google/protobuf/message.h>
+
+namespace ubroker::ctl {
+
+// One JSON document; `pretty`: indented over several lines, else one line.
+[[nodiscard]] std::string to_json(const google::protobuf::Message& message, bool pretty);
+
+// `text` as a JSON string literal (quotes included); bytes that are not valid UTF-8 become
+// U+FFFD.
+[[nodiscard]] std::string json_string(std::string_view text);
+
+}  // namespace ubroker::ctl
