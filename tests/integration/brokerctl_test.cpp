@@ -369,5 +369,42 @@ TEST(BrokerctlOperator, ExitStatusPipelinesOptionsAndTypos) {
   EXPECT_NE(r.err.find("did you mean 'status'?"), std::string::npos) << r.err;
 }
 
+TEST(BrokerctlOperator, SubPrintsJsonPerMessageAndComesBackAfterABrokerRestart) {
+  BrokerProcess broker;
+  // Text as text, anything else exactly in base64; retained values are marked.
+  auto r = shell(broker, R"("$BROKERCTL" -s "$SOCK" pub --retain out.a 'hello' &&
+                            printf '\377\000' | "$BROKERCTL" -s "$SOCK" pub --retain out.b &&
+                            "$BROKERCTL" -s "$SOCK" sub 'out.*' --json --count 2 |
+                              jq -e -s '.[0].payload == "hello" and .[1].payload_base64 == "/wA=" and
+                                        .[0].retained and (.[1].sender.uid | type) == "number"')");
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  // On a pipe the payload alone (the default there, and --raw).
+  r = shell(broker, R"("$BROKERCTL" -s "$SOCK" sub out.a --count 1 && "$BROKERCTL" -s "$SOCK" sub out.a --raw --count 1)");
+  EXPECT_EQ(r.out, "hello\nhello\n") << r.err;
+
+  // A broker restart under `sub`: it says so, comes back, and goes on printing.
+  Process sub = Process::spawn({UBROKER_BROKERCTL, "-s", broker.socket(), "sub", "again.>", "--count", "1"});
+  Client watcher = broker.connect("watcher");
+  ASSERT_TRUE(eventually([&] {
+    const auto subs = brokerctl(broker, {"subs", "--json"});
+    return subs.out.find("again.>") != std::string::npos;
+  }));
+  broker.kill();
+  broker.restart();
+  ASSERT_TRUE(eventually([&] { return sub.err().find("reconnected") != std::string::npos; }, 20s)) << sub.err();
+  EXPECT_NE(sub.err().find("connection lost"), std::string::npos) << sub.err();
+  ASSERT_TRUE(eventually([&] {  // its subscription is live in the new broker
+    const auto subs = brokerctl(broker, {"subs", "--json"});
+    return subs.out.find("again.>") != std::string::npos;
+  }));
+  Client pub = broker.connect("pub");
+  ASSERT_TRUE(pub.publish("again.x", "after the restart").has_value());
+  ASSERT_TRUE(pub.flush().has_value());
+  auto st = sub.wait(10s);
+  ASSERT_TRUE(st.has_value()) << sub.err();
+  EXPECT_EQ(exit_code(*st), 0) << sub.err();
+  EXPECT_EQ(sub.out(), "after the restart\n");
+}
+
 }  // namespace
 }  // namespace ubroker::test

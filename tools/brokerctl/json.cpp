@@ -24,6 +24,8 @@ std::size_t utf8_length(std::string_view s, std::size_t i) {
   return n;
 }
 
+}  // namespace
+
 std::string base64(std::string_view bytes) {
   static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   std::string out;
@@ -44,6 +46,17 @@ std::string base64(std::string_view bytes) {
   }
   return out;
 }
+
+bool valid_utf8(std::string_view bytes) {
+  for (std::size_t i = 0; i < bytes.size();) {
+    const std::size_t n = utf8_length(bytes, i);
+    if (n == 0) return false;
+    i += n;
+  }
+  return true;
+}
+
+namespace {
 
 class Writer {
  public:

@@ -18,4 +18,9 @@ namespace ubroker::ctl {
 // U+FFFD.
 [[nodiscard]] std::string json_string(std::string_view text);
 
+// Whether `bytes` are valid UTF-8 (then a JSON string carries them exactly).
+[[nodiscard]] bool valid_utf8(std::string_view bytes);
+// `bytes` in base64 (RFC 4648, with padding).
+[[nodiscard]] std::string base64(std::string_view bytes);
+
 }  // namespace ubroker::ctl

@@ -113,14 +113,27 @@ struct Context {
   std::string socket;
   bool json = false;
   std::optional<Client> client;
+  std::atomic<bool> closed{false};  // the connection is gone for good (kicked, or not reconnecting)
   std::mutex errors_mu;
   std::vector<ubroker::Error> errors;  // reported by the broker with no caller (on_error)
 
   // Connects; on failure prints why and returns the exit code.
-  std::optional<int> connect(const std::string& name = "brokerctl") {
+  // `follow`: a long-running command (sub, monitor, serve) comes back after a broker restart,
+  // saying so on standard error; one-shot commands do not reconnect.
+  std::optional<int> connect(const std::string& name = "brokerctl", bool follow = false) {
     auto c = Client::connect({.address = socket,
                               .name = name,
-                              .reconnect = {.enabled = false},
+                              .reconnect = {.enabled = follow},
+                              .on_connection =
+                                  [this](const ubroker::ConnectionChange& change) {
+                                    if (change.event == ubroker::ConnectionEvent::kClosed) closed = true;
+                                    if (change.event == ubroker::ConnectionEvent::kDisconnected) {
+                                      std::fprintf(stderr, "brokerctl: connection lost (%s); reconnecting\n",
+                                                   change.reason ? change.reason->message.c_str() : "no reason");
+                                    } else if (change.event == ubroker::ConnectionEvent::kReconnected) {
+                                      std::fprintf(stderr, "brokerctl: reconnected\n");
+                                    }
+                                  },
                               .on_error = [this](const ubroker::Error& e) {
                                 std::lock_guard lk(errors_mu);
                                 errors.push_back(e);
@@ -363,20 +376,42 @@ int cmd_pub(Context& ctx, const std::string& topic, const std::optional<std::str
   return kOk;
 }
 
-// Prints payloads, one per line, until COUNT messages or an interrupt.
-int cmd_sub(Context& ctx, const std::string& pattern, std::uint64_t count) {
-  if (auto e = ctx.connect("brokerctl-sub")) return *e;
-  auto sub = ctx.client->subscribe(pattern);
+// How `sub` prints a message.
+enum class SubOutput { kRaw, kTopic, kJson };
+
+// Prints each message until COUNT messages, an interrupt, or a closed standard output.
+int cmd_sub(Context& ctx, const std::string& pattern, std::uint64_t count, SubOutput output,
+            const std::string& group) {
+  if (auto e = ctx.connect("brokerctl-sub", true)) return *e;
+  auto sub = ctx.client->subscribe(pattern, {.group = group});
   if (!sub) return fail(sub.error());
   for (std::uint64_t n = 0; count == 0 || n < count;) {
     if (g_interrupted || stdout_gone()) return kOk;  // Ctrl-C, or `| head` has what it wanted
     auto m = ctx.client->receive(200ms);
     if (!m) {
       if (m.error().code == Errc::kTimeout) continue;
-      return fail(m.error());
+      if (m.error().code == Errc::kNotConnected && !ctx.closed) continue;  // reconnecting
+      return fail(ctx.client->disconnect_reason().value_or(m.error()));
     }
-    std::fwrite(m->payload().data(), 1, m->payload().size(), stdout);
-    std::fputc('\n', stdout);
+    const std::string_view payload(reinterpret_cast<const char*>(m->payload().data()), m->payload().size());
+    if (output == SubOutput::kJson) {
+      const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+      // The payload as text when it is valid UTF-8, else exactly, in base64.
+      const bool text = ubroker::ctl::valid_utf8(payload);
+      std::printf("{\"topic\":%s,\"%s\":%s,\"sender\":{\"client_id\":%llu,\"uid\":%u,\"pid\":%u},"
+                  "\"subscription\":%llu,\"retained\":%s,\"time_ms\":%lld}\n",
+                  ubroker::ctl::json_string(m->topic()).c_str(), text ? "payload" : "payload_base64",
+                  (text ? ubroker::ctl::json_string(payload) : "\"" + ubroker::ctl::base64(payload) + "\"").c_str(),
+                  static_cast<unsigned long long>(m->sender().client_id), m->sender().uid, m->sender().pid,
+                  static_cast<unsigned long long>(m->subscription()), m->retained() ? "true" : "false",
+                  static_cast<long long>(ms));
+    } else {
+      if (output == SubOutput::kTopic) std::printf("%.*s: ", static_cast<int>(m->topic().size()), m->topic().data());
+      std::fwrite(payload.data(), 1, payload.size(), stdout);
+      std::fputc('\n', stdout);
+    }
     std::fflush(stdout);
     ++n;
   }
@@ -384,7 +419,7 @@ int cmd_sub(Context& ctx, const std::string& pattern, std::uint64_t count) {
 }
 
 int cmd_monitor(Context& ctx, const std::string& pattern) {
-  if (auto e = ctx.connect("brokerctl-monitor")) return *e;
+  if (auto e = ctx.connect("brokerctl-monitor", true)) return *e;
   // DROP: the tap never holds publishers back, so normal subscribers see no change.
   auto sub = ctx.client->subscribe(pattern, {.overflow = ubroker::Overflow::kDrop});
   if (!sub) return fail(sub.error());
@@ -393,7 +428,8 @@ int cmd_monitor(Context& ctx, const std::string& pattern) {
     auto m = ctx.client->receive(200ms);
     if (!m) {
       if (m.error().code == Errc::kTimeout) continue;
-      return fail(m.error());
+      if (m.error().code == Errc::kNotConnected && !ctx.closed) continue;  // reconnecting
+      return fail(ctx.client->disconnect_reason().value_or(m.error()));
     }
     if (m->retained()) continue;  // published before the tap started
     const auto now = std::chrono::system_clock::now();
@@ -452,7 +488,7 @@ std::string run_command(const std::string& command, std::string_view input) {
 }
 
 int cmd_serve(Context& ctx, const std::string& topic, const std::optional<std::string>& exec) {
-  if (auto e = ctx.connect("brokerctl-serve")) return *e;
+  if (auto e = ctx.connect("brokerctl-serve", true)) return *e;
   std::mutex mu;
   std::condition_variable cv;
   std::deque<ubroker::Request> work;
@@ -464,7 +500,7 @@ int cmd_serve(Context& ctx, const std::string& topic, const std::optional<std::s
   if (!service) return fail(service.error());
   std::fprintf(stderr, "serving %s%s (Ctrl-C to stop)\n", topic.c_str(), exec ? (" with: " + *exec).c_str() : "");
   // Requests are answered here, off the I/O thread, one at a time, like inetd.
-  while (!g_interrupted && ctx.client->connected()) {
+  while (!g_interrupted && !ctx.closed) {
     std::unique_lock lk(mu);
     if (!cv.wait_for(lk, 200ms, [&] { return !work.empty(); })) continue;
     ubroker::Request r = std::move(work.front());
@@ -580,9 +616,16 @@ int main(int argc, char** argv) {
   pub->add_option("data", data, "Message; absent: read standard input");
   pub->add_flag("--lines", lines, "Each line of standard input is one message");
   pub->add_flag("--retain", retain, "Keep as the topic's retained value");
-  auto* sub = app.add_subcommand("sub", "Print each matching message's payload on its own line");
+  auto* sub = app.add_subcommand(
+      "sub", "Print each matching message: \"topic: payload\" on a terminal, the payload alone in a pipeline");
   sub->add_option("pattern", pattern, "Topic pattern")->required();
   sub->add_option("--count", count, "Exit after this many messages");
+  bool raw = false, sub_json = false;
+  std::string group;
+  sub->add_flag("--raw", raw, "The payload alone, one per line (the default when standard output is not a terminal)");
+  sub->add_flag("--json", sub_json,
+                "One JSON object per line: topic, payload, sender (client_id, uid, pid), subscription, retained, time_ms");
+  sub->add_option("--group", group, "Join this queue group: each message goes to one of its members");
   auto* req = app.add_subcommand("req", "Send a request and print the reply");
   req->add_option("topic", topic, "Topic")->required();
   req->add_option("data", data, "Request body; absent: read standard input");
@@ -622,7 +665,12 @@ int main(int argc, char** argv) {
   if (shm->parsed()) return cmd_shm(ctx);
   if (monitor->parsed()) return cmd_monitor(ctx, pattern);
   if (pub->parsed()) return cmd_pub(ctx, topic, data, lines, retain);
-  if (sub->parsed()) return cmd_sub(ctx, pattern, count);
+  if (sub->parsed()) {
+    const SubOutput output = sub_json                          ? SubOutput::kJson
+                             : raw || !::isatty(STDOUT_FILENO) ? SubOutput::kRaw
+                                                               : SubOutput::kTopic;
+    return cmd_sub(ctx, pattern, count, output, group);
+  }
   if (req->parsed()) return cmd_req(ctx, topic, data, timeout_ms);
   if (serve->parsed()) return cmd_serve(ctx, topic, exec);
   if (kick->parsed()) return cmd_kick(ctx, kick_id, reason);
