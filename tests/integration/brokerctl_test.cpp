@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <set>
+#include <regex>
 #include <sstream>
 
 #include "broker_process.hpp"
@@ -404,6 +406,40 @@ TEST(BrokerctlOperator, SubPrintsJsonPerMessageAndComesBackAfterABrokerRestart) 
   ASSERT_TRUE(st.has_value()) << sub.err();
   EXPECT_EQ(exit_code(*st), 0) << sub.err();
   EXPECT_EQ(sub.out(), "after the restart\n");
+}
+
+TEST(BrokerctlOperator, MetricsParseAsPrometheusTextAndRttMeasures) {
+  BrokerProcess broker;
+  Client c = broker.connect("traffic");
+  ASSERT_TRUE(c.publish("m.t", "x").has_value());
+  ASSERT_TRUE(c.flush().has_value());
+  const auto r = brokerctl(broker, {"metrics"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  // Every line is a HELP or TYPE comment or "name{labels} number", and every name is typed.
+  const std::regex sample(R"(^(ubroker_[a-z_]+)(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? (-?[0-9.]+(e[-+]?[0-9]+)?)$)");
+  const std::regex type_line(R"(^# TYPE (ubroker_[a-z_]+) (counter|gauge)$)");
+  std::set<std::string> typed, seen;
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);) {
+    std::smatch m;
+    if (std::regex_match(line, m, type_line)) {
+      typed.insert(m[1]);
+    } else if (std::regex_match(line, m, sample)) {
+      seen.insert(m[1]);
+    } else {
+      EXPECT_TRUE(line.starts_with("# HELP ")) << "not Prometheus text: " << line;
+    }
+  }
+  for (const auto& name : seen) EXPECT_TRUE(typed.contains(name)) << name << " has no TYPE";
+  for (const char* name : {"ubroker_messages_in_total", "ubroker_connections", "ubroker_deliveries_accepted_total",
+                           "ubroker_uid_memory_bytes", "ubroker_info"}) {
+    EXPECT_TRUE(seen.contains(name)) << name << "\n" << r.out;
+  }
+  EXPECT_NE(r.out.find("ubroker_messages_in_total 1\n"), std::string::npos) << r.out;
+  const auto rtt = brokerctl(broker, {"rtt", "--count", "20"});
+  ASSERT_EQ(rtt.code, 0) << rtt.err;
+  EXPECT_TRUE(std::regex_search(rtt.out, std::regex(R"(^20 round trips to .*: min [0-9.]+ us, median [0-9.]+ us, max [0-9.]+ us)")))
+      << rtt.out;
 }
 
 }  // namespace

@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "json.hpp"
+#include "metrics.hpp"
 #include "table.hpp"
 #include "ubroker.pb.h"
 #include "ubroker/client.hpp"
@@ -267,6 +268,29 @@ int cmd_status(Context& ctx) {
     }
     u.print(stdout);
   }
+  return kOk;
+}
+
+int cmd_metrics(Context& ctx) {
+  ubroker::wire::BrokerStatus st;
+  if (auto e = ctx.admin("status", st)) return *e;
+  std::fputs(ubroker::ctl::prometheus_text(st).c_str(), stdout);
+  return kOk;
+}
+
+// Round trips to the broker (a PING answered once everything before it was processed).
+int cmd_rtt(Context& ctx, std::uint64_t count) {
+  if (auto e = ctx.connect("brokerctl-rtt")) return *e;
+  std::vector<double> us;
+  for (std::uint64_t i = 0; i < count && !g_interrupted; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    if (auto r = ctx.client->flush(5s); !r) return fail(r.error());
+    us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+  }
+  if (us.empty()) return kInterrupted;
+  std::sort(us.begin(), us.end());
+  std::printf("%zu round trips to %s: min %.1f us, median %.1f us, max %.1f us\n", us.size(), ctx.socket.c_str(),
+              us.front(), us[us.size() / 2], us.back());
   return kOk;
 }
 
@@ -638,6 +662,11 @@ int main(int argc, char** argv) {
   kick->add_option("client", kick_id, "Client id (see `brokerctl clients`)")->required();
   kick->add_option("--reason", reason, "Reason the client is told");
   auto* reload = app.add_subcommand("reload", "Reload the broker's configuration (like SIGHUP)");
+  auto* metrics = app.add_subcommand(
+      "metrics", "Every counter and gauge in the Prometheus text format (ubroker_*), for a textfile collector");
+  std::uint64_t rtt_count = 10;
+  auto* rtt = app.add_subcommand("rtt", "Round trips to the broker: min, median and max");
+  rtt->add_option("--count", rtt_count, "Round trips (default 10)")->check(CLI::Range(1, 1000000));
 
   try {
     app.parse(argc, argv);
@@ -675,5 +704,7 @@ int main(int argc, char** argv) {
   if (serve->parsed()) return cmd_serve(ctx, topic, exec);
   if (kick->parsed()) return cmd_kick(ctx, kick_id, reason);
   if (reload->parsed()) return cmd_reload(ctx);
+  if (metrics->parsed()) return cmd_metrics(ctx);
+  if (rtt->parsed()) return cmd_rtt(ctx, rtt_count);
   return kUsage;
 }
