@@ -369,6 +369,12 @@ TEST(BrokerctlOperator, ExitStatusPipelinesOptionsAndTypos) {
   r = shell(broker, R"("$BROKERCTL" stat -s "$SOCK")");
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("did you mean 'status'?"), std::string::npos) << r.err;
+  // Durations with units: accepted (here nobody serves, which is exit 1), or a usage error.
+  r = shell(broker, R"("$BROKERCTL" -s "$SOCK" req nobody.here x --timeout 1s)");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("no responder"), std::string::npos) << r.err;
+  r = shell(broker, R"("$BROKERCTL" -s "$SOCK" req nobody.here x --timeout 2fortnights)");
+  EXPECT_EQ(r.code, 2) << r.err;
 }
 
 TEST(BrokerctlOperator, SubPrintsJsonPerMessageAndComesBackAfterABrokerRestart) {

@@ -1,4 +1,4 @@
-// brokerbench: ubroker's workloads (../shared/BENCH.md) beside the machine's own floor
+// brokerbench: ubroker's workloads (docs/benchmarks.md) beside the machine's own floor
 // measured in the same run, reported as ratios. Every client is a separate process (this
 // binary in a role); by default it starts its own brokerd on a temporary socket.
 #include <fcntl.h>
@@ -416,7 +416,7 @@ int main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "role") return run_role(argc - 2, argv + 2);
   CLI::App app{
       "brokerbench: ubroker's workloads beside the machine's own floor, measured in the same run.\n"
-      "Workloads (../shared/BENCH.md): latency64 (W1), thru64 (W2), fanout64 (W3), bulk1M (W4,\n"
+      "Workloads (docs/benchmarks.md; brokerbench(1)): latency64 (W1), thru64 (W2), fanout64 (W3), bulk1M (W4,\n"
       "shared memory), reqrep64 (W5), connscale (W6), all."};
   Options o;
   o.brokerd = (std::filesystem::path(std::filesystem::read_symlink("/proc/self/exe")).parent_path().parent_path() /
@@ -455,7 +455,7 @@ int main(int argc, char** argv) {
   app.add_flag("--no-limit", no_limit, "Skip measuring the floors");
   app.footer(
       "Each figure is the median of --repeat runs, beside its floor: the same work with no broker, measured in the\n"
-      "same run (../shared/BENCH.md). RATIO = ubroker / floor. latency64 in a closed loop has two floors: the epoll\n"
+      "same run (docs/benchmarks.md). RATIO = ubroker / floor. latency64 in a closed loop has two floors: the epoll\n"
       "relay hop, and the same hop with its ends waiting in epoll as event-driven clients do. Exit status 1 when a\n"
       "run lost, reordered or duplicated a message, or did not complete. docs/performance.md has results.");
   app.add_flag("--json", o.json, "One JSON object per result line");

@@ -17,6 +17,7 @@
 #include <ctime>
 #include <deque>
 #include <iostream>
+#include <map>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -653,7 +654,9 @@ int main(int argc, char** argv) {
   auto* req = app.add_subcommand("req", "Send a request and print the reply");
   req->add_option("topic", topic, "Topic")->required();
   req->add_option("data", data, "Request body; absent: read standard input");
-  req->add_option("--timeout", timeout_ms, "Milliseconds to wait (default 5000)");
+  req->add_option("--timeout", timeout_ms, "How long to wait: 500ms, 2s, 1m (a bare number is milliseconds; default 5s)")
+      ->transform(CLI::AsNumberWithUnit(std::map<std::string, int>{{"ms", 1}, {"s", 1000}, {"m", 60000}},
+                                        CLI::AsNumberWithUnit::CASE_SENSITIVE));
   auto* serve = app.add_subcommand(
       "serve", "Answer requests: echo them, or reply with CMD's output (CMD gets the request on stdin)");
   serve->add_option("topic", topic, "Topic pattern")->required();
