@@ -12,6 +12,7 @@
 #include <set>
 #include <regex>
 #include <sstream>
+#include <thread>
 
 #include "broker_process.hpp"
 #include "test_util.hpp"
@@ -446,6 +447,31 @@ TEST(BrokerctlOperator, MetricsParseAsPrometheusTextAndRttMeasures) {
   ASSERT_EQ(rtt.code, 0) << rtt.err;
   EXPECT_TRUE(std::regex_search(rtt.out, std::regex(R"(^20 round trips to .*: min [0-9.]+ us, median [0-9.]+ us, max [0-9.]+ us)")))
       << rtt.out;
+}
+
+TEST(BrokerctlOperator, ServeExecGetsTheCallerInItsEnvironmentAndRunsConcurrently) {
+  BrokerProcess broker;
+  // Each command waits until three have started: only three running at once can answer.
+  const std::string started = broker.dir() + "/started";
+  const std::string command = fmt::format(
+      "echo x >> {0}; while [ $(wc -l < {0}) -lt 3 ]; do sleep 0.02; done; "
+      "printf '%s %s %s' \"$UBROKER_TOPIC\" \"$UBROKER_SENDER_UID\" \"$(cat)\"",
+      started);
+  Process serve = Process::spawn({UBROKER_BROKERCTL, "-s", broker.socket(), "serve", "par.>", "--exec", command,
+                                  "--concurrency", "3"});
+  Client caller = broker.connect("caller");
+  ASSERT_TRUE(caller.wait_for_responder("par.x", 10s).has_value()) << serve.err();
+  std::vector<std::string> answers(3);
+  {
+    std::vector<std::jthread> calls;
+    for (int i = 0; i < 3; ++i) {
+      calls.emplace_back([&, i] {
+        auto r = caller.request("par.x", fmt::format("q{}", i), 10s);
+        answers[static_cast<std::size_t>(i)] = r ? std::string(r->text()) : r.error().message;
+      });
+    }
+  }
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(answers[static_cast<std::size_t>(i)], fmt::format("par.x 0 q{}", i));
 }
 
 }  // namespace

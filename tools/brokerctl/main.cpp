@@ -479,15 +479,28 @@ int cmd_req(Context& ctx, const std::string& topic, const std::optional<std::str
   return kOk;
 }
 
-// Runs `command` with `input` on its standard input; returns its standard output.
-std::string run_command(const std::string& command, std::string_view input) {
+// Runs `command` with the request on its standard input and, in its environment, the topic
+// and the caller's identity (UBROKER_TOPIC, UBROKER_SENDER_UID, UBROKER_SENDER_PID,
+// UBROKER_SENDER_ID); returns its standard output.
+std::string run_command(const std::string& command, const ubroker::Request& request) {
+  const std::string_view input = request.text();
+  // Built before fork(): the child only calls async-signal-safe functions.
+  const std::string topic = "UBROKER_TOPIC=" + std::string(request.topic());
+  const std::string uid = "UBROKER_SENDER_UID=" + std::to_string(request.sender().uid);
+  const std::string pid_var = "UBROKER_SENDER_PID=" + std::to_string(request.sender().pid);
+  const std::string id = "UBROKER_SENDER_ID=" + std::to_string(request.sender().client_id);
+  std::vector<char*> env;
+  for (char** e = environ; *e != nullptr; ++e) env.push_back(*e);
+  for (const std::string* v : {&topic, &uid, &pid_var, &id}) env.push_back(const_cast<char*>(v->c_str()));
+  env.push_back(nullptr);
   int in[2], out[2];
   if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0) return "brokerctl: pipe failed\n";
   const pid_t pid = ::fork();
   if (pid == 0) {
     ::dup2(in[0], STDIN_FILENO);
     ::dup2(out[1], STDOUT_FILENO);
-    ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+    const char* argv[] = {"sh", "-c", command.c_str(), nullptr};
+    ::execve("/bin/sh", const_cast<char* const*>(argv), env.data());
     _exit(127);
   }
   ::close(in[0]);
@@ -512,7 +525,7 @@ std::string run_command(const std::string& command, std::string_view input) {
   return result;
 }
 
-int cmd_serve(Context& ctx, const std::string& topic, const std::optional<std::string>& exec) {
+int cmd_serve(Context& ctx, const std::string& topic, const std::optional<std::string>& exec, unsigned concurrency) {
   if (auto e = ctx.connect("brokerctl-serve", true)) return *e;
   std::mutex mu;
   std::condition_variable cv;
@@ -523,18 +536,26 @@ int cmd_serve(Context& ctx, const std::string& topic, const std::optional<std::s
     cv.notify_one();
   });
   if (!service) return fail(service.error());
-  std::fprintf(stderr, "serving %s%s (Ctrl-C to stop)\n", topic.c_str(), exec ? (" with: " + *exec).c_str() : "");
-  // Requests are answered here, off the I/O thread, one at a time, like inetd.
-  while (!g_interrupted && !ctx.closed) {
-    std::unique_lock lk(mu);
-    if (!cv.wait_for(lk, 200ms, [&] { return !work.empty(); })) continue;
-    ubroker::Request r = std::move(work.front());
-    work.pop_front();
-    lk.unlock();
-    const std::string answer = exec ? run_command(*exec, r.text()) : std::string(r.text());
-    (void)r.reply(answer);
-  }
-  return ctx.client->connected() ? kOk : fail(*ctx.client->disconnect_reason());
+  std::fprintf(stderr, "serving %s%s, %u at a time (Ctrl-C to stop)\n", topic.c_str(),
+               exec ? (" with: " + *exec).c_str() : "", concurrency);
+  // Requests are answered off the I/O thread, by `concurrency` workers, like inetd.
+  auto worker = [&] {
+    while (!g_interrupted && !ctx.closed) {
+      std::unique_lock lk(mu);
+      if (!cv.wait_for(lk, 200ms, [&] { return !work.empty(); })) continue;
+      ubroker::Request r = std::move(work.front());
+      work.pop_front();
+      lk.unlock();
+      const std::string answer = exec ? run_command(*exec, r) : std::string(r.text());
+      (void)r.reply(answer);
+    }
+  };
+  std::vector<std::jthread> workers;
+  for (unsigned i = 1; i < concurrency; ++i) workers.emplace_back(worker);
+  worker();
+  workers.clear();  // joined
+  if (!ctx.closed) return kOk;
+  return fail(ctx.client->disconnect_reason().value_or(ubroker::Error{Errc::kNotConnected, "the connection closed"}));
 }
 
 int cmd_kick(Context& ctx, std::uint64_t id, const std::string& reason) {
@@ -660,7 +681,11 @@ int main(int argc, char** argv) {
   auto* serve = app.add_subcommand(
       "serve", "Answer requests: echo them, or reply with CMD's output (CMD gets the request on stdin)");
   serve->add_option("topic", topic, "Topic pattern")->required();
-  serve->add_option("--exec", exec, "Shell command run per request");
+  serve->add_option("--exec", exec,
+                    "Shell command run per request: the request on its stdin; UBROKER_TOPIC, UBROKER_SENDER_UID, "
+                    "UBROKER_SENDER_PID and UBROKER_SENDER_ID in its environment; its stdout is the reply");
+  unsigned concurrency = 1;
+  serve->add_option("--concurrency", concurrency, "Requests answered at once (default 1)")->check(CLI::Range(1u, 1024u));
   auto* kick = app.add_subcommand("kick", "Disconnect a client, telling it why");
   kick->add_option("client", kick_id, "Client id (see `brokerctl clients`)")->required();
   kick->add_option("--reason", reason, "Reason the client is told");
@@ -704,7 +729,7 @@ int main(int argc, char** argv) {
     return cmd_sub(ctx, pattern, count, output, group);
   }
   if (req->parsed()) return cmd_req(ctx, topic, data, timeout_ms);
-  if (serve->parsed()) return cmd_serve(ctx, topic, exec);
+  if (serve->parsed()) return cmd_serve(ctx, topic, exec, concurrency);
   if (kick->parsed()) return cmd_kick(ctx, kick_id, reason);
   if (reload->parsed()) return cmd_reload(ctx);
   if (metrics->parsed()) return cmd_metrics(ctx);
