@@ -474,5 +474,28 @@ TEST(BrokerctlOperator, ServeExecGetsTheCallerInItsEnvironmentAndRunsConcurrentl
   for (int i = 0; i < 3; ++i) EXPECT_EQ(answers[static_cast<std::size_t>(i)], fmt::format("par.x 0 q{}", i));
 }
 
+TEST(BrokerctlOperator, MonitorDecodesTheBrokersOwnEvents) {
+  BrokerProcess broker;
+  Process mon = Process::spawn({UBROKER_BROKERCTL, "-s", broker.socket(), "monitor", "$sys.>"});
+  ASSERT_TRUE(eventually([&] { return mon.err().find("monitoring") != std::string::npos; })) << mon.err();
+  std::uint64_t id = 0;
+  {
+    Client visitor = broker.connect("visitor");
+    id = visitor.id();
+    auto svc = visitor.serve("svc.x", [](Request r) { (void)r.reply("ok"); });
+    ASSERT_TRUE(svc.has_value());
+    ASSERT_TRUE(visitor.flush().has_value());
+  }
+  const std::string who = fmt::format("client {} (visitor, uid 0, gid 0, pid {})", id, ::getpid());
+  for (const std::string& line : {fmt::format("$sys.client.connected [broker] {} connected", who),
+                                  fmt::format("$sys.service.up [broker] service 'svc.x' of {} up", who),
+                                  fmt::format("$sys.client.disconnected [broker] {} disconnected", who)}) {
+    EXPECT_TRUE(eventually([&] { return mon.out().find(line) != std::string::npos; }, 10s))
+        << line << "\nin:\n" << mon.out();
+  }
+  mon.signal(SIGINT);
+  ASSERT_TRUE(mon.wait(10s).has_value());
+}
+
 }  // namespace
 }  // namespace ubroker::test
