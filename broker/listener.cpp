@@ -31,10 +31,11 @@ shm::UniqueFd new_socket() {
 // bound and listening but does not accept (its backlog is full). The probe never blocks: a
 // blocking connect() to a full backlog would wait for ever, and a squatter could hold the
 // broker's start-up hostage.
-enum class Occupant { kNobody, kListener, kNotAccepting };
+// kUnknown: no probe socket could be made (errno says why); the file must then stay.
+enum class Occupant { kNobody, kListener, kNotAccepting, kUnknown };
 Occupant who_listens(const proto::SocketAddress& addr) {
   shm::UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!probe) return Occupant::kNobody;
+  if (!probe) return Occupant::kUnknown;
   if (::connect(probe.get(), addr.get(), addr.len) == 0) return Occupant::kListener;
   return errno == EAGAIN ? Occupant::kNotAccepting : Occupant::kNobody;
 }
@@ -107,6 +108,9 @@ std::expected<Listening, std::string> listen_on(const std::string& where, mode_t
           return Error(fmt::format("a process has {} open and listening but does not accept connections; stop it, "
                                    "or remove the socket file",
                                    where));
+        case Occupant::kUnknown:
+          return Error(fmt::format("cannot tell whether a broker listens on {}: socket(AF_UNIX): {}", where,
+                                   errno_text()));
         case Occupant::kNobody: break;
       }
       if (::unlink(where.c_str()) != 0)

@@ -44,8 +44,11 @@ class Bounds : public OtherIdentitiesTest {
     baseline_kib_ = rss_kib(broker_.process().pid());
   }
 
+  Process start_hog(const std::string& kind) {
+    return Process::spawn(as({kHogUid, kHogUid, {}}, {UBROKER_HOSTILE, "--socket", broker_.socket(), "--hog", kind}));
+  }
   Process hog(const std::string& kind) {
-    Process p = Process::spawn(as({kHogUid, kHogUid, {}}, {UBROKER_HOSTILE, "--socket", broker_.socket(), "--hog", kind}));
+    Process p = start_hog(kind);
     EXPECT_TRUE(wait_for_output(p, "holding", 120s)) << p.out() << p.err();
     std::printf("%s", p.out().c_str());
     return p;
@@ -192,14 +195,13 @@ TEST_F(Bounds, RepliesWaitForTheRequestersRoomAndANonReadingRequesterIsCutOff) {
 }
 
 TEST_F(Bounds, AFloodThroughALargeSocketBufferDelaysOthersByOneReadNotByItsBacklog) {
-  double slowest = 0;
-  std::thread good([&] {
-    // Started once the flood is under way (the hog prints "holding" after 10 s of it).
-    std::this_thread::sleep_for(1s);
-    slowest = good_round_trips(5s);
-  });
-  Process p = hog("flood");
-  good.join();
+  Process p = start_hog("flood");
+  ASSERT_TRUE(wait_for_output(p, "flooding", 30s)) << p.out() << p.err();
+  // Measured while the flood runs (it lasts 10 s, then the hog says "holding").
+  const double slowest = good_round_trips(5s);
+  EXPECT_FALSE(wait_for_output(p, "holding", 0ms)) << "the flood ended before the measurement did";
+  ASSERT_TRUE(wait_for_output(p, "holding", 30s)) << p.out() << p.err();
+  std::printf("%s", p.out().c_str());
   // A sanity bound, not a performance figure: before the event loop bounded each
   // connection's turn, answers waited seconds behind such a flood.
   EXPECT_LT(slowest, 1000.0);

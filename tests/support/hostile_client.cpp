@@ -405,6 +405,8 @@ std::string hog_flood(std::vector<Conn>& held) {
   std::vector<std::byte> burst;
   while (burst.size() < (1 << 20)) burst.insert(burst.end(), frame.begin(), frame.end());
   std::size_t bursts = 0;
+  std::printf("flooding\n");  // the test measures the others' traffic from here on
+  std::fflush(stdout);
   for (const auto until = Clock::now() + std::chrono::seconds(10); Clock::now() < until; ++bursts) {
     if (!conn.send(burst)) break;
   }

@@ -41,7 +41,8 @@ enum Exit { kOk = 0, kBrokerError = 1, kUsage = 2, kUnreachable = 3, kInterrupte
 std::atomic<bool> g_interrupted{false};
 
 // Whoever read our standard output has gone (`sub t | head -n1`): a pipe's write end reports
-// POLLERR once its reader closed, before anything is written to it.
+// POLLERR once its reader closed, before anything is written to it. A syscall: asked while
+// idle; after a write, ferror(stdout) tells the same for free.
 bool stdout_gone() {
   pollfd p{.fd = STDOUT_FILENO, .events = POLLOUT, .revents = 0};
   return std::ferror(stdout) != 0 || (::poll(&p, 1, 0) == 1 && (p.revents & (POLLERR | POLLHUP)) != 0);
@@ -412,10 +413,14 @@ int cmd_sub(Context& ctx, const std::string& pattern, std::uint64_t count, SubOu
   auto sub = ctx.client->subscribe(pattern, {.group = group});
   if (!sub) return fail(sub.error());
   for (std::uint64_t n = 0; count == 0 || n < count;) {
-    if (g_interrupted || stdout_gone()) return kOk;  // Ctrl-C, or `| head` has what it wanted
+    if (g_interrupted || std::ferror(stdout)) return kOk;  // Ctrl-C, or `| head` has what it wanted
     auto m = ctx.client->receive(200ms);
     if (!m) {
-      if (m.error().code == Errc::kTimeout) continue;
+      // While idle, poll whether the reader went away (after a write, ferror says it).
+      if (m.error().code == Errc::kTimeout) {
+        if (stdout_gone()) return kOk;
+        continue;
+      }
       if (m.error().code == Errc::kNotConnected && !ctx.closed) continue;  // reconnecting
       return fail(ctx.client->disconnect_reason().value_or(m.error()));
     }
@@ -473,10 +478,13 @@ int cmd_monitor(Context& ctx, const std::string& pattern) {
   auto sub = ctx.client->subscribe(pattern, {.overflow = ubroker::Overflow::kDrop});
   if (!sub) return fail(sub.error());
   std::fprintf(stderr, "monitoring %s (Ctrl-C to stop)\n", pattern.c_str());
-  while (!g_interrupted && !stdout_gone()) {
+  while (!g_interrupted && !std::ferror(stdout)) {
     auto m = ctx.client->receive(200ms);
     if (!m) {
-      if (m.error().code == Errc::kTimeout) continue;
+      if (m.error().code == Errc::kTimeout) {
+        if (stdout_gone()) return kOk;
+        continue;
+      }
       if (m.error().code == Errc::kNotConnected && !ctx.closed) continue;  // reconnecting
       return fail(ctx.client->disconnect_reason().value_or(m.error()));
     }
