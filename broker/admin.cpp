@@ -42,6 +42,7 @@ wire::BrokerStatus Broker::status() const {
   st.set_request_timeouts(stats_.request_timeouts);
   st.set_replies_refused(stats_.replies_refused);
   st.set_replies_discarded(stats_.replies_discarded);
+  st.set_error_replies(stats_.error_replies);
   st.set_retained_topics(retained_.size());
   st.set_retained_bytes(retained_.bytes());
   st.set_retained_evicted(retained_.evicted());
@@ -146,6 +147,21 @@ wire::SegmentList Broker::segments(const std::string& after) const {
   return list;
 }
 
+namespace {
+
+// The request counts of a service or a topic into its listing entry (the fields are named alike).
+template <class Info>
+void fill_service_counts(Info& i, const ServiceCounts& c) {
+  i.set_requests(c.requests);
+  i.set_replies(c.replies);
+  i.set_errors(c.errors);
+  i.set_timeouts(c.timeouts);
+  i.set_latency_mean_us(c.latency_mean_us());
+  i.set_latency_max_us(c.latency_max_us);
+}
+
+}  // namespace
+
 wire::ClientList Broker::clients(const std::string& after) const {
   wire::ClientList list;
   std::vector<const Session*> welcomed;
@@ -172,6 +188,9 @@ wire::ClientList Broker::clients(const std::string& after) const {
                             c->set_bytes_out(s->outbox().delivered_bytes());
                             c->set_queued_messages(s->outbox().queue().messages());
                             c->set_queued_bytes(s->outbox().queue().bytes());
+                            c->set_requests(s->requests_made());
+                            c->set_replies(s->replies());
+                            c->set_error_replies(s->error_replies());
                             std::uint64_t dropped = 0;
                             std::uint32_t subs = 0, services = 0;
                             for (const auto& [sid, sub] : router_.subscriptions_of(s->outbox())) {
@@ -209,6 +228,7 @@ wire::SubscriptionList Broker::subscriptions(const std::string& after) const {
     i->set_policy(sub->service ? "serve" : sub->overflow == wire::DROP ? "drop" : "block");
     i->set_delivered(sub->delivered);
     i->set_dropped(sub->dropped);
+    fill_service_counts(*i, sub->served);
     return i->ByteSizeLong();
   }));
   return list;
@@ -229,6 +249,7 @@ wire::TopicList Broker::topics(const std::string& after) {
     t->set_subscribers(static_cast<std::uint32_t>(router_.count_subscribers(topic)));
     t->set_rate(ts.rate);
     t->set_retained(retained_.contains(topic));
+    fill_service_counts(*t, ts.served);
     return t->ByteSizeLong();
   }));
   list.set_untracked_messages(router_.untracked_messages());

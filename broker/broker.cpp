@@ -300,6 +300,11 @@ asio::awaitable<void> Broker::request_deadline_loop() {
     if (stopping_ && sessions_.empty()) co_return;
     requests_.expire(Clock::now(), [&](const PendingRequest& p) {
       ++stats_.request_timeouts;
+      if (p.topic != nullptr) ++p.topic->served.timeouts;
+      if (Session* responder = find(p.responder)) {
+        if (ServiceCounts* counts = router_.service_counts(responder->outbox(), p.service)) ++counts->timeouts;
+      }
+      tracer_.failure(p.traced_topic, p.id, p.caller, "TIMEOUT", "no reply before the request's deadline");
       if (Session* caller = find(p.caller)) {
         caller->request_finished();
         caller->send_error(wire::TIMEOUT, "no reply before the request's deadline", false, p.caller_seq);
@@ -397,6 +402,8 @@ void Broker::session_gone(Session& s) {
   router_.remove_owner(s.outbox());
   requests_.drop_session(s.id(), [&](const PendingRequest& p) {
     ++stats_.responder_gone;
+    if (p.topic != nullptr) ++p.topic->served.timeouts;  // unanswered, as far as the topic goes
+    tracer_.failure(p.traced_topic, p.id, p.caller, "RESPONDER_GONE", "the responder disconnected before replying");
     if (Session* caller = find(p.caller)) {
       caller->request_finished();
       caller->send_error(wire::RESPONDER_GONE,

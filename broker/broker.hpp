@@ -32,6 +32,7 @@
 #include "shm_registry.hpp"
 #include "stats.hpp"
 #include "systemd.hpp"
+#include "tracer.hpp"
 
 namespace ubroker::broker {
 
@@ -58,6 +59,7 @@ class Broker {
   [[nodiscard]] RequestTable& requests() noexcept { return requests_; }
   [[nodiscard]] RetainedStore& retained() noexcept { return retained_; }
   [[nodiscard]] ShmRegistry& shm() noexcept { return shm_; }
+  [[nodiscard]] Tracer& tracer() noexcept { return tracer_; }
 
   // A request with this deadline was added: the deadline timer may need to fire sooner.
   void request_added(Clock::time_point deadline);
@@ -141,6 +143,7 @@ class Broker {
   Stats stats_;
   ChunkPool pool_;
   Router router_;
+  Tracer tracer_{router_};
   RequestTable requests_;
   RetainedStore retained_;
   ShmRegistry shm_;

@@ -1,14 +1,16 @@
 // RequestTable implementation.
 #include "request_table.hpp"
 
+#include "topic_stats.hpp"
+
 namespace ubroker::broker {
 
-std::uint64_t RequestTable::add(std::uint64_t caller, std::uint64_t caller_seq, std::uint64_t responder,
-                                Clock::time_point deadline) {
-  const std::uint64_t id = next_id_++;
-  pending_.emplace(id, PendingRequest{id, caller, caller_seq, responder, deadline});
-  deadlines_.emplace(deadline, id);
-  return id;
+std::uint64_t RequestTable::add(PendingRequest r) {
+  r.id = next_id_++;
+  if (r.topic != nullptr) ++r.topic->requests_pending;
+  deadlines_.emplace(r.deadline, r.id);
+  pending_.emplace(r.id, r);
+  return r.id;
 }
 
 const PendingRequest* RequestTable::find(std::uint64_t id, std::uint64_t responder) const {
@@ -16,9 +18,9 @@ const PendingRequest* RequestTable::find(std::uint64_t id, std::uint64_t respond
   return it == pending_.end() || it->second.responder != responder ? nullptr : &it->second;
 }
 
-void RequestTable::erase(std::unordered_map<std::uint64_t, PendingRequest>::iterator it) {
-  pending_.erase(it);
-  compact_if_sparse();
+RequestTable::Entries::iterator RequestTable::remove(Entries::iterator it) {
+  if (TopicStats* t = it->second.topic) --t->requests_pending;
+  return pending_.erase(it);
 }
 
 void RequestTable::compact_if_sparse() {
@@ -43,7 +45,8 @@ std::optional<PendingRequest> RequestTable::take_reply(std::uint64_t id, std::ui
   auto it = pending_.find(id);
   if (it == pending_.end() || it->second.responder != responder) return std::nullopt;
   PendingRequest p = it->second;
-  erase(it);
+  remove(it);
+  compact_if_sparse();
   return p;
 }
 
@@ -54,7 +57,7 @@ void RequestTable::expire(Clock::time_point now, const std::function<void(const 
     auto it = pending_.find(id);
     if (it == pending_.end()) continue;  // finished earlier
     const PendingRequest p = it->second;
-    pending_.erase(it);
+    remove(it);
     on_expired(p);
   }
 }
@@ -64,7 +67,7 @@ void RequestTable::drop_session(std::uint64_t session,
   for (auto it = pending_.begin(); it != pending_.end();) {
     if (it->second.responder == session) {
       const PendingRequest p = it->second;
-      it = pending_.erase(it);
+      it = remove(it);
       if (p.caller != session) on_responder_gone(p);
     } else if (it->second.caller == session) {
       abandoned_.emplace(it->first, it->second.responder);
@@ -73,7 +76,7 @@ void RequestTable::drop_session(std::uint64_t session,
         abandoned_.erase(abandoned_order_.front());
         abandoned_order_.pop_front();
       }
-      it = pending_.erase(it);
+      it = remove(it);
     } else {
       ++it;
     }

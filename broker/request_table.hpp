@@ -13,26 +13,33 @@
 #include <functional>
 #include <optional>
 #include <queue>
+#include <string>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
 namespace ubroker::broker {
 
+struct TopicStats;
+
 struct PendingRequest {
-  std::uint64_t id = 0;          // the broker's request id (what the responder sees)
+  std::uint64_t id = 0;          // the broker's request id (what the responder sees); set by add()
   std::uint64_t caller = 0;      // session ids
   std::uint64_t caller_seq = 0;  // the caller's correlation id
   std::uint64_t responder = 0;
+  std::uint64_t service = 0;     // the responder's SERVE id the request went through
+  TopicStats* topic = nullptr;   // the topic's entry in the topic table (kept while this is pending), or nullptr
+  std::chrono::steady_clock::time_point sent;  // when it was forwarded: the answer's latency starts here
   std::chrono::steady_clock::time_point deadline;
+  std::string traced_topic;      // the request's topic, kept when it was traced (its answer is traced too)
 };
 
 class RequestTable {
  public:
   using Clock = std::chrono::steady_clock;
 
-  std::uint64_t add(std::uint64_t caller, std::uint64_t caller_seq, std::uint64_t responder,
-                    Clock::time_point deadline);
+  // Adds `r` under a new id, which it returns.
+  std::uint64_t add(PendingRequest r);
 
   // The request `id` if `responder` is the one it went to (nullptr otherwise); it stays.
   [[nodiscard]] const PendingRequest* find(std::uint64_t id, std::uint64_t responder) const;
@@ -55,9 +62,11 @@ class RequestTable {
 
  private:
   using Deadline = std::pair<Clock::time_point, std::uint64_t>;
-  void erase(std::unordered_map<std::uint64_t, PendingRequest>::iterator it);
+  using Entries = std::unordered_map<std::uint64_t, PendingRequest>;
+  // Every request leaves through here (its topic stops counting it as pending).
+  Entries::iterator remove(Entries::iterator it);
   void compact_if_sparse();
-  std::unordered_map<std::uint64_t, PendingRequest> pending_;
+  Entries pending_;
   std::priority_queue<Deadline, std::vector<Deadline>, std::greater<>> deadlines_;
   // Requests whose caller left before the reply came: request id -> responder, the most
   // recent kMaxAbandoned of them (older ones' replies are refused as unknown).

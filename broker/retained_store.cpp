@@ -41,11 +41,11 @@ void RetainedStore::evict_oldest_of(std::uint32_t uid) {
 }
 
 void RetainedStore::put(std::string_view topic, std::span<const std::byte> payload, std::uint64_t sender_id,
-                        std::uint32_t sender_uid, std::uint32_t sender_pid) {
+                        std::uint32_t sender_uid, std::uint32_t sender_pid, std::span<const std::byte> headers) {
   if (auto found = by_topic_.find(topic); found != by_topic_.end()) erase(found->first);
   if (payload.empty()) return;
   ++writes_;
-  const std::uint64_t price = cost(topic, payload.size());
+  const std::uint64_t price = cost(topic, payload.size() + headers.size());
   UidAccount& account = accounts_.of(sender_uid);
   const std::uint64_t share_limit = account.limit(Resource::kRetainedBytes);
   if (price > max_bytes_ || price > share_limit) {  // could never fit: it replaces nothing
@@ -69,6 +69,7 @@ void RetainedStore::put(std::string_view topic, std::span<const std::byte> paylo
   RetainedMessage& m = order_.emplace_back();
   m.topic = topic;
   m.payload.assign(payload.begin(), payload.end());
+  m.headers.assign(headers.begin(), headers.end());
   m.sender_id = sender_id;
   m.sender_uid = sender_uid;
   m.sender_pid = sender_pid;

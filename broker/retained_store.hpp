@@ -36,6 +36,7 @@ namespace ubroker::broker {
 struct RetainedMessage {
   std::string topic;
   std::vector<std::byte> payload;
+  std::vector<std::byte> headers;  // as published (proto/headers.hpp)
   std::uint64_t sender_id = 0;
   std::uint32_t sender_uid = 0;
   std::uint32_t sender_pid = 0;
@@ -63,7 +64,7 @@ class RetainedStore {
 
   // Stores (or, with an empty payload, clears) the topic's retained message.
   void put(std::string_view topic, std::span<const std::byte> payload, std::uint64_t sender_id,
-           std::uint32_t sender_uid, std::uint32_t sender_pid);
+           std::uint32_t sender_uid, std::uint32_t sender_pid, std::span<const std::byte> headers = {});
 
   // Hands the values `pattern` matches to `take`, in topic order, resuming `r`. `take` returns
   // false when it has no room for the value (which is then handed out again next time).
@@ -76,7 +77,7 @@ class RetainedStore {
   [[nodiscard]] std::uint64_t bytes() const noexcept { return bytes_; }
   [[nodiscard]] std::uint64_t evicted() const noexcept { return evicted_; }
 
-  // What one value costs the broker, as charged.
+  // What one value costs the broker, as charged (`payload`: its payload and headers together).
   [[nodiscard]] static std::uint64_t cost(std::string_view topic, std::size_t payload) noexcept;
 
  private:

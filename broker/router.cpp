@@ -47,6 +47,17 @@ const Subscription* Router::find(const Outbox& owner, std::uint64_t id) const {
   return it == subs.end() ? nullptr : it->second.get();
 }
 
+bool Router::may_match_system(std::string_view pattern) noexcept {
+  const std::string_view first = pattern.substr(0, pattern.find('.'));
+  return first == "$sys" || first == "*" || first == ">";
+}
+
+ServiceCounts* Router::service_counts(const Outbox& owner, std::uint64_t id) {
+  const auto& subs = subscriptions_of(owner);
+  auto it = subs.find(id);
+  return it == subs.end() || !it->second->service ? nullptr : &it->second->served;
+}
+
 std::expected<void, RouteError> Router::admissible(Outbox& owner, std::uint64_t id, std::string_view pattern,
                                                    std::string_view group, std::size_t max_subscriptions) {
   if (const char* why = check_group_name(group)) return std::unexpected(RouteError{wire::INVALID_PATTERN, why});
@@ -101,6 +112,7 @@ std::expected<void, RouteError> Router::subscribe(Outbox& owner, std::uint64_t i
   if (!added) return std::unexpected(added.error());
   Subscription* sub = *added;
   sub->overflow = overflow;
+  if (may_match_system(pattern)) ++system_listeners_;
   if (group.empty()) {
     direct_index_.insert(pattern, sub);
     return {};
@@ -160,6 +172,7 @@ void Router::remove(Subscription& sub) {
   } else {
     direct_index_.erase(sub.pattern, &sub);
   }
+  if (!sub.service && may_match_system(sub.pattern)) --system_listeners_;
   sub.owner->account().credit(Resource::kSubscriptionBytes, sub.cost);
   --subscription_count_;
   invalidate();
@@ -282,7 +295,7 @@ RouteResult Router::route(const SenderStamp& stamp, const Published& msg, bool h
     Group* g = route.groups[i];
     g->next = (group_picks_[i] + 1) % g->members.size();
   }
-  deliver_.begin(msg.topic, stamp.id, stamp.uid, stamp.pid);
+  deliver_.begin(msg.topic, stamp.id, stamp.uid, stamp.pid, msg.headers);
   for (const Target& t : targets_) {
     ++stats_.deliveries_accepted;  // from here on: written, queued, or dropped with a reason
     if (t.outbox->has_room()) {
@@ -344,10 +357,12 @@ void Router::deliver_part(Outbox& to, std::span<Subscription* const> subs, const
   if (shm) ++stats_.bulk_deliveries;
 }
 
-RouteResult Router::pick_responder(std::uint64_t from, std::string_view topic, Subscription*& responder) {
+RouteResult Router::pick_responder(std::uint64_t from, std::string_view topic, Subscription*& responder,
+                                   TopicStats*& topic_stats) {
   Route* found = resolve(topic);
   if (found == nullptr) return RouteResult::kNoResponders;
   Route& route = *found;
+  topic_stats = route.stats;
   const std::size_t n = route.services.size();
   if (n == 0) return RouteResult::kNoResponders;
   for (std::size_t i = 0; i < n; ++i) {
@@ -379,8 +394,12 @@ void Router::tick_rates(double seconds) {
   for (auto& [topic, ts] : topic_stats_) {
     const double now = static_cast<double>(ts.messages - ts.messages_at_last_tick) / seconds;
     ts.rate = ts.rate == 0 ? now : 0.5 * ts.rate + 0.5 * now;
-    if (ts.messages != ts.messages_at_last_tick) ts.active_tick = tick_;
+    if (ts.messages != ts.messages_at_last_tick || ts.served.requests != ts.requests_at_last_tick ||
+        ts.requests_pending != 0) {
+      ts.active_tick = tick_;
+    }
     ts.messages_at_last_tick = ts.messages;
+    ts.requests_at_last_tick = ts.served.requests;
   }
   if (topic_stats_.size() >= kMaxTrackedTopics || topic_stats_bytes_ >= kMaxTrackedTopicBytes) forget_idle_topics();
 }
@@ -395,6 +414,7 @@ void Router::forget_idle_topics() {
   invalidate();  // routes point into the table
   for (const Entry& it : by_age) {
     if (topic_stats_.size() <= kMaxTrackedTopics * 3 / 4 && topic_stats_bytes_ <= kMaxTrackedTopicBytes * 3 / 4) break;
+    if (it->second.requests_pending != 0) continue;  // a PendingRequest points to it
     topic_stats_bytes_ -= it->first.size() + kEntryOverhead;
     topic_stats_.erase(it);
     ++topics_forgotten_;

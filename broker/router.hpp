@@ -21,6 +21,7 @@
 #include "outbox.hpp"
 #include "stats.hpp"
 #include "subscription.hpp"
+#include "topic_stats.hpp"
 #include "topic_index.hpp"
 #include "ubroker.pb.h"
 #include "ubroker/proto/deliver_encoder.hpp"
@@ -37,6 +38,7 @@ struct Published {
   std::span<const std::byte> payload;
   const ChunkRef* chunk;           // holds `payload`, for deliveries that reference instead of copy
   const BulkRef* bulk = nullptr;   // set: the payload is in shared memory (`payload` is empty)
+  std::span<const std::byte> headers = {};  // checked (proto/headers.hpp); carried as they are
   [[nodiscard]] std::uint64_t size() const noexcept { return bulk ? bulk->length : payload.size(); }
 };
 
@@ -48,17 +50,6 @@ struct SenderStamp {
 };
 
 enum class RouteResult { kRouted, kBlocked, kNoResponders, kInvalidTopic };
-
-// What brokerctl shows per topic. Kept apart from the route cache (which is cleared on
-// every subscription change) and bounded in the number of topics tracked.
-struct TopicStats {
-  std::uint64_t messages = 0;
-  std::uint64_t bytes = 0;
-  std::uint64_t messages_at_last_tick = 0;
-  std::uint64_t active_tick = 0;          // the last rate tick that saw messages here
-  double rate = 0;                        // messages/s, smoothed over recent ticks
-  std::vector<std::uint64_t> publishers;  // distinct publisher ids, up to kMaxPublishersTracked
-};
 
 class Router {
  public:
@@ -85,6 +76,8 @@ class Router {
   // A client's subscriptions and services, by id (empty when it has none).
   [[nodiscard]] const Subscriptions& subscriptions_of(const Outbox& owner) const;
   [[nodiscard]] const Subscription* find(const Outbox& owner, std::uint64_t id) const;
+  // The counts of a client's service `id` (nullptr when it has no such service).
+  [[nodiscard]] ServiceCounts* service_counts(const Outbox& owner, std::uint64_t id);
 
   // Routes one message from the client `stamp.id`. kBlocked: a lossless target is full;
   // nothing was delivered, the sender is held back by the full targets and must retry later.
@@ -97,10 +90,16 @@ class Router {
 
   // The responder a request on `topic` goes to (round-robin, preferring one with room).
   // kBlocked: all are full and `from` is registered with them. kNoResponders: nobody serves it.
-  [[nodiscard]] RouteResult pick_responder(std::uint64_t from, std::string_view topic, Subscription*& responder);
+  // `topic_stats` is the topic's entry in the topic table (nullptr when untracked).
+  [[nodiscard]] RouteResult pick_responder(std::uint64_t from, std::string_view topic, Subscription*& responder,
+                                           TopicStats*& topic_stats);
   [[nodiscard]] std::size_t count_responders(std::string_view topic);
 
   [[nodiscard]] std::size_t subscription_count() const noexcept { return subscription_count_; }
+  // Subscriptions whose pattern may match one of the broker's own topics ($sys.*): while there
+  // are none, the broker need not even build its trace messages.
+  [[nodiscard]] std::size_t system_listeners() const noexcept { return system_listeners_; }
+  [[nodiscard]] static bool may_match_system(std::string_view pattern) noexcept;
 
   // The topic table is bounded in entries and bytes; when it fills, the topics idle longest
   // are forgotten (counted) at the next rate tick, so new topics stay visible to operators.
@@ -169,6 +168,7 @@ class Router {
   std::uint64_t untracked_messages_ = 0;
   std::uint64_t topics_forgotten_ = 0;
   std::size_t topic_stats_bytes_ = 0;
+  std::size_t system_listeners_ = 0;
   std::size_t cache_bytes_ = 0;
   std::uint64_t tick_ = 0;
 

@@ -68,6 +68,9 @@ class Session {
   [[nodiscard]] const Outbox& outbox() const noexcept { return outbox_; }
   [[nodiscard]] std::uint64_t published() const noexcept { return published_; }
   [[nodiscard]] std::uint64_t published_bytes() const noexcept { return published_bytes_; }
+  [[nodiscard]] std::uint64_t requests_made() const noexcept { return requests_made_; }
+  [[nodiscard]] std::uint64_t replies() const noexcept { return replies_; }
+  [[nodiscard]] std::uint64_t error_replies() const noexcept { return error_replies_; }
 
   // The access policy changed: this connection's rights are recomputed, and subscriptions and
   // services they no longer allow are removed, each with a PERMISSION_DENIED naming it.
@@ -117,14 +120,20 @@ class Session {
   Step process_frames();
   Step handle_frame(const wire::Header& h, std::span<const std::byte> payload);
   Step handle_hello(const wire::Header& h);
-  Step handle_publish(std::string_view topic, bool retain, std::span<const std::byte> payload);
+  Step handle_publish(std::string_view topic, bool retain, std::span<const std::byte> headers,
+                      std::span<const std::byte> payload);
+  // The frame's headers in their encoded form (proto/headers.hpp; empty when it has none), or
+  // the step after refusing `what` (a publish, request, reply) with INVALID_HEADERS.
+  [[nodiscard]] std::optional<Step> take_headers(const wire::Header& h, std::string_view what,
+                                                 std::span<const std::byte>& encoded);
   Step handle_subscribe(const wire::Header& h);
   Step handle_unsubscribe(const wire::Header& h);
   Step handle_serve(const wire::Header& h);
   Step handle_request(const wire::Header& h, std::span<const std::byte> payload);
   Step handle_reply(const wire::Header& h, std::span<const std::byte> payload);
   Step handle_probe(const wire::Header& h);
-  Step handle_bulk_publish(const wire::Header& h, std::span<const std::byte> payload);
+  Step handle_bulk_publish(const wire::Header& h, std::span<const std::byte> headers,
+                           std::span<const std::byte> payload);
   Step handle_shm_register(const wire::Header& h);
   Step handle_shm_release(const wire::Header& h);
   // Fd bookkeeping for the frame about to be handled: each frame takes its fd_count from
@@ -176,6 +185,7 @@ class Session {
 
   wire::Header header_;   // reused for every frame parsed
   wire::Header control_;  // reused for every control frame queued
+  std::vector<std::byte> headers_buf_;  // a parsed frame's headers, encoded again (take_headers)
 
   // The SUBSCRIBE whose retained values are being sent (its frame stays buffered meanwhile).
   std::optional<PendingReplay> replay_;
@@ -183,6 +193,9 @@ class Session {
 
   std::uint64_t published_ = 0;
   std::uint64_t published_bytes_ = 0;
+  std::uint64_t requests_made_ = 0;
+  std::uint64_t replies_ = 0;        // sent as a responder
+  std::uint64_t error_replies_ = 0;  // the same, errors
   std::string command_;  // the peer's /proc/PID/comm at accept
   std::uint64_t connected_unix_ms_ = 0;
 };

@@ -11,6 +11,7 @@
 #include "session.hpp"
 #include "slots.hpp"
 #include "ubroker/proto/frame_codec.hpp"
+#include "ubroker/proto/headers.hpp"
 #include "ubroker/proto/topic.hpp"
 
 #ifndef UBROKER_VERSION
@@ -41,7 +42,12 @@ Session::Step Session::handle_frame(const wire::Header& h, std::span<const std::
   }
   if (claim_fds(h) == Step::kClose) return Step::kClose;
   switch (h.type()) {
-    case wire::PUBLISH: return h.has_shm() ? handle_bulk_publish(h, payload) : handle_publish(h.topic(), h.retain(), payload);
+    case wire::PUBLISH: {
+      std::span<const std::byte> headers;
+      if (auto refused = take_headers(h, "publish", headers)) return *refused;
+      return h.has_shm() ? handle_bulk_publish(h, headers, payload)
+                         : handle_publish(h.topic(), h.retain(), headers, payload);
+    }
     case wire::SHM_REGISTER: return handle_shm_register(h);
     case wire::SHM_RELEASE: return handle_shm_release(h);
     case wire::SUBSCRIBE: return handle_subscribe(h);
@@ -138,7 +144,25 @@ std::size_t Session::apply_grants(Grants grants) {
   return revoked.size();
 }
 
-Session::Step Session::handle_publish(std::string_view topic, bool retain, std::span<const std::byte> payload) {
+std::optional<Session::Step> Session::take_headers(const wire::Header& h, std::string_view what,
+                                                  std::span<const std::byte>& encoded) {
+  encoded = {};
+  if (!h.has_headers()) return std::nullopt;
+  // Written in the canonical form whatever form they came in, then checked field by field.
+  const auto size = h.headers().ByteSizeLong();
+  const char* why = size > proto::kMaxHeaderBytes ? "headers are larger than 16 KiB" : nullptr;
+  if (why == nullptr) {
+    headers_buf_.resize(size);
+    (void)h.headers().SerializeWithCachedSizesToArray(reinterpret_cast<std::uint8_t*>(headers_buf_.data()));
+    encoded = headers_buf_;
+    why = proto::check_headers(encoded);
+  }
+  if (why == nullptr) return std::nullopt;
+  return refuse(wire::INVALID_HEADERS, fmt::format("{} refused: {}", what, why), h.seq());
+}
+
+Session::Step Session::handle_publish(std::string_view topic, bool retain, std::span<const std::byte> headers,
+                                      std::span<const std::byte> payload) {
   // One string compare for a client publishing on the topic it used last.
   if (!grants_.all() && topic != last_published_) {
     if (auto denied = deny_unless(Right::kPublish, topic, false, 0)) return *denied;
@@ -147,7 +171,8 @@ Session::Step Session::handle_publish(std::string_view topic, bool retain, std::
   RouteResult routed = RouteResult::kInvalidTopic;
   if (!proto::is_reserved(topic)) {
     // The router validates a topic it has not seen before: a known topic costs one lookup.
-    routed = broker_.router().publish(stamp(), {.topic = topic, .payload = payload, .chunk = inbox_.chunk()});
+    routed = broker_.router().publish(
+        stamp(), {.topic = topic, .payload = payload, .chunk = inbox_.chunk(), .headers = headers});
     if (routed == RouteResult::kBlocked) return Step::kBlocked;
   }
   if (routed != RouteResult::kRouted) {
@@ -162,7 +187,7 @@ Session::Step Session::handle_publish(std::string_view topic, bool retain, std::
     }
     return Step::kContinue;
   }
-  if (retain) broker_.retained().put(topic, payload, id_, peer_.uid, static_cast<std::uint32_t>(peer_.pid));
+  if (retain) broker_.retained().put(topic, payload, id_, peer_.uid, static_cast<std::uint32_t>(peer_.pid), headers);
   ++published_;
   published_bytes_ += payload.size();
   return Step::kContinue;
@@ -193,7 +218,8 @@ Session::Step Session::claim_fds(const wire::Header& h) {
   return Step::kContinue;
 }
 
-Session::Step Session::handle_bulk_publish(const wire::Header& h, std::span<const std::byte> payload) {
+Session::Step Session::handle_bulk_publish(const wire::Header& h, std::span<const std::byte> headers,
+                                           std::span<const std::byte> payload) {
   if (!payload.empty()) {
     send_error(wire::PROTOCOL_ERROR, "a PUBLISH with a shared-memory reference carries no payload of its own", true);
     return Step::kClose;
@@ -220,7 +246,7 @@ Session::Step Session::handle_bulk_publish(const wire::Header& h, std::span<cons
   }
   const BulkRef bulk{.record = *record, .length = h.shm().length()};
   const RouteResult routed =
-      broker_.router().publish(stamp(), {.topic = h.topic(), .payload = {}, .chunk = nullptr, .bulk = &bulk});
+      broker_.router().publish(stamp(), {.topic = h.topic(), .payload = {}, .chunk = nullptr, .bulk = &bulk, .headers = headers});
   // Nobody took it (no subscriber, all dropping, invalid topic): the space goes back now.
   registry.close_open(*record, routed == RouteResult::kBlocked);
   if (routed == RouteResult::kBlocked) return Step::kBlocked;
@@ -331,6 +357,7 @@ bool Session::replay_retained(std::string_view pattern) {
     d.set_sender_id(m.sender_id);
     d.set_sender_uid(m.sender_uid);
     d.set_sender_pid(m.sender_pid);
+    if (!m.headers.empty()) (void)d.mutable_headers()->ParseFromArray(m.headers.data(), static_cast<int>(m.headers.size()));
     ++broker_.stats().deliveries_accepted;
     outbox_.queue_frame(d, m.payload, nullptr);
     return true;
@@ -426,24 +453,39 @@ Session::Step Session::handle_request(const wire::Header& h, std::span<const std
                false, h.seq());
     return Step::kContinue;
   }
+  std::span<const std::byte> headers;
+  if (auto refused = take_headers(h, "request", headers)) return *refused;
   Subscription* responder = nullptr;
-  switch (broker_.router().pick_responder(id_, topic, responder)) {
+  TopicStats* topic_stats = nullptr;
+  switch (broker_.router().pick_responder(id_, topic, responder, topic_stats)) {
     case RouteResult::kBlocked: return Step::kBlocked;
     case RouteResult::kInvalidTopic:  // not returned here: the topic was checked above
     case RouteResult::kNoResponders:
       ++broker_.stats().no_responders;
       send_error(wire::NO_RESPONDERS, fmt::format("no responder serves '{}'", topic), false, h.seq());
+      broker_.tracer().failure(topic, 0, id_, "NO_RESPONDERS", "no responder serves the topic");
       return Step::kContinue;
     case RouteResult::kRouted: break;
   }
+  const bool traced = broker_.tracer().active();
   const auto timeout = h.timeout_ms() == 0 ? limits.request_timeout_max
                                            : std::min<std::chrono::milliseconds>(
                                                  std::chrono::milliseconds(h.timeout_ms()), limits.request_timeout_max);
-  const auto deadline = Clock::now() + timeout;
-  const std::uint64_t request_id = broker_.requests().add(id_, h.seq(), responder->owner->id(), deadline);
+  const auto now = Clock::now();
+  const std::uint64_t request_id = broker_.requests().add({.caller = id_,
+                                                           .caller_seq = h.seq(),
+                                                           .responder = responder->owner->id(),
+                                                           .service = responder->id,
+                                                           .topic = topic_stats,
+                                                           .sent = now,
+                                                           .deadline = now + timeout,
+                                                           .traced_topic = traced ? topic : std::string()});
   account_.charge(Resource::kPendingRequests, 1);
   ++broker_.stats().requests;
-  broker_.request_added(deadline);
+  ++requests_made_;
+  ++responder->served.requests;
+  if (topic_stats != nullptr) ++topic_stats->served.requests;
+  broker_.request_added(now + timeout);
   wire::Header& out = control_;
   out.Clear();
   out.set_type(wire::REQUEST);
@@ -453,7 +495,9 @@ Session::Step Session::handle_request(const wire::Header& h, std::span<const std
   out.set_sender_id(id_);
   out.set_sender_uid(peer_.uid);
   out.set_sender_pid(static_cast<std::uint32_t>(peer_.pid));
+  if (!headers.empty()) *out.mutable_headers() = h.headers();
   responder->owner->queue_frame(out, payload, inbox_.chunk());
+  if (traced) broker_.tracer().request(stamp(), topic, request_id, responder->owner->id(), headers, payload);
   return Step::kContinue;
 }
 
@@ -468,6 +512,10 @@ Session::Step Session::handle_reply(const wire::Header& h, std::span<const std::
       return Step::kBlocked;
     }
   }
+  std::span<const std::byte> headers;
+  if (auto refused = take_headers(h, "reply", headers)) return *refused;
+  // An error reply: the responder's code and sentence for the caller, in place of a payload.
+  const bool error = h.has_error();
   auto pending = broker_.requests().take_reply(h.request_id(), id_);
   if (!pending && broker_.requests().take_abandoned(h.request_id(), id_)) {
     ++broker_.stats().replies_discarded;  // its caller left: nobody to blame, nobody to tell
@@ -484,6 +532,11 @@ Session::Step Session::handle_reply(const wire::Header& h, std::span<const std::
         false);
     return Step::kContinue;
   }
+  const auto took = Clock::now() - pending->sent;
+  ++(error ? error_replies_ : replies_);
+  if (error) ++broker_.stats().error_replies;
+  if (ServiceCounts* counts = broker_.router().service_counts(outbox_, pending->service)) counts->answered(error, took);
+  if (pending->topic != nullptr) pending->topic->served.answered(error, took);
   Session* caller = broker_.find(pending->caller);
   if (caller == nullptr) return Step::kContinue;  // the caller left; its state is already gone
   caller->request_finished();
@@ -494,7 +547,17 @@ Session::Step Session::handle_reply(const wire::Header& h, std::span<const std::
   out.set_sender_id(id_);
   out.set_sender_uid(peer_.uid);
   out.set_sender_pid(static_cast<std::uint32_t>(peer_.pid));
-  caller->outbox().queue_frame(out, payload, inbox_.chunk());
+  if (!headers.empty()) *out.mutable_headers() = h.headers();
+  if (error) {
+    auto* e = out.mutable_error();
+    e->set_code(wire::SERVICE_ERROR);
+    e->set_message(h.error().message());
+    e->set_service_code(h.error().service_code());
+  }
+  caller->outbox().queue_frame(out, error ? std::span<const std::byte>() : payload, inbox_.chunk());
+  const std::string& why = h.error().message();
+  broker_.tracer().answer(stamp(), *pending, headers, error ? std::as_bytes(std::span(why.data(), why.size())) : payload,
+                          took, error, h.error().service_code());
   return Step::kContinue;
 }
 

@@ -34,6 +34,7 @@ struct Stats {
   std::uint64_t request_timeouts = 0;
   std::uint64_t replies_refused = 0;  // REPLYs to unknown, finished or someone else's requests
   std::uint64_t replies_discarded = 0;  // REPLYs to requests whose caller had left
+  std::uint64_t error_replies = 0;      // REPLYs that were errors (SERVICE_ERROR)
   std::uint64_t payload_bytes_copied = 0;  // delivery payload bytes copied into outbound queues
   std::uint64_t bulk_messages = 0;         // PUBLISHes of shared-memory payloads
   std::uint64_t bulk_bytes = 0;            // their payload bytes (referenced in place, never copied)

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "service_counts.hpp"
 #include "ubroker.pb.h"
 
 namespace ubroker::broker {
@@ -24,6 +25,7 @@ struct Subscription {
   std::uint64_t delivered = 0;
   std::uint64_t dropped = 0;             // total, reported in the UNSUBSCRIBE ack
   std::uint64_t dropped_unreported = 0;  // since the last delivery (carried in the next DELIVER)
+  ServiceCounts served;                  // a service's requests
 };
 
 // Subscriptions sharing (pattern, name): each message goes to one member.

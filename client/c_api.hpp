@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "ubroker/client.hpp"
 #include "ubroker/ubroker.h"
@@ -27,6 +28,7 @@ struct ubroker_message {
   std::uint64_t dropped_before = 0;
   bool retained = false;
   bool shared_memory = false;
+  ubroker::Headers headers;
   std::optional<ubroker::Message> owned;  // holds topic and payload of a message handed out
 };
 
@@ -89,5 +91,13 @@ int guarded(Body&& body) noexcept {
 
 // Fills `out` from a Message the caller is to own (moved into out->owned).
 void adopt_message(ubroker_message& out, Message&& m);
+
+// C headers as HeaderFields, in `out` (NULL keys or values: false).
+[[nodiscard]] bool header_fields(const ubroker_header* headers, std::size_t count, std::vector<HeaderField>& out);
+
+// The accessors of ubroker_message's and ubroker_call's headers.
+int header_at(const Headers& h, std::size_t i, const char** key, std::size_t* key_len, const char** value,
+              std::size_t* value_len);
+const char* header_value(const Headers& h, const char* key, std::size_t* value_len);
 
 }  // namespace ubroker::capi

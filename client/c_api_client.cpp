@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "c_api.hpp"
 
@@ -53,6 +54,7 @@ ubroker::Client::Handler message_handler(std::shared_ptr<CallbackTarget> target)
     m.dropped_before = v.dropped_before;
     m.retained = v.retained;
     m.shared_memory = v.shared_memory;
+    m.headers = v.headers;
     target->on_message(&m, target->user);
   };
 }
@@ -234,20 +236,27 @@ int ubroker_client_stats(const ubroker_client* client, ubroker_stats* out) {
 
 // ---- Publishing ----
 
-static int publish_with(ubroker_client* client, const char* topic, const void* data, size_t len, bool retain) {
+int ubroker_publish_ex(ubroker_client* client, const char* topic, const void* data, size_t len,
+                       const ubroker_header* headers, size_t header_count, unsigned flags) {
   if (!client || !topic || (!data && len > 0)) return invalid("ubroker_publish: NULL argument");
+  if ((flags & ~UBROKER_PUBLISH_RETAIN) != 0) return invalid("ubroker_publish_ex: unknown flags");
   return guarded([&] {
-    auto r = client->cpp.publish(topic, bytes(data, len), {.retain = retain});
+    std::vector<ubroker::HeaderField> fields;
+    if (!ubroker::capi::header_fields(headers, header_count, fields)) {
+      return invalid("ubroker_publish_ex: NULL headers or a NULL key or value");
+    }
+    auto r = client->cpp.publish(topic, bytes(data, len),
+                                 {.retain = (flags & UBROKER_PUBLISH_RETAIN) != 0, .headers = fields});
     return r ? kOk : fail(r.error());
   });
 }
 
 int ubroker_publish(ubroker_client* client, const char* topic, const void* data, size_t len) {
-  return publish_with(client, topic, data, len, false);
+  return ubroker_publish_ex(client, topic, data, len, nullptr, 0, 0);
 }
 
 int ubroker_publish_retained(ubroker_client* client, const char* topic, const void* data, size_t len) {
-  return publish_with(client, topic, data, len, true);
+  return ubroker_publish_ex(client, topic, data, len, nullptr, 0, UBROKER_PUBLISH_RETAIN);
 }
 
 int ubroker_flush(ubroker_client* client, int timeout_ms) {
@@ -338,12 +347,21 @@ int ubroker_receive(ubroker_client* client, int timeout_ms, ubroker_message** ou
 
 int ubroker_request(ubroker_client* client, const char* topic, const void* data, size_t len, int timeout_ms,
                     ubroker_message** reply) {
+  return ubroker_request_ex(client, topic, data, len, nullptr, 0, timeout_ms, reply);
+}
+
+int ubroker_request_ex(ubroker_client* client, const char* topic, const void* data, size_t len,
+                       const ubroker_header* headers, size_t header_count, int timeout_ms, ubroker_message** reply) {
   const auto timeout = timeout_of(timeout_ms);
   if (!client || !topic || !reply || (!data && len > 0) || !timeout) {
     return invalid("ubroker_request: NULL argument or a negative timeout");
   }
   return guarded([&] {
-    auto answer = client->cpp.request(topic, bytes(data, len), *timeout);
+    std::vector<ubroker::HeaderField> fields;
+    if (!ubroker::capi::header_fields(headers, header_count, fields)) {
+      return invalid("ubroker_request_ex: NULL headers or a NULL key or value");
+    }
+    auto answer = client->cpp.request(topic, bytes(data, len), ubroker::RequestOptions{.timeout = *timeout, .headers = fields});
     if (!answer) return fail(answer.error());
     auto msg = std::make_unique<ubroker_message>();
     ubroker::capi::adopt_message(*msg, std::move(*answer));

@@ -8,6 +8,7 @@ namespace ubroker::capi {
 namespace {
 
 thread_local std::string last_error_message;
+thread_local std::uint32_t last_service_code = 0;
 
 void remember(const char* why) noexcept {
   try {
@@ -21,12 +22,50 @@ void remember(const char* why) noexcept {
 
 int fail(const Error& why) noexcept {
   remember(why.message.c_str());
+  last_service_code = why.service_code;
   return status_of(why);
 }
 
 int fail(int status, const char* why) noexcept {
   remember(why);
+  last_service_code = 0;
   return status;
+}
+
+bool header_fields(const ubroker_header* headers, std::size_t count, std::vector<HeaderField>& out) {
+  out.clear();
+  if (count == 0) return true;
+  if (headers == nullptr) return false;
+  out.reserve(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    if (headers[i].key == nullptr || headers[i].value == nullptr) return false;
+    out.push_back({headers[i].key, headers[i].value});
+  }
+  return true;
+}
+
+int header_at(const Headers& h, std::size_t i, const char** key, std::size_t* key_len, const char** value,
+              std::size_t* value_len) {
+  if (!key || !key_len || !value || !value_len) return fail(UBROKER_E_INVALID_ARGUMENT, "header_at: NULL argument");
+  std::size_t n = 0;
+  for (const HeaderField& f : h) {
+    if (n++ != i) continue;
+    *key = f.key.data();
+    *key_len = f.key.size();
+    *value = f.value.data();
+    *value_len = f.value.size();
+    return kOk;
+  }
+  return fail(UBROKER_E_INVALID_ARGUMENT, "header_at: no header at that index");
+}
+
+const char* header_value(const Headers& h, const char* key, std::size_t* value_len) {
+  if (value_len) *value_len = 0;
+  if (key == nullptr) return nullptr;
+  auto v = h.get(key);
+  if (!v) return nullptr;
+  if (value_len) *value_len = v->size();
+  return v->empty() ? "" : v->data();
 }
 
 void adopt_message(ubroker_message& out, Message&& m) {
@@ -38,6 +77,7 @@ void adopt_message(ubroker_message& out, Message&& m) {
   out.dropped_before = kept.dropped_before();
   out.retained = kept.retained();
   out.shared_memory = kept.shared_memory();
+  out.headers = kept.headers();
 }
 
 }  // namespace ubroker::capi
@@ -74,6 +114,8 @@ const char* ubroker_strerror(int status) {
     case UBROKER_E_SHM_REFUSED: return "SHM_REFUSED: the broker refused the shared memory";
     case UBROKER_E_FRAME_TIMEOUT: return "FRAME_TIMEOUT: a frame did not arrive whole in time";
     case UBROKER_E_INVALID_CONFIG: return "INVALID_CONFIG: the broker's config file is invalid";
+    case UBROKER_E_SERVICE_ERROR: return "SERVICE_ERROR: the responder answered with an error";
+    case UBROKER_E_INVALID_HEADERS: return "INVALID_HEADERS: headers that break the rules";
     case UBROKER_E_CONNECT_FAILED: return "CONNECT_FAILED: no broker reachable at the address";
     case UBROKER_E_NOT_CONNECTED: return "NOT_CONNECTED: the connection is closed";
     case UBROKER_E_INVALID_ARGUMENT: return "INVALID_ARGUMENT: unusable arguments";
@@ -88,6 +130,10 @@ const char* ubroker_strerror(int status) {
 
 const char* ubroker_last_error(void) {
   return ubroker::capi::last_error_message.c_str();
+}
+
+uint32_t ubroker_last_service_code(void) {
+  return ubroker::capi::last_service_code;
 }
 
 // ---- Messages ----
@@ -115,6 +161,18 @@ uint64_t ubroker_message_dropped_before(const ubroker_message* msg) {
 int ubroker_message_shared_memory(const ubroker_message* msg) {
   return msg && msg->shared_memory ? 1 : 0;
 }
+size_t ubroker_message_header_count(const ubroker_message* msg) {
+  return msg ? msg->headers.size() : 0;
+}
+int ubroker_message_header_at(const ubroker_message* msg, size_t i, const char** key, size_t* key_len,
+                              const char** value, size_t* value_len) {
+  if (!msg) return fail(UBROKER_E_INVALID_ARGUMENT, "ubroker_message_header_at: NULL message");
+  return ubroker::capi::header_at(msg->headers, i, key, key_len, value, value_len);
+}
+const char* ubroker_message_header(const ubroker_message* msg, const char* key, size_t* value_len) {
+  if (!msg) return nullptr;
+  return ubroker::capi::header_value(msg->headers, key, value_len);
+}
 
 int ubroker_message_copy(const ubroker_message* msg, ubroker_message** out) {
   if (!msg || !out) return fail(UBROKER_E_INVALID_ARGUMENT, "ubroker_message_copy: NULL argument");
@@ -124,7 +182,8 @@ int ubroker_message_copy(const ubroker_message* msg, ubroker_message** out) {
                                     .sender = msg->sender,
                                     .subscription = msg->subscription,
                                     .dropped_before = msg->dropped_before,
-                                    .retained = msg->retained};
+                                    .retained = msg->retained,
+                                    .headers = msg->headers};
     auto copy = std::make_unique<ubroker_message>();
     ubroker::capi::adopt_message(*copy, ubroker::Message(view));
     *out = copy.release();
@@ -156,6 +215,37 @@ int ubroker_call_reply(ubroker_call* request, const void* data, size_t len) {
     auto r = request->cpp.reply(std::span(static_cast<const std::byte*>(data), len));
     return r ? kOk : fail(r.error());
   });
+}
+int ubroker_call_reply_ex(ubroker_call* request, const void* data, size_t len, const ubroker_header* headers,
+                          size_t header_count) {
+  if (!request || (!data && len > 0)) return fail(UBROKER_E_INVALID_ARGUMENT, "ubroker_call_reply_ex: NULL argument");
+  return guarded([&] {
+    std::vector<ubroker::HeaderField> fields;
+    if (!ubroker::capi::header_fields(headers, header_count, fields)) {
+      return fail(UBROKER_E_INVALID_ARGUMENT, "ubroker_call_reply_ex: NULL headers or a NULL key or value");
+    }
+    auto r = request->cpp.reply(std::span(static_cast<const std::byte*>(data), len), fields);
+    return r ? kOk : fail(r.error());
+  });
+}
+int ubroker_call_reply_error(ubroker_call* request, uint32_t code, const char* message) {
+  if (!request || !message) return fail(UBROKER_E_INVALID_ARGUMENT, "ubroker_call_reply_error: NULL argument");
+  return guarded([&] {
+    auto r = request->cpp.reply_error(message, code);
+    return r ? kOk : fail(r.error());
+  });
+}
+size_t ubroker_call_header_count(const ubroker_call* request) {
+  return request ? request->cpp.headers().size() : 0;
+}
+int ubroker_call_header_at(const ubroker_call* request, size_t i, const char** key, size_t* key_len,
+                           const char** value, size_t* value_len) {
+  if (!request) return fail(UBROKER_E_INVALID_ARGUMENT, "ubroker_call_header_at: NULL request");
+  return ubroker::capi::header_at(request->cpp.headers(), i, key, key_len, value, value_len);
+}
+const char* ubroker_call_header(const ubroker_call* request, const char* key, size_t* value_len) {
+  if (!request) return nullptr;
+  return ubroker::capi::header_value(request->cpp.headers(), key, value_len);
 }
 void ubroker_call_free(ubroker_call* request) {
   std::unique_ptr<ubroker_call> owned(request);

@@ -45,6 +45,8 @@ std::string_view to_string(Errc code) noexcept {
     case Errc::kShmRefused: return "SHM_REFUSED";
     case Errc::kFrameTimeout: return "FRAME_TIMEOUT";
     case Errc::kInvalidConfig: return "INVALID_CONFIG";
+    case Errc::kServiceError: return "SERVICE_ERROR";
+    case Errc::kInvalidHeaders: return "INVALID_HEADERS";
     case Errc::kUntrustedBroker: return "UNTRUSTED_BROKER";
     case Errc::kBrokerGone: return "BROKER_GONE";
     case Errc::kBufferFull: return "BUFFER_FULL";
@@ -124,21 +126,30 @@ Result<void> Client::publish(Loan&& loan) {
 
 Result<Message> Client::request(std::string_view topic, std::span<const std::byte> payload,
                                 std::chrono::milliseconds timeout) {
-  if (!core_) return closed();
-  return core_->request(topic, payload, timeout);
+  return request(topic, payload, RequestOptions{.timeout = timeout});
 }
 
 Result<Message> Client::request(std::string_view topic, std::string_view text, std::chrono::milliseconds timeout) {
-  return request(topic, as_bytes(text), timeout);
+  return request(topic, as_bytes(text), RequestOptions{.timeout = timeout});
 }
 
-void Client::request_async(std::string_view topic, std::span<const std::byte> payload,
-                           std::chrono::milliseconds timeout, ReplyHandler done) {
+Result<Message> Client::request(std::string_view topic, std::span<const std::byte> payload,
+                                const RequestOptions& options) {
+  if (!core_) return closed();
+  return core_->request(topic, payload, options);
+}
+
+Result<Message> Client::request(std::string_view topic, std::string_view text, const RequestOptions& options) {
+  return request(topic, as_bytes(text), options);
+}
+
+void Client::request_async(std::string_view topic, std::span<const std::byte> payload, const RequestOptions& options,
+                           ReplyHandler done) {
   if (!core_) {
     done(closed());
     return;
   }
-  core_->request_async(topic, payload, timeout, std::move(done));
+  core_->request_async(topic, payload, options, std::move(done));
 }
 
 Result<Subscription> Client::serve(std::string_view pattern, RequestHandler handler) {
@@ -154,16 +165,26 @@ Result<void> Client::wait_for_responder(std::string_view topic, std::chrono::mil
 
 // ---- Request -----------------------------------------------------------------------------
 
-Result<void> Request::reply(std::span<const std::byte> payload) {
+Result<void> Request::reply(std::span<const std::byte> payload, std::span<const HeaderField> headers) {
+  if (replied_) return std::unexpected(Error{Errc::kInvalidArgument, "this request was already answered"});
+  auto core = core_.lock();
+  if (!core) return std::unexpected(Error{Errc::kNotConnected, "the client that received this request is gone"});
+  auto sent = core->reply(request_id_, payload, headers);
+  // Headers that break the rules are the caller's to fix: the request stays unanswered.
+  if (sent || sent.error().code != Errc::kInvalidHeaders) replied_ = true;
+  return sent;
+}
+
+Result<void> Request::reply(std::string_view text, std::span<const HeaderField> headers) {
+  return reply(as_bytes(text), headers);
+}
+
+Result<void> Request::reply_error(std::string_view message, std::uint32_t code) {
   if (replied_) return std::unexpected(Error{Errc::kInvalidArgument, "this request was already answered"});
   auto core = core_.lock();
   if (!core) return std::unexpected(Error{Errc::kNotConnected, "the client that received this request is gone"});
   replied_ = true;
-  return core->reply(request_id_, payload);
-}
-
-Result<void> Request::reply(std::string_view text) {
-  return reply(as_bytes(text));
+  return core->reply_error(request_id_, message, code);
 }
 
 Result<Subscription> Client::subscribe(std::string_view pattern, Handler handler, SubscribeOptions options) {

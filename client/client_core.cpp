@@ -8,6 +8,7 @@
 #include <asio/post.hpp>
 #include <cstring>
 
+#include "headers.hpp"
 #include "ubroker/proto/fd_socket.hpp"
 #include "ubroker/proto/frame_codec.hpp"
 #include "ubroker/proto/topic.hpp"
@@ -204,9 +205,10 @@ Result<void> ClientCore::send_frame(const wire::Header& h, std::span<const std::
                       [&](std::byte* at) { proto::write_frame_head(at, h, payload.size()); });
 }
 
-Result<void> ClientCore::send_publish(std::string_view topic, bool retain, std::span<const std::byte> payload) {
-  return queue_frame(proto::publish_head_size(topic, retain), true, payload, -1,
-                      [&](std::byte* at) { proto::encode_publish_head(at, topic, retain, payload.size()); });
+Result<void> ClientCore::send_publish(std::string_view topic, bool retain, std::span<const std::byte> headers,
+                                      std::span<const std::byte> payload) {
+  return queue_frame(proto::publish_head_size(topic, retain, headers), true, payload, -1,
+                      [&](std::byte* at) { proto::encode_publish_head(at, topic, retain, payload.size(), headers); });
 }
 
 template <class WriteHead>
@@ -338,20 +340,22 @@ Result<void> ClientCore::publish(std::string_view topic, std::span<const std::by
   if (proto::is_reserved(topic)) {
     return std::unexpected(Error{Errc::kReservedTopic, fmt::format("'{}' is reserved for the broker", topic)});
   }
+  thread_local std::vector<std::byte> headers;
+  if (auto ok = encode_headers(options.headers, headers); !ok) return ok;
   // Large payloads go through shared memory (retained ones cannot: the broker keeps those).
   if (payload.size() >= std::max<std::size_t>(options_.shm_threshold, 1) && !options.retain &&
       shm_max_segment_bytes_.load(std::memory_order_relaxed) != 0) {
     auto l = loan(topic, payload.size(), options_.timeout);
     if (l) {
       std::memcpy(l->data().data(), payload.data(), payload.size());
-      return publish(std::move(*l));
+      return publish(std::move(*l), headers);
     }
     // Too big for the ring but small enough for a frame: the socket takes it.
     if (l.error().code != Errc::kInvalidArgument || payload.size() > max_frame_bytes_.load(std::memory_order_relaxed) / 2) {
       return std::unexpected(l.error());
     }
   }
-  return send_publish(topic, options.retain, payload);
+  return send_publish(topic, options.retain, headers, payload);
 }
 
 std::uint64_t ClientCore::begin_request(std::optional<std::uint64_t> unsubscribing) {
@@ -436,7 +440,8 @@ Result<Subscription> ClientCore::serve(std::string_view pattern, Client::Request
 }
 
 Result<std::uint64_t> ClientCore::send_request(std::string_view topic, std::span<const std::byte> payload,
-                                               std::chrono::milliseconds timeout, Client::ReplyHandler done) {
+                                               const RequestOptions& options, Client::ReplyHandler done) {
+  const auto timeout = options.timeout;
   if (const char* why = proto::check_topic(topic)) {
     return std::unexpected(Error{Errc::kInvalidTopic, fmt::format("invalid topic '{}': {}", topic, why)});
   }
@@ -444,6 +449,8 @@ Result<std::uint64_t> ClientCore::send_request(std::string_view topic, std::span
     return std::unexpected(Error{Errc::kReservedTopic, fmt::format("'{}' is reserved for the broker", topic)});
   }
   if (timeout.count() <= 0) return std::unexpected(Error{Errc::kInvalidArgument, "request timeout must be positive"});
+  thread_local std::vector<std::byte> headers;
+  if (auto ok = encode_headers(options.headers, headers); !ok) return std::unexpected(ok.error());
   const std::uint64_t seq = begin_request(std::nullopt);
   if (done) {
     std::lock_guard lk(state_mu_);
@@ -455,6 +462,7 @@ Result<std::uint64_t> ClientCore::send_request(std::string_view topic, std::span
   h.set_seq(seq);
   h.set_topic(topic.data(), topic.size());
   h.set_timeout_ms(static_cast<std::uint32_t>(std::min<std::int64_t>(timeout.count(), UINT32_MAX)));
+  if (!headers.empty()) (void)h.mutable_headers()->ParseFromArray(headers.data(), static_cast<int>(headers.size()));
   if (auto sent = send_frame(h, payload); !sent) {
     std::lock_guard lk(state_mu_);
     answers_.erase(seq);
@@ -464,34 +472,51 @@ Result<std::uint64_t> ClientCore::send_request(std::string_view topic, std::span
 }
 
 Result<Message> ClientCore::request(std::string_view topic, std::span<const std::byte> payload,
-                                    std::chrono::milliseconds timeout) {
+                                    const RequestOptions& options) {
   if (on_io_thread()) {
     return std::unexpected(
         Error{Errc::kInvalidArgument, "request() cannot wait on the I/O thread; use request_async()"});
   }
-  auto seq = send_request(topic, payload, timeout, nullptr);
+  auto seq = send_request(topic, payload, options, nullptr);
   if (!seq) return std::unexpected(seq.error());
   // The broker answers TIMEOUT at the deadline; the extra second only covers a broker that
   // stopped answering altogether.
-  auto answer = finish_request(*seq, {}, timeout + std::chrono::seconds(1), true);
+  auto answer = finish_request(*seq, {}, options.timeout + std::chrono::seconds(1), true);
   if (!answer) return std::unexpected(answer.error());
   if (!answer->reply) return std::unexpected(Error{Errc::kProtocolError, "the broker acknowledged a request"});
   return std::move(*answer->reply);
 }
 
 void ClientCore::request_async(std::string_view topic, std::span<const std::byte> payload,
-                               std::chrono::milliseconds timeout, Client::ReplyHandler done) {
+                               const RequestOptions& options, Client::ReplyHandler done) {
   auto shared_done = std::make_shared<Client::ReplyHandler>(std::move(done));
-  auto seq = send_request(topic, payload, timeout, [shared_done](Result<Message> r) { (*shared_done)(std::move(r)); });
+  auto seq = send_request(topic, payload, options, [shared_done](Result<Message> r) { (*shared_done)(std::move(r)); });
   if (!seq) (*shared_done)(std::unexpected(seq.error()));
 }
 
-Result<void> ClientCore::reply(std::uint64_t request_id, std::span<const std::byte> payload) {
+Result<void> ClientCore::reply(std::uint64_t request_id, std::span<const std::byte> payload,
+                               std::span<const HeaderField> fields) {
+  thread_local std::vector<std::byte> headers;
+  if (auto ok = encode_headers(fields, headers); !ok) return ok;
   thread_local wire::Header h;
   h.Clear();
   h.set_type(wire::REPLY);
   h.set_request_id(request_id);
+  if (!headers.empty()) (void)h.mutable_headers()->ParseFromArray(headers.data(), static_cast<int>(headers.size()));
   return send_frame(h, payload);
+}
+
+Result<void> ClientCore::reply_error(std::uint64_t request_id, std::string_view message, std::uint32_t code) {
+  thread_local wire::Header h;
+  h.Clear();
+  h.set_type(wire::REPLY);
+  h.set_request_id(request_id);
+  auto* e = h.mutable_error();
+  e->set_code(wire::SERVICE_ERROR);
+  // proto3 strings are UTF-8: anything else would make the whole frame unreadable.
+  e->set_message(utf8_or_replaced(message));
+  e->set_service_code(code);
+  return send_frame(h, {});
 }
 
 Result<void> ClientCore::wait_for_responder(std::string_view topic, std::chrono::milliseconds timeout) {

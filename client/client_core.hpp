@@ -76,14 +76,15 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
 
   Result<void> publish(std::string_view topic, std::span<const std::byte> payload, const PublishOptions& options);
   Result<Loan> loan(std::string_view topic, std::size_t size, std::chrono::milliseconds timeout);
-  Result<void> publish(Loan&& loan);
+  Result<void> publish(Loan&& loan, std::span<const std::byte> headers = {});  // headers encoded
   Result<Subscription> subscribe(std::string_view pattern, Client::Handler handler, const SubscribeOptions& options);
   Result<Subscription> serve(std::string_view pattern, Client::RequestHandler handler);
-  Result<Message> request(std::string_view topic, std::span<const std::byte> payload,
-                          std::chrono::milliseconds timeout);
-  void request_async(std::string_view topic, std::span<const std::byte> payload, std::chrono::milliseconds timeout,
+  Result<Message> request(std::string_view topic, std::span<const std::byte> payload, const RequestOptions& options);
+  void request_async(std::string_view topic, std::span<const std::byte> payload, const RequestOptions& options,
                      Client::ReplyHandler done);
-  Result<void> reply(std::uint64_t request_id, std::span<const std::byte> payload);
+  Result<void> reply(std::uint64_t request_id, std::span<const std::byte> payload,
+                     std::span<const HeaderField> headers);
+  Result<void> reply_error(std::uint64_t request_id, std::string_view message, std::uint32_t code);
   Result<void> wait_for_responder(std::string_view topic, std::chrono::milliseconds timeout);
   Result<std::uint64_t> unsubscribe(SubState& state, std::chrono::milliseconds timeout);
   Result<Message> receive(std::chrono::milliseconds timeout);
@@ -100,7 +101,8 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   // (owned by the caller until the frame is out) rides on the sendmsg that starts the frame.
   Result<void> send_frame(const wire::Header& h, std::span<const std::byte> payload, int fd = -1);
   // A plain PUBLISH, its head written by hand (proto/message_head.hpp).
-  Result<void> send_publish(std::string_view topic, bool retain, std::span<const std::byte> payload);
+  Result<void> send_publish(std::string_view topic, bool retain, std::span<const std::byte> headers,
+                            std::span<const std::byte> payload);
   // Appends a frame of a `head`-byte head (written by write_head) and `payload` to the
   // outgoing bytes, under every bound; `plain_publish` frames may wait in the offline buffer.
   template <class WriteHead>
@@ -115,7 +117,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   void flush_releases();  // I/O thread: sends the releases the ShmReader collected
   // A REQUEST frame with a fresh seq; `done` set means asynchronous.
   Result<std::uint64_t> send_request(std::string_view topic, std::span<const std::byte> payload,
-                                     std::chrono::milliseconds timeout, Client::ReplyHandler done);
+                                     const RequestOptions& options, Client::ReplyHandler done);
   Result<Subscription> add_subscription(wire::Header& h, std::shared_ptr<SubState> state);
   // The two halves of request(): a seq registered for the answer (and, for UNSUBSCRIBE, the
   // subscription the I/O thread forgets on the ACK), then the wait.
@@ -131,6 +133,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     std::span<const std::uint64_t> sub_ids, dropped;
     Sender sender;
     bool retain = false;
+    std::span<const std::byte> headers;  // checked
     std::uint32_t fd_count = 0;
     const wire::ShmRef* shm = nullptr;  // a bulk payload's reference
   };
@@ -215,6 +218,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::size_t rbegin_ = 0;
   std::size_t rend_ = 0;
   wire::Header rheader_;
+  std::vector<std::byte> rheaders_;  // rheader_'s headers, encoded (headers.hpp)
   proto::MessageHead mhead_;  // the fast decoder's, for DELIVER
   std::deque<UniqueFd> rfds_;                // received, not yet claimed by a frame
   std::vector<std::shared_ptr<SubState>> targets_;  // scratch: one delivery's subscriptions

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "client_core.hpp"
+#include "headers.hpp"
 #include "ubroker/proto/fd_socket.hpp"
 #include "ubroker/proto/frame_codec.hpp"
 
@@ -44,10 +45,14 @@ void ClientCore::on_readable() {
                  .sub_ids = mhead_.sub_ids(),
                  .dropped = mhead_.dropped(),
                  .sender = {.client_id = mhead_.sender_id, .uid = mhead_.sender_uid, .pid = mhead_.sender_pid},
-                 .retain = mhead_.retain},
+                 .retain = mhead_.retain,
+                 .headers = mhead_.headers},
                 split->payload);
       } else if (auto p = proto::parse_header(split->header, rheader_); !p) {
         fail(Error{Errc::kProtocolError, fmt::format("bad frame from the broker: {}", proto::describe(p.error()))});
+        return;
+      } else if (!take_headers(rheader_, rheaders_)) {
+        fail(Error{Errc::kProtocolError, "bad frame from the broker: headers that break the rules"});
         return;
       } else if (rheader_.fd_count() > rfds_.size()) {
         fail(Error{Errc::kFdError, fmt::format("the broker's frame announced {} fd(s) but {} arrived",
@@ -119,6 +124,7 @@ void ClientCore::dispatch(const wire::Header& h, std::span<const std::byte> payl
                .dropped = {h.dropped().data(), static_cast<std::size_t>(h.dropped_size())},
                .sender = {.client_id = h.sender_id(), .uid = h.sender_uid(), .pid = h.sender_pid()},
                .retain = h.retain(),
+               .headers = rheaders_,
                .fd_count = h.fd_count(),
                .shm = h.has_shm() ? &h.shm() : nullptr},
               payload);
@@ -161,7 +167,8 @@ void ClientCore::deliver(const DeliveryHead& h, std::span<const std::byte> paylo
                    .subscription = 0,
                    .dropped_before = 0,
                    .retained = h.retain,
-                   .shared_memory = h.shm != nullptr};
+                   .shared_memory = h.shm != nullptr,
+                   .headers = Headers(h.headers)};
   // Shared, not raw: an application thread may forget a subscription (unsubscribing while
   // disconnected) while its callback is being called here.
   targets_.assign(h.sub_ids.size(), nullptr);
@@ -229,6 +236,7 @@ void ClientCore::deliver_request(const wire::Header& h, std::span<const std::byt
   r.request_id_ = h.request_id();
   r.topic_ = h.topic();
   r.payload_.assign(payload.begin(), payload.end());
+  r.headers_ = rheaders_;
   r.sender_ = {.client_id = h.sender_id(), .uid = h.sender_uid(), .pid = h.sender_pid()};
   service->request_handler(std::move(r));
 }
@@ -238,10 +246,13 @@ void ClientCore::answer(const wire::Header& h, std::span<const std::byte> payloa
   Result<Message> result = Message{};  // ACK, PONG
   if (h.type() == wire::ERROR) {
     result = std::unexpected(Error{static_cast<Errc>(h.error().code()), h.error().message()});
+  } else if (h.type() == wire::REPLY && h.has_error()) {  // the responder's error reply
+    result = std::unexpected(Error{Errc::kServiceError, h.error().message(), h.error().service_code()});
   } else if (h.type() == wire::REPLY) {
     result = Message(MessageView{.topic = {},
                                  .payload = payload,
-                                 .sender = {.client_id = h.sender_id(), .uid = h.sender_uid(), .pid = h.sender_pid()}});
+                                 .sender = {.client_id = h.sender_id(), .uid = h.sender_uid(), .pid = h.sender_pid()},
+                                 .headers = Headers(rheaders_)});
   }
   {
     std::lock_guard lk(state_mu_);
@@ -276,8 +287,8 @@ void ClientCore::answer(const wire::Header& h, std::span<const std::byte> payloa
       answers_.erase(it);
     } else {
       a.done = true;
-      if (!result && h.type() == wire::ERROR) a.error = result.error();
-      if (h.type() == wire::REPLY) a.reply = std::move(*result);
+      if (!result) a.error = result.error();
+      if (result && h.type() == wire::REPLY) a.reply = std::move(*result);
       a.value = h.value();
     }
   }

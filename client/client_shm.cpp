@@ -95,7 +95,7 @@ Result<Loan> ClientCore::loan(std::string_view topic, std::size_t size, std::chr
   return l;
 }
 
-Result<void> ClientCore::publish(Loan&& loan) {
+Result<void> ClientCore::publish(Loan&& loan, std::span<const std::byte> headers) {
   if (!loan.ring_) return std::unexpected(Error{Errc::kInvalidArgument, "publish of an empty loan (moved from or already published)"});
   {
     std::lock_guard lk(ring_mu_);
@@ -113,6 +113,7 @@ Result<void> ClientCore::publish(Loan&& loan) {
   ref->set_segment(loan.segment_);
   ref->set_offset(loan.offset_);
   ref->set_length(loan.data_.size());
+  if (!headers.empty()) (void)h.mutable_headers()->ParseFromArray(headers.data(), static_cast<int>(headers.size()));
   auto sent = send_frame(h, {});
   if (!sent) return sent;  // the loan's destructor gives the space back
   loan.ring_.reset();      // the broker releases it once every receiver is done

@@ -3,6 +3,7 @@
 #include "ubroker/message.hpp"
 
 #include "shm_reader.hpp"
+#include "ubroker/proto/headers.hpp"
 
 namespace ubroker {
 
@@ -14,6 +15,7 @@ Message::Message(Message&& o) noexcept
       subscription_(o.subscription_),
       dropped_before_(o.dropped_before_),
       retained_(o.retained_),
+      headers_(std::move(o.headers_)),
       shm_(std::move(o.shm_)),
       shm_segment_(o.shm_segment_),
       shm_token_(o.shm_token_) {}
@@ -28,6 +30,7 @@ Message& Message::operator=(Message&& o) noexcept {
     subscription_ = o.subscription_;
     dropped_before_ = o.dropped_before_;
     retained_ = o.retained_;
+    headers_ = std::move(o.headers_);
     shm_ = std::move(o.shm_);
     shm_segment_ = o.shm_segment_;
     shm_token_ = o.shm_token_;
@@ -36,6 +39,27 @@ Message& Message::operator=(Message&& o) noexcept {
 }
 
 Message::~Message() { release(); }
+
+std::size_t Headers::read(std::size_t at, HeaderField& out) const noexcept {
+  if (at >= bytes_.size()) return 0;
+  proto::HeaderCursor cursor(bytes_.subspan(at));
+  // Checked when received: a field that does not read ends the iteration.
+  if (!cursor.next(out.key, out.value)) return 0;
+  return static_cast<std::size_t>(cursor.position() - bytes_.data());
+}
+
+std::size_t Headers::size() const noexcept {
+  std::size_t n = 0;
+  for (auto it = begin(); it != end(); ++it) ++n;
+  return n;
+}
+
+std::optional<std::string_view> Headers::get(std::string_view key) const noexcept {
+  for (const HeaderField& f : *this) {
+    if (f.key == key) return f.value;
+  }
+  return std::nullopt;
+}
 
 void Message::release() noexcept {
   if (!shm_) return;

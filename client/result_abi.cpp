@@ -25,8 +25,10 @@ static_assert(same_layout<void> && same_layout<Client> && same_layout<Message> &
 namespace detail {
 
 void request_async_expected(Client& client, std::string_view topic, std::span<const std::byte> payload,
-                            std::chrono::milliseconds timeout, std::function<void(Expected<Message, Error>)> done) {
-  client.request_async(topic, payload, timeout, [done = std::move(done)](Result<Message> reply) {
+                            std::chrono::milliseconds timeout, std::span<const HeaderField> headers,
+                            std::function<void(Expected<Message, Error>)> done) {
+  const RequestOptions options{.timeout = timeout, .headers = headers};
+  client.request_async(topic, payload, options, [done = std::move(done)](Result<Message> reply) {
     if (reply) {
       done(Expected<Message, Error>(std::move(*reply)));
     } else {

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "ubroker/proto/frame_codec.hpp"
+#include "ubroker/proto/headers.hpp"
 #include "varint.hpp"
 
 namespace ubroker::proto {
@@ -41,13 +42,15 @@ constexpr std::size_t kMaxVarint = 10;
 }  // namespace
 
 void DeliverEncoder::begin(std::string_view topic, std::uint64_t sender_id, std::uint32_t sender_uid,
-                           std::uint32_t sender_pid) {
+                           std::uint32_t sender_pid, std::span<const std::byte> headers) {
   if (common_len_ != 0 && sender_id == sender_id_ && sender_uid == sender_uid_ && sender_pid == sender_pid_ &&
       topic.size() == topic_len_ &&
-      (topic.empty() || std::memcmp(common_.data() + topic_at_, topic.data(), topic.size()) == 0)) {
+      (topic.empty() || std::memcmp(common_.data() + topic_at_, topic.data(), topic.size()) == 0) &&
+      headers.size() == headers_len_ &&
+      (headers.empty() || std::memcmp(common_.data() + headers_at_, headers.data(), headers.size()) == 0)) {
     return;  // encoded already
   }
-  ensure(common_, 2 + 1 + kMaxVarint + topic.size() + 3 * (1 + kMaxVarint));
+  ensure(common_, 2 + 1 + kMaxVarint + topic.size() + 3 * (1 + kMaxVarint) + headers_field_size(headers));
   std::byte* p = common_.data();
   *p++ = std::byte(kTypeTag);
   *p++ = std::byte(kDeliver);
@@ -70,6 +73,9 @@ void DeliverEncoder::begin(std::string_view topic, std::uint64_t sender_id, std:
     *p++ = std::byte(kSenderPidTag);
     p = varint::put(p, sender_pid);
   }
+  p = put_headers_field(p, headers);
+  headers_len_ = headers.size();
+  headers_at_ = static_cast<std::size_t>(p - common_.data()) - headers.size();  // they end the field
   common_len_ = static_cast<std::size_t>(p - common_.data());
   sender_id_ = sender_id;
   sender_uid_ = sender_uid;

@@ -6,6 +6,7 @@
 
 #include "ubroker.pb.h"
 #include "ubroker/proto/frame_codec.hpp"
+#include "ubroker/proto/headers.hpp"
 #include "varint.hpp"
 
 namespace ubroker::proto {
@@ -24,6 +25,7 @@ enum Field : std::uint32_t {
   kSenderPid = 8,
   kFdCount = 9,
   kRetain = 12,
+  kHeaders = 21,
 };
 constexpr std::uint32_t kVarint = 0, kLengthDelimited = 2;
 constexpr std::uint64_t kPublish = 6, kDeliver = 7;
@@ -59,6 +61,7 @@ bool decode_message_head(std::span<const std::byte> bytes, MessageHead& out) noe
   out.seq = out.sender_id = 0;
   out.sender_uid = out.sender_pid = out.fd_count = 0;
   out.retain = false;
+  out.headers = {};
   out.sub_id_count = out.dropped_count = 0;
   const std::byte* p = bytes.data();
   const std::byte* const end = p + bytes.size();
@@ -98,6 +101,12 @@ bool decode_message_head(std::span<const std::byte> bytes, MessageHead& out) noe
         case kDropped:
           if (!read_packed(p, value_end, out.dropped_store, out.dropped_count)) return false;
           break;
+        case kHeaders:
+          // Only headers in the form protobuf writes, with every field valid, are taken as bytes.
+          if (!out.headers.empty()) return false;  // protobuf would merge the two
+          out.headers = {p, static_cast<std::size_t>(len)};
+          if (check_headers(out.headers) != nullptr) return false;
+          break;
         default: return false;
       }
       p = value_end;
@@ -133,6 +142,13 @@ bool same_as(const MessageHead& head, const wire::Header& h) {
   only.clear_sender_pid();
   only.clear_fd_count();
   only.clear_retain();
+  only.clear_headers();
+  HeaderCursor fields(head.headers);
+  std::string_view key, value;
+  for (const auto& f : h.headers().fields()) {
+    if (!fields.next(key, value) || key != f.key() || value != f.value()) return false;
+  }
+  if (fields.next(key, value)) return false;
   const auto equal = [](std::span<const std::uint64_t> a, const auto& b) {
     return std::equal(a.begin(), a.end(), b.begin(), b.end());
   };
@@ -142,11 +158,13 @@ bool same_as(const MessageHead& head, const wire::Header& h) {
          h.fd_count() == head.fd_count && h.retain() == head.retain;
 }
 
-std::size_t publish_head_size(std::string_view topic, bool retain) noexcept {
-  return kPrefixSize + 2 + 1 + varint::size(topic.size()) + topic.size() + (retain ? 2 : 0);
+std::size_t publish_head_size(std::string_view topic, bool retain, std::span<const std::byte> headers) noexcept {
+  return kPrefixSize + 2 + 1 + varint::size(topic.size()) + topic.size() + (retain ? 2 : 0) +
+         headers_field_size(headers);
 }
 
-std::size_t encode_publish_head(std::byte* dst, std::string_view topic, bool retain, std::size_t payload_size) noexcept {
+std::size_t encode_publish_head(std::byte* dst, std::string_view topic, bool retain, std::size_t payload_size,
+                                std::span<const std::byte> headers) noexcept {
   std::byte* p = dst + kPrefixSize;
   *p++ = tag(kType, kVarint);
   *p++ = std::byte(kPublish);
@@ -158,6 +176,7 @@ std::size_t encode_publish_head(std::byte* dst, std::string_view topic, bool ret
     *p++ = tag(kRetain, kVarint);
     *p++ = std::byte(1);
   }
+  p = put_headers_field(p, headers);
   const auto header_len = static_cast<std::uint32_t>(p - dst - kPrefixSize);
   write_prefix(dst, static_cast<std::uint32_t>(header_len + payload_size), header_len);
   return static_cast<std::size_t>(p - dst);

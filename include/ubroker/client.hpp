@@ -59,7 +59,7 @@ class ClientCore;
 struct SubState;
 struct Welcomed;
 UBROKER_API void request_async_expected(Client& client, std::string_view topic, std::span<const std::byte> payload,
-                                        std::chrono::milliseconds timeout,
+                                        std::chrono::milliseconds timeout, std::span<const HeaderField> headers,
                                         std::function<void(Expected<Message, Error>)> done);
 }  // namespace detail
 namespace shm {
@@ -140,8 +140,16 @@ struct ConnectOptions {
 
 struct PublishOptions {
   // Keep this message as the topic's last value: each later subscription to a matching
-  // pattern receives it first (marked retained). An empty retained publish clears the topic.
+  // pattern receives it first (marked retained, with its headers). An empty retained publish
+  // clears the topic.
   bool retain = false;
+  // Metadata carried with the message to every receiver (see HeaderField).
+  std::span<const HeaderField> headers;
+};
+
+struct RequestOptions {
+  std::chrono::milliseconds timeout{5000};
+  std::span<const HeaderField> headers;  // carried to the responder (see HeaderField)
 };
 
 // A request a responder received (from serve()). It owns its bytes and may be moved to
@@ -158,10 +166,15 @@ class UBROKER_API Request {
     return {reinterpret_cast<const char*>(payload_.data()), payload_.size()};
   }
   [[nodiscard]] const Sender& sender() const noexcept { return sender_; }  // the caller, stamped by the broker
+  [[nodiscard]] Headers headers() const noexcept { return Headers(headers_); }  // the caller's metadata
 
-  // The result may be ignored: a reply that cannot be sent fails the request on the caller's side.
-  Result<void> reply(std::span<const std::byte> payload);
-  Result<void> reply(std::string_view text);
+  // The result may be ignored: a reply that cannot be sent fails the request on the caller's
+  // side. `headers` go with the reply to the caller.
+  Result<void> reply(std::span<const std::byte> payload, std::span<const HeaderField> headers = {});
+  Result<void> reply(std::string_view text, std::span<const HeaderField> headers = {});
+  // Answers with an error instead: the caller's request() fails with kServiceError, `message`
+  // and `code` (Error::service_code; the meaning of codes is the service's own).
+  Result<void> reply_error(std::string_view message, std::uint32_t code = 0);
 
  private:
   friend class detail::ClientCore;
@@ -170,6 +183,7 @@ class UBROKER_API Request {
   std::uint64_t request_id_ = 0;
   std::string topic_;
   std::vector<std::byte> payload_;
+  std::vector<std::byte> headers_;  // encoded, as received
   Sender sender_;
   bool replied_ = false;
 };
@@ -257,23 +271,32 @@ class UBROKER_API Client {
   // Publishes a loan's payload in place: nothing is copied on the way to the receivers.
   Result<void> publish(Loan&& loan);
 
-  // Sends a request to one responder of `topic` and waits for its reply. Errors: kNoResponders
-  // at once when nobody serves the topic, kResponderGone at once when the responder
-  // disconnects, kTimeout at the deadline (the broker enforces it).
+  // Sends a request to one responder of `topic` and waits for its reply (with the responder's
+  // headers, if any). Errors: kNoResponders at once when nobody serves the topic,
+  // kResponderGone at once when the responder disconnects, kTimeout at the deadline (the
+  // broker enforces it), kServiceError when the responder answered with reply_error().
   [[nodiscard]] Result<Message> request(std::string_view topic, std::span<const std::byte> payload,
                           std::chrono::milliseconds timeout = std::chrono::seconds(5));
   [[nodiscard]] Result<Message> request(std::string_view topic, std::string_view text,
                           std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // The same with headers.
+  [[nodiscard]] Result<Message> request(std::string_view topic, std::span<const std::byte> payload,
+                                        const RequestOptions& options);
+  [[nodiscard]] Result<Message> request(std::string_view topic, std::string_view text, const RequestOptions& options);
   // The same without waiting: `done` runs once, on the I/O thread (or, if the connection
   // fails, on the thread that notices).
   void request_async(std::string_view topic, std::span<const std::byte> payload, std::chrono::milliseconds timeout,
+                     ReplyHandler done) {
+    request_async(topic, payload, RequestOptions{.timeout = timeout}, std::move(done));
+  }
+  void request_async(std::string_view topic, std::span<const std::byte> payload, const RequestOptions& options,
                      ReplyHandler done)
 #if UBROKER_RESULT_IS_STD_EXPECTED
       ;
 #else
   // A C++20 program's ReplyHandler takes detail::Expected: the library's entry point for it.
   {
-    detail::request_async_expected(*this, topic, payload, timeout, std::move(done));
+    detail::request_async_expected(*this, topic, payload, options.timeout, options.headers, std::move(done));
   }
 #endif
   // Answers requests on topics matching `pattern`; responders of the same topics share the

@@ -3,6 +3,7 @@
 // 100+ arise in the client itself.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -35,6 +36,8 @@ enum class Errc : int {
   kShmRefused = 21,      // the broker refused a shared-memory segment or reference (the message says why)
   kFrameTimeout = 22,    // a frame this client started did not arrive whole in time
   kInvalidConfig = 23,   // an admin reload found the broker's config file invalid
+  kServiceError = 24,    // the responder answered with an error (Error::service_code: its own code)
+  kInvalidHeaders = 25,  // headers that break the rules of HeaderField (the message says which)
 
   kConnectFailed = 100,    // no broker reachable at the address (the message says why)
   kNotConnected = 101,     // the connection is closed (the message says why)
@@ -50,6 +53,7 @@ enum class Errc : int {
 struct Error {
   Errc code;
   std::string message;
+  std::uint32_t service_code = 0;  // kServiceError: the code the responder gave (0: none)
 };
 
 // std::expected<T, Error> under C++23, the same interface and layout under C++20 (result.hpp).

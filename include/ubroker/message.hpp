@@ -6,7 +6,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -20,6 +22,75 @@ namespace detail {
 class ClientCore;
 class ShmReader;
 }  // namespace detail
+
+// One header: key/value metadata sent with a message, request or reply (as NATS headers).
+// Keys are 1..256 bytes of printable ASCII without ':' or spaces; values are UTF-8 without
+// control characters (no CR or LF); a message's headers together take at most 16 KiB. A key
+// may repeat. Sending anything else fails with kInvalidHeaders.
+struct HeaderField {
+  std::string_view key;
+  std::string_view value;
+};
+
+// A received message's headers, read in place: valid while the message (or view) they came
+// from is. Iterating yields HeaderField in the order the sender gave them.
+class UBROKER_API Headers {
+ public:
+  class iterator {
+   public:
+    using iterator_category = std::forward_iterator_tag;
+    using value_type = HeaderField;
+    using difference_type = std::ptrdiff_t;
+    using pointer = const HeaderField*;
+    using reference = const HeaderField&;
+    iterator() = default;
+    reference operator*() const noexcept { return field_; }
+    pointer operator->() const noexcept { return &field_; }
+    iterator& operator++() noexcept {
+      at_ = next_;
+      settle();
+      return *this;
+    }
+    iterator operator++(int) noexcept {
+      iterator was = *this;
+      ++*this;
+      return was;
+    }
+    friend bool operator==(const iterator& a, const iterator& b) noexcept { return a.at_ == b.at_; }
+
+   private:
+    friend class Headers;
+    iterator(const Headers* owner, std::size_t at) noexcept : owner_(owner), at_(at) {
+      if (owner_ != nullptr) settle();
+    }
+    void settle() noexcept {  // reads the field at at_; none there: this is the end
+      next_ = owner_->read(at_, field_);
+      if (next_ == 0) at_ = owner_->bytes_.size();
+    }
+    const Headers* owner_ = nullptr;
+    std::size_t at_ = 0;
+    std::size_t next_ = 0;
+    HeaderField field_;
+  };
+
+  Headers() = default;
+  [[nodiscard]] bool empty() const noexcept { return bytes_.empty(); }
+  [[nodiscard]] std::size_t size() const noexcept;
+  // The first value given for `key` (compared exactly), or nullopt.
+  [[nodiscard]] std::optional<std::string_view> get(std::string_view key) const noexcept;
+  [[nodiscard]] iterator begin() const noexcept { return iterator(this, 0); }
+  [[nodiscard]] iterator end() const noexcept { return iterator(nullptr, bytes_.size()); }
+
+ private:
+  friend class detail::ClientCore;
+  friend class Message;
+  friend class Request;
+  explicit Headers(std::span<const std::byte> encoded) noexcept : bytes_(encoded) {}
+  // Reads the field at offset `at` into `out`; returns the offset after it, or 0 when there
+  // is none (the end).
+  [[nodiscard]] std::size_t read(std::size_t at, HeaderField& out) const noexcept;
+  std::span<const std::byte> bytes_;  // checked by the library when received
+};
 
 // Who sent a message, as stamped by the broker from the kernel's credentials (not claimed by
 // the sender).
@@ -37,6 +108,7 @@ struct MessageView {
   std::uint64_t dropped_before = 0;  // messages the broker dropped for it since the previous one (DROP policy)
   bool retained = false;             // a retained value sent on subscribing, not live traffic
   bool shared_memory = false;        // the payload is read in place from the sender's shared memory
+  Headers headers;                   // the sender's metadata (empty when it sent none)
 
   [[nodiscard]] std::string_view text() const noexcept {
     return {reinterpret_cast<const char*>(payload.data()), payload.size()};
@@ -54,7 +126,8 @@ class UBROKER_API Message {
         sender_(v.sender),
         subscription_(v.subscription),
         dropped_before_(v.dropped_before),
-        retained_(v.retained) {}
+        retained_(v.retained),
+        headers_(v.headers.bytes_.begin(), v.headers.bytes_.end()) {}
   Message(Message&& o) noexcept;
   Message& operator=(Message&& o) noexcept;
   Message(const Message&) = delete;
@@ -72,6 +145,7 @@ class UBROKER_API Message {
   [[nodiscard]] std::uint64_t subscription() const noexcept { return subscription_; }
   [[nodiscard]] std::uint64_t dropped_before() const noexcept { return dropped_before_; }
   [[nodiscard]] bool retained() const noexcept { return retained_; }
+  [[nodiscard]] Headers headers() const noexcept { return Headers(headers_); }
 
  private:
   friend class detail::ClientCore;
@@ -83,7 +157,8 @@ class UBROKER_API Message {
         sender_(v.sender),
         subscription_(v.subscription),
         dropped_before_(v.dropped_before),
-        retained_(v.retained) {}
+        retained_(v.retained),
+        headers_(v.headers.bytes_.begin(), v.headers.bytes_.end()) {}
   void release() noexcept;
 
   std::string topic_;
@@ -93,6 +168,7 @@ class UBROKER_API Message {
   std::uint64_t subscription_ = 0;
   std::uint64_t dropped_before_ = 0;
   bool retained_ = false;
+  std::vector<std::byte> headers_;  // encoded, as received
   std::shared_ptr<detail::ShmReader> shm_;
   std::uint64_t shm_segment_ = 0;
   std::uint64_t shm_token_ = 0;

@@ -73,6 +73,8 @@ enum {
   UBROKER_E_SHM_REFUSED = -21,           /* the broker refused a shared-memory segment */
   UBROKER_E_FRAME_TIMEOUT = -22,         /* a frame did not arrive whole in time */
   UBROKER_E_INVALID_CONFIG = -23,        /* the broker's config file is invalid (reload) */
+  UBROKER_E_SERVICE_ERROR = -24,         /* the responder answered with an error (ubroker_last_service_code) */
+  UBROKER_E_INVALID_HEADERS = -25,       /* headers that break the rules of ubroker_header */
   UBROKER_E_CONNECT_FAILED = -100,       /* no broker reachable at the address */
   UBROKER_E_NOT_CONNECTED = -101,        /* the connection is closed */
   UBROKER_E_INVALID_ARGUMENT = -103,     /* unusable arguments (NULL, not UTF-8, wrong thread) */
@@ -89,6 +91,17 @@ typedef struct ubroker_subscription ubroker_subscription;
 typedef struct ubroker_message ubroker_message;
 typedef struct ubroker_call ubroker_call; /* a request as its responder receives it */
 typedef struct ubroker_loan ubroker_loan;
+
+/* One header: key/value metadata sent with a message, request or reply (as NATS headers).
+ * Keys: 1..256 bytes of printable ASCII without ':' or spaces; values: UTF-8 without control
+ * characters; at most 16 KiB together. A key may repeat. Both strings are NUL-terminated. */
+typedef struct ubroker_header {
+  const char* key;
+  const char* value;
+} ubroker_header;
+
+/* Publish flags. */
+#define UBROKER_PUBLISH_RETAIN 1u /* keep as the topic's last value (ubroker_publish_retained) */
 
 /* Who sent a message or request: stamped by the broker from the kernel's credentials. */
 typedef struct ubroker_sender {
@@ -132,6 +145,9 @@ typedef void (*ubroker_error_fn)(int status, const char* message, void* user);
 UBROKER_API const char* ubroker_strerror(int status);
 /* The sentence of the last failing call on this thread ("" if none). */
 UBROKER_API const char* ubroker_last_error(void);
+/* After UBROKER_E_SERVICE_ERROR: the code the responder gave (0: none); valid like
+ * ubroker_last_error. */
+UBROKER_API uint32_t ubroker_last_service_code(void);
 
 /* ---- Options and connecting ---- */
 
@@ -185,6 +201,10 @@ UBROKER_API int ubroker_publish(ubroker_client* client, const char* topic, const
 /* Kept as the topic's last value: later matching subscriptions receive it first. An empty
  * retained publish clears the topic. */
 UBROKER_API int ubroker_publish_retained(ubroker_client* client, const char* topic, const void* data, size_t len);
+/* The same with `header_count` headers (headers may be NULL when the count is 0) and `flags`
+ * (UBROKER_PUBLISH_RETAIN). */
+UBROKER_API int ubroker_publish_ex(ubroker_client* client, const char* topic, const void* data, size_t len,
+                                   const ubroker_header* headers, size_t header_count, unsigned flags);
 /* Returns once the broker has processed everything this client sent before the call. */
 UBROKER_API int ubroker_flush(ubroker_client* client, int timeout_ms);
 
@@ -225,7 +245,13 @@ UBROKER_API uint64_t ubroker_message_subscription(const ubroker_message* msg);
 UBROKER_API int ubroker_message_retained(const ubroker_message* msg);       /* a retained value, not live traffic */
 UBROKER_API uint64_t ubroker_message_dropped_before(const ubroker_message* msg); /* drops since the previous one */
 UBROKER_API int ubroker_message_shared_memory(const ubroker_message* msg);  /* payload read in place */
-/* A copy the caller owns (topic and payload copied: keep a message past its callback). */
+/* Headers: how many there are; the i-th (key and value with their lengths: not
+ * NUL-terminated, valid as long as the message); the first value of `key` (NULL if absent). */
+UBROKER_API size_t ubroker_message_header_count(const ubroker_message* msg);
+UBROKER_API int ubroker_message_header_at(const ubroker_message* msg, size_t i, const char** key, size_t* key_len,
+                                          const char** value, size_t* value_len);
+UBROKER_API const char* ubroker_message_header(const ubroker_message* msg, const char* key, size_t* value_len);
+/* A copy the caller owns (topic, payload and headers copied: keep a message past its callback). */
 UBROKER_API int ubroker_message_copy(const ubroker_message* msg, ubroker_message** out);
 UBROKER_API void ubroker_message_free(ubroker_message* msg); /* for messages returned to the caller */
 
@@ -233,9 +259,15 @@ UBROKER_API void ubroker_message_free(ubroker_message* msg); /* for messages ret
 
 /* Sends a request to one responder of `topic` and waits for the reply (the caller owns it).
  * UBROKER_E_NO_RESPONDERS at once when nobody serves the topic, UBROKER_E_RESPONDER_GONE when
- * the responder disconnects, UBROKER_E_TIMEOUT at the deadline. */
+ * the responder disconnects, UBROKER_E_TIMEOUT at the deadline, UBROKER_E_SERVICE_ERROR when
+ * the responder answered with an error (ubroker_last_error: its sentence,
+ * ubroker_last_service_code: its code). */
 UBROKER_API int ubroker_request(ubroker_client* client, const char* topic, const void* data, size_t len,
                                 int timeout_ms, ubroker_message** reply);
+/* The same with headers. */
+UBROKER_API int ubroker_request_ex(ubroker_client* client, const char* topic, const void* data, size_t len,
+                                   const ubroker_header* headers, size_t header_count, int timeout_ms,
+                                   ubroker_message** reply);
 /* The same without waiting: `fn` runs once, on the I/O thread. */
 UBROKER_API int ubroker_request_async(ubroker_client* client, const char* topic, const void* data, size_t len,
                                       int timeout_ms, ubroker_reply_fn fn, void* user);
@@ -249,8 +281,19 @@ UBROKER_API int ubroker_wait_for_responder(ubroker_client* client, const char* t
 UBROKER_API const char* ubroker_call_topic(const ubroker_call* request);
 UBROKER_API const void* ubroker_call_data(const ubroker_call* request, size_t* len);
 UBROKER_API ubroker_sender ubroker_call_sender(const ubroker_call* request);
+/* The request's headers, as for messages. */
+UBROKER_API size_t ubroker_call_header_count(const ubroker_call* request);
+UBROKER_API int ubroker_call_header_at(const ubroker_call* request, size_t i, const char** key, size_t* key_len,
+                                       const char** value, size_t* value_len);
+UBROKER_API const char* ubroker_call_header(const ubroker_call* request, const char* key, size_t* value_len);
 /* Replies (at most once), from any thread, at any time before ubroker_call_free. */
 UBROKER_API int ubroker_call_reply(ubroker_call* request, const void* data, size_t len);
+/* The same with headers. */
+UBROKER_API int ubroker_call_reply_ex(ubroker_call* request, const void* data, size_t len,
+                                      const ubroker_header* headers, size_t header_count);
+/* Answers with an error instead: the requester gets UBROKER_E_SERVICE_ERROR with `message`
+ * and `code` (the meaning of codes is the service's own). */
+UBROKER_API int ubroker_call_reply_error(ubroker_call* request, uint32_t code, const char* message);
 /* Frees the request; one never replied to ends with a timeout on the requester's side. */
 UBROKER_API void ubroker_call_free(ubroker_call* request);
 

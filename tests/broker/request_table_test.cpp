@@ -14,7 +14,7 @@ TEST(RequestTable, AnsweredRequestsLeaveNothingBehindWhateverTheirDeadlines) {
   RequestTable table;
   const auto far = Clock::now() + std::chrono::hours(1);
   for (int i = 0; i < 100'000; ++i) {
-    const auto id = table.add(1, static_cast<std::uint64_t>(i), 2, far);
+    const auto id = table.add({.caller = 1, .caller_seq = static_cast<std::uint64_t>(i), .responder = 2, .deadline = far});
     ASSERT_TRUE(table.take_reply(id, 2).has_value());
     ASSERT_LE(table.deadline_entries(), 2 * table.size() + 65);
   }
@@ -25,8 +25,8 @@ TEST(RequestTable, AnsweredRequestsLeaveNothingBehindWhateverTheirDeadlines) {
 TEST(RequestTable, RepliesOnlyFromTheResponderAndExpiryInDeadlineOrder) {
   RequestTable table;
   const auto now = Clock::now();
-  const auto late = table.add(1, 10, 2, now + std::chrono::seconds(2));
-  const auto early = table.add(1, 11, 2, now + std::chrono::seconds(1));
+  const auto late = table.add({.caller = 1, .caller_seq = 10, .responder = 2, .deadline = now + std::chrono::seconds(2)});
+  const auto early = table.add({.caller = 1, .caller_seq = 11, .responder = 2, .deadline = now + std::chrono::seconds(1)});
   EXPECT_FALSE(table.take_reply(late, 3).has_value());  // someone else's
   EXPECT_EQ(table.find(late, 2)->caller_seq, 10u);
   std::vector<std::uint64_t> expired;
@@ -39,8 +39,8 @@ TEST(RequestTable, RepliesOnlyFromTheResponderAndExpiryInDeadlineOrder) {
 TEST(RequestTable, ACallerLeavingAbandonsItsRequestsAndARespondersLeavingAnswersThem) {
   RequestTable table;
   const auto deadline = Clock::now() + std::chrono::seconds(10);
-  const auto to_gone_caller = table.add(1, 1, 2, deadline);
-  const auto from_other = table.add(3, 7, 4, deadline);
+  const auto to_gone_caller = table.add({.caller = 1, .caller_seq = 1, .responder = 2, .deadline = deadline});
+  const auto from_other = table.add({.caller = 3, .caller_seq = 7, .responder = 4, .deadline = deadline});
   table.drop_session(1, [](const PendingRequest&) { ADD_FAILURE() << "caller 1 answered nothing"; });
   EXPECT_FALSE(table.take_reply(to_gone_caller, 2).has_value());
   EXPECT_FALSE(table.take_abandoned(to_gone_caller, 9));  // not the responder it went to

@@ -26,8 +26,10 @@ struct ShmPart {
 
 class DeliverEncoder {
  public:
-  // Starts a message: encodes the fields every receiver shares.
-  void begin(std::string_view topic, std::uint64_t sender_id, std::uint32_t sender_uid, std::uint32_t sender_pid);
+  // Starts a message: encodes the fields every receiver shares (`headers` as headers.hpp
+  // says, checked by the caller; empty: none).
+  void begin(std::string_view topic, std::uint64_t sender_id, std::uint32_t sender_uid, std::uint32_t sender_pid,
+             std::span<const std::byte> headers = {});
 
   // The frame head (prefix + header) for one receiver: its subscription ids and, when any is
   // non-zero, the drops since each one's previous delivery. Valid until the next call.
@@ -41,6 +43,8 @@ class DeliverEncoder {
   // What common_ holds, so a run of messages from one sender on one topic encodes it once.
   std::size_t topic_at_ = 0;
   std::size_t topic_len_ = 0;
+  std::size_t headers_at_ = 0;
+  std::size_t headers_len_ = 0;
   std::uint64_t sender_id_ = 0;
   std::uint32_t sender_uid_ = 0;
   std::uint32_t sender_pid_ = 0;

@@ -5,7 +5,7 @@
 // wire format for wire::Header.
 //
 // The decoder takes only what it understands fully: a PUBLISH or DELIVER with the plain
-// fields below, a printable-ASCII topic, and up to kMaxIds subscription ids. For anything else
+// fields below, a printable-ASCII topic, up to kMaxIds subscription ids, and valid headers. For anything else
 // (other frames, shared-memory references, unknown fields, malformed bytes) it says no, and
 // the caller parses with protobuf, which decides and reports exactly as before. Where it says
 // yes it agrees with protobuf field for field (fuzz_frame_decoder checks this).
@@ -34,6 +34,7 @@ struct MessageHead {
   std::uint32_t sender_pid = 0;
   std::uint32_t fd_count = 0;
   bool retain = false;
+  std::span<const std::byte> headers;  // checked, canonical (headers.hpp); points into the decoded bytes
   std::array<std::uint64_t, kMaxIds> sub_id_store{};
   std::array<std::uint64_t, kMaxIds> dropped_store{};
   std::uint8_t sub_id_count = 0;
@@ -51,9 +52,12 @@ struct MessageHead {
 // protobuf parsed into `h`, and `h` holds nothing else.
 [[nodiscard]] bool same_as(const MessageHead& head, const wire::Header& h);
 
-// The prefix and header of a PUBLISH of `payload_size` bytes on `topic`.
-[[nodiscard]] std::size_t publish_head_size(std::string_view topic, bool retain) noexcept;
+// The prefix and header of a PUBLISH of `payload_size` bytes on `topic`, with `headers`
+// (encoded as headers.hpp says; empty: none).
+[[nodiscard]] std::size_t publish_head_size(std::string_view topic, bool retain,
+                                            std::span<const std::byte> headers = {}) noexcept;
 // Writes them to dst, which holds publish_head_size() bytes; returns that size.
-std::size_t encode_publish_head(std::byte* dst, std::string_view topic, bool retain, std::size_t payload_size) noexcept;
+std::size_t encode_publish_head(std::byte* dst, std::string_view topic, bool retain, std::size_t payload_size,
+                                std::span<const std::byte> headers = {}) noexcept;
 
 }  // namespace ubroker::proto
