@@ -149,6 +149,81 @@ TEST(CApi, ServeRepliesFromAnotherThreadAfterTheHandlerReturned) {
   ubroker_close(requester);
 }
 
+template <class Handle>
+std::string header_of(const Handle* h, const char* key) {
+  size_t len = 0;
+  const char* value = nullptr;
+  if constexpr (std::is_same_v<Handle, ubroker_message>) {
+    value = ubroker_message_header(h, key, &len);
+  } else {
+    value = ubroker_call_header(h, key, &len);
+  }
+  return value == nullptr ? std::string("(absent)") : std::string(value, len);
+}
+
+TEST(CApi, HeadersTravelBothWaysAndAnErrorReplyIsServiceError) {
+  BrokerProcess broker;
+  ubroker_client* responder = connect_to(broker, "responder");
+  ubroker_client* requester = connect_to(broker, "requester");
+  ASSERT_TRUE(responder && requester);
+  Handoff<ubroker_call> calls;
+  ubroker_subscription* service = nullptr;
+  ASSERT_EQ(ubroker_serve(responder, "capi.h", hand_over, &calls, &service), 0) << ubroker_last_error();
+  std::thread worker([&] {
+    for (int i = 0; i < 2; ++i) {
+      ubroker_call* call = calls.pop();
+      ASSERT_NE(call, nullptr);
+      EXPECT_EQ(ubroker_call_header_count(call), 2u);
+      if (header_of(call, "mode") == "fail") {
+        EXPECT_EQ(ubroker_call_reply_error(call, 503, "busy"), 0);
+      } else {
+        const ubroker_header back[] = {{"status", "fine"}};
+        EXPECT_EQ(ubroker_call_reply_ex(call, "ok", 2, back, 1), 0);
+      }
+      ubroker_call_free(call);
+    }
+  });
+  const ubroker_header ok_headers[] = {{"mode", "ok"}, {"trace", "1"}};
+  ubroker_message* reply = nullptr;
+  ASSERT_EQ(ubroker_request_ex(requester, "capi.h", "x", 1, ok_headers, 2, 5000, &reply), 0) << ubroker_last_error();
+  EXPECT_EQ(text_of(reply), "ok");
+  EXPECT_EQ(header_of(reply, "status"), "fine");
+  const char *key = nullptr, *value = nullptr;
+  size_t key_len = 0, value_len = 0;
+  ASSERT_EQ(ubroker_message_header_at(reply, 0, &key, &key_len, &value, &value_len), 0);
+  EXPECT_EQ(std::string(key, key_len), "status");
+  EXPECT_EQ(ubroker_message_header_at(reply, 1, &key, &key_len, &value, &value_len), UBROKER_E_INVALID_ARGUMENT);
+  ubroker_message_free(reply);
+  const ubroker_header fail_headers[] = {{"mode", "fail"}, {"trace", "2"}};
+  EXPECT_EQ(ubroker_request_ex(requester, "capi.h", "x", 1, fail_headers, 2, 5000, &reply), UBROKER_E_SERVICE_ERROR);
+  EXPECT_STREQ(ubroker_last_error(), "busy");
+  EXPECT_EQ(ubroker_last_service_code(), 503u);
+  worker.join();
+  EXPECT_NE(std::string(ubroker_strerror(UBROKER_E_SERVICE_ERROR)).find("SERVICE_ERROR"), std::string::npos);
+
+  // Published headers reach a subscriber; bad ones are refused with a sentence.
+  Handoff<ubroker_message> got;
+  ubroker_subscription* sub = nullptr;
+  ASSERT_EQ(ubroker_subscribe(requester, "capi.hp", keep_copy, &got, &sub), 0);
+  const ubroker_header h[] = {{"k", "v"}};
+  ASSERT_EQ(ubroker_publish_ex(responder, "capi.hp", "p", 1, h, 1, 0), 0);
+  ubroker_message* m = got.pop();
+  ASSERT_NE(m, nullptr);
+  EXPECT_EQ(ubroker_message_header_count(m), 1u);
+  EXPECT_EQ(header_of(m, "k"), "v");
+  EXPECT_EQ(header_of(m, "absent"), "(absent)");
+  ubroker_message_free(m);
+  const ubroker_header bad[] = {{"bad key", "v"}};
+  EXPECT_EQ(ubroker_publish_ex(responder, "capi.hp", "p", 1, bad, 1, 0), UBROKER_E_INVALID_HEADERS);
+  EXPECT_NE(std::string(ubroker_last_error()).find("bad key"), std::string::npos);
+  EXPECT_EQ(ubroker_publish_ex(responder, "capi.hp", "p", 1, nullptr, 1, 0), UBROKER_E_INVALID_ARGUMENT);
+  EXPECT_EQ(ubroker_publish_ex(responder, "capi.hp", "p", 1, nullptr, 0, 0x80), UBROKER_E_INVALID_ARGUMENT);
+  EXPECT_EQ(ubroker_unsubscribe(sub), 0);
+  EXPECT_EQ(ubroker_unsubscribe(service), 0);
+  ubroker_close(responder);
+  ubroker_close(requester);
+}
+
 TEST(CApi, ReceiveGetsRetainedValuesFirstAndTimesOut) {
   BrokerProcess broker;
   ubroker_client* c = connect_to(broker);
