@@ -1,0 +1,115 @@
+// brokerctl's traffic: pub, sub and req.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "commands.hpp"
+#include "text.hpp"
+
+namespace ubroker::ctl {
+
+using namespace std::chrono_literals;
+
+// All of `in`, or what was read until Ctrl-C (g_interrupted; the handlers do not restart reads).
+std::string read_all(std::FILE* in) {
+  std::string data;
+  char buf[65536];
+  while (!g_interrupted) {
+    const std::size_t n = std::fread(buf, 1, sizeof buf, in);
+    data.append(buf, n);
+    if (n == 0 && (std::feof(in) || !std::ferror(in) || errno != EINTR)) break;
+    std::clearerr(in);
+  }
+  return data;
+}
+
+int cmd_pub(Context& ctx, const std::string& topic, const std::optional<std::string>& data, bool lines, bool retain) {
+  if (auto e = ctx.connect("brokerctl-pub")) return *e;
+  auto publish = [&](std::string_view text) -> std::optional<int> {
+    if (auto r = ctx.client->publish(topic, text, {.retain = retain}); !r) return fail(r.error());
+    return std::nullopt;
+  };
+  if (data) {
+    if (auto e = publish(*data)) return *e;
+  } else if (lines) {
+    for (std::string line; std::getline(std::cin, line) && !g_interrupted;) {
+      if (auto e = publish(line)) return *e;
+    }
+  } else {
+    const std::string body = read_all(stdin);
+    // Ctrl-C while typing sends nothing; so does Ctrl-D on an empty terminal (an empty
+    // retained publish would clear the topic's value: that takes an explicit DATA of "").
+    if (g_interrupted) return kInterrupted;
+    if (body.empty() && ::isatty(STDIN_FILENO)) {
+      std::fprintf(stderr, "brokerctl: nothing to publish (to publish an empty message, give DATA as \"\")\n");
+      return kUsage;
+    }
+    if (auto e = publish(body)) return *e;
+  }
+  if (g_interrupted) return kInterrupted;
+  // A refusal (policy, invalid topic) comes back before the flush's answer: the exit status
+  // tells it.
+  if (auto r = ctx.client->flush(30s); !r) return fail(r.error());
+  if (auto refused = ctx.first_error()) return fail(*refused);
+  return kOk;
+}
+
+// Prints each message until COUNT messages, an interrupt, or a closed standard output.
+int cmd_sub(Context& ctx, const std::string& pattern, std::uint64_t count, SubOutput output,
+            const std::string& group) {
+  if (auto e = ctx.connect("brokerctl-sub", true)) return *e;
+  auto sub = ctx.client->subscribe(pattern, {.group = group});
+  if (!sub) return fail(sub.error());
+  for (std::uint64_t n = 0; count == 0 || n < count;) {
+    if (g_interrupted || std::ferror(stdout)) return kOk;  // Ctrl-C, or `| head` has what it wanted
+    auto m = ctx.client->receive(200ms);
+    if (!m) {
+      // While idle, poll whether the reader went away (after a write, ferror says it).
+      if (m.error().code == Errc::kTimeout) {
+        if (stdout_gone()) return kOk;
+        continue;
+      }
+      if (m.error().code == Errc::kNotConnected && !ctx.closed) continue;  // reconnecting
+      return fail(ctx.client->disconnect_reason().value_or(m.error()));
+    }
+    const std::string_view payload(reinterpret_cast<const char*>(m->payload().data()), m->payload().size());
+    if (output == SubOutput::kJson) {
+      const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+      // The payload as text when it is valid UTF-8, else exactly, in base64.
+      const bool text = ubroker::ctl::valid_utf8(payload);
+      std::printf("{\"topic\":%s,\"%s\":%s,\"sender\":{\"client_id\":%llu,\"uid\":%u,\"pid\":%u},"
+                  "\"subscription\":%llu,\"retained\":%s,\"time_ms\":%lld}\n",
+                  ubroker::ctl::json_string(m->topic()).c_str(), text ? "payload" : "payload_base64",
+                  (text ? ubroker::ctl::json_string(payload) : fmt::format("\"{}\"", ubroker::ctl::base64(payload))).c_str(),
+                  static_cast<unsigned long long>(m->sender().client_id), m->sender().uid, m->sender().pid,
+                  static_cast<unsigned long long>(m->subscription()), m->retained() ? "true" : "false",
+                  static_cast<long long>(ms));
+    } else {
+      if (output == SubOutput::kTopic) std::printf("%.*s: ", static_cast<int>(m->topic().size()), m->topic().data());
+      std::fwrite(payload.data(), 1, payload.size(), stdout);
+      std::fputc('\n', stdout);
+    }
+    std::fflush(stdout);
+    ++n;
+  }
+  return kOk;
+}
+
+int cmd_req(Context& ctx, const std::string& topic, const std::optional<std::string>& data, int timeout_ms) {
+  if (auto e = ctx.connect("brokerctl-req")) return *e;
+  const std::string body = data ? *data : read_all(stdin);
+  auto r = ctx.client->request(topic, body, std::chrono::milliseconds(timeout_ms));
+  if (!r) return fail(r.error());
+  std::fwrite(r->payload().data(), 1, r->payload().size(), stdout);
+  if (r->payload().empty() || std::to_integer<char>(r->payload().back()) != '\n') std::fputc('\n', stdout);
+  return kOk;
+}
+
+}  // namespace ubroker::ctl
