@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "commands.hpp"
 #include "metrics.hpp"
 #include "table.hpp"
@@ -14,6 +16,14 @@
 namespace ubroker::ctl {
 
 using namespace std::chrono_literals;
+
+// "120 us / 3.4 ms": a service's mean and worst answer time.
+std::string latency(std::uint64_t mean_us, std::uint64_t max_us) {
+  auto one = [](std::uint64_t us) {
+    return us < 10000 ? fmt::format("{} us", us) : fmt::format("{:.1f} ms", static_cast<double>(us) / 1000);
+  };
+  return one(mean_us) + " / " + one(max_us);
+}
 
 int cmd_status(Context& ctx) {
   ubroker::wire::BrokerStatus st;
@@ -40,6 +50,7 @@ int cmd_status(Context& ctx) {
   row("request timeouts", st.request_timeouts());
   row("replies refused", st.replies_refused());
   row("replies discarded (caller gone)", st.replies_discarded());
+  row("error replies", st.error_replies());
   row("retained topics", st.retained_topics());
   row("retained bytes", st.retained_bytes());
   row("slow consumers cut off", st.slow_consumer_disconnects());
@@ -124,13 +135,14 @@ int cmd_clients(Context& ctx) {
   if (auto e = ctx.admin_list("clients", list)) return *e;
   if (ctx.json) return ctx.print_json(list);
   ubroker::ctl::Table t({"ID", "NAME", "PID", "COMMAND", "USER", "GID", "SINCE", "MSGS IN", "BYTES IN", "MSGS OUT",
-                         "BYTES OUT", "QUEUED", "DROPS", "SUBS", "SERVES"});
+                         "BYTES OUT", "QUEUED", "DROPS", "SUBS", "SERVES", "REQS", "REPLIES", "ERR REPLIES"});
   for (const auto& c : list.clients()) {
     t.add({std::to_string(c.client_id()), c.name().empty() ? "-" : c.name(), std::to_string(c.pid()),
            c.command().empty() ? "-" : c.command(), user_name(c.uid()), std::to_string(c.gid()),
            clock_time(c.connected_unix_ms()), std::to_string(c.messages_in()), std::to_string(c.bytes_in()),
            std::to_string(c.messages_out()), std::to_string(c.bytes_out()), std::to_string(c.queued_messages()),
-           std::to_string(c.dropped()), std::to_string(c.subscriptions()), std::to_string(c.services())});
+           std::to_string(c.dropped()), std::to_string(c.subscriptions()), std::to_string(c.services()),
+           std::to_string(c.requests()), std::to_string(c.replies()), std::to_string(c.error_replies())});
   }
   t.print(stdout);
   return kOk;
@@ -140,11 +152,15 @@ int cmd_subs(Context& ctx) {
   ubroker::wire::SubscriptionList list;
   if (auto e = ctx.admin_list("subscriptions", list)) return *e;
   if (ctx.json) return ctx.print_json(list);
-  ubroker::ctl::Table t({"CLIENT", "NAME", "ID", "PATTERN", "GROUP", "POLICY", "DELIVERED", "DROPPED"});
+  ubroker::ctl::Table t({"CLIENT", "NAME", "ID", "PATTERN", "GROUP", "POLICY", "DELIVERED", "DROPPED", "REQUESTS",
+                         "ERRORS", "TIMEOUTS", "LATENCY MEAN/MAX"});
   for (const auto& s : list.subscriptions()) {
+    const bool service = s.policy() == "serve";
+    auto served = [&](std::uint64_t n) { return service ? std::to_string(n) : std::string("-"); };
     t.add({std::to_string(s.client_id()), s.client_name().empty() ? "-" : s.client_name(), std::to_string(s.id()),
-           s.pattern(), s.group().empty() ? "-" : s.group(), s.policy(), std::to_string(s.delivered()),
-           std::to_string(s.dropped())});
+           s.pattern(), s.group().empty() ? "-" : s.group(), s.policy(), service ? "-" : std::to_string(s.delivered()),
+           service ? "-" : std::to_string(s.dropped()), served(s.requests()), served(s.errors()), served(s.timeouts()),
+           service ? latency(s.latency_mean_us(), s.latency_max_us()) : "-"});
   }
   t.print(stdout);
   return kOk;
@@ -154,12 +170,16 @@ int cmd_topics(Context& ctx) {
   ubroker::wire::TopicList list;
   if (auto e = ctx.admin_list("topics", list)) return *e;
   if (ctx.json) return ctx.print_json(list);
-  ubroker::ctl::Table t({"TOPIC", "PUBLISHERS", "SUBSCRIBERS", "MESSAGES", "BYTES", "RATE/S", "RETAINED"});
+  ubroker::ctl::Table t({"TOPIC", "PUBLISHERS", "SUBSCRIBERS", "MESSAGES", "BYTES", "RATE/S", "RETAINED", "REQUESTS",
+                         "ERRORS", "TIMEOUTS", "LATENCY MEAN/MAX"});
   for (const auto& s : list.topics()) {
     char rate[32];
     std::snprintf(rate, sizeof rate, "%.1f", s.rate());
+    const bool requested = s.requests() != 0;
     t.add({s.topic(), std::to_string(s.publishers()), std::to_string(s.subscribers()), std::to_string(s.messages()),
-           std::to_string(s.bytes()), rate, s.retained() ? "yes" : "no"});
+           std::to_string(s.bytes()), rate, s.retained() ? "yes" : "no", std::to_string(s.requests()),
+           std::to_string(s.errors()), std::to_string(s.timeouts()),
+           requested ? latency(s.latency_mean_us(), s.latency_max_us()) : "-"});
   }
   t.print(stdout);
   return kOk;

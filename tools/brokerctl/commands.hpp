@@ -26,6 +26,6 @@ enum class SubOutput { kRaw, kTopic, kJson };
 int cmd_sub(Context& ctx, const std::string& pattern, std::uint64_t count, SubOutput output, const std::string& group);
 int cmd_req(Context& ctx, const std::string& topic, const std::optional<std::string>& data, int timeout_ms);
 int cmd_serve(Context& ctx, const std::string& topic, const std::optional<std::string>& exec, unsigned concurrency);
-int cmd_monitor(Context& ctx, const std::string& pattern);
+int cmd_monitor(Context& ctx, const std::string& pattern, bool json);
 
 }  // namespace ubroker::ctl

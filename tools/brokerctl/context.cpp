@@ -17,6 +17,11 @@ bool stdout_gone() {
 }
 
 int fail(const ubroker::Error& e) {
+  if (e.code == ubroker::Errc::kServiceError) {
+    std::fprintf(stderr, "brokerctl: the service answered with an error (code %u): %s\n", e.service_code,
+                 e.message.c_str());
+    return kBrokerError;
+  }
   std::fprintf(stderr, "brokerctl: %s\n", e.message.c_str());
   return e.code == ubroker::Errc::kConnectFailed ? kUnreachable : kBrokerError;
 }
@@ -42,6 +47,16 @@ std::optional<int> Context::connect(const std::string& name, bool follow) {
   if (!c) return fail(c.error());
   client.emplace(std::move(*c));
   return std::nullopt;
+}
+
+std::vector<ubroker::HeaderField> Context::headers() const {
+  std::vector<ubroker::HeaderField> fields;
+  for (const std::string& arg : header_args) {
+    const std::size_t eq = arg.find('=');  // checked when parsed
+    const std::string_view a(arg);
+    fields.push_back({a.substr(0, eq), a.substr(eq + 1)});
+  }
+  return fields;
 }
 
 std::optional<ubroker::Error> Context::first_error() {

@@ -35,6 +35,10 @@ struct Context {
   std::atomic<bool> closed{false};  // the connection is gone for good (kicked, or not reconnecting)
   std::mutex errors_mu;
   std::vector<ubroker::Error> errors;  // reported by the broker with no caller (on_error)
+  std::vector<std::string> header_args;  // -H KEY=VALUE, as given
+
+  // header_args as fields (views into header_args).
+  [[nodiscard]] std::vector<ubroker::HeaderField> headers() const;
 
   // Connects; on failure prints why and returns the exit code.
   // `follow`: a long-running command (sub, monitor, serve) comes back after a broker restart,

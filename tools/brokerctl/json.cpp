@@ -3,8 +3,11 @@
 
 #include <google/protobuf/descriptor.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <utility>
+#include <vector>
 
 namespace ubroker::ctl {
 namespace {
@@ -202,6 +205,33 @@ std::string to_json(const google::protobuf::Message& message, bool pretty) {
   std::string out = w.take();
   out += '\n';
   return out;
+}
+
+std::string json_payload(std::span<const std::byte> payload) {
+  const std::string_view bytes(reinterpret_cast<const char*>(payload.data()), payload.size());
+  if (valid_utf8(bytes)) return "\"payload\":" + json_string(bytes);
+  return "\"payload_base64\":\"" + base64(bytes) + "\"";
+}
+
+std::string json_headers(const ubroker::Headers& headers) {
+  std::vector<std::pair<std::string_view, std::vector<std::string_view>>> by_key;
+  for (const ubroker::HeaderField& h : headers) {
+    auto it = std::find_if(by_key.begin(), by_key.end(), [&](const auto& e) { return e.first == h.key; });
+    if (it == by_key.end()) it = by_key.insert(by_key.end(), {h.key, {}});
+    it->second.push_back(h.value);
+  }
+  std::string out = "{";
+  for (std::size_t i = 0; i < by_key.size(); ++i) {
+    if (i != 0) out += ',';
+    out += json_string(by_key[i].first);
+    out += ":[";
+    for (std::size_t j = 0; j < by_key[i].second.size(); ++j) {
+      if (j != 0) out += ',';
+      out += json_string(by_key[i].second[j]);
+    }
+    out += ']';
+  }
+  return out + "}";
 }
 
 }  // namespace ubroker::ctl

@@ -9,6 +9,8 @@
 
 #include <google/protobuf/message.h>
 
+#include "ubroker/message.hpp"
+
 namespace ubroker::ctl {
 
 // One JSON document; `pretty`: indented over several lines, else one line.
@@ -22,5 +24,11 @@ namespace ubroker::ctl {
 [[nodiscard]] bool valid_utf8(std::string_view bytes);
 // `bytes` in base64 (RFC 4648, with padding).
 [[nodiscard]] std::string base64(std::string_view bytes);
+
+// A message's payload as a JSON member: "payload":"text" when it is valid UTF-8, else
+// "payload_base64":"...".
+[[nodiscard]] std::string json_payload(std::span<const std::byte> payload);
+// Headers as a JSON object: each key once, its values in a list, in the order sent.
+[[nodiscard]] std::string json_headers(const ubroker::Headers& headers);
 
 }  // namespace ubroker::ctl

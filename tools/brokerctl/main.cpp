@@ -98,13 +98,25 @@ int main(int argc, char** argv) {
   std::uint64_t count = 0, kick_id = 0;
   int timeout_ms = 5000;
   std::string reason;
-  auto* monitor = app.add_subcommand("monitor", "Live tap of matching traffic (never slows publishers)");
+  auto* monitor = app.add_subcommand(
+      "monitor", "Live tap of matching traffic, requests, replies and errors (never slows publishers)");
   monitor->add_option("pattern", pattern, "Topic pattern (default: >)");
+  bool monitor_json = false;
+  monitor->add_flag("--json", monitor_json,
+                    "One JSON object per line: time_ms, kind (message, request, reply, error, event), topic, sender, "
+                    "payload, headers, and request_id, latency_us, error... for request/reply");
   auto* pub = app.add_subcommand("pub", "Publish DATA, or standard input (one message, or one per line)");
   pub->add_option("topic", topic, "Topic")->required();
   pub->add_option("data", data, "Message; absent: read standard input");
   pub->add_flag("--lines", lines, "Each line of standard input is one message");
   pub->add_flag("--retain", retain, "Keep as the topic's retained value");
+  auto header_option = [&](CLI::App* cmd) {
+    cmd->add_option("-H,--header", ctx.header_args, "A header KEY=VALUE sent with the message (repeatable)")
+        ->check([](const std::string& v) {
+          return v.find('=') == std::string::npos || v.front() == '=' ? std::string("expected KEY=VALUE") : std::string();
+        });
+  };
+  header_option(pub);
   auto* sub = app.add_subcommand(
       "sub", "Print each matching message: \"topic: payload\" on a terminal, the payload alone in a pipeline");
   sub->add_option("pattern", pattern, "Topic pattern")->required();
@@ -113,11 +125,14 @@ int main(int argc, char** argv) {
   std::string group;
   sub->add_flag("--raw", raw, "The payload alone, one per line (the default when standard output is not a terminal)");
   sub->add_flag("--json", sub_json,
-                "One JSON object per line: topic, payload, sender (client_id, uid, pid), subscription, retained, time_ms");
+                "One JSON object per line: topic, payload, sender (client_id, uid, pid), subscription, retained, time_ms, "
+                "headers (when there are any: each key's values in a list)");
   sub->add_option("--group", group, "Join this queue group: each message goes to one of its members");
-  auto* req = app.add_subcommand("req", "Send a request and print the reply");
+  auto* req = app.add_subcommand(
+      "req", "Send a request and print the reply (its headers on standard error); an error reply exits 1");
   req->add_option("topic", topic, "Topic")->required();
   req->add_option("data", data, "Request body; absent: read standard input");
+  header_option(req);
   req->add_option("--timeout", timeout_ms, "How long to wait: 500ms, 2s, 1m (a bare number is milliseconds; default 5s)")
       ->transform(CLI::AsNumberWithUnit(std::map<std::string, int>{{"ms", 1}, {"s", 1000}, {"m", 60000}},
                                         CLI::AsNumberWithUnit::CASE_SENSITIVE));
@@ -126,7 +141,8 @@ int main(int argc, char** argv) {
   serve->add_option("topic", topic, "Topic pattern")->required();
   serve->add_option("--exec", exec,
                     "Shell command run per request: the request on its stdin; UBROKER_TOPIC, UBROKER_SENDER_UID, "
-                    "UBROKER_SENDER_PID and UBROKER_SENDER_ID in its environment; its stdout is the reply");
+                    "UBROKER_SENDER_PID, UBROKER_SENDER_ID and UBROKER_HEADER_<KEY> in its environment; its stdout "
+                    "is the reply; a non-zero exit answers with an error reply (its stderr, its exit status)");
   unsigned concurrency = 1;
   serve->add_option("--concurrency", concurrency, "Requests answered at once (default 1)")->check(CLI::Range(1u, 1024u));
   auto* kick = app.add_subcommand("kick", "Disconnect a client, telling it why");
@@ -163,7 +179,7 @@ int main(int argc, char** argv) {
   if (subs->parsed()) return cmd_subs(ctx);
   if (topics->parsed()) return cmd_topics(ctx);
   if (shm->parsed()) return cmd_shm(ctx);
-  if (monitor->parsed()) return cmd_monitor(ctx, pattern);
+  if (monitor->parsed()) return cmd_monitor(ctx, pattern, monitor_json);
   if (pub->parsed()) return cmd_pub(ctx, topic, data, lines, retain);
   if (sub->parsed()) {
     const SubOutput output = sub_json                          ? SubOutput::kJson

@@ -1,8 +1,13 @@
-// brokerctl serve: answer requests by echoing them or with a command's output.
+// brokerctl serve: answer requests by echoing them (payload and headers) or with a command's
+// output; a command that fails answers with an error reply (its stderr, its exit status).
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -12,38 +17,94 @@
 #include <thread>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "commands.hpp"
 
 namespace ubroker::ctl {
 
 using namespace std::chrono_literals;
 
-// Runs `command` with the request on its standard input and, in its environment, the topic
-// and the caller's identity (UBROKER_TOPIC, UBROKER_SENDER_UID, UBROKER_SENDER_PID,
-// UBROKER_SENDER_ID); returns its standard output.
-std::string run_command(const std::string& command, const ubroker::Request& request) {
+// What a command run for a request left behind.
+struct CommandResult {
+  std::string out;  // its standard output: the reply
+  std::string err;  // its standard error: the error reply's sentence when it failed
+  int status = 0;   // its exit status (128 + N when killed by signal N)
+};
+
+// Reads both of the child's output pipes to their ends (poll: neither can fill up and stall it).
+void drain(int out_fd, int err_fd, CommandResult& r) {
+  pollfd fds[2] = {{.fd = out_fd, .events = POLLIN, .revents = 0}, {.fd = err_fd, .events = POLLIN, .revents = 0}};
+  std::string* into[2] = {&r.out, &r.err};
+  char buf[65536];
+  int open = 2;
+  while (open > 0) {
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+      const ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
+      if (n > 0) {
+        into[i]->append(buf, static_cast<std::size_t>(n));
+      } else if (n == 0 || errno != EINTR) {
+        fds[i].fd = -1;  // poll ignores it from now on
+        --open;
+      }
+    }
+  }
+}
+
+// Runs `command` with the request on its standard input and, in its environment, the topic,
+// the caller's identity (UBROKER_TOPIC, UBROKER_SENDER_UID, UBROKER_SENDER_PID,
+// UBROKER_SENDER_ID) and the request's headers (UBROKER_HEADER_<KEY>, the key upper-cased,
+// '-' and '.' as '_'; the first value of a repeated key).
+CommandResult run_command(const std::string& command, const ubroker::Request& request) {
   const std::string_view input = request.text();
   // Built before fork(): the child only calls async-signal-safe functions.
-  const std::string topic = "UBROKER_TOPIC=" + std::string(request.topic());
-  const std::string uid = "UBROKER_SENDER_UID=" + std::to_string(request.sender().uid);
-  const std::string pid_var = "UBROKER_SENDER_PID=" + std::to_string(request.sender().pid);
-  const std::string id = "UBROKER_SENDER_ID=" + std::to_string(request.sender().client_id);
+  std::vector<std::string> vars = {
+      fmt::format("UBROKER_TOPIC={}", request.topic()), fmt::format("UBROKER_SENDER_UID={}", request.sender().uid),
+      fmt::format("UBROKER_SENDER_PID={}", request.sender().pid),
+      fmt::format("UBROKER_SENDER_ID={}", request.sender().client_id)};
+  std::vector<std::string> seen;
+  for (const ubroker::HeaderField& h : request.headers()) {
+    std::string name = "UBROKER_HEADER_";
+    for (const char c : h.key) name += std::isalnum(static_cast<unsigned char>(c)) ? static_cast<char>(std::toupper(static_cast<unsigned char>(c))) : '_';
+    if (std::find(seen.begin(), seen.end(), name) != seen.end()) continue;
+    seen.push_back(name);
+    vars.push_back(fmt::format("{}={}", name, h.value));
+  }
   std::vector<char*> env;
   for (char** e = environ; *e != nullptr; ++e) env.push_back(*e);
-  for (const std::string* v : {&topic, &uid, &pid_var, &id}) env.push_back(const_cast<char*>(v->c_str()));
+  for (std::string& v : vars) env.push_back(v.data());
   env.push_back(nullptr);
-  int in[2], out[2];
-  if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0) return "brokerctl: pipe failed\n";
+  CommandResult result;
+  int in[2], out[2], err[2];
+  if (::pipe2(in, O_CLOEXEC) != 0) return {.err = "brokerctl: pipe failed", .status = 126};
+  if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
+    ::close(in[0]);
+    ::close(in[1]);
+    return {.err = "brokerctl: pipe failed", .status = 126};
+  }
   const pid_t pid = ::fork();
   if (pid == 0) {
     ::dup2(in[0], STDIN_FILENO);
     ::dup2(out[1], STDOUT_FILENO);
+    ::dup2(err[1], STDERR_FILENO);
     const char* argv[] = {"sh", "-c", command.c_str(), nullptr};
     ::execve("/bin/sh", const_cast<char* const*>(argv), env.data());
     _exit(127);
   }
   ::close(in[0]);
   ::close(out[1]);
+  ::close(err[1]);
+  if (pid < 0) {
+    ::close(in[1]);
+    ::close(out[0]);
+    ::close(err[0]);
+    return {.err = "brokerctl: fork failed", .status = 126};
+  }
   // Feed stdin from a thread so a command that writes before reading cannot deadlock us.
   std::thread feeder([fd = in[1], input] {
     std::size_t off = 0;
@@ -54,14 +115,26 @@ std::string run_command(const std::string& command, const ubroker::Request& requ
     }
     ::close(fd);
   });
-  std::string result;
-  char buf[65536];
-  for (ssize_t n; (n = ::read(out[0], buf, sizeof buf)) > 0;) result.append(buf, static_cast<std::size_t>(n));
+  drain(out[0], err[0], result);
   ::close(out[0]);
+  ::close(err[0]);
   feeder.join();
   int status = 0;
-  ::waitpid(pid, &status, 0);
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  result.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return result;
+}
+
+// The error reply's sentence for a failed command: its standard error (trimmed), else how it ended.
+std::string failure_sentence(const CommandResult& r) {
+  std::string why = r.err;
+  while (!why.empty() && (why.back() == '\n' || why.back() == '\r')) why.pop_back();
+  if (why.empty()) why = r.status > 128 ? fmt::format("the command was killed by signal {}", r.status - 128)
+                                        : fmt::format("the command exited with status {}", r.status);
+  constexpr std::size_t kMax = 4096;  // a sentence, not a log
+  if (why.size() > kMax) why = why.substr(why.size() - kMax);
+  return why;
 }
 
 int cmd_serve(Context& ctx, const std::string& topic, const std::optional<std::string>& exec, unsigned concurrency) {
@@ -85,8 +158,17 @@ int cmd_serve(Context& ctx, const std::string& topic, const std::optional<std::s
       ubroker::Request r = std::move(work.front());
       work.pop_front();
       lk.unlock();
-      const std::string answer = exec ? run_command(*exec, r) : std::string(r.text());
-      (void)r.reply(answer);
+      if (!exec) {
+        (void)r.reply(r.text(), std::vector<ubroker::HeaderField>(r.headers().begin(), r.headers().end()));
+        continue;
+      }
+      const CommandResult done = run_command(*exec, r);
+      // A failing command answers with an error: its stderr, and its exit status as the code.
+      if (done.status != 0) {
+        (void)r.reply_error(failure_sentence(done), static_cast<std::uint32_t>(done.status));
+      } else {
+        (void)r.reply(done.out);
+      }
     }
   };
   std::vector<std::jthread> workers;

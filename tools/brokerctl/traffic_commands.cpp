@@ -1,10 +1,12 @@
 // brokerctl's traffic: pub, sub and req.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -30,8 +32,9 @@ std::string read_all(std::FILE* in) {
 
 int cmd_pub(Context& ctx, const std::string& topic, const std::optional<std::string>& data, bool lines, bool retain) {
   if (auto e = ctx.connect("brokerctl-pub")) return *e;
+  const auto headers = ctx.headers();
   auto publish = [&](std::string_view text) -> std::optional<int> {
-    if (auto r = ctx.client->publish(topic, text, {.retain = retain}); !r) return fail(r.error());
+    if (auto r = ctx.client->publish(topic, text, {.retain = retain, .headers = headers}); !r) return fail(r.error());
     return std::nullopt;
   };
   if (data) {
@@ -85,12 +88,13 @@ int cmd_sub(Context& ctx, const std::string& pattern, std::uint64_t count, SubOu
       // The payload as text when it is valid UTF-8, else exactly, in base64.
       const bool text = ubroker::ctl::valid_utf8(payload);
       std::printf("{\"topic\":%s,\"%s\":%s,\"sender\":{\"client_id\":%llu,\"uid\":%u,\"pid\":%u},"
-                  "\"subscription\":%llu,\"retained\":%s,\"time_ms\":%lld}\n",
+                  "\"subscription\":%llu,\"retained\":%s,\"time_ms\":%lld%s}\n",
                   ubroker::ctl::json_string(m->topic()).c_str(), text ? "payload" : "payload_base64",
                   (text ? ubroker::ctl::json_string(payload) : fmt::format("\"{}\"", ubroker::ctl::base64(payload))).c_str(),
                   static_cast<unsigned long long>(m->sender().client_id), m->sender().uid, m->sender().pid,
                   static_cast<unsigned long long>(m->subscription()), m->retained() ? "true" : "false",
-                  static_cast<long long>(ms));
+                  static_cast<long long>(ms),
+                  m->headers().empty() ? "" : (",\"headers\":" + json_headers(m->headers())).c_str());
     } else {
       if (output == SubOutput::kTopic) std::printf("%.*s: ", static_cast<int>(m->topic().size()), m->topic().data());
       std::fwrite(payload.data(), 1, payload.size(), stdout);
@@ -105,8 +109,15 @@ int cmd_sub(Context& ctx, const std::string& pattern, std::uint64_t count, SubOu
 int cmd_req(Context& ctx, const std::string& topic, const std::optional<std::string>& data, int timeout_ms) {
   if (auto e = ctx.connect("brokerctl-req")) return *e;
   const std::string body = data ? *data : read_all(stdin);
-  auto r = ctx.client->request(topic, body, std::chrono::milliseconds(timeout_ms));
+  const auto headers = ctx.headers();
+  auto r = ctx.client->request(topic, body,
+                               ubroker::RequestOptions{.timeout = std::chrono::milliseconds(timeout_ms), .headers = headers});
   if (!r) return fail(r.error());
+  // The reply's headers go to standard error, so standard output is the payload alone.
+  for (const ubroker::HeaderField& h : r->headers()) {
+    std::fprintf(stderr, "%.*s: %.*s\n", static_cast<int>(h.key.size()), h.key.data(), static_cast<int>(h.value.size()),
+                 h.value.data());
+  }
   std::fwrite(r->payload().data(), 1, r->payload().size(), stdout);
   if (r->payload().empty() || std::to_integer<char>(r->payload().back()) != '\n') std::fputc('\n', stdout);
   return kOk;
