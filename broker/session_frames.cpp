@@ -427,6 +427,7 @@ Session::Step Session::handle_request(const wire::Header& h, std::span<const std
   }
   if (topic.starts_with(kAdminPrefix)) {
     if (auto denied = deny_unless(Right::kAdmin, topic.substr(kAdminPrefix.size()), false, h.seq())) return *denied;
+    ++requests_made_;
     broker_.answer_admin(*this, h, payload);
     return Step::kContinue;
   }

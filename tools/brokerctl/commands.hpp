@@ -2,6 +2,7 @@
 // Each returns the process's exit code (context.hpp).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -27,5 +28,7 @@ int cmd_sub(Context& ctx, const std::string& pattern, std::uint64_t count, SubOu
 int cmd_req(Context& ctx, const std::string& topic, const std::optional<std::string>& data, int timeout_ms);
 int cmd_serve(Context& ctx, const std::string& topic, const std::optional<std::string>& exec, unsigned concurrency);
 int cmd_monitor(Context& ctx, const std::string& pattern, bool json);
+// `count` refreshes (0: until q or Ctrl-C), `interval` apart.
+int cmd_top(Context& ctx, std::chrono::milliseconds interval, std::uint64_t count);
 
 }  // namespace ubroker::ctl

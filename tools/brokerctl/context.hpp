@@ -50,7 +50,9 @@ struct Context {
   // Runs an admin request and parses its answer into `out`.
   template <class Msg>
   std::optional<int> admin(const std::string& service, Msg& out, std::span<const std::byte> payload = {}) {
-    if (auto e = connect()) return e;
+    if (!client) {  // one connection for every request of the command
+      if (auto e = connect()) return e;
+    }
     auto r = client->request("$sys.admin." + service, payload, std::chrono::seconds(5));
     if (!r) return fail(r.error());
     if (!out.ParseFromArray(r->payload().data(), static_cast<int>(r->payload().size()))) {

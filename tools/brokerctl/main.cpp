@@ -151,6 +151,15 @@ int main(int argc, char** argv) {
   auto* reload = app.add_subcommand("reload", "Reload the broker's configuration (like SIGHUP)");
   auto* metrics = app.add_subcommand(
       "metrics", "Every counter and gauge in the Prometheus text format (ubroker_*), for a textfile collector");
+  auto* top = app.add_subcommand(
+      "top", "Live view of the broker, its busiest clients and topics, refreshed (q quits, s changes the order)");
+  int top_interval_ms = 1000;
+  std::uint64_t top_count = 0;
+  top->add_option("--interval", top_interval_ms, "Time between refreshes: 500ms, 2s (default 1s)")
+      ->transform(CLI::AsNumberWithUnit(std::map<std::string, int>{{"ms", 1}, {"s", 1000}, {"m", 60000}},
+                                        CLI::AsNumberWithUnit::CASE_SENSITIVE))
+      ->check(CLI::Range(100, 3600000));
+  top->add_option("--count", top_count, "Stop after this many refreshes (default: until q or Ctrl-C)");
   std::uint64_t rtt_count = 10;
   auto* rtt = app.add_subcommand("rtt", "Round trips to the broker: min, median and max");
   rtt->add_option("--count", rtt_count, "Round trips (default 10)")->check(CLI::Range(1, 1000000));
@@ -193,5 +202,6 @@ int main(int argc, char** argv) {
   if (reload->parsed()) return cmd_reload(ctx);
   if (metrics->parsed()) return cmd_metrics(ctx);
   if (rtt->parsed()) return cmd_rtt(ctx, rtt_count);
+  if (top->parsed()) return cmd_top(ctx, std::chrono::milliseconds(top_interval_ms), top_count);
   return kUsage;
 }

@@ -24,8 +24,12 @@ std::string read_all(std::FILE* in) {
   while (!g_interrupted) {
     const std::size_t n = std::fread(buf, 1, sizeof buf, in);
     data.append(buf, n);
-    if (n == 0 && (std::feof(in) || !std::ferror(in) || errno != EINTR)) break;
-    std::clearerr(in);
+    // A terminal's end of input (^D) is not sticky: once seen, it is the end.
+    if (std::feof(in)) break;
+    if (std::ferror(in)) {
+      if (errno != EINTR) break;
+      std::clearerr(in);  // a signal: g_interrupted says whether to go on
+    }
   }
   return data;
 }
