@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "broker_process.hpp"
+#include "brokerctl_run.hpp"
 #include "test_util.hpp"
 
 namespace ubroker::test {
@@ -18,21 +19,6 @@ namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
-
-struct Run {
-  int code;
-  std::string out, err;
-};
-
-// Runs a shell pipeline (brokerctl is "$BROKERCTL", the socket "$SOCK"); returns its exit
-// status and output.
-Run shell(const BrokerProcess& b, const std::string& script) {
-  Process p = Process::spawn({"/bin/sh", "-c", script},
-                             {std::string("BROKERCTL=") + UBROKER_BROKERCTL, "SOCK=" + b.socket()});
-  auto st = p.wait(30s);
-  EXPECT_TRUE(st.has_value()) << "the pipeline did not finish: " << script;
-  return {st ? exit_code(*st) : -1, p.out(), p.err()};
-}
 
 Process monitor(const BrokerProcess& b, std::vector<std::string> extra) {
   std::vector<std::string> args = {UBROKER_BROKERCTL, "-s", b.socket(), "monitor"};
@@ -65,12 +51,14 @@ TEST(BrokerctlRequests, MonitorShowsRequestsRepliesAndErrorsCorrelated) {
   const std::string caller_id = std::to_string(caller.id()), server_id = std::to_string(server.id());
   const std::regex request(R"(REQ  .* #(\d+) calc\.div \[client )" + caller_id + R"( uid 0 pid \d+\] -> client )" +
                            server_id + R"(: 1 B \{trace-id=t-1\}: 2)");
-  std::smatch m;
+  std::string id;
   ASSERT_TRUE(eventually([&] {
-    const std::string out = text.out();
-    return std::regex_search(out, m, request) && out.find("NO_RESPONDERS") != std::string::npos;
+    const std::string seen = text.out();
+    std::smatch m;
+    if (!std::regex_search(seen, m, request) || seen.find("NO_RESPONDERS") == std::string::npos) return false;
+    id = m[1];  // copied while `seen` lives
+    return true;
   })) << text.out();
-  const std::string id = m[1];
   const std::string out = text.out();
   EXPECT_TRUE(std::regex_search(out, std::regex("REPLY.* #" + id + R"( calc\.div \[client )" + server_id +
                                                 R"( uid 0 pid \d+\] \d+ us: 4 B: half)")))

@@ -15,26 +15,13 @@
 #include <thread>
 
 #include "broker_process.hpp"
+#include "brokerctl_run.hpp"
 #include "test_util.hpp"
 
 namespace ubroker::test {
 namespace {
 
 using namespace std::chrono_literals;
-
-struct Run {
-  int code;
-  std::string out, err;
-};
-
-// Runs brokerctl to completion.
-Run brokerctl(const BrokerProcess& b, std::vector<std::string> args, const std::string& stdin_path = "/dev/null") {
-  args.insert(args.begin(), {UBROKER_BROKERCTL, "--socket", b.socket()});
-  Process p = Process::spawn(args, {}, stdin_path);
-  auto st = p.wait(30s);
-  EXPECT_TRUE(st.has_value()) << "brokerctl did not finish";
-  return {st ? exit_code(*st) : -1, p.out(), p.err()};
-}
 
 template <class Msg>
 Msg parse_json(const std::string& json) {
@@ -323,15 +310,6 @@ TEST(BrokerctlTables, ListingsLargerThanAFrameComeInPagesAndTheTopicTableMakesRo
 
 namespace ubroker::test {
 namespace {
-
-// Runs a shell pipeline (brokerctl is "$BROKERCTL"); returns its exit status and output.
-Run shell(const BrokerProcess& b, const std::string& script) {
-  Process p = Process::spawn({"/bin/sh", "-c", script},
-                             {std::string("BROKERCTL=") + UBROKER_BROKERCTL, "SOCK=" + b.socket()});
-  auto st = p.wait(30s);
-  EXPECT_TRUE(st.has_value()) << "the pipeline did not finish: " << script;
-  return {st ? exit_code(*st) : -1, p.out(), p.err()};
-}
 
 TEST(BrokerctlOperator, JsonNumbersAreNumbersForJq) {
   BrokerProcess broker;

@@ -59,6 +59,26 @@ std::vector<ubroker::HeaderField> Context::headers() const {
   return fields;
 }
 
+std::optional<ubroker::Message> Context::next_message(int& exit) {
+  for (;;) {
+    if (g_interrupted || std::ferror(stdout)) {  // Ctrl-C, or `| head` has what it wanted
+      exit = kOk;
+      return std::nullopt;
+    }
+    auto m = client->receive(std::chrono::milliseconds(200));
+    if (m) return std::move(*m);
+    if (m.error().code == ubroker::Errc::kTimeout) {
+      // While idle, poll whether the reader went away (after a write, ferror says it).
+      if (!stdout_gone()) continue;
+      exit = kOk;
+      return std::nullopt;
+    }
+    if (m.error().code == ubroker::Errc::kNotConnected && !closed) continue;  // reconnecting
+    exit = fail(client->disconnect_reason().value_or(m.error()));
+    return std::nullopt;
+  }
+}
+
 std::optional<ubroker::Error> Context::first_error() {
   std::lock_guard lk(errors_mu);
   if (errors.empty()) return std::nullopt;

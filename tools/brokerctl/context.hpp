@@ -46,6 +46,10 @@ struct Context {
   std::optional<int> connect(const std::string& name = "brokerctl", bool follow = false);
   // The first error the broker reported without a caller (a refused publish), if any.
   std::optional<ubroker::Error> first_error();
+  // The next message for a command that runs until stopped (sub, monitor), waiting through
+  // quiet spells and reconnects; nullopt when it is time to end, with the exit code in `exit`
+  // (0 when interrupted or when standard output was closed).
+  std::optional<ubroker::Message> next_message(int& exit);
 
   // Runs an admin request and parses its answer into `out`.
   template <class Msg>

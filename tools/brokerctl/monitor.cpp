@@ -154,16 +154,10 @@ int cmd_monitor(Context& ctx, const std::string& pattern, bool json) {
   }
   std::fprintf(stderr, "monitoring %s (Ctrl-C to stop)\n", pattern.c_str());
   const Palette colour{.on = !json && ::isatty(STDOUT_FILENO) && std::getenv("NO_COLOR") == nullptr};
-  while (!g_interrupted && !std::ferror(stdout)) {
-    auto m = ctx.client->receive(200ms);
-    if (!m) {
-      if (m.error().code == Errc::kTimeout) {
-        if (stdout_gone()) return kOk;
-        continue;
-      }
-      if (m.error().code == Errc::kNotConnected && !ctx.closed) continue;  // reconnecting
-      return fail(ctx.client->disconnect_reason().value_or(m.error()));
-    }
+  for (;;) {
+    int exit = kOk;
+    auto m = ctx.next_message(exit);
+    if (!m) return exit;
     if (m->retained()) continue;  // published before the tap started
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                         std::chrono::system_clock::now().time_since_epoch())
@@ -176,7 +170,6 @@ int cmd_monitor(Context& ctx, const std::string& pattern, bool json) {
     }
     std::fflush(stdout);
   }
-  return kOk;
 }
 
 }  // namespace ubroker::ctl

@@ -73,17 +73,9 @@ int cmd_sub(Context& ctx, const std::string& pattern, std::uint64_t count, SubOu
   auto sub = ctx.client->subscribe(pattern, {.group = group});
   if (!sub) return fail(sub.error());
   for (std::uint64_t n = 0; count == 0 || n < count;) {
-    if (g_interrupted || std::ferror(stdout)) return kOk;  // Ctrl-C, or `| head` has what it wanted
-    auto m = ctx.client->receive(200ms);
-    if (!m) {
-      // While idle, poll whether the reader went away (after a write, ferror says it).
-      if (m.error().code == Errc::kTimeout) {
-        if (stdout_gone()) return kOk;
-        continue;
-      }
-      if (m.error().code == Errc::kNotConnected && !ctx.closed) continue;  // reconnecting
-      return fail(ctx.client->disconnect_reason().value_or(m.error()));
-    }
+    int exit = kOk;
+    auto m = ctx.next_message(exit);
+    if (!m) return exit;
     const std::string_view payload(reinterpret_cast<const char*>(m->payload().data()), m->payload().size());
     if (output == SubOutput::kJson) {
       const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
