@@ -287,7 +287,9 @@ class UBROKER_API Client {
   // fails, on the thread that notices).
   void request_async(std::string_view topic, std::span<const std::byte> payload, std::chrono::milliseconds timeout,
                      ReplyHandler done) {
-    request_async(topic, payload, RequestOptions{.timeout = timeout}, std::move(done));
+    RequestOptions options;
+    options.timeout = timeout;
+    request_async(topic, payload, options, std::move(done));
   }
   void request_async(std::string_view topic, std::span<const std::byte> payload, const RequestOptions& options,
                      ReplyHandler done)

@@ -1,5 +1,5 @@
-// The out-of-tree consumer: publish/subscribe, request/reply (blocking and asynchronous), and
-// the error for a topic nobody serves, against the broker at argv[1]. Exits 0 when every step
+// The out-of-tree consumer: publish/subscribe with headers, request/reply (blocking and
+// asynchronous), an error reply, and the error for a topic nobody serves, against the broker at argv[1]. Exits 0 when every step
 // behaved; prints what it saw.
 #include <ubroker/client.hpp>
 
@@ -36,6 +36,10 @@ int main(int argc, char** argv) {
 
   // Request/reply.
   auto service = client->serve("consumer.double", [](ubroker::Request r) {
+    if (r.text() == "x") {
+      (void)r.reply_error("not a number", 400);
+      return;
+    }
     (void)r.reply(std::to_string(2 * std::stoi(std::string(r.text()))));
   });
   if (!service) return failed("serve", service.error());
@@ -43,6 +47,14 @@ int main(int argc, char** argv) {
   if (!answer) return failed("request", answer.error());
   std::printf("request consumer.double 21 -> %s\n", std::string(answer->text()).c_str());
   if (answer->text() != "42") return 1;
+
+  auto refused = client->request("consumer.double", "x", 2s);
+  if (refused || refused.error().code != ubroker::Errc::kServiceError || refused.error().service_code != 400) {
+    std::fprintf(stderr, "consumer: expected SERVICE_ERROR 400 for x\n");
+    return 1;
+  }
+  std::printf("request consumer.double x -> %s %u: %s\n", std::string(ubroker::to_string(refused.error().code)).c_str(),
+              refused.error().service_code, refused.error().message.c_str());
 
   // The asynchronous form: its handler takes a Result whose type depends on the standard.
   std::mutex mu;
@@ -67,12 +79,21 @@ int main(int argc, char** argv) {
   // Publish/subscribe, through receive().
   auto sub = client->subscribe("consumer.news.>");
   if (!sub) return failed("subscribe", sub.error());
-  if (auto r = client->publish("consumer.news.today", "sunny"); !r) return failed("publish", r.error());
+  const ubroker::HeaderField headers[] = {{"source", "out-of-tree"}, {"source", "again"}};
+  ubroker::PublishOptions with_headers;
+  with_headers.headers = headers;
+  if (auto r = client->publish("consumer.news.today", "sunny", with_headers); !r) return failed("publish", r.error());
   auto m = client->receive(5s);
   if (!m) return failed("receive", m.error());
   std::printf("received %s: %s (from uid %u)\n", std::string(m->topic()).c_str(), std::string(m->text()).c_str(),
               m->sender().uid);
   if (m->topic() != "consumer.news.today" || m->text() != "sunny") return 1;
+  std::size_t fields = 0;
+  for (const ubroker::HeaderField& h : m->headers()) {
+    std::printf("  header %s: %s\n", std::string(h.key).c_str(), std::string(h.value).c_str());
+    ++fields;
+  }
+  if (fields != 2 || m->headers().get("source") != "out-of-tree") return 1;
 
   // Nobody serves this one: the broker says so at once.
   auto nobody = client->request("consumer.nobody", "?", 2s);
