@@ -240,7 +240,9 @@ Session::Step Session::process_frames() {
     // fast decoder does not take whole, is parsed and checked in full.
     if (welcomed_ && proto::decode_message_head(split->header, head) && head.type == wire::PUBLISH &&
         head.fd_count == 0) {
-      step = handle_publish(head.topic, head.retain, head.headers, split->payload);
+      step = handle_publish(
+          {.topic = head.topic, .payload = split->payload, .chunk = inbox_.chunk(), .headers = head.headers},
+          head.retain);
     } else if (auto parsed = proto::parse_header(split->header, header_); !parsed) {
       send_error(wire::PROTOCOL_ERROR, proto::describe(parsed.error()), true);
       return Step::kClose;

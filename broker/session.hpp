@@ -120,8 +120,8 @@ class Session {
   Step process_frames();
   Step handle_frame(const wire::Header& h, std::span<const std::byte> payload);
   Step handle_hello(const wire::Header& h);
-  Step handle_publish(std::string_view topic, bool retain, std::span<const std::byte> headers,
-                      std::span<const std::byte> payload);
+  // A plain publish (its payload in the frame), `retain`ed or not.
+  Step handle_publish(const Published& msg, bool retain);
   // The frame's headers in their encoded form (proto/headers.hpp; empty when it has none), or
   // the step after refusing `what` (a publish, request, reply) with INVALID_HEADERS.
   [[nodiscard]] std::optional<Step> take_headers(const wire::Header& h, std::string_view what,

@@ -46,7 +46,9 @@ Session::Step Session::handle_frame(const wire::Header& h, std::span<const std::
       std::span<const std::byte> headers;
       if (auto refused = take_headers(h, "publish", headers)) return *refused;
       return h.has_shm() ? handle_bulk_publish(h, headers, payload)
-                         : handle_publish(h.topic(), h.retain(), headers, payload);
+                         : handle_publish({.topic = h.topic(), .payload = payload, .chunk = inbox_.chunk(),
+                                           .headers = headers},
+                                          h.retain());
     }
     case wire::SHM_REGISTER: return handle_shm_register(h);
     case wire::SHM_RELEASE: return handle_shm_release(h);
@@ -161,8 +163,8 @@ std::optional<Session::Step> Session::take_headers(const wire::Header& h, std::s
   return refuse(wire::INVALID_HEADERS, fmt::format("{} refused: {}", what, why), h.seq());
 }
 
-Session::Step Session::handle_publish(std::string_view topic, bool retain, std::span<const std::byte> headers,
-                                      std::span<const std::byte> payload) {
+Session::Step Session::handle_publish(const Published& msg, bool retain) {
+  const std::string_view topic = msg.topic;
   // One string compare for a client publishing on the topic it used last.
   if (!grants_.all() && topic != last_published_) {
     if (auto denied = deny_unless(Right::kPublish, topic, false, 0)) return *denied;
@@ -171,8 +173,7 @@ Session::Step Session::handle_publish(std::string_view topic, bool retain, std::
   RouteResult routed = RouteResult::kInvalidTopic;
   if (!proto::is_reserved(topic)) {
     // The router validates a topic it has not seen before: a known topic costs one lookup.
-    routed = broker_.router().publish(
-        stamp(), {.topic = topic, .payload = payload, .chunk = inbox_.chunk(), .headers = headers});
+    routed = broker_.router().publish(stamp(), msg);
     if (routed == RouteResult::kBlocked) return Step::kBlocked;
   }
   if (routed != RouteResult::kRouted) {
@@ -187,9 +188,11 @@ Session::Step Session::handle_publish(std::string_view topic, bool retain, std::
     }
     return Step::kContinue;
   }
-  if (retain) broker_.retained().put(topic, payload, id_, peer_.uid, static_cast<std::uint32_t>(peer_.pid), headers);
+  if (retain) {
+    broker_.retained().put(topic, msg.payload, id_, peer_.uid, static_cast<std::uint32_t>(peer_.pid), msg.headers);
+  }
   ++published_;
-  published_bytes_ += payload.size();
+  published_bytes_ += msg.payload.size();
   return Step::kContinue;
 }
 

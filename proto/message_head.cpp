@@ -53,31 +53,9 @@ bool printable_ascii(std::string_view s) noexcept {
 
 constexpr std::byte tag(Field f, std::uint32_t wire_type) { return std::byte((f << 3) | wire_type); }
 
-}  // namespace
-
-bool decode_message_head(std::span<const std::byte> bytes, MessageHead& out) noexcept {
-  out.type = 0;
-  out.topic = {};
-  out.seq = out.sender_id = 0;
-  out.sender_uid = out.sender_pid = out.fd_count = 0;
-  out.retain = false;
-  out.headers = {};
-  out.sub_id_count = out.dropped_count = 0;
-  const std::byte* p = bytes.data();
-  const std::byte* const end = p + bytes.size();
-  // First, the exact layout encode_publish_head writes: type, a topic under 128 bytes, and
-  // retain when set. Anything else takes the field loop below.
-  if (bytes.size() >= 4 && p[0] == tag(kType, kVarint) && p[1] == std::byte(kPublish) &&
-      p[2] == tag(kTopic, kLengthDelimited) && std::to_integer<std::size_t>(p[3]) < 0x80) {
-    const auto len = std::to_integer<std::size_t>(p[3]);
-    const std::size_t rest = bytes.size() - 4;
-    if (rest == len || (rest == len + 2 && p[4 + len] == tag(kRetain, kVarint) && p[5 + len] == std::byte(1))) {
-      out.type = kPublish;
-      out.topic = {reinterpret_cast<const char*>(p + 4), len};
-      out.retain = rest != len;
-      return printable_ascii(out.topic);
-    }
-  }
+// The general case: field by field. Apart from decode_message_head, whose common case (the
+// exact PUBLISH layout) then needs no registers saved for this loop.
+[[gnu::noinline]] bool decode_fields(const std::byte* p, const std::byte* const end, MessageHead& out) noexcept {
   while (p < end) {
     std::uint64_t key = 0;
     p = varint::read(p, end, key);
@@ -128,6 +106,34 @@ bool decode_message_head(std::span<const std::byte> bytes, MessageHead& out) noe
     }
   }
   return out.type == kPublish || out.type == kDeliver;
+}
+
+}  // namespace
+
+bool decode_message_head(std::span<const std::byte> bytes, MessageHead& out) noexcept {
+  out.type = 0;
+  out.topic = {};
+  out.seq = out.sender_id = 0;
+  out.sender_uid = out.sender_pid = out.fd_count = 0;
+  out.retain = false;
+  out.headers = {};
+  out.sub_id_count = out.dropped_count = 0;
+  const std::byte* p = bytes.data();
+  const std::byte* const end = p + bytes.size();
+  // First, the exact layout encode_publish_head writes: type, a topic under 128 bytes, and
+  // retain when set. Anything else takes the field loop below.
+  if (bytes.size() >= 4 && p[0] == tag(kType, kVarint) && p[1] == std::byte(kPublish) &&
+      p[2] == tag(kTopic, kLengthDelimited) && std::to_integer<std::size_t>(p[3]) < 0x80) {
+    const auto len = std::to_integer<std::size_t>(p[3]);
+    const std::size_t rest = bytes.size() - 4;
+    if (rest == len || (rest == len + 2 && p[4 + len] == tag(kRetain, kVarint) && p[5 + len] == std::byte(1))) {
+      out.type = kPublish;
+      out.topic = {reinterpret_cast<const char*>(p + 4), len};
+      out.retain = rest != len;
+      return printable_ascii(out.topic);
+    }
+  }
+  return decode_fields(p, end, out);
 }
 
 bool same_as(const MessageHead& head, const wire::Header& h) {
