@@ -47,6 +47,27 @@ TEST(Brokerbench, EveryWorkloadAtATinySize) {
   EXPECT_EQ(lines_per_workload["connscale50"], 3);  // RSS per client, W1 p50 and p99 beside idle clients
 }
 
+// latency64 through each path of the client API, each measured and named in its note.
+TEST(Brokerbench, LatencyThroughEveryClientApiPath) {
+  for (const char* api : {"callback", "receive", "request"}) {
+    Process bench = Process::spawn({UBROKER_BROKERBENCH, "latency64", "--api", api, "--repeat", "1", "--count", "2000",
+                                    "--warmup", "200", "--no-limit", "--json"});
+    auto st = bench.wait(std::chrono::seconds(120));
+    ASSERT_TRUE(st.has_value()) << api << ": brokerbench did not finish";
+    ASSERT_EQ(exit_code(*st), 0) << api << ": " << bench.err();
+    const std::regex p50(std::string(R"re("metric":"RTT p50","unit":"us","median":([0-9.]+),.*"note":"api: )re") + api);
+    std::smatch m;
+    const std::string out = bench.out();
+    ASSERT_TRUE(std::regex_search(out, m, p50)) << out;
+    EXPECT_GT(std::stod(m[1]), 0) << out;
+  }
+  // The open loop drives one path only.
+  Process refused = Process::spawn({UBROKER_BROKERBENCH, "latency64", "--api", "receive", "--rate", "1000"});
+  auto st = refused.wait(std::chrono::seconds(30));
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(exit_code(*st), 2) << refused.err();
+}
+
 // --plot and --histogram: the SVG draws both distributions (ubroker and its floor), each a
 // line with a point per histogram bucket, and the CSV has every sample.
 TEST(Brokerbench, PlotDrawsBothDistributionsAndTheCsvHoldsEverySample) {

@@ -88,6 +88,7 @@ struct Options {
   std::uint64_t count = 0;  // 0: the workload's default
   std::uint64_t warmup = 10000;
   double rate = 0;  // latency64 sends per second, open loop; 0: closed loop (one at a time)
+  std::string api = "io";  // latency64's client API path (roles.hpp: kLatencyApis)
   int subscribers = 8;
   std::vector<std::uint64_t> connections{1000, 10000};
   bool json = false;
@@ -212,11 +213,12 @@ struct EpollEnds {
 };
 
 void latency64(const Options& o, Result& p50, Result& p99, EpollEnds& ends) {
-  const std::string note =
-      o.rate > 0 ? fmt_open_loop(o.rate) + "; floor: epoll relay hop, same schedule" : "floor: epoll relay hop";
+  const std::string api_note = o.api == "io" ? std::string() : "api: " + o.api + "; ";
+  const std::string note = api_note + (o.rate > 0 ? fmt_open_loop(o.rate) + "; floor: epoll relay hop, same schedule"
+                                                  : "floor: epoll relay hop");
   p50 = {"latency64", "RTT p50", "us", {}, {}, true, 0, 0, 0, note};
   p99 = {"latency64", "RTT p99", "us", {}, {}, true, 0, 0, 0, note};
-  const std::string ends_note = "floor: epoll relay hop, its ends waiting in epoll too";
+  const std::string ends_note = api_note + "floor: epoll relay hop, its ends waiting in epoll too";
   ends.p50 = {"latency64", "RTT p50", "us", {}, {}, true, 0, 0, 0, ends_note};
   ends.p99 = {"latency64", "RTT p99", "us", {}, {}, true, 0, 0, 0, ends_note};
   const std::uint64_t count = o.count ? o.count : 100000;
@@ -231,12 +233,13 @@ void latency64(const Options& o, Result& p50, Result& p99, EpollEnds& ends) {
   for (int r = 0; r < o.repeat; ++r) {
     progress("latency64 run " + std::to_string(r + 1) + "/" + std::to_string(o.repeat));
     Broker broker(o);
-    auto pong = role({"pong", broker.socket()});
+    auto pong = role({o.api == "request" ? "responder" : "pong", broker.socket()});
     if (!pong || pong->line() != "ready") return;
     const std::string csv = r == 0 ? ubroker_csv : std::string();
     auto ping = o.rate > 0 ? role({"ping-open", broker.socket(), std::to_string(o.warmup), std::to_string(count),
                                    std::to_string(o.rate), csv})
-                           : role({"ping", broker.socket(), std::to_string(o.warmup), std::to_string(count), csv});
+                           : role({"ping", broker.socket(), std::to_string(o.warmup), std::to_string(count), csv,
+                                   o.api});
     if (!ping || !record_rtt(ping->line(), o, count, p50, p99, r == 0 ? floor_csv : std::string())) return;
     if (o.limit && o.rate == 0) {
       const Latency f = floor_relay(o.warmup, count, {}, true);
@@ -442,6 +445,11 @@ int main(int argc, char** argv) {
                  "message behind it (no coordinated omission); the floor runs on the same schedule. Default: "
                  "closed loop, one message in flight")
       ->check(CLI::Range(1.0, 10e6));
+  app.add_option("--api", o.api,
+                 "latency64's path through the client API: io (the client on the pinger's io_context, run_one; the "
+                 "default), callback (the pong's callback sends the next ping), receive (publish, then receive()), "
+                 "request (request() against a responder)")
+      ->check(CLI::IsMember(std::vector<std::string>(std::begin(kLatencyApis), std::end(kLatencyApis))));
   app.add_option("--connections", o.connections, "connscale idle client counts (default 1000 10000)");
   app.add_option("--subscribers", o.subscribers, "fanout64 subscribers (default 8)")->check(CLI::PositiveNumber);
   app.add_option("--bulk-count", o.bulk_count, "bulk1M payloads per run (default 2000)")->check(CLI::PositiveNumber);
@@ -461,6 +469,10 @@ int main(int argc, char** argv) {
   app.add_flag("--json", o.json, "One JSON object per result line");
   CLI11_PARSE(app, argc, argv);
   o.limit = !no_limit;
+  if (o.rate > 0 && o.api != "io") {
+    std::fprintf(stderr, "brokerbench: --rate (open loop) drives the io path only; leave out --api\n");
+    return 2;
+  }
 #ifndef __OPTIMIZE__
   std::fprintf(stderr, "brokerbench: WARNING: this build is not optimised (no -O); figures mislead\n");
 #endif

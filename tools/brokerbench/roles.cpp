@@ -28,21 +28,9 @@
 #include "ubroker/shm/unique_fd.hpp"
 
 namespace ubroker::bench {
-namespace {
-
-using Clock = std::chrono::steady_clock;
 
 std::uint64_t ns_since(Clock::time_point t) {
   return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t).count());
-}
-
-std::map<std::string, std::string> words(const std::string& line) {
-  std::map<std::string, std::string> kv;
-  std::istringstream in(line);
-  for (std::string w; in >> w;) {
-    if (auto eq = w.find('='); eq != std::string::npos) kv[w.substr(0, eq)] = w.substr(eq + 1);
-  }
-  return kv;
 }
 
 std::optional<Client> connect(const std::string& address, const std::string& name, asio::io_context* io) {
@@ -54,6 +42,19 @@ std::optional<Client> connect(const std::string& address, const std::string& nam
   return std::move(*c);
 }
 
+namespace {
+
+
+std::map<std::string, std::string> words(const std::string& line) {
+  std::map<std::string, std::string> kv;
+  std::istringstream in(line);
+  for (std::string w; in >> w;) {
+    if (auto eq = w.find('='); eq != std::string::npos) kv[w.substr(0, eq)] = w.substr(eq + 1);
+  }
+  return kv;
+}
+
+
 // W1 B: republishes every ping as a pong, from the client's I/O thread.
 int role_pong(const std::string& address) {
   auto c = connect(address, "bench-pong", nullptr);
@@ -63,46 +64,6 @@ int role_pong(const std::string& address) {
   std::printf("ready\n");
   std::fflush(stdout);
   while (c->connected()) ::pause();  // until killed
-  return 0;
-}
-
-// W1 A: one ping at a time, timing the round trip. The reply is awaited on this thread
-// (the client runs on our io_context), so no thread hand-off sits inside the measurement.
-int role_ping(const std::string& address, std::uint64_t warmup, std::uint64_t count, const std::string& csv) {
-  asio::io_context io(1);
-  bool got = false;
-  std::optional<Client> c;
-  std::optional<Subscription> sub;
-  {
-    // Set-up waits for the broker's answers, so the io_context runs on a helper meanwhile.
-    auto guard = asio::make_work_guard(io);
-    std::thread helper([&] { io.run(); });
-    c = connect(address, "bench-ping", &io);
-    if (c) {
-      auto s = c->subscribe("bench.pong", [&](const MessageView&) { got = true; });
-      if (s) sub.emplace(std::move(*s));
-    }
-    guard.reset();
-    io.stop();
-    helper.join();
-    io.restart();
-  }
-  if (!c || !sub) return 1;
-  std::vector<std::byte> payload(64, std::byte{0x42});
-  Histogram h;
-  for (std::uint64_t i = 0; i < warmup + count; ++i) {
-    got = false;
-    const auto t0 = Clock::now();
-    if (!c->publish("bench.ping", payload)) return 1;
-    while (!got) {
-      if (io.run_one() == 0) return 1;  // the connection ended
-    }
-    if (i >= warmup) h.record(ns_since(t0));
-  }
-  write_histogram(h, csv);
-  std::printf("%s\n", format(summarize(h)).c_str());
-  std::fflush(stdout);
-  c->close();
   return 0;
 }
 
@@ -384,7 +345,7 @@ int run_role(int argc, char** argv) {
   auto arg = [&](int i) { return i < argc ? std::string(argv[i]) : std::string(); };
   auto num = [&](int i) { return std::strtoull(arg(i).c_str(), nullptr, 10); };
   if (role == "pong") return role_pong(arg(1));
-  if (role == "ping") return role_ping(arg(1), num(2), num(3), arg(4));
+  if (role == "ping") return role_ping(arg(1), arg(5).empty() ? "io" : arg(5), num(2), num(3), arg(4));
   if (role == "ping-open") return role_ping_open(arg(1), num(2), num(3), std::strtod(arg(4).c_str(), nullptr), arg(5));
   if (role == "sub") return role_sub(arg(1), arg(2), num(3));
   if (role == "pub") return role_pub(arg(1), arg(2), num(3), num(4));

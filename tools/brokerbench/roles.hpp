@@ -5,10 +5,17 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "histogram.hpp"
+#include "ubroker/client.hpp"
+
+namespace asio {
+class io_context;
+}
 
 namespace ubroker::bench {
 
@@ -29,6 +36,22 @@ bool read_all(int fd, void* p, std::size_t n);
 
 // Runs a role; argv[0] is its name. Returns the process exit code.
 int run_role(int argc, char** argv);
+
+using Clock = std::chrono::steady_clock;
+std::uint64_t ns_since(Clock::time_point t);
+// A client of the broker at `address` that does not reconnect (its I/O on `io` if given);
+// nullopt after printing why.
+std::optional<Client> connect(const std::string& address, const std::string& name, asio::io_context* io);
+
+// W1's pinger (ping.cpp): one 64-byte ping at a time through the broker, timing each round
+// trip, through one of the client API's paths (`api`, see latency64_apis).
+int role_ping(const std::string& address, const std::string& api, std::uint64_t warmup, std::uint64_t count,
+              const std::string& csv);
+// The paths W1 can take: "io" (the client on this thread's io_context, run_one until the
+// pong), "callback" (the pong's callback on the client's I/O thread sends the next ping),
+// "receive" (publish, then receive() on this thread), "request" (request() against a
+// responder instead of ping/pong).
+inline constexpr const char* kLatencyApis[] = {"io", "callback", "receive", "request"};
 
 // The relay floor's processes: a minimal epoll relay and an echo behind it. The caller
 // pings through client_fd(); stop() closes it and reaps both. With `ends_in_epoll` the echo
