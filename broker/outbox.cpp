@@ -42,6 +42,11 @@ bool Outbox::has_room() const noexcept {
   return own_room() && !account_.uid().at_limit(Resource::kQueuedBytes);
 }
 
+bool Outbox::has_room_for(std::size_t messages, std::size_t bytes, std::size_t uid_bytes) const noexcept {
+  return out_.messages() + messages <= ctx_.limits.queue_max_messages &&
+         out_.bytes() + bytes <= ctx_.limits.queue_max_bytes && account_.uid().fits(Resource::kQueuedBytes, uid_bytes);
+}
+
 bool Outbox::below_low_watermark() const noexcept {
   return out_.messages() <= ctx_.limits.queue_max_messages / 2 && out_.bytes() <= ctx_.limits.queue_max_bytes / 2;
 }
@@ -100,6 +105,20 @@ bool Outbox::queue_delivery(std::span<const std::byte> head, std::span<const std
   std::byte* p = out_.append_inline(head.size() + (copy ? payload.size() : 0));
   std::memcpy(p, head.data(), head.size());
   return finish_frame(p + head.size(), payload, chunk, copy, true);
+}
+
+void Outbox::queue_delivery_run(std::span<const std::byte> head,
+                                std::span<const std::span<const std::byte>> payloads) {
+  const std::uint32_t header_len = static_cast<std::uint32_t>(head.size() - proto::kPrefixSize);
+  for (const std::span<const std::byte> payload : payloads) {
+    std::byte* p = out_.append_inline(head.size() + payload.size());  // extends the same piece
+    std::memcpy(p, head.data(), head.size());
+    proto::write_prefix(p, static_cast<std::uint32_t>(header_len + payload.size()), header_len);
+    if (!payload.empty()) std::memcpy(p + head.size(), payload.data(), payload.size());
+    out_.end_message(true);
+  }
+  account_queue();
+  mark_dirty();
 }
 
 bool Outbox::finish_frame(std::byte* payload_at, std::span<const std::byte> payload, const ChunkRef* chunk,

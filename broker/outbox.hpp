@@ -69,6 +69,9 @@ class Outbox {
   // ---- What the Router uses ----
   // Room in this client's queue and in its uid's budget.
   [[nodiscard]] bool has_room() const noexcept;
+  // Room for `messages` more frames of `bytes` together in this queue, and for `uid_bytes`
+  // more in its uid's budget (a run of publishes: Router::publish_run).
+  [[nodiscard]] bool has_room_for(std::size_t messages, std::size_t bytes, std::size_t uid_bytes) const noexcept;
   // Publisher `publisher_id` is held back until this queue (or its uid's) drains below half.
   void hold_back(std::uint64_t publisher_id);
   // Queues one frame: its head, then the payload (copied when small or when `chunk` is null,
@@ -76,8 +79,12 @@ class Outbox {
   bool queue_frame(const wire::Header& h, std::span<const std::byte> payload, const ChunkRef* chunk);
   // A DELIVER frame with its head (prefix + header) already encoded.
   bool queue_delivery(std::span<const std::byte> head, std::span<const std::byte> payload, const ChunkRef* chunk);
-  void count_delivery(std::size_t payload_bytes) noexcept {
-    ++deliveries_;
+  // A run of DELIVER frames, one per payload, all with `head` (prefix + header; each frame's
+  // length is written into its prefix), the payloads copied: the router's run of small
+  // publishes on one topic (Router::publish_run), queued and accounted as one step.
+  void queue_delivery_run(std::span<const std::byte> head, std::span<const std::span<const std::byte>> payloads);
+  void count_delivery(std::size_t payload_bytes, std::uint64_t messages = 1) noexcept {
+    deliveries_ += messages;
     delivered_bytes_ += payload_bytes;
   }
   // Holds a bulk delivery's record for this receiver and, the first time it gets this

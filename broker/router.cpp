@@ -276,17 +276,7 @@ RouteResult Router::route(const SenderStamp& stamp, const Published& msg, bool h
   } else {
     ++stats_.system_messages;
   }
-  if (TopicStats* ts = route.stats) {
-    ++ts->messages;
-    ts->bytes += msg.size();
-    auto& pubs = ts->publishers;
-    if ((pubs.empty() || pubs.back() != stamp.id) && pubs.size() < kMaxPublishersTracked &&
-        std::find(pubs.begin(), pubs.end(), stamp.id) == pubs.end()) {
-      pubs.push_back(stamp.id);
-    }
-  } else {
-    ++untracked_messages_;
-  }
+  count_topic(route, stamp, 1, msg.size());
   if (targets_.empty()) {
     ++stats_.no_subscriber;
     return RouteResult::kRouted;
@@ -310,6 +300,76 @@ RouteResult Router::route(const SenderStamp& stamp, const Published& msg, bool h
     ++stats_.dropped_overflow;
   }
   return RouteResult::kRouted;
+}
+
+void Router::count_topic(const Route& route, const SenderStamp& stamp, std::uint64_t messages, std::uint64_t bytes) {
+  TopicStats* ts = route.stats;
+  if (ts == nullptr) {
+    untracked_messages_ += messages;
+    return;
+  }
+  ts->messages += messages;
+  ts->bytes += bytes;
+  auto& pubs = ts->publishers;
+  if ((pubs.empty() || pubs.back() != stamp.id) && pubs.size() < kMaxPublishersTracked &&
+      std::find(pubs.begin(), pubs.end(), stamp.id) == pubs.end()) {
+    pubs.push_back(stamp.id);
+  }
+}
+
+bool Router::publish_run(const SenderStamp& stamp, std::string_view topic,
+                         std::span<const std::span<const std::byte>> payloads, std::uint64_t bytes) {
+  const Route* found = resolve(topic);
+  // A queue group picks a member per message, and a subscription with drops to report has
+  // them carried by its next DELIVER alone: both go one message at a time.
+  if (found == nullptr || !found->groups.empty()) return false;
+  const Route& route = *found;
+  targets_.clear();
+  target_subs_.clear();
+  for (Subscription* s : route.direct) {
+    if (s->dropped_unreported != 0) return false;
+    add_target(s->owner, s);
+  }
+  // Every receiver takes the whole run, or the run goes one message at a time: that path holds
+  // the publisher back at a full lossless receiver and drops at a full DROP one, message by
+  // message, so no queue passes its limits by more than it would. The uid check is for the
+  // worst case, every receiver of the same uid.
+  // A DELIVER head's bytes beyond its prefix and topic, at most: type, sender id, uid and
+  // pid, up to kIdsPerDelivery subscription ids (drops are never in a run's heads).
+  constexpr std::size_t kMaxHeadExtra = 2 + 3 * 11 + 3 + kIdsPerDelivery * 10;
+  const std::size_t frame_bytes = bytes + payloads.size() * (proto::kPrefixSize + topic.size() + kMaxHeadExtra);
+  for (const Target& t : targets_) {
+    if (!t.outbox->has_room_for(payloads.size(), frame_bytes, frame_bytes * targets_.size())) return false;
+  }
+  const std::uint64_t n = payloads.size();
+  stats_.messages_in += n;
+  stats_.bytes_in += bytes;
+  count_topic(route, stamp, n, bytes);
+  if (targets_.empty()) {
+    stats_.no_subscriber += n;
+    return true;
+  }
+  deliver_.begin(topic, stamp.id, stamp.uid, stamp.pid);
+  for (const Target& t : targets_) {
+    stats_.deliveries_accepted += n;  // from here on: written or queued
+    for (std::uint32_t first = 0; first < t.count; first += kIdsPerDelivery) {
+      if (first != 0) stats_.deliveries_accepted += n;  // each frame is a delivery of its own
+      ids_.clear();
+      drops_.clear();
+      for (Subscription* s : std::span(target_subs_).subspan(t.first + first, std::min(kIdsPerDelivery, t.count - first))) {
+        ids_.push_back(s->id);
+        drops_.push_back(0);
+        s->delivered += n;
+      }
+      t.outbox->queue_delivery_run(deliver_.head(ids_, drops_, 0), payloads);
+      t.outbox->count_delivery(bytes, n);
+      stats_.deliveries += n;
+      stats_.delivered_bytes += bytes;
+      stats_.payload_copies += n;
+      stats_.payload_bytes_copied += bytes;
+    }
+  }
+  return true;
 }
 
 void Router::deliver(const Target& t, const Published& msg) {

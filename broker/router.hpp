@@ -83,6 +83,13 @@ class Router {
   // nothing was delivered, the sender is held back by the full targets and must retry later.
   // kInvalidTopic: the topic's syntax is wrong (reserved topics are the caller's to refuse).
   [[nodiscard]] RouteResult publish(const SenderStamp& stamp, const Published& msg);
+  // A run of plain publishes from client `stamp.id` on one topic, each payload small (it is
+  // copied), none retained and none with headers (Session::process_frames gathers them): routed
+  // as one, each receiver's frames queued and accounted in one step. False when the run must
+  // go one message at a time (a queue group, drops to report, a receiver without room for all
+  // of it, an invalid topic); then nothing was done. `bytes`: the payloads' sizes together.
+  [[nodiscard]] bool publish_run(const SenderStamp& stamp, std::string_view topic,
+                                 std::span<const std::span<const std::byte>> payloads, std::uint64_t bytes);
   // The broker's own messages ($sys. events): never held back (the broker cannot wait), so a
   // subscriber whose queue is full misses them, counted as overflow drops like a DROP
   // subscription's: a uid churning connections cannot grow anyone's queue past its limits.
@@ -131,6 +138,8 @@ class Router {
     bool lossless;
   };
 
+  // Counts `messages` of `bytes` on the route's topic (and its publisher).
+  void count_topic(const Route& route, const SenderStamp& stamp, std::uint64_t messages, std::uint64_t bytes);
   // The cached route of a topic; a topic not cached yet is validated first (nullptr: invalid),
   // so a known topic costs one lookup and no validation.
   Route* resolve(std::string_view topic);

@@ -28,6 +28,8 @@
 #include "subscription.hpp"
 #include "ubroker.pb.h"
 #include "ubroker/proto/deliver_encoder.hpp"
+#include "ubroker/proto/frame_codec.hpp"
+#include "ubroker/proto/message_head.hpp"
 #include "ubroker/proto/peer_credentials.hpp"
 
 namespace ubroker::broker {
@@ -122,6 +124,12 @@ class Session {
   Step handle_hello(const wire::Header& h);
   // A plain publish (its payload in the frame), `retain`ed or not.
   Step handle_publish(const Published& msg, bool retain);
+  // The publish `head` (decoded from `first`) and the same-topic publishes whole in the inbox
+  // after it, routed as one run (Router::publish_run); the bytes of the frames it took, or 0
+  // when the run path does not apply and `first` goes the single way.
+  std::size_t publish_run(const proto::MessageHead& head, const proto::FrameSplit& first,
+                          const proto::FrameLimits& limits);
+  static constexpr std::size_t kRunPayloadMax = 1024;  // payloads a run copies (Outbox copies these too)
   // The frame's headers in their encoded form (proto/headers.hpp; empty when it has none), or
   // the step after refusing `what` (a publish, request, reply) with INVALID_HEADERS.
   [[nodiscard]] std::optional<Step> take_headers(const wire::Header& h, std::string_view what,
@@ -186,6 +194,7 @@ class Session {
   wire::Header header_;   // reused for every frame parsed
   wire::Header control_;  // reused for every control frame queued
   std::vector<std::byte> headers_buf_;  // a parsed frame's headers, encoded again (take_headers)
+  std::vector<std::span<const std::byte>> run_;  // publish_run's payloads (reused)
 
   // The SUBSCRIBE whose retained values are being sent (its frame stays buffered meanwhile).
   std::optional<PendingReplay> replay_;

@@ -29,8 +29,9 @@ class RouterTest : public ::testing::Test {
       theirs.reset(fds[1]);
       outbox = std::make_unique<Outbox>(t.ctx_, mine.get(), id, account);
     }
-    // Writes what is queued and reads it on the other end: the DELIVER headers, in order.
-    std::vector<wire::Header> take() {
+    // Writes what is queued and reads it on the other end: the DELIVER headers, in order (and
+    // their payloads into `payloads`, when given).
+    std::vector<wire::Header> take(std::vector<std::string>* payloads = nullptr) {
       (void)outbox->send_some();
       std::vector<std::byte> got(1 << 20);
       const ssize_t n = ::read(theirs.get(), got.data(), got.size());
@@ -42,6 +43,9 @@ class RouterTest : public ::testing::Test {
         wire::Header h;
         EXPECT_TRUE(proto::parse_header(split->header, h).has_value());
         frames.push_back(h);
+        if (payloads != nullptr) {
+          payloads->emplace_back(reinterpret_cast<const char*>(split->payload.data()), split->payload.size());
+        }
         rest = rest.subspan(split->frame_size);
       }
       return frames;
@@ -171,6 +175,83 @@ TEST_F(RouterTest, AClientWithManyMatchingSubscriptionsGetsFramesOfAtMost32Ids) 
   EXPECT_EQ(got[0].sub_ids_size() + got[1].sub_ids_size() + got[2].sub_ids_size(), 70);
   for (const auto& h : got) EXPECT_LE(h.sub_ids_size(), 32);
   EXPECT_EQ(stats_.deliveries_accepted, 3u);  // each frame is a delivery of its own
+}
+
+// A run of publishes (Router::publish_run) reaches each receiver as the same frames, in order,
+// as one at a time would, and is counted the same; where it cannot be exact it declines and
+// changes nothing.
+TEST_F(RouterTest, ARunOfPublishesIsDeliveredAndCountedAsTheSingleOnesWouldBe) {
+  Client& a = client(1);
+  Client& b = client(2);
+  subscribe(a, 10, "run.*");
+  subscribe(a, 11, "run.>");
+  subscribe(b, 20, "run.t", {}, wire::DROP);
+  const std::vector<std::string> texts = {"one", "", "three", std::string(1000, 'x')};
+  std::vector<std::span<const std::byte>> run;
+  std::uint64_t bytes_total = 0;
+  for (const auto& t : texts) {
+    run.push_back(bytes(t));
+    bytes_total += t.size();
+  }
+  const SenderStamp from{.id = 99, .uid = 2000, .pid = 1};
+  ASSERT_TRUE(router_.publish_run(from, "run.t", run, bytes_total));
+  // The same message sent alone, for comparison.
+  ASSERT_EQ(router_.publish(from, {.topic = "run.t", .payload = bytes("alone"), .chunk = nullptr}), RouteResult::kRouted);
+  for (Client* c : {&a, &b}) {
+    std::vector<std::string> payloads;
+    auto got = c->take(&payloads);
+    ASSERT_EQ(got.size(), 5u);
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      EXPECT_EQ(got[i].type(), wire::DELIVER);
+      EXPECT_EQ(got[i].topic(), "run.t");
+      EXPECT_EQ(got[i].sender_id(), 99u);
+      EXPECT_EQ(got[i].sender_uid(), 2000u);
+      EXPECT_EQ(got[i].sub_ids_size(), c == &a ? 2 : 1);
+      EXPECT_EQ(payloads[i], i < texts.size() ? texts[i] : "alone");
+      if (i > 0) {
+        EXPECT_EQ(got[i].SerializeAsString(), got[0].SerializeAsString());  // the same head each time
+      }
+    }
+  }
+  EXPECT_EQ(stats_.messages_in, 5u);
+  EXPECT_EQ(stats_.bytes_in, bytes_total + 5);
+  EXPECT_EQ(stats_.deliveries_accepted, 10u);
+  EXPECT_EQ(stats_.deliveries, 10u);
+  EXPECT_EQ(router_.find(*a.outbox, 10)->delivered, 5u);
+  const auto& topics = router_.topic_stats();
+  ASSERT_TRUE(topics.contains("run.t"));
+  EXPECT_EQ(topics.find("run.t")->second.messages, 5u);
+
+  // Nobody subscribed: counted, delivered to nobody.
+  ASSERT_TRUE(router_.publish_run(from, "nobody.here", run, bytes_total));
+  EXPECT_EQ(stats_.no_subscriber, 4u);
+}
+
+TEST_F(RouterTest, ARunDeclinesWhereOnlyOneAtATimeIsExact) {
+  const SenderStamp from{.id = 99, .uid = 2000, .pid = 1};
+  const std::vector<std::span<const std::byte>> run = {bytes("a"), bytes("b")};
+  Client& a = client(1);
+  subscribe(a, 10, "grp");
+  Client& g = client(2);
+  subscribe(g, 20, "grp", "workers");  // a queue group picks a member per message
+  EXPECT_FALSE(router_.publish_run(from, "grp", run, 2));
+  EXPECT_FALSE(router_.publish_run(from, "bad..topic", run, 2));
+  // A receiver without room for the whole run.
+  limits_.queue_max_messages = 3;
+  Client& small = client(3);
+  subscribe(small, 30, "small", {}, wire::DROP);
+  ASSERT_EQ(publish("small"), RouteResult::kRouted);
+  ASSERT_EQ(publish("small"), RouteResult::kRouted);
+  EXPECT_FALSE(router_.publish_run(from, "small", run, 2));
+  // Drops to report ride in the next DELIVER of that subscription alone.
+  ASSERT_EQ(publish("small"), RouteResult::kRouted);
+  ASSERT_EQ(publish("small"), RouteResult::kRouted);  // dropped: the queue holds 3
+  EXPECT_EQ(router_.find(*small.outbox, 30)->dropped, 1u);
+  EXPECT_EQ(small.take().size(), 3u);
+  EXPECT_FALSE(router_.publish_run(from, "small", run, 2));
+  // Declining changed nothing.
+  EXPECT_EQ(stats_.messages_in, 4u);
+  EXPECT_TRUE(a.take().empty());
 }
 
 }  // namespace
