@@ -526,15 +526,20 @@ Result<void> ClientCore::wait_for_responder(std::string_view topic, std::chrono:
     return std::unexpected(Error{Errc::kInvalidTopic, fmt::format("invalid topic '{}': {}", topic, why)});
   }
   // Every $sys.service.up wakes us to ask again; the subscription exists before the first
-  // probe, so a service that appears in between is not missed.
-  std::mutex mu;
-  std::condition_variable cv;
-  std::uint64_t events = 0;
+  // probe, so a service that appears in between is not missed. What the callback touches is
+  // shared with it, not on this stack: should the unsubscribe at the end not be acknowledged
+  // (the connection lost), a late callback still finds it alive.
+  struct Ups {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::uint64_t events = 0;
+  };
+  auto shared = std::make_shared<Ups>();
   auto ups = subscribe("$sys.service.up",
-                       [&](const MessageView&) {
-                         std::lock_guard lk(mu);
-                         ++events;
-                         cv.notify_all();
+                       [shared](const MessageView&) {
+                         std::lock_guard lk(shared->mu);
+                         ++shared->events;
+                         shared->cv.notify_all();
                        },
                        {});
   if (!ups) return std::unexpected(ups.error());
@@ -542,8 +547,8 @@ Result<void> ClientCore::wait_for_responder(std::string_view topic, std::chrono:
   for (;;) {
     std::uint64_t seen;
     {
-      std::lock_guard lk(mu);
-      seen = events;
+      std::lock_guard lk(shared->mu);
+      seen = shared->events;
     }
     wire::Header h;
     h.set_type(wire::PROBE);
@@ -551,8 +556,8 @@ Result<void> ClientCore::wait_for_responder(std::string_view topic, std::chrono:
     auto answer = control_request(h, options_.timeout, true);
     if (!answer) return std::unexpected(answer.error());
     if (answer->value > 0) return {};
-    std::unique_lock lk(mu);
-    if (!cv.wait_until(lk, deadline, [&] { return events != seen || !connected(); })) {
+    std::unique_lock lk(shared->mu);
+    if (!shared->cv.wait_until(lk, deadline, [&] { return shared->events != seen || !connected(); })) {
       return std::unexpected(Error{Errc::kTimeout, fmt::format("no responder for '{}' within the timeout", topic)});
     }
     if (!connected()) return std::unexpected(not_connected(disconnect_reason()));
@@ -565,6 +570,7 @@ Result<std::uint64_t> ClientCore::unsubscribe(SubState& state, std::chrono::mill
   }
   if (!connected()) {  // the broker has no subscription to end; just do not restore it
     forget_subscription(state.id);
+    silence(state);
     return state.dropped.load(std::memory_order_relaxed);
   }
   // Deliveries already on their way still reach the handler; the I/O thread forgets the
@@ -576,18 +582,27 @@ Result<std::uint64_t> ClientCore::unsubscribe(SubState& state, std::chrono::mill
   h.add_sub_ids(state.id);
   const bool wait = !on_io_thread();
   auto answer = finish_request(seq, send_frame(h, {}), timeout, wait);
+  // On the I/O thread nothing waits for the ACK: deliveries still on their way are dropped here.
+  if (!wait) silence(state);
   if (!answer) {
     {
       std::lock_guard lk(state_mu_);  // no ACK will come (or none in time): forget it now
       unsubscribing_.erase(seq);
       subs_.erase(state.id);
     }
+    silence(state);
     // A connection lost meanwhile ended the subscription with it.
     if (answer.error().code == Errc::kBrokerGone) return state.dropped.load(std::memory_order_relaxed);
     return std::unexpected(answer.error());
   }
   if (wait) state.dropped.store(answer->value, std::memory_order_relaxed);
   return state.dropped.load(std::memory_order_relaxed);
+}
+
+void ClientCore::silence(SubState& state) {
+  state.silenced.store(true);
+  if (on_io_thread()) return;  // the caller may be that callback: it returns before the next starts
+  while (state.in_callback.load() != 0) std::this_thread::yield();
 }
 
 Result<void> ClientCore::flush(std::chrono::milliseconds timeout) {

@@ -53,6 +53,12 @@ struct SubState {
   Client::RequestHandler request_handler;  // set for a service (serve())
   std::atomic<std::uint64_t> dropped{0};
   std::atomic<bool> active{true};
+  // An unsubscribe that returns without the broker's ACK (disconnected, timed out, or called
+  // on the I/O thread) silences the subscription: no callback starts after that, and one
+  // already running is waited for (unless it is the caller), so nothing it captured is
+  // touched after unsubscribe() returns. `in_callback` counts the calls under way.
+  std::atomic<bool> silenced{false};
+  std::atomic<int> in_callback{0};
 };
 
 // The broker's answer to one request (SUBSCRIBE, UNSUBSCRIBE, SERVE, PING, PROBE, REQUEST).
@@ -158,6 +164,9 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   // I/O thread: the new connection replaces the lost one.
   void install(std::shared_ptr<Dialed> d, unsigned attempts);
   void forget_subscription(std::uint64_t id);  // the broker removed it, or it could not be restored
+  // Stops the subscription's callbacks (SubState::silenced) and, off the I/O thread, waits for
+  // one under way to return.
+  void silence(SubState& state);
   // write_mu_ held: the publishes not fully written, frames to restore subscriptions first.
   void rebuild_outgoing_locked();
   // write_mu_ held: counts and drops every unsent frame (the client is closed for good).

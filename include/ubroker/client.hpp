@@ -235,8 +235,10 @@ class UBROKER_API Subscription {
   [[nodiscard]] bool active() const noexcept;
   // Messages the broker dropped for this subscription (DROP policy) as reported so far.
   [[nodiscard]] std::uint64_t dropped() const noexcept;
-  // Ends the subscription; waits for the broker's acknowledgement (after which no callback
-  // runs) and returns the exact total of messages dropped for it.
+  // Ends the subscription; waits for the broker's acknowledgement and returns the exact total
+  // of messages dropped for it. Once it returns, no callback of the subscription runs, also
+  // when it fails (the connection lost, the timeout passed): a callback under way is waited
+  // for, unless unsubscribe() is called from that callback, and later deliveries are dropped.
   [[nodiscard]] Result<std::uint64_t> unsubscribe(std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
  private:

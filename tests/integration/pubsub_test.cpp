@@ -208,6 +208,32 @@ TEST(PubSub, NoCallbackAfterUnsubscribeReturns) {
   EXPECT_EQ(calls.load(), 1);
 }
 
+// The broker dies while a callback runs: the unsubscribe gets no ACK, and still returns only
+// once that callback has, so nothing the callback uses (here, stack variables) is touched
+// after unsubscribe() returned.
+TEST(PubSub, UnsubscribeWithoutTheBrokersAckWaitsForTheCallbackUnderWay) {
+  BrokerProcess broker;
+  Client pub = broker.connect("pub");
+  Client sub = broker.connect("sub");
+  std::atomic<bool> entered{false}, unsubscribing{false}, finished{false};
+  auto s = sub.subscribe("t", [&](const MessageView&) {
+    entered = true;
+    while (!unsubscribing) std::this_thread::yield();
+    // Work that takes a while, begun once the unsubscribe is under way.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
+    while (std::chrono::steady_clock::now() < until) std::this_thread::yield();
+    finished = true;
+  });
+  ASSERT_TRUE(s.has_value());
+  ASSERT_TRUE(pub.publish("t", "1").has_value());
+  ASSERT_TRUE(eventually([&] { return entered.load(); }));
+  broker.kill();
+  unsubscribing = true;
+  (void)s->unsubscribe(std::chrono::seconds(5));  // fails: the broker is gone
+  EXPECT_TRUE(finished.load());
+  EXPECT_FALSE(s->active());
+}
+
 TEST(PubSub, PublishingFromManyThreadsOfOneClient) {
   BrokerProcess broker;
   constexpr int kThreads = 4;
