@@ -12,6 +12,7 @@
 
 #include <malloc.h>
 
+#include "ubroker/proto/busy_poll.hpp"
 #include "process_usage.hpp"
 #include "listener.hpp"
 #include "log_text.hpp"
@@ -140,7 +141,7 @@ int Broker::run(std::optional<InheritedListener> inherited) {
   asio::co_spawn(io_, signal_loop(), log_failure("signal handling"));
   asio::co_spawn(io_, request_deadline_loop(), log_failure("request deadlines"));
   notify_ready();  // listening: connections wait in the backlog until the loop runs
-  io_.run();
+  proto::run_with_busy_poll(io_, config_.busy_poll);
   listening.file.remove();
   spdlog::info(
       "stopped: {} connections served, {} messages in, {} deliveries, {} dropped (overflow), "

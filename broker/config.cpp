@@ -253,6 +253,10 @@ std::expected<void, std::string> load_config_file(const std::string& path, Confi
         return fail(fmt::format("{}: 'socket_mode' must be an octal string like \"0660\"", where(v)));
       }
       config.socket_mode = static_cast<mode_t>(mode);
+    } else if (key == "busy_poll_us") {
+      auto r = get_int<std::int64_t>(v, key, 0, 10000);
+      if (!r) return fail(r.error());
+      config.busy_poll = std::chrono::microseconds(*r);
     } else if (key == "log_level") {
       auto r = get_string(v, key);
       if (!r) return fail(r.error());

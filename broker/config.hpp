@@ -73,6 +73,10 @@ struct Config {
   std::string socket_group;  // empty: the broker's own group
   gid_t socket_gid = 0;      // socket_group, resolved
   std::string log_level = "info";
+  // After the event loop runs out of ready work, it keeps checking for more for this long
+  // before it sleeps in epoll_wait: a message arriving meanwhile skips the wake-up, at the
+  // cost of the CPU spent checking (docs/performance.md measures both). 0: sleep at once.
+  std::chrono::microseconds busy_poll{0};
   std::string config_file;  // where the settings came from ("" = defaults only)
   Limits limits;
   Timeouts timeouts;

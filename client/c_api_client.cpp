@@ -152,6 +152,13 @@ int ubroker_options_set_offline_buffer(ubroker_options* options, size_t bytes) {
   return kOk;
 }
 
+int ubroker_options_set_busy_poll(ubroker_options* options, unsigned microseconds) {
+  if (!options) return invalid("ubroker_options_set_busy_poll: NULL options");
+  if (microseconds > 1000000) return invalid("ubroker_options_set_busy_poll: more than a second");
+  options->cpp.busy_poll = std::chrono::microseconds(microseconds);
+  return kOk;
+}
+
 int ubroker_options_set_trusted_broker_uids(ubroker_options* options, const uint32_t* uids, size_t count) {
   if (!options || (!uids && count > 0)) return invalid("ubroker_options_set_trusted_broker_uids: NULL argument");
   return guarded([&] {

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "headers.hpp"
+#include "ubroker/proto/busy_poll.hpp"
 #include "ubroker/proto/fd_socket.hpp"
 #include "ubroker/proto/frame_codec.hpp"
 #include "ubroker/proto/topic.hpp"
@@ -77,7 +78,7 @@ void ClientCore::start() {
     // while reconnecting; closing releases it, and run() returns once every pending handler
     // has completed, which also releases the handlers' references to this core.
     work_.emplace(own_io_->get_executor());
-    thread_ = std::thread([this] { own_io_->run(); });
+    thread_ = std::thread([this] { proto::run_with_busy_poll(*own_io_, options_.busy_poll); });
   }
 }
 
@@ -374,6 +375,11 @@ Result<Answer> ClientCore::finish_request(std::uint64_t seq, Result<void> sent, 
     if (!sent) return std::unexpected(sent.error());
     return Answer{.done = true};
   }
+  if (options_.busy_poll.count() > 0 && !answers_[seq].done) {
+    lk.unlock();
+    spin_until_changed(answers_done_, options_.busy_poll);
+    lk.lock();
+  }
   const bool done = answer_cv_.wait_until(lk, deadline_after(timeout), [&] { return answers_[seq].done; });
   Answer a = std::move(answers_[seq]);
   answers_.erase(seq);
@@ -599,6 +605,13 @@ Result<std::uint64_t> ClientCore::unsubscribe(SubState& state, std::chrono::mill
   return state.dropped.load(std::memory_order_relaxed);
 }
 
+void ClientCore::spin_until_changed(const std::atomic<std::uint64_t>& counter, std::chrono::microseconds window) {
+  const std::uint64_t seen = counter.load(std::memory_order_acquire);
+  const auto until = std::chrono::steady_clock::now() + window;
+  while (counter.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < until) {
+  }
+}
+
 void ClientCore::silence(SubState& state) {
   state.silenced.store(true);
   if (on_io_thread()) return;  // the caller may be that callback: it returns before the next starts
@@ -617,6 +630,11 @@ Result<void> ClientCore::flush(std::chrono::milliseconds timeout) {
 Result<Message> ClientCore::receive(std::chrono::milliseconds timeout) {
   if (on_io_thread()) return std::unexpected(Error{Errc::kInvalidArgument, "receive() cannot wait on the I/O thread"});
   std::unique_lock lk(queue_mu_);
+  if (options_.busy_poll.count() > 0 && queue_.empty() && !closed_.load()) {
+    lk.unlock();
+    spin_until_changed(queued_total_, options_.busy_poll);
+    lk.lock();
+  }
   // While reconnecting, messages may come again: wait on.
   const bool ready =
       queue_cv_.wait_until(lk, deadline_after(timeout), [&] { return !queue_.empty() || closed_.load(); });

@@ -164,6 +164,8 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   // I/O thread: the new connection replaces the lost one.
   void install(std::shared_ptr<Dialed> d, unsigned attempts);
   void forget_subscription(std::uint64_t id);  // the broker removed it, or it could not be restored
+  // Busy polling (ConnectOptions::busy_poll): returns once `counter` moved, or after `window`.
+  static void spin_until_changed(const std::atomic<std::uint64_t>& counter, std::chrono::microseconds window);
   // Stops the subscription's callbacks (SubState::silenced) and, off the I/O thread, waits for
   // one under way to return.
   void silence(SubState& state);
@@ -246,6 +248,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::condition_variable answer_cv_;
   std::unordered_map<std::uint64_t, std::shared_ptr<SubState>> subs_;
   std::unordered_map<std::uint64_t, Answer> answers_;               // by seq
+  std::atomic<std::uint64_t> answers_done_{0};  // answers marked done so far (busy polling watches it)
   std::unordered_map<std::uint64_t, std::uint64_t> unsubscribing_;  // seq -> sub id
   std::optional<Error> disconnect_reason_;
   std::uint64_t next_sub_id_ = 1;
@@ -255,6 +258,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;
   std::deque<Message> queue_;
+  std::atomic<std::uint64_t> queued_total_{0};  // messages ever queued (busy polling watches it)
 };
 
 }  // namespace ubroker::detail

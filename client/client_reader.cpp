@@ -221,6 +221,7 @@ void ClientCore::deliver(const DeliveryHead& h, std::span<const std::byte> paylo
     } else {
       queue_.emplace_back(view);
     }
+    queued_total_.fetch_add(1, std::memory_order_release);
     queue_cv_.notify_one();
   }
   targets_.clear();  // keeps no subscription alive past its delivery
@@ -295,6 +296,7 @@ void ClientCore::answer(const wire::Header& h, std::span<const std::byte> payloa
       if (!result) a.error = result.error();
       if (result && h.type() == wire::REPLY) a.reply = std::move(*result);
       a.value = h.value();
+      answers_done_.fetch_add(1, std::memory_order_release);
     }
   }
   if (callback) {

@@ -173,6 +173,9 @@ UBROKER_API int ubroker_options_set_receive_queue(ubroker_options* options, size
 UBROKER_API int ubroker_options_set_shm(ubroker_options* options, size_t threshold, size_t segment_bytes);
 /* Bytes of publishes kept while reconnecting (default 0: such publishes fail NOT_CONNECTED). */
 UBROKER_API int ubroker_options_set_offline_buffer(ubroker_options* options, size_t bytes);
+/* Busy polling: the I/O thread and threads waiting for the broker keep checking for up to
+ * this many microseconds (at most 1000000) before they sleep (default 0: sleep at once). */
+UBROKER_API int ubroker_options_set_busy_poll(ubroker_options* options, unsigned microseconds);
 /* Uids accepted as the broker (default: $UBROKER_BROKER_UID, else this process's uid and root). */
 UBROKER_API int ubroker_options_set_trusted_broker_uids(ubroker_options* options, const uint32_t* uids, size_t count);
 /* Connection events; runs on the I/O thread. */

@@ -23,6 +23,7 @@ TEST(Config, Defaults) {
   Config c;
   EXPECT_TRUE(validate(c).has_value());
   EXPECT_EQ(c.timeouts.slow_consumer, std::chrono::milliseconds(5000));
+  EXPECT_EQ(c.busy_poll, std::chrono::microseconds(0));
 }
 
 // The packaged example (packaging/ubroker.toml) shows every limit and timeout with its
@@ -52,12 +53,13 @@ TEST(Config, ThePackagedExampleShowsEveryLimitWithItsDefault) {
 
 TEST(Config, LoadsValues) {
   const auto path = write_temp(
-      "socket = \"/tmp/x.sock\"\nsocket_mode = \"0600\"\n[limits]\nqueue_max_messages = 10\n"
+      "socket = \"/tmp/x.sock\"\nsocket_mode = \"0600\"\nbusy_poll_us = 40\n[limits]\nqueue_max_messages = 10\n"
       "[timeouts]\nslow_consumer_ms = 250\n");
   Config c;
   ASSERT_TRUE(load_config_file(path, c).has_value());
   EXPECT_EQ(c.socket_path, "/tmp/x.sock");
   EXPECT_EQ(c.socket_mode, 0600u);
+  EXPECT_EQ(c.busy_poll, std::chrono::microseconds(40));
   EXPECT_EQ(c.limits.queue_max_messages, 10u);
   EXPECT_EQ(c.timeouts.slow_consumer, std::chrono::milliseconds(250));
   ::unlink(path.c_str());
@@ -75,7 +77,8 @@ TEST(Config, UnknownKeyNamesKeyAndLine) {
 
 TEST(Config, BadValuesAreErrors) {
   for (const char* text : {"socket_mode = \"999\"\n", "[limits]\nqueue_max_messages = -1\n",
-                           "[timeouts]\nshutdown_ms = \"soon\"\n", "log_level = 3\n", "not toml at all ["}) {
+                           "[timeouts]\nshutdown_ms = \"soon\"\n", "log_level = 3\n", "not toml at all [",
+                           "busy_poll_us = 10001\n", "busy_poll_us = -1\n"}) {
     const auto path = write_temp(text);
     Config c;
     EXPECT_FALSE(load_config_file(path, c).has_value()) << text;

@@ -68,6 +68,20 @@ TEST(Brokerbench, LatencyThroughEveryClientApiPath) {
   EXPECT_EQ(exit_code(*st), 2) << refused.err();
 }
 
+// Busy polling on both sides, with the CPU it costs reported beside the latency.
+TEST(Brokerbench, BusyPollingReportsTheCpuItSpends) {
+  Process bench = Process::spawn({UBROKER_BROKERBENCH, "latency64", "--api", "receive", "--busy-poll-us", "50", "--cpu",
+                                  "--repeat", "1", "--count", "2000", "--warmup", "200", "--no-limit", "--json"});
+  auto st = bench.wait(std::chrono::seconds(120));
+  ASSERT_TRUE(st.has_value());
+  ASSERT_EQ(exit_code(*st), 0) << bench.err();
+  const std::regex cpu(R"re("metric":"CPU s/100k RTT","unit":"s","median":([0-9.]+),.*busy poll 50 us)re");
+  std::smatch m;
+  const std::string out = bench.out();
+  ASSERT_TRUE(std::regex_search(out, m, cpu)) << out;
+  EXPECT_GT(std::stod(m[1]), 0) << out;
+}
+
 // --plot and --histogram: the SVG draws both distributions (ubroker and its floor), each a
 // line with a point per histogram bucket, and the CSV has every sample.
 TEST(Brokerbench, PlotDrawsBothDistributionsAndTheCsvHoldsEverySample) {

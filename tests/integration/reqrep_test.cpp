@@ -75,6 +75,36 @@ TEST(RequestReply, RoundTripWithResponderIdentity) {
   EXPECT_EQ(broker_status(caller).requests_pending(), 0u);
 }
 
+// Busy polling on both sides (brokerd's busy_poll_us, the clients' ConnectOptions::busy_poll)
+// changes how they wait, not what they do.
+TEST(RequestReply, WithBusyPollingOnBothSides) {
+  BrokerProcess broker("busy_poll_us = 200\n");
+  ConnectOptions o;
+  o.address = broker.socket();
+  o.busy_poll = std::chrono::microseconds(200);
+  o.name = "busy-server";
+  Client server = std::move(Client::connect(o).value());
+  auto service = server.serve("busy.echo", [](Request r) { (void)r.reply(r.payload()); });
+  ASSERT_TRUE(service.has_value());
+  o.name = "busy-caller";
+  Client caller = std::move(Client::connect(o).value());
+  auto pongs = caller.subscribe("busy.pong");
+  ASSERT_TRUE(pongs.has_value());
+  for (int i = 0; i < 200; ++i) {
+    auto reply = caller.request("busy.echo", std::to_string(i));
+    ASSERT_TRUE(reply.has_value()) << reply.error().message;
+    EXPECT_EQ(reply->text(), std::to_string(i));
+    ASSERT_TRUE(server.publish("busy.pong", std::to_string(i)).has_value());
+    auto m = caller.receive(std::chrono::seconds(5));
+    ASSERT_TRUE(m.has_value());
+    EXPECT_EQ(m->text(), std::to_string(i));
+  }
+  // A receive with nothing coming still times out, after its busy window.
+  auto none = caller.receive(std::chrono::milliseconds(50));
+  ASSERT_FALSE(none.has_value());
+  EXPECT_EQ(none.error().code, Errc::kTimeout);
+}
+
 TEST(RequestReply, ResponderInAnotherProcess) {
   BrokerProcess broker;
   Process server = serve_from_peer(broker, "echo", "echo");

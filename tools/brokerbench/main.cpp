@@ -8,10 +8,13 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <sstream>
 #include <optional>
 #include <string>
 #include <thread>
@@ -89,6 +92,8 @@ struct Options {
   std::uint64_t warmup = 10000;
   double rate = 0;  // latency64 sends per second, open loop; 0: closed loop (one at a time)
   std::string api = "io";  // latency64's client API path (roles.hpp: kLatencyApis)
+  unsigned busy_poll_us = 0;  // the broker's busy_poll_us and every client's ConnectOptions::busy_poll
+  bool cpu = false;           // latency64 also reports the CPU its processes spent
   int subscribers = 8;
   std::vector<std::uint64_t> connections{1000, 10000};
   bool json = false;
@@ -119,7 +124,8 @@ class Broker {
     for (auto n : o.connections) most = std::max<std::uint64_t>(most, n);
     const std::uint64_t room = std::max<std::uint64_t>(16384, most + 256);
     const auto config = (dir_ / "brokerd.toml").string();
-    std::ofstream(config) << "[limits]\nmax_connections = " << room << "\nmax_connections_per_uid = " << room << "\n";
+    std::ofstream(config) << "busy_poll_us = " << o.busy_poll_us << "\n[limits]\nmax_connections = " << room
+                          << "\nmax_connections_per_uid = " << room << "\n";
     if (auto c = Child::spawn({o.brokerd, "--socket", socket_, "--config", config, "--log-level", "warn"})) {
       child_.emplace(std::move(*c));
     }
@@ -130,6 +136,7 @@ class Broker {
     if (!dir_.empty()) std::filesystem::remove_all(dir_);
   }
   [[nodiscard]] const std::string& socket() const { return socket_; }
+  [[nodiscard]] pid_t pid() const { return child_ ? child_->pid() : -1; }
   // Resident memory of the broker we started, in KiB (0 when using someone else's).
   [[nodiscard]] std::uint64_t rss_kib() const {
     if (!child_) return 0;
@@ -212,7 +219,23 @@ struct EpollEnds {
   Result p50, p99;
 };
 
-void latency64(const Options& o, Result& p50, Result& p99, EpollEnds& ends) {
+// CPU seconds a process has used so far (user + system, from /proc; 0 when unreadable).
+double cpu_seconds(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string all((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  const auto close = all.rfind(')');  // the command name may hold spaces
+  if (close == std::string::npos) return 0;
+  std::istringstream rest(all.substr(close + 2));
+  std::string field;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {  // fields 14 and 15: utime, stime
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+void latency64(const Options& o, Result& p50, Result& p99, EpollEnds& ends, Result& cpu) {
   const std::string api_note = o.api == "io" ? std::string() : "api: " + o.api + "; ";
   const std::string note = api_note + (o.rate > 0 ? fmt_open_loop(o.rate) + "; floor: epoll relay hop, same schedule"
                                                   : "floor: epoll relay hop");
@@ -221,6 +244,8 @@ void latency64(const Options& o, Result& p50, Result& p99, EpollEnds& ends) {
   const std::string ends_note = api_note + "floor: epoll relay hop, its ends waiting in epoll too";
   ends.p50 = {"latency64", "RTT p50", "us", {}, {}, true, 0, 0, 0, ends_note};
   ends.p99 = {"latency64", "RTT p99", "us", {}, {}, true, 0, 0, 0, ends_note};
+  cpu = {"latency64", "CPU s/100k RTT", "s", {}, {}, true, 0, 0, 0,
+         api_note + fmt::format("broker, pinger and ponger together; busy poll {} us", o.busy_poll_us)};
   const std::uint64_t count = o.count ? o.count : 100000;
   // The first run's distributions: to --histogram, and to scratch files for --plot.
   const auto scratch = std::filesystem::temp_directory_path() / ("brokerbench-plot-" + std::to_string(::getpid()));
@@ -236,11 +261,17 @@ void latency64(const Options& o, Result& p50, Result& p99, EpollEnds& ends) {
     auto pong = role({o.api == "request" ? "responder" : "pong", broker.socket()});
     if (!pong || pong->line() != "ready") return;
     const std::string csv = r == 0 ? ubroker_csv : std::string();
+    const double cpu_before = cpu_seconds(broker.pid()) + cpu_seconds(pong->pid());
     auto ping = o.rate > 0 ? role({"ping-open", broker.socket(), std::to_string(o.warmup), std::to_string(count),
                                    std::to_string(o.rate), csv})
                            : role({"ping", broker.socket(), std::to_string(o.warmup), std::to_string(count), csv,
                                    o.api});
-    if (!ping || !record_rtt(ping->line(), o, count, p50, p99, r == 0 ? floor_csv : std::string())) return;
+    if (!ping) return;
+    const std::string line = ping->line();
+    // The pinger reports its own CPU (it has exited by the time we could read /proc).
+    const double spent = cpu_seconds(broker.pid()) + cpu_seconds(pong->pid()) - cpu_before + parse_rate(line, "cpu_s");
+    cpu.runs.push_back(spent / static_cast<double>(o.warmup + count) * 100000);
+    if (!record_rtt(line, o, count, p50, p99, r == 0 ? floor_csv : std::string())) return;
     if (o.limit && o.rate == 0) {
       const Latency f = floor_relay(o.warmup, count, {}, true);
       ends.p50.runs.push_back(p50.runs.back());
@@ -450,6 +481,12 @@ int main(int argc, char** argv) {
                  "default), callback (the pong's callback sends the next ping), receive (publish, then receive()), "
                  "request (request() against a responder)")
       ->check(CLI::IsMember(std::vector<std::string>(std::begin(kLatencyApis), std::end(kLatencyApis))));
+  app.add_option("--busy-poll-us", o.busy_poll_us,
+                 "Busy polling for the broker (busy_poll_us) and every client (ConnectOptions::busy_poll), in "
+                 "microseconds (default 0)")
+      ->check(CLI::Range(0u, 10000u));
+  app.add_flag("--cpu", o.cpu,
+               "latency64 also reports the CPU seconds the broker, pinger and ponger spent per 100k round trips");
   app.add_option("--connections", o.connections, "connscale idle client counts (default 1000 10000)");
   app.add_option("--subscribers", o.subscribers, "fanout64 subscribers (default 8)")->check(CLI::PositiveNumber);
   app.add_option("--bulk-count", o.bulk_count, "bulk1M payloads per run (default 2000)")->check(CLI::PositiveNumber);
@@ -469,6 +506,8 @@ int main(int argc, char** argv) {
   app.add_flag("--json", o.json, "One JSON object per result line");
   CLI11_PARSE(app, argc, argv);
   o.limit = !no_limit;
+  // The client roles read their busy-poll window from the environment brokerbench passes on.
+  ::setenv("BROKERBENCH_BUSY_POLL_US", std::to_string(o.busy_poll_us).c_str(), 1);
   if (o.rate > 0 && o.api != "io") {
     std::fprintf(stderr, "brokerbench: --rate (open loop) drives the io path only; leave out --api\n");
     return 2;
@@ -484,15 +523,16 @@ int main(int argc, char** argv) {
 #endif
   std::vector<Result> results;
   if (workload == "latency64" || workload == "all") {
-    Result p50, p99;
+    Result p50, p99, cpu;
     EpollEnds ends;
-    latency64(o, p50, p99, ends);
+    latency64(o, p50, p99, ends, cpu);
     results.push_back(p50);
     results.push_back(p99);
     if (!ends.p50.floor_runs.empty()) {
       results.push_back(ends.p50);
       results.push_back(ends.p99);
     }
+    if (o.cpu) results.push_back(cpu);
   }
   if (workload == "reqrep64" || workload == "all") {
     Result p50, p99, calls;

@@ -1,6 +1,8 @@
 // brokerbench's W1 pinger through each path of the client API (roles.hpp: role_ping). Every
 // path sends the same 64-byte payload one at a time and times from just before the send to
 // the moment the answer is in the application's hands, so the paths compare as they are.
+#include <sys/resource.h>
+
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
 #include <condition_variable>
@@ -129,7 +131,11 @@ int role_ping(const std::string& address, const std::string& api, std::uint64_t 
     c->close();
   }
   write_histogram(h, csv);
-  std::printf("%s\n", format(summarize(h)).c_str());
+  rusage self{};
+  ::getrusage(RUSAGE_SELF, &self);
+  const double cpu = static_cast<double>(self.ru_utime.tv_sec + self.ru_stime.tv_sec) +
+                     static_cast<double>(self.ru_utime.tv_usec + self.ru_stime.tv_usec) / 1e6;
+  std::printf("%s cpu_s=%.4f\n", format(summarize(h)).c_str(), cpu);
   std::fflush(stdout);
   return 0;
 }

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -34,7 +35,12 @@ std::uint64_t ns_since(Clock::time_point t) {
 }
 
 std::optional<Client> connect(const std::string& address, const std::string& name, asio::io_context* io) {
-  auto c = Client::connect({.address = address, .name = name, .io = io, .reconnect = {.enabled = false}});
+  const char* busy = std::getenv("BROKERBENCH_BUSY_POLL_US");  // set by brokerbench (--busy-poll-us)
+  auto c = Client::connect({.address = address,
+                            .name = name,
+                            .io = io,
+                            .reconnect = {.enabled = false},
+                            .busy_poll = std::chrono::microseconds(busy ? std::strtoul(busy, nullptr, 10) : 0)});
   if (!c) {
     std::fprintf(stderr, "brokerbench %s: %s\n", name.c_str(), c.error().message.c_str());
     return std::nullopt;
