@@ -102,7 +102,9 @@ void ClientCore::close() {
 }
 
 bool ClientCore::on_io_thread() const {
-  return strand_.running_in_this_thread();
+  // The client's strand or, with ConnectOptions::io, any thread inside that context's run():
+  // waiting there would hold up the very loop that has to bring the answer.
+  return strand_.running_in_this_thread() || (!own_io_ && io_.get_executor().running_in_this_thread());
 }
 
 std::optional<Error> ClientCore::disconnect_reason() const {
@@ -225,7 +227,8 @@ Result<void> ClientCore::queue_frame(std::size_t head, bool plain_publish, std::
   // Lossless backpressure: wait while too much is unsent (never on the I/O thread, which
   // is the one that drains it; there the bound is enforced by pausing reads instead).
   if (pending_.size() >= options_.max_pending_bytes && !on_io_thread()) {
-    write_cv_.wait(lk, [&] { return pending_.size() < options_.max_pending_bytes || !connected(); });
+    (void)wait_until(lk, write_cv_, std::chrono::steady_clock::time_point::max(),
+                     [&] { return pending_.size() < options_.max_pending_bytes || !connected(); });
   }
   if (!connected()) {
     // Only plain publishes may wait for the next connection: anything else belongs to this one.
@@ -380,7 +383,7 @@ Result<Answer> ClientCore::finish_request(std::uint64_t seq, Result<void> sent, 
     spin_until_changed(answers_done_, options_.busy_poll);
     lk.lock();
   }
-  const bool done = answer_cv_.wait_until(lk, deadline_after(timeout), [&] { return answers_[seq].done; });
+  const bool done = wait_until(lk, answer_cv_, deadline_after(timeout), [&] { return answers_[seq].done; });
   Answer a = std::move(answers_[seq]);
   answers_.erase(seq);
   if (!done) return std::unexpected(Error{Errc::kTimeout, "timed out waiting for the broker's answer"});
@@ -481,7 +484,7 @@ Result<Message> ClientCore::request(std::string_view topic, std::span<const std:
                                     const RequestOptions& options) {
   if (on_io_thread()) {
     return std::unexpected(
-        Error{Errc::kInvalidArgument, "request() cannot wait on the I/O thread; use request_async()"});
+        Error{Errc::kInvalidArgument, "request() cannot wait on the client's I/O thread (or a thread running its io_context); use request_async()"});
   }
   auto seq = send_request(topic, payload, options, nullptr);
   if (!seq) return std::unexpected(seq.error());
@@ -527,7 +530,7 @@ Result<void> ClientCore::reply_error(std::uint64_t request_id, std::string_view 
 
 Result<void> ClientCore::wait_for_responder(std::string_view topic, std::chrono::milliseconds timeout) {
   if (on_io_thread())
-    return std::unexpected(Error{Errc::kInvalidArgument, "wait_for_responder() cannot wait on the I/O thread"});
+    return std::unexpected(Error{Errc::kInvalidArgument, "wait_for_responder() cannot wait on the client's I/O thread (or a thread running its io_context)"});
   if (const char* why = proto::check_topic(topic)) {
     return std::unexpected(Error{Errc::kInvalidTopic, fmt::format("invalid topic '{}': {}", topic, why)});
   }
@@ -563,7 +566,7 @@ Result<void> ClientCore::wait_for_responder(std::string_view topic, std::chrono:
     if (!answer) return std::unexpected(answer.error());
     if (answer->value > 0) return {};
     std::unique_lock lk(shared->mu);
-    if (!shared->cv.wait_until(lk, deadline, [&] { return shared->events != seen || !connected(); })) {
+    if (!wait_until(lk, shared->cv, deadline, [&] { return shared->events != seen || !connected(); })) {
       return std::unexpected(Error{Errc::kTimeout, fmt::format("no responder for '{}' within the timeout", topic)});
     }
     if (!connected()) return std::unexpected(not_connected(disconnect_reason()));
@@ -619,7 +622,7 @@ void ClientCore::silence(SubState& state) {
 }
 
 Result<void> ClientCore::flush(std::chrono::milliseconds timeout) {
-  if (on_io_thread()) return std::unexpected(Error{Errc::kInvalidArgument, "flush() cannot wait on the I/O thread"});
+  if (on_io_thread()) return std::unexpected(Error{Errc::kInvalidArgument, "flush() cannot wait on the client's I/O thread (or a thread running its io_context)"});
   wire::Header h;
   h.set_type(wire::PING);
   auto answer = control_request(h, timeout, true);
@@ -628,7 +631,7 @@ Result<void> ClientCore::flush(std::chrono::milliseconds timeout) {
 }
 
 Result<Message> ClientCore::receive(std::chrono::milliseconds timeout) {
-  if (on_io_thread()) return std::unexpected(Error{Errc::kInvalidArgument, "receive() cannot wait on the I/O thread"});
+  if (on_io_thread()) return std::unexpected(Error{Errc::kInvalidArgument, "receive() cannot wait on the client's I/O thread (or a thread running its io_context)"});
   std::unique_lock lk(queue_mu_);
   if (options_.busy_poll.count() > 0 && queue_.empty() && !closed_.load()) {
     lk.unlock();
@@ -637,7 +640,7 @@ Result<Message> ClientCore::receive(std::chrono::milliseconds timeout) {
   }
   // While reconnecting, messages may come again: wait on.
   const bool ready =
-      queue_cv_.wait_until(lk, deadline_after(timeout), [&] { return !queue_.empty() || closed_.load(); });
+      wait_until(lk, queue_cv_, deadline_after(timeout), [&] { return !queue_.empty() || closed_.load(); });
   if (queue_.empty()) {
     lk.unlock();
     if (!ready) return std::unexpected(Error{Errc::kTimeout, "no message within the timeout"});

@@ -103,6 +103,28 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
 
  private:
   [[nodiscard]] bool on_io_thread() const;
+  // Waits on `cv` (its mutex held in `lk`) until `pred` or `deadline`. With ConnectOptions::io
+  // nobody may be running that context, so the waiting thread (never one inside it: see
+  // on_io_thread) runs it itself meanwhile, a millisecond at a time: its own handlers bring
+  // the answer, and the application's run here too. Another thread running the context as well
+  // is fine (this one notices the answer within the slice).
+  template <class Pred>
+  bool wait_until(std::unique_lock<std::mutex>& lk, std::condition_variable& cv,
+                  std::chrono::steady_clock::time_point deadline, Pred pred) {
+    if (own_io_) return cv.wait_until(lk, deadline, pred);
+    while (!pred()) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= deadline) return false;
+      lk.unlock();
+      const auto slice = std::min<std::chrono::steady_clock::duration>(deadline - now, std::chrono::milliseconds(1));
+      const bool ran = io_.run_one_for(slice) != 0;
+      const bool stopped = !ran && io_.stopped();
+      lk.lock();
+      // Stopped (by the application, or out of work): only another thread can bring it back.
+      if (stopped) return cv.wait_until(lk, deadline, pred);
+    }
+    return true;
+  }
   // Encodes one frame into pending_ and sends it (or leaves it to the active writer). An `fd`
   // (owned by the caller until the frame is out) rides on the sendmsg that starts the frame.
   Result<void> send_frame(const wire::Header& h, std::span<const std::byte> payload, int fd = -1);

@@ -10,8 +10,12 @@
 // I/O thread, and subscription callbacks run on it, one at a time, in delivery order; with
 // ConnectOptions::io they run on the application's io_context instead (which may be run by
 // several threads: each client's handlers run in a strand, one at a time). A callback may
-// publish and subscribe, but blocking calls (flush, receive, a subscribe or unsubscribe that
-// waits for the broker) must not be made from the I/O thread: there they do not wait.
+// publish and subscribe, but calls that wait for the broker do not wait on the I/O thread:
+// subscribe and unsubscribe return without the broker's answer there, flush, receive,
+// request and wait_for_responder fail at once with kInvalidArgument. With ConnectOptions::io
+// the same holds for any thread inside that context's run(); a call that waits from any other
+// thread runs the context itself meanwhile (its handlers and the application's), so the
+// application need not run it for the client's sake.
 //
 // Reconnecting: when the broker goes away, restarts or cuts this client off as a slow
 // consumer, the client dials again with exponential backoff and jitter (ReconnectOptions),
@@ -112,8 +116,8 @@ struct ConnectOptions {
   // yet (no socket file, or nobody accepting), connect() dials again until `timeout` instead
   // of failing at once with kConnectFailed. Reconnects always retry (ReconnectOptions).
   bool wait_for_broker = false;
-  // Run I/O on this context instead of an own thread. It must come from the standalone Asio
-  // the library was built with (Debian's libasio-dev, with ASIO_STANDALONE).
+  // Run I/O on this context instead of an own thread (see Threads above). It must come from
+  // the standalone Asio the library was built with (Debian's libasio-dev, with ASIO_STANDALONE).
   asio::io_context* io = nullptr;
   std::size_t max_pending_bytes = 8u << 20;  // unsent bytes before publish() blocks
   std::size_t receive_queue = 4096;          // messages held for receive() before reading pauses

@@ -1,6 +1,8 @@
 // Publish/subscribe end to end against a real brokerd: separate processes, wildcards, queue
 // groups, per-publisher order, sender identity, unsubscribe.
 #include <gtest/gtest.h>
+#include <asio/io_context.hpp>
+#include <asio/post.hpp>
 #include <unistd.h>
 
 #include <sys/socket.h>
@@ -232,6 +234,48 @@ TEST(PubSub, UnsubscribeWithoutTheBrokersAckWaitsForTheCallbackUnderWay) {
   (void)s->unsubscribe(std::chrono::seconds(5));  // fails: the broker is gone
   EXPECT_TRUE(finished.load());
   EXPECT_FALSE(s->active());
+}
+
+// ConnectOptions::io with nobody running the context: each call that waits for the broker runs
+// the context itself meanwhile, so nothing deadlocks; a call that would wait on a thread
+// inside the context's run() (where waiting would hold up the loop) fails at once instead.
+TEST(PubSub, AnIoContextNobodyRunsIsRunByTheCallsThatWait) {
+  BrokerProcess broker;
+  asio::io_context io;
+  auto c = Client::connect({.address = broker.socket(), .name = "own-loop", .io = &io});
+  ASSERT_TRUE(c.has_value()) << c.error().message;
+  Client server = broker.connect("server");
+  auto service = server.serve("loop.echo", [](Request r) { (void)r.reply(r.payload()); });
+  ASSERT_TRUE(service.has_value());
+  ASSERT_TRUE(c->wait_for_responder("loop.echo", std::chrono::seconds(5)).has_value());
+  auto sub = c->subscribe("loop.t");
+  ASSERT_TRUE(sub.has_value()) << sub.error().message;
+  std::atomic<int> calls{0};
+  auto cb = c->subscribe("loop.cb", [&](const MessageView&) { ++calls; });
+  ASSERT_TRUE(cb.has_value()) << cb.error().message;
+  ASSERT_TRUE(c->publish("loop.t", "self").has_value());
+  ASSERT_TRUE(c->publish("loop.cb", "callback").has_value());
+  ASSERT_TRUE(c->flush().has_value());
+  auto m = c->receive(std::chrono::seconds(5));
+  ASSERT_TRUE(m.has_value()) << m.error().message;
+  EXPECT_EQ(m->text(), "self");
+  EXPECT_EQ(calls.load(), 1);  // ran on this thread, inside flush() or receive()
+  auto reply = c->request("loop.echo", "ping", std::chrono::seconds(5));
+  ASSERT_TRUE(reply.has_value()) << reply.error().message;
+  EXPECT_EQ(reply->text(), "ping");
+  // From a handler of the same context (not the client's own), waiting is refused at once.
+  std::optional<Error> refused;
+  asio::post(io, [&] {
+    auto f = c->flush();
+    if (!f) refused = f.error();
+  });
+  while (!refused && io.run_one_for(std::chrono::seconds(5)) != 0) {
+  }
+  ASSERT_TRUE(refused.has_value());
+  EXPECT_EQ(refused->code, Errc::kInvalidArgument);
+  EXPECT_NE(refused->message.find("io_context"), std::string::npos) << refused->message;
+  EXPECT_TRUE(sub->unsubscribe().has_value());
+  EXPECT_TRUE(cb->unsubscribe().has_value());
 }
 
 TEST(PubSub, PublishingFromManyThreadsOfOneClient) {
