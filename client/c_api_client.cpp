@@ -152,6 +152,12 @@ int ubroker_options_set_offline_buffer(ubroker_options* options, size_t bytes) {
   return kOk;
 }
 
+int ubroker_options_set_manual_io(ubroker_options* options, int manual) {
+  if (!options) return invalid("ubroker_options_set_manual_io: NULL options");
+  options->cpp.manual_io = manual != 0;
+  return kOk;
+}
+
 int ubroker_options_set_busy_poll(ubroker_options* options, unsigned microseconds) {
   if (!options) return invalid("ubroker_options_set_busy_poll: NULL options");
   if (microseconds > 1000000) return invalid("ubroker_options_set_busy_poll: more than a second");
@@ -264,6 +270,20 @@ int ubroker_publish(ubroker_client* client, const char* topic, const void* data,
 
 int ubroker_publish_retained(ubroker_client* client, const char* topic, const void* data, size_t len) {
   return ubroker_publish_ex(client, topic, data, len, nullptr, 0, UBROKER_PUBLISH_RETAIN);
+}
+
+int ubroker_poll(ubroker_client* client, int timeout_ms) {
+  const auto timeout = timeout_of(timeout_ms);
+  if (!client || !timeout) return invalid("ubroker_poll: NULL client or a negative timeout");
+  return guarded([&] {
+    auto r = client->cpp.poll(*timeout);
+    if (!r) return fail(r.error());
+    return static_cast<int>(std::min<std::size_t>(*r, 1u << 30));
+  });
+}
+
+int ubroker_fd(const ubroker_client* client) {
+  return client ? client->cpp.fd() : -1;
 }
 
 int ubroker_flush(ubroker_client* client, int timeout_ms) {

@@ -208,6 +208,15 @@ Result<void> Client::flush(std::chrono::milliseconds timeout) {
   return core_->flush(timeout);
 }
 
+Result<std::size_t> Client::poll(std::chrono::milliseconds timeout) {
+  if (!core_) return closed();
+  return core_->poll(timeout);
+}
+
+int Client::fd() const noexcept {
+  return core_ ? core_->socket_fd() : -1;
+}
+
 std::uint64_t Client::id() const noexcept {
   return core_ ? core_->id() : 0;
 }

@@ -74,10 +74,13 @@ void ClientCore::start() {
   asio::post(strand_, [self = shared_from_this()] { self->on_readable(); });
   notify({.event = ConnectionEvent::kConnected});
   if (own_io_) {
+    // Manual: no thread, but the guard keeps the context from running dry between polls.
+    work_.emplace(own_io_->get_executor());
+    if (options_.manual_io) return;
+    io_thread_ = true;
     // The guard keeps the thread alive while reading is paused (no operation pending) and
     // while reconnecting; closing releases it, and run() returns once every pending handler
     // has completed, which also releases the handlers' references to this core.
-    work_.emplace(own_io_->get_executor());
     thread_ = std::thread([this] { proto::run_with_busy_poll(*own_io_, options_.busy_poll); });
   }
 }
@@ -96,6 +99,9 @@ void ClientCore::close() {
   }
   for (auto& done : orphans) done(std::unexpected(not_connected(why)));
   wake_waiters();
+  // Manual I/O: nobody else will run the handlers still pending (the socket's waits, which
+  // complete now that it is shut down); run them here so they let go of this core.
+  if (own_io_ && !io_thread_ && !on_io_thread()) own_io_->run();
   for (std::thread* t : {&thread_, &reconnector_}) {
     if (t->joinable() && t->get_id() != std::this_thread::get_id()) t->join();
   }
@@ -104,7 +110,7 @@ void ClientCore::close() {
 bool ClientCore::on_io_thread() const {
   // The client's strand or, with ConnectOptions::io, any thread inside that context's run():
   // waiting there would hold up the very loop that has to bring the answer.
-  return strand_.running_in_this_thread() || (!own_io_ && io_.get_executor().running_in_this_thread());
+  return strand_.running_in_this_thread() || (!io_thread_ && io_.get_executor().running_in_this_thread());
 }
 
 std::optional<Error> ClientCore::disconnect_reason() const {
@@ -613,6 +619,22 @@ void ClientCore::spin_until_changed(const std::atomic<std::uint64_t>& counter, s
   const auto until = std::chrono::steady_clock::now() + window;
   while (counter.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < until) {
   }
+}
+
+Result<std::size_t> ClientCore::poll(std::chrono::milliseconds timeout) {
+  if (io_thread_) {
+    return std::unexpected(Error{Errc::kInvalidArgument,
+                                 "poll(): this client has its own I/O thread, which drives it (see "
+                                 "ConnectOptions::manual_io)"});
+  }
+  if (on_io_thread()) {
+    return std::unexpected(Error{Errc::kInvalidArgument, "poll() cannot run inside the client's own handlers"});
+  }
+  std::size_t ran = timeout.count() > 0 ? io_.run_one_for(timeout) : io_.poll_one();
+  if (ran != 0) {
+    while (io_.poll_one() != 0) ++ran;  // and whatever became ready meanwhile
+  }
+  return ran;
 }
 
 void ClientCore::silence(SubState& state) {

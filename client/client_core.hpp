@@ -95,6 +95,8 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   Result<std::uint64_t> unsubscribe(SubState& state, std::chrono::milliseconds timeout);
   Result<Message> receive(std::chrono::milliseconds timeout);
   Result<void> flush(std::chrono::milliseconds timeout);
+  Result<std::size_t> poll(std::chrono::milliseconds timeout);
+  [[nodiscard]] int socket_fd() const noexcept { return connected() ? fd_.load(std::memory_order_relaxed) : -1; }
 
   [[nodiscard]] std::uint64_t id() const noexcept { return client_id_.load(std::memory_order_relaxed); }
   [[nodiscard]] bool connected() const noexcept { return connected_.load(std::memory_order_acquire); }
@@ -111,7 +113,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   template <class Pred>
   bool wait_until(std::unique_lock<std::mutex>& lk, std::condition_variable& cv,
                   std::chrono::steady_clock::time_point deadline, Pred pred) {
-    if (own_io_) return cv.wait_until(lk, deadline, pred);
+    if (io_thread_) return cv.wait_until(lk, deadline, pred);
     while (!pred()) {
       const auto now = std::chrono::steady_clock::now();
       if (now >= deadline) return false;
@@ -209,6 +211,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::atomic<int> fd_;  // owned by socket_
   std::atomic<std::uint64_t> generation_{0};  // bumped when a new connection is installed
   std::unique_ptr<asio::io_context> own_io_;
+  bool io_thread_ = false;  // the client runs own_io_ on thread_ (else the application drives it)
   asio::io_context& io_;
   // Every handler of this client runs in the strand: an application's io_context may be run
   // by several threads, and the read path, the writer and the reconnect install each assume

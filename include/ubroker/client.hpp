@@ -145,6 +145,11 @@ struct ConnectOptions {
   // sleep. What arrives meanwhile skips a wake-up (tens of microseconds on a virtual
   // machine); the price is a core busy for the window after each message. 0: sleep at once.
   std::chrono::microseconds busy_poll{0};
+  // No I/O thread at all: the application drives the client from its own loop, calling poll()
+  // when fd() is readable (and at least every 100 ms or so: that also finishes writes that
+  // met a full socket and a reconnect), or waiting in a call that waits for the broker.
+  // Callbacks, connection events and errors then run on the thread that drives. Ignored with io.
+  bool manual_io = false;
 };
 
 struct PublishOptions {
@@ -327,6 +332,16 @@ class UBROKER_API Client {
 
   // Returns once the broker has processed everything this client sent before the call.
   [[nodiscard]] Result<void> flush(std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
+  // Drives a client without an I/O thread (ConnectOptions::manual_io or ::io) on the calling
+  // thread: waits up to `timeout` for work, then runs what is ready (reads, callbacks,
+  // answers, writes) and returns how many handlers ran (0: the timeout passed). With its own
+  // I/O thread a client needs no driving: kInvalidArgument.
+  [[nodiscard]] Result<std::size_t> poll(std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
+  // The connection's socket, for the application's poll/epoll: readable when poll() has work
+  // to do. It changes when the client reconnects (ConnectionEvent::kReconnected); -1 while
+  // disconnected.
+  [[nodiscard]] int fd() const noexcept;
 
   // Closes the connection (and stops reconnecting); pending calls fail with kNotConnected.
   // Publishes not yet written are discarded (and counted): flush() first to be sure. Idempotent.

@@ -49,7 +49,7 @@ TEST(Brokerbench, EveryWorkloadAtATinySize) {
 
 // latency64 through each path of the client API, each measured and named in its note.
 TEST(Brokerbench, LatencyThroughEveryClientApiPath) {
-  for (const char* api : {"callback", "receive", "request"}) {
+  for (const char* api : {"callback", "receive", "request", "poll"}) {
     Process bench = Process::spawn({UBROKER_BROKERBENCH, "latency64", "--api", api, "--repeat", "1", "--count", "2000",
                                     "--warmup", "200", "--no-limit", "--json"});
     auto st = bench.wait(std::chrono::seconds(120));

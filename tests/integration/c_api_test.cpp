@@ -224,6 +224,33 @@ TEST(CApi, HeadersTravelBothWaysAndAnErrorReplyIsServiceError) {
   ubroker_close(requester);
 }
 
+void count_call(const ubroker_message*, void* user) { ++*static_cast<int*>(user); }
+
+TEST(CApi, AManualClientRunsItsCallbacksInUbrokerPoll) {
+  BrokerProcess broker;
+  ubroker_options* o = nullptr;
+  ASSERT_EQ(ubroker_options_new(&o), 0);
+  ASSERT_EQ(ubroker_options_set_address(o, broker.socket().c_str()), 0);
+  ASSERT_EQ(ubroker_options_set_manual_io(o, 1), 0);
+  ubroker_client* manual = nullptr;
+  ASSERT_EQ(ubroker_connect_with(o, &manual), 0) << ubroker_last_error();
+  ubroker_options_free(o);
+  int calls = 0;
+  ubroker_subscription* sub = nullptr;
+  ASSERT_EQ(ubroker_subscribe(manual, "capi.manual", count_call, &calls, &sub), 0) << ubroker_last_error();
+  ubroker_client* pub = connect_to(broker, "pub");
+  ASSERT_EQ(ubroker_publish(pub, "capi.manual", "x", 1), 0);
+  ASSERT_EQ(ubroker_flush(pub, 5000), 0);
+  EXPECT_GE(ubroker_fd(manual), 0);
+  for (int i = 0; i < 100 && calls == 0; ++i) ASSERT_GE(ubroker_poll(manual, 100), 0) << ubroker_last_error();
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(ubroker_poll(pub, 0), UBROKER_E_INVALID_ARGUMENT);  // it has its own I/O thread
+  EXPECT_EQ(ubroker_poll(manual, -1), UBROKER_E_INVALID_ARGUMENT);
+  EXPECT_EQ(ubroker_unsubscribe(sub), 0);
+  ubroker_close(pub);
+  ubroker_close(manual);
+}
+
 TEST(CApi, ReceiveGetsRetainedValuesFirstAndTimesOut) {
   BrokerProcess broker;
   ubroker_client* c = connect_to(broker);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
+#include <poll.h>
 #include <unistd.h>
 
 #include <sys/socket.h>
@@ -276,6 +277,46 @@ TEST(PubSub, AnIoContextNobodyRunsIsRunByTheCallsThatWait) {
   EXPECT_NE(refused->message.find("io_context"), std::string::npos) << refused->message;
   EXPECT_TRUE(sub->unsubscribe().has_value());
   EXPECT_TRUE(cb->unsubscribe().has_value());
+}
+
+// ConnectOptions::manual_io: no I/O thread; poll() on the application's thread runs the
+// callbacks there, fd() tells when there is work, and the calls that wait drive themselves.
+TEST(PubSub, AManualClientIsDrivenByPollOnTheCallingThread) {
+  BrokerProcess broker;
+  auto c = Client::connect({.address = broker.socket(), .name = "manual", .manual_io = true});
+  ASSERT_TRUE(c.has_value()) << c.error().message;
+  std::thread::id ran_on;
+  int calls = 0;
+  auto s = c->subscribe("man.t", [&](const MessageView&) {
+    ran_on = std::this_thread::get_id();
+    ++calls;
+  });
+  ASSERT_TRUE(s.has_value()) << s.error().message;
+  Client pub = broker.connect("pub");
+  ASSERT_TRUE(pub.publish("man.t", "x").has_value());
+  ASSERT_TRUE(pub.flush().has_value());
+  pollfd p{.fd = c->fd(), .events = POLLIN, .revents = 0};
+  ASSERT_GE(p.fd, 0);
+  ASSERT_EQ(::poll(&p, 1, 5000), 1);  // the socket says there is work
+  while (calls == 0) {
+    auto ran = c->poll(std::chrono::seconds(5));
+    ASSERT_TRUE(ran.has_value()) << ran.error().message;
+    ASSERT_GT(*ran, 0u);
+  }
+  EXPECT_EQ(ran_on, std::this_thread::get_id());
+  auto idle = c->poll(std::chrono::milliseconds(0));
+  ASSERT_TRUE(idle.has_value());
+  Client server = broker.connect("server");
+  auto service = server.serve("man.echo", [](Request r) { (void)r.reply(r.payload()); });
+  ASSERT_TRUE(service.has_value());
+  auto reply = c->request("man.echo", "hi", std::chrono::seconds(5));  // drives itself while it waits
+  ASSERT_TRUE(reply.has_value()) << reply.error().message;
+  EXPECT_EQ(reply->text(), "hi");
+  // A client with its own I/O thread needs no driving.
+  auto own = pub.poll();
+  ASSERT_FALSE(own.has_value());
+  EXPECT_EQ(own.error().code, Errc::kInvalidArgument);
+  EXPECT_TRUE(s->unsubscribe().has_value());
 }
 
 TEST(PubSub, PublishingFromManyThreadsOfOneClient) {

@@ -479,7 +479,7 @@ int main(int argc, char** argv) {
   app.add_option("--api", o.api,
                  "latency64's path through the client API: io (the client on the pinger's io_context, run_one; the "
                  "default), callback (the pong's callback sends the next ping), receive (publish, then receive()), "
-                 "request (request() against a responder)")
+                 "request (request() against a responder), poll (a manual_io client driven by poll())")
       ->check(CLI::IsMember(std::vector<std::string>(std::begin(kLatencyApis), std::end(kLatencyApis))));
   app.add_option("--busy-poll-us", o.busy_poll_us,
                  "Busy polling for the broker (busy_poll_us) and every client (ConnectOptions::busy_poll), in "

@@ -74,6 +74,25 @@ bool ping_by_request(Client& c, std::uint64_t total, std::uint64_t warmup, const
   return true;
 }
 
+// A manual client (no I/O thread): poll() on this thread until the pong's callback has run.
+bool ping_by_poll(Client& c, std::uint64_t total, std::uint64_t warmup, const std::vector<std::byte>& payload,
+                  Histogram& h) {
+  bool got = false;
+  auto sub = c.subscribe("bench.pong", [&](const MessageView&) { got = true; });
+  if (!sub || !c.flush()) return false;
+  for (std::uint64_t i = 0; i < total; ++i) {
+    got = false;
+    const auto t0 = Clock::now();
+    if (!c.publish("bench.ping", payload)) return false;
+    while (!got) {
+      auto ran = c.poll(std::chrono::seconds(10));
+      if (!ran || *ran == 0) return false;
+    }
+    if (i >= warmup) h.record(ns_since(t0));
+  }
+  return true;
+}
+
 // The client on this thread's io_context: run_one until the pong's callback has run.
 int ping_by_io(const std::string& address, std::uint64_t total, std::uint64_t warmup,
                const std::vector<std::byte>& payload, Histogram& h) {
@@ -118,12 +137,13 @@ int role_ping(const std::string& address, const std::string& api, std::uint64_t 
   if (api == "io") {
     if (ping_by_io(address, warmup + count, warmup, payload, h) != 0) return 1;
   } else {
-    auto c = connect(address, "bench-ping-" + api, nullptr);
+    auto c = connect(address, "bench-ping-" + api, nullptr, api == "poll");
     if (!c) return 1;
     bool ok = false;
     if (api == "callback") ok = ping_by_callback(*c, warmup + count, warmup, payload, h);
     if (api == "receive") ok = ping_by_receive(*c, warmup + count, warmup, payload, h);
     if (api == "request") ok = ping_by_request(*c, warmup + count, warmup, payload, h);
+    if (api == "poll") ok = ping_by_poll(*c, warmup + count, warmup, payload, h);
     if (!ok) {
       std::fprintf(stderr, "brokerbench ping (%s): a round trip failed\n", api.c_str());
       return 1;

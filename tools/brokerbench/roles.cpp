@@ -34,13 +34,15 @@ std::uint64_t ns_since(Clock::time_point t) {
   return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t).count());
 }
 
-std::optional<Client> connect(const std::string& address, const std::string& name, asio::io_context* io) {
+std::optional<Client> connect(const std::string& address, const std::string& name, asio::io_context* io,
+                              bool manual) {
   const char* busy = std::getenv("BROKERBENCH_BUSY_POLL_US");  // set by brokerbench (--busy-poll-us)
   auto c = Client::connect({.address = address,
                             .name = name,
                             .io = io,
                             .reconnect = {.enabled = false},
-                            .busy_poll = std::chrono::microseconds(busy ? std::strtoul(busy, nullptr, 10) : 0)});
+                            .busy_poll = std::chrono::microseconds(busy ? std::strtoul(busy, nullptr, 10) : 0),
+                            .manual_io = manual});
   if (!c) {
     std::fprintf(stderr, "brokerbench %s: %s\n", name.c_str(), c.error().message.c_str());
     return std::nullopt;

@@ -41,7 +41,9 @@ using Clock = std::chrono::steady_clock;
 std::uint64_t ns_since(Clock::time_point t);
 // A client of the broker at `address` that does not reconnect (its I/O on `io` if given);
 // nullopt after printing why.
-std::optional<Client> connect(const std::string& address, const std::string& name, asio::io_context* io);
+// `manual`: ConnectOptions::manual_io.
+std::optional<Client> connect(const std::string& address, const std::string& name, asio::io_context* io,
+                              bool manual = false);
 
 // W1's pinger (ping.cpp): one 64-byte ping at a time through the broker, timing each round
 // trip, through one of the client API's paths (`api`, see latency64_apis).
@@ -50,8 +52,9 @@ int role_ping(const std::string& address, const std::string& api, std::uint64_t 
 // The paths W1 can take: "io" (the client on this thread's io_context, run_one until the
 // pong), "callback" (the pong's callback on the client's I/O thread sends the next ping),
 // "receive" (publish, then receive() on this thread), "request" (request() against a
-// responder instead of ping/pong).
-inline constexpr const char* kLatencyApis[] = {"io", "callback", "receive", "request"};
+// responder instead of ping/pong), "poll" (a ConnectOptions::manual_io client driven by
+// poll() on this thread).
+inline constexpr const char* kLatencyApis[] = {"io", "callback", "receive", "request", "poll"};
 
 // The relay floor's processes: a minimal epoll relay and an echo behind it. The caller
 // pings through client_fd(); stop() closes it and reaps both. With `ends_in_epoll` the echo
