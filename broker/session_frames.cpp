@@ -159,12 +159,17 @@ std::optional<Session::Step> Session::take_headers(const wire::Header& h, std::s
     encoded = headers_buf_;
     why = proto::check_headers(encoded);
   }
+  if (why == nullptr && proto::has_broker_header(encoded)) why = "header keys that start with 'ubroker-' are the broker's";
   if (why == nullptr) return std::nullopt;
   return refuse(wire::INVALID_HEADERS, fmt::format("{} refused: {}", what, why), h.seq());
 }
 
 Session::Step Session::handle_publish(const Published& msg, bool retain) {
   const std::string_view topic = msg.topic;
+  // (Headers from the fast decoder are checked already; the broker's own keys are not theirs.)
+  if (!msg.headers.empty() && proto::has_broker_header(msg.headers)) {
+    return refuse(wire::INVALID_HEADERS, "publish refused: header keys that start with 'ubroker-' are the broker's", 0);
+  }
   // One string compare for a client publishing on the topic it used last.
   if (!grants_.all() && topic != last_published_) {
     if (auto denied = deny_unless(Right::kPublish, topic, false, 0)) return *denied;

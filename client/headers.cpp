@@ -14,6 +14,10 @@ Result<void> encode_headers(std::span<const HeaderField> fields, std::vector<std
     if (const char* why = proto::check_header_field(f.key, f.value)) {
       return std::unexpected(Error{Errc::kInvalidHeaders, fmt::format("header '{}': {}", f.key, why)});
     }
+    if (f.key.starts_with(proto::kBrokerHeaderPrefix)) {
+      return std::unexpected(
+          Error{Errc::kInvalidHeaders, fmt::format("header '{}': keys that start with 'ubroker-' are the broker's", f.key)});
+    }
     size += proto::header_field_size(f.key, f.value);
   }
   if (size > proto::kMaxHeaderBytes) {

@@ -112,6 +112,15 @@ const char* check_headers(std::span<const std::byte> encoded) noexcept {
   return c.error();
 }
 
+bool has_broker_header(std::span<const std::byte> encoded) noexcept {
+  HeaderCursor c(encoded);
+  std::string_view key, value;
+  while (c.next(key, value)) {
+    if (key.starts_with(kBrokerHeaderPrefix)) return true;
+  }
+  return false;
+}
+
 std::size_t header_field_size(std::string_view key, std::string_view value) noexcept {
   const std::size_t entry = string_field_size(key.size()) + (value.empty() ? 0 : string_field_size(value.size()));
   return string_field_size(entry);

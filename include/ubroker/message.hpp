@@ -26,7 +26,8 @@ class ShmReader;
 // One header: key/value metadata sent with a message, request or reply (as NATS headers).
 // Keys are 1..256 bytes of printable ASCII without ':' or spaces; values are UTF-8 without
 // control characters (no CR or LF); a message's headers together take at most 16 KiB. A key
-// may repeat. Sending anything else fails with kInvalidHeaders.
+// may repeat. Keys that start with "ubroker-" are the broker's (its $sys.trace copies carry
+// them). Sending anything else fails with kInvalidHeaders.
 struct HeaderField {
   std::string_view key;
   std::string_view value;

@@ -93,8 +93,9 @@ typedef struct ubroker_call ubroker_call; /* a request as its responder receives
 typedef struct ubroker_loan ubroker_loan;
 
 /* One header: key/value metadata sent with a message, request or reply (as NATS headers).
- * Keys: 1..256 bytes of printable ASCII without ':' or spaces; values: UTF-8 without control
- * characters; at most 16 KiB together. A key may repeat. Both strings are NUL-terminated. */
+ * Keys: 1..256 bytes of printable ASCII without ':' or spaces, not starting with "ubroker-"
+ * (the broker's own); values: UTF-8 without control characters; at most 16 KiB together. A
+ * key may repeat. Both strings are NUL-terminated. */
 typedef struct ubroker_header {
   const char* key;
   const char* value;

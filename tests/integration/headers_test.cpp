@@ -171,6 +171,11 @@ TEST(Headers, BreakingTheRulesIsRefusedByTheLibraryAndByTheBroker) {
   auto q = c.request("t", "x", RequestOptions{.headers = crlf});
   ASSERT_FALSE(q.has_value());
   EXPECT_EQ(q.error().code, Errc::kInvalidHeaders);
+  // The broker's own keys (its $sys.trace copies carry them) cannot be forged.
+  const HeaderField forged[] = {{"ubroker-request", "7"}};
+  auto forged_publish = c.publish("t", "x", {.headers = forged});
+  ASSERT_FALSE(forged_publish.has_value());
+  EXPECT_EQ(forged_publish.error().code, Errc::kInvalidHeaders);
   const std::string huge(20 * 1024, 'v');
   const HeaderField big[] = {{"k", huge}};
   EXPECT_EQ(c.publish("t", "x", {.headers = big}).error().code, Errc::kInvalidHeaders);
@@ -193,6 +198,23 @@ TEST(Headers, BreakingTheRulesIsRefusedByTheLibraryAndByTheBroker) {
   EXPECT_EQ(err->type(), wire::ERROR);
   EXPECT_EQ(err->error().code(), wire::INVALID_HEADERS);
   EXPECT_FALSE(err->error().fatal());
+  // Nor from a raw peer, whichever path its frame takes (the fast PUBLISH decoder, or protobuf
+  // for a REQUEST).
+  for (const auto type : {wire::PUBLISH, wire::REQUEST}) {
+    wire::Header forged_frame;
+    forged_frame.set_type(type);
+    forged_frame.set_topic("raw.t");
+    forged_frame.set_seq(5);
+    auto* ff = forged_frame.mutable_headers()->add_fields();
+    ff->set_key("ubroker-caller");
+    ff->set_value("1");
+    raw.send_frame(forged_frame, "payload");
+    auto refused = raw.read_frame();
+    ASSERT_TRUE(refused.has_value());
+    EXPECT_EQ(refused->type(), wire::ERROR);
+    EXPECT_EQ(refused->error().code(), wire::INVALID_HEADERS) << refused->error().message();
+    EXPECT_NE(refused->error().message().find("ubroker-"), std::string::npos);
+  }
   // Headers in another order than protobuf writes are fine, and arrive in the canonical form.
   wire::Header odd;
   odd.set_type(wire::PUBLISH);

@@ -74,6 +74,12 @@ TEST(Headers, FieldRulesRefuseWhatATextProtocolCouldNotCarry) {
   EXPECT_NE(check_header_field("k", "\xc2\x85"), nullptr);      // C1 control (NEL)
 }
 
+TEST(Headers, TheBrokersOwnKeysAreFound) {
+  EXPECT_TRUE(has_broker_header(encode({{"a", "1"}, {"ubroker-request", "2"}})));
+  EXPECT_FALSE(has_broker_header(encode({{"a", "1"}, {"Ubroker-Request", "2"}, {"x-ubroker-y", "3"}})));
+  EXPECT_FALSE(has_broker_header({}));
+}
+
 TEST(Headers, CheckRefusesMalformedAndOversizedEncodings) {
   // A value field first, a key twice, an unknown field, a cut-off length.
   wire::MessageHeaders odd;

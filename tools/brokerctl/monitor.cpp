@@ -117,7 +117,9 @@ void print_json_line(const ubroker::Message& m, const Tapped& t, long long ms) {
   const ubroker::Headers h = m.headers();
   std::string extra;
   auto number = [&](std::string_view member, std::string_view header) {
-    if (auto v = h.get(header)) extra += fmt::format(",\"{}\":{}", member, *v);
+    const auto v = h.get(header);
+    if (!v || v->empty() || v->size() > 20 || v->find_first_not_of("0123456789") != std::string_view::npos) return;
+    extra += fmt::format(",\"{}\":{}", member, *v);
   };
   if (t.kind != "message" && t.kind != "event") {
     number("request_id", "ubroker-request");

@@ -20,6 +20,9 @@ namespace ubroker::proto {
 
 inline constexpr std::size_t kMaxHeaderBytes = 16 * 1024;  // the encoded MessageHeaders
 inline constexpr std::size_t kMaxHeaderKey = 256;
+// Keys the broker adds itself ($sys.trace copies: ubroker-request, ubroker-caller, ...); a
+// client may not send them, so a reader can trust them.
+inline constexpr std::string_view kBrokerHeaderPrefix = "ubroker-";
 
 // Why a key/value pair cannot be a header field (a static sentence), or nullptr.
 [[nodiscard]] const char* check_header_field(std::string_view key, std::string_view value) noexcept;
@@ -42,6 +45,9 @@ class HeaderCursor {
 
 // Why `encoded` is not canonical, valid headers (a static sentence), or nullptr.
 [[nodiscard]] const char* check_headers(std::span<const std::byte> encoded) noexcept;
+
+// Whether checked headers hold a key that starts with kBrokerHeaderPrefix.
+[[nodiscard]] bool has_broker_header(std::span<const std::byte> encoded) noexcept;
 
 // Encoding, for a sender: the bytes one field takes, and writing them at p (returns the byte after).
 [[nodiscard]] std::size_t header_field_size(std::string_view key, std::string_view value) noexcept;
