@@ -110,6 +110,8 @@ bool Outbox::queue_delivery(std::span<const std::byte> head, std::span<const std
 void Outbox::queue_delivery_run(std::span<const std::byte> head,
                                 std::span<const std::span<const std::byte>> payloads) {
   const std::uint32_t header_len = static_cast<std::uint32_t>(head.size() - proto::kPrefixSize);
+  // A queue that was empty starts its slow-consumer clock now (mark_dirty sees only the last frame).
+  if (out_.messages() == 0) last_progress_ = Clock::now();
   for (const std::span<const std::byte> payload : payloads) {
     std::byte* p = out_.append_inline(head.size() + payload.size());  // extends the same piece
     std::memcpy(p, head.data(), head.size());

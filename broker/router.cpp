@@ -339,8 +339,13 @@ bool Router::publish_run(const SenderStamp& stamp, std::string_view topic,
   constexpr std::size_t kMaxHeadExtra = 2 + 3 * 11 + 3 + kIdsPerDelivery * 10;
   const std::size_t frame_bytes = bytes + payloads.size() * (proto::kPrefixSize + topic.size() + kMaxHeadExtra);
   for (const Target& t : targets_) {
+    // More ids than one frame lists would take several frames per message, interleaved
+    // message by message on the single path: that receiver goes one at a time.
+    if (t.count > kIdsPerDelivery) return false;
     if (!t.outbox->has_room_for(payloads.size(), frame_bytes, frame_bytes * targets_.size())) return false;
   }
+  std::uint64_t copied = 0;  // payloads with bytes to copy (an empty one is no copy)
+  for (const auto& p : payloads) copied += p.empty() ? 0 : 1;
   const std::uint64_t n = payloads.size();
   stats_.messages_in += n;
   stats_.bytes_in += bytes;
@@ -352,22 +357,19 @@ bool Router::publish_run(const SenderStamp& stamp, std::string_view topic,
   deliver_.begin(topic, stamp.id, stamp.uid, stamp.pid);
   for (const Target& t : targets_) {
     stats_.deliveries_accepted += n;  // from here on: written or queued
-    for (std::uint32_t first = 0; first < t.count; first += kIdsPerDelivery) {
-      if (first != 0) stats_.deliveries_accepted += n;  // each frame is a delivery of its own
-      ids_.clear();
-      drops_.clear();
-      for (Subscription* s : std::span(target_subs_).subspan(t.first + first, std::min(kIdsPerDelivery, t.count - first))) {
-        ids_.push_back(s->id);
-        drops_.push_back(0);
-        s->delivered += n;
-      }
-      t.outbox->queue_delivery_run(deliver_.head(ids_, drops_, 0), payloads);
-      t.outbox->count_delivery(bytes, n);
-      stats_.deliveries += n;
-      stats_.delivered_bytes += bytes;
-      stats_.payload_copies += n;
-      stats_.payload_bytes_copied += bytes;
+    ids_.clear();
+    drops_.clear();
+    for (Subscription* s : std::span(target_subs_).subspan(t.first, t.count)) {
+      ids_.push_back(s->id);
+      drops_.push_back(0);
+      s->delivered += n;
     }
+    t.outbox->queue_delivery_run(deliver_.head(ids_, drops_, 0), payloads);
+    t.outbox->count_delivery(bytes, n);
+    stats_.deliveries += n;
+    stats_.delivered_bytes += bytes;
+    stats_.payload_copies += copied;
+    stats_.payload_bytes_copied += bytes;
   }
   return true;
 }

@@ -384,7 +384,7 @@ Result<Answer> ClientCore::finish_request(std::uint64_t seq, Result<void> sent, 
     if (!sent) return std::unexpected(sent.error());
     return Answer{.done = true};
   }
-  if (options_.busy_poll.count() > 0 && !answers_[seq].done) {
+  if (options_.busy_poll.count() > 0 && io_thread_ && !answers_[seq].done) {
     lk.unlock();
     spin_until_changed(answers_done_, options_.busy_poll);
     lk.lock();
@@ -630,6 +630,10 @@ Result<std::size_t> ClientCore::poll(std::chrono::milliseconds timeout) {
   if (on_io_thread()) {
     return std::unexpected(Error{Errc::kInvalidArgument, "poll() cannot run inside the client's own handlers"});
   }
+  if (closed_.load()) return std::unexpected(not_connected(disconnect_reason()));
+  // A handler run here may drop the application's last reference (a callback that closes the
+  // client): the core outlives this call.
+  const auto keep = shared_from_this();
   std::size_t ran = timeout.count() > 0 ? io_.run_one_for(timeout) : io_.poll_one();
   if (ran != 0) {
     while (io_.poll_one() != 0) ++ran;  // and whatever became ready meanwhile
@@ -639,7 +643,9 @@ Result<std::size_t> ClientCore::poll(std::chrono::milliseconds timeout) {
 
 void ClientCore::silence(SubState& state) {
   state.silenced.store(true);
-  if (on_io_thread()) return;  // the caller may be that callback: it returns before the next starts
+  // Only on the client's strand may the caller be that very callback; any other thread waits
+  // (with ConnectOptions::io, the callback may be running on another thread of the context).
+  if (strand_.running_in_this_thread()) return;
   while (state.in_callback.load() != 0) std::this_thread::yield();
 }
 
@@ -655,7 +661,7 @@ Result<void> ClientCore::flush(std::chrono::milliseconds timeout) {
 Result<Message> ClientCore::receive(std::chrono::milliseconds timeout) {
   if (on_io_thread()) return std::unexpected(Error{Errc::kInvalidArgument, "receive() cannot wait on the client's I/O thread (or a thread running its io_context)"});
   std::unique_lock lk(queue_mu_);
-  if (options_.busy_poll.count() > 0 && queue_.empty() && !closed_.load()) {
+  if (options_.busy_poll.count() > 0 && io_thread_ && queue_.empty() && !closed_.load()) {
     lk.unlock();
     spin_until_changed(queued_total_, options_.busy_poll);
     lk.lock();

@@ -61,6 +61,18 @@ struct SubState {
   std::atomic<int> in_callback{0};
 };
 
+// Counts a callback in and out of SubState::in_callback, also when it throws.
+class CallbackScope {
+ public:
+  explicit CallbackScope(SubState& s) noexcept : s_(s) { s_.in_callback.fetch_add(1); }
+  ~CallbackScope() { s_.in_callback.fetch_sub(1); }
+  CallbackScope(const CallbackScope&) = delete;
+  CallbackScope& operator=(const CallbackScope&) = delete;
+
+ private:
+  SubState& s_;
+};
+
 // The broker's answer to one request (SUBSCRIBE, UNSUBSCRIBE, SERVE, PING, PROBE, REQUEST).
 struct Answer {
   bool done = false;
@@ -114,6 +126,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   bool wait_until(std::unique_lock<std::mutex>& lk, std::condition_variable& cv,
                   std::chrono::steady_clock::time_point deadline, Pred pred) {
     if (io_thread_) return cv.wait_until(lk, deadline, pred);
+    const auto keep = shared_from_this();  // a handler run here may drop the last other reference
     while (!pred()) {
       const auto now = std::chrono::steady_clock::now();
       if (now >= deadline) return false;

@@ -205,9 +205,8 @@ void ClientCore::deliver(const DeliveryHead& h, std::span<const std::byte> paylo
     if (view.dropped_before != 0) sub->dropped.fetch_add(view.dropped_before, std::memory_order_relaxed);
     if (sub->handler) {
       // Counted in before `silenced` is read, so silence() either sees this call or stops it.
-      sub->in_callback.fetch_add(1);
+      const CallbackScope scope(*sub);
       if (!sub->silenced.load()) sub->handler(view);
-      sub->in_callback.fetch_sub(1);
       continue;
     }
     std::lock_guard lk(queue_mu_);
@@ -242,9 +241,8 @@ void ClientCore::deliver_request(const wire::Header& h, std::span<const std::byt
   r.payload_.assign(payload.begin(), payload.end());
   r.headers_ = rheaders_;
   r.sender_ = {.client_id = h.sender_id(), .uid = h.sender_uid(), .pid = h.sender_pid()};
-  service->in_callback.fetch_add(1);
+  const CallbackScope scope(*service);
   if (!service->silenced.load()) service->request_handler(std::move(r));
-  service->in_callback.fetch_sub(1);
 }
 
 void ClientCore::answer(const wire::Header& h, std::span<const std::byte> payload) {

@@ -217,6 +217,7 @@ TEST_F(RouterTest, ARunOfPublishesIsDeliveredAndCountedAsTheSingleOnesWouldBe) {
   EXPECT_EQ(stats_.bytes_in, bytes_total + 5);
   EXPECT_EQ(stats_.deliveries_accepted, 10u);
   EXPECT_EQ(stats_.deliveries, 10u);
+  EXPECT_EQ(stats_.payload_copies, 8u);  // the empty payload was no copy, alone or in a run
   EXPECT_EQ(router_.find(*a.outbox, 10)->delivered, 5u);
   const auto& topics = router_.topic_stats();
   ASSERT_TRUE(topics.contains("run.t"));
@@ -249,6 +250,11 @@ TEST_F(RouterTest, ARunDeclinesWhereOnlyOneAtATimeIsExact) {
   EXPECT_EQ(router_.find(*small.outbox, 30)->dropped, 1u);
   EXPECT_EQ(small.take().size(), 3u);
   EXPECT_FALSE(router_.publish_run(from, "small", run, 2));
+  // A receiver with more matching subscriptions than one frame lists gets several frames per
+  // message, interleaved message by message: one at a time.
+  Client& many = client(4);
+  for (std::uint64_t i = 0; i < 40; ++i) subscribe(many, 100 + i, "many");
+  EXPECT_FALSE(router_.publish_run(from, "many", run, 2));
   // Declining changed nothing.
   EXPECT_EQ(stats_.messages_in, 4u);
   EXPECT_TRUE(a.take().empty());

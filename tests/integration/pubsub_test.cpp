@@ -317,6 +317,11 @@ TEST(PubSub, AManualClientIsDrivenByPollOnTheCallingThread) {
   ASSERT_FALSE(own.has_value());
   EXPECT_EQ(own.error().code, Errc::kInvalidArgument);
   EXPECT_TRUE(s->unsubscribe().has_value());
+  // Once closed it says so, rather than reporting an endless run of empty polls.
+  c->close();
+  auto after = c->poll(std::chrono::seconds(1));
+  ASSERT_FALSE(after.has_value());
+  EXPECT_EQ(after.error().code, Errc::kNotConnected);
 }
 
 TEST(PubSub, PublishingFromManyThreadsOfOneClient) {
