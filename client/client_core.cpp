@@ -2,6 +2,8 @@
 // The read path is in client_reader.cpp.
 #include "client_core.hpp"
 
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 
 #include <fmt/format.h>
@@ -64,19 +66,32 @@ std::shared_ptr<ShmReader> ClientCore::make_reader() {
   // Releases are sent from the I/O thread; whoever drops a bulk message only queues a post.
   return std::make_shared<ShmReader>(shm_max_segment_bytes_.load(), [weak = weak_from_this()] {
     if (auto self = weak.lock(); self && self->connected()) {
-      asio::post(self->strand_, [self] { self->flush_releases(); });
+      self->post_to_strand([self] { self->flush_releases(); });
     }
   });
 }
 
 void ClientCore::start() {
   reader_ = make_reader();
-  asio::post(strand_, [self = shared_from_this()] { self->on_readable(); });
+  post_to_strand([self = shared_from_this()] { self->on_readable(); });
   notify({.event = ConnectionEvent::kConnected});
   if (own_io_) {
     // Manual: no thread, but the guard keeps the context from running dry between polls.
     work_.emplace(own_io_->get_executor());
-    if (options_.manual_io) return;
+    if (options_.manual_io) {
+      poll_fd_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+      wake_fd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+      epoll_event ev{.events = EPOLLIN, .data = {.fd = wake_fd_.get()}};
+      if (!poll_fd_ || !wake_fd_ || ::epoll_ctl(poll_fd_.get(), EPOLL_CTL_ADD, wake_fd_.get(), &ev) != 0) {
+        // Without them the application can still poll on a timer; fd() then says -1.
+        poll_fd_.reset();
+        wake_fd_.reset();
+      }
+      watch_socket(-1, fd_.load());
+      const std::uint64_t one = 1;  // the first poll() has the start's work to do
+      if (wake_fd_) (void)!::write(wake_fd_.get(), &one, sizeof one);
+      return;
+    }
     io_thread_ = true;
     // The guard keeps the thread alive while reading is paused (no operation pending) and
     // while reconnecting; closing releases it, and run() returns once every pending handler
@@ -178,7 +193,7 @@ void ClientCore::wake_waiters() {
 
 void ClientCore::notify(ConnectionChange change) {
   if (!options_.on_connection) return;
-  asio::post(strand_, [self = shared_from_this(), change = std::move(change)] { self->options_.on_connection(change); });
+  post_to_strand([self = shared_from_this(), change = std::move(change)] { self->options_.on_connection(change); });
 }
 
 void ClientCore::fail(Error why) {
@@ -288,7 +303,7 @@ void ClientCore::drive_writes() {
           writer_active_ = false;
           if (read_paused_for_writes_) {
             read_paused_for_writes_ = false;
-            asio::post(strand_, [self = shared_from_this()] { self->on_readable(); });
+            post_to_strand([self = shared_from_this()] { self->on_readable(); });
           }
           return;
         }
@@ -326,7 +341,7 @@ void ClientCore::drive_writes() {
 }
 
 void ClientCore::wait_writable() {
-  asio::post(strand_, [self = shared_from_this(), gen = generation_.load()] {
+  post_to_strand([self = shared_from_this(), gen = generation_.load()] {
     if (gen != self->generation_.load()) return;  // the batch was for a replaced socket
     self->socket_.async_wait(asio::local::stream_protocol::socket::wait_write, [self, gen](const std::error_code& ec) {
       if (gen != self->generation_.load()) return;
@@ -621,6 +636,18 @@ void ClientCore::spin_until_changed(const std::atomic<std::uint64_t>& counter, s
   }
 }
 
+void ClientCore::watch_socket(int old, int fd) {
+  if (!poll_fd_) return;
+  if (old >= 0) (void)::epoll_ctl(poll_fd_.get(), EPOLL_CTL_DEL, old, nullptr);
+  if (fd < 0) return;
+  epoll_event ev{.events = EPOLLIN | EPOLLOUT | EPOLLET, .data = {.fd = fd}};
+  if (::epoll_ctl(poll_fd_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
+    // Not watched: the wake fd still brings the application round on every post.
+    const std::uint64_t one = 1;
+    if (wake_fd_) (void)!::write(wake_fd_.get(), &one, sizeof one);
+  }
+}
+
 Result<std::size_t> ClientCore::poll(std::chrono::milliseconds timeout) {
   if (io_thread_) {
     return std::unexpected(Error{Errc::kInvalidArgument,
@@ -634,6 +661,14 @@ Result<std::size_t> ClientCore::poll(std::chrono::milliseconds timeout) {
   // A handler run here may drop the application's last reference (a callback that closes the
   // client): the core outlives this call.
   const auto keep = shared_from_this();
+  if (poll_fd_) {
+    // Consume what made fd() readable (edge-triggered socket events, the wake counter), so
+    // the application's epoll sleeps again once this poll has done the work.
+    std::uint64_t count = 0;
+    (void)!::read(wake_fd_.get(), &count, sizeof count);  // the wake counter, back to 0
+    epoll_event evs[4];
+    (void)::epoll_wait(poll_fd_.get(), evs, 4, 0);  // the socket's edges, reported once
+  }
   std::size_t ran = timeout.count() > 0 ? io_.run_one_for(timeout) : io_.poll_one();
   if (ran != 0) {
     while (io_.poll_one() != 0) ++ran;  // and whatever became ready meanwhile
@@ -678,7 +713,7 @@ Result<Message> ClientCore::receive(std::chrono::milliseconds timeout) {
   queue_.pop_front();
   if (read_paused_for_queue_ && queue_.size() <= options_.receive_queue / 2) {
     read_paused_for_queue_ = false;
-    asio::post(strand_, [self = shared_from_this()] { self->on_readable(); });
+    post_to_strand([self = shared_from_this()] { self->on_readable(); });
   }
   return m;
 }

@@ -23,7 +23,9 @@
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
 #include <asio/local/stream_protocol.hpp>
+#include <asio/post.hpp>
 #include <asio/strand.hpp>
+#include <unistd.h>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -108,7 +110,12 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   Result<Message> receive(std::chrono::milliseconds timeout);
   Result<void> flush(std::chrono::milliseconds timeout);
   Result<std::size_t> poll(std::chrono::milliseconds timeout);
-  [[nodiscard]] int socket_fd() const noexcept { return connected() ? fd_.load(std::memory_order_relaxed) : -1; }
+  // Client::fd(): with manual_io the epoll fd that stands for the whole client (poll_fd_), else
+  // the socket while connected.
+  [[nodiscard]] int socket_fd() const noexcept {
+    if (poll_fd_) return poll_fd_.get();
+    return connected() ? fd_.load(std::memory_order_relaxed) : -1;
+  }
 
   [[nodiscard]] std::uint64_t id() const noexcept { return client_id_.load(std::memory_order_relaxed); }
   [[nodiscard]] bool connected() const noexcept { return connected_.load(std::memory_order_acquire); }
@@ -225,6 +232,23 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::atomic<std::uint64_t> generation_{0};  // bumped when a new connection is installed
   std::unique_ptr<asio::io_context> own_io_;
   bool io_thread_ = false;  // the client runs own_io_ on thread_ (else the application drives it)
+  // manual_io: the fd the application watches. An epoll set holding the socket (readable or,
+  // after a full write, writable again: edge-triggered) and wake_fd_, an eventfd every post
+  // to the strand from any thread signals (a reconnect's install, releases, a write to finish),
+  // so an application asleep in its own epoll always learns that poll() has work.
+  UniqueFd poll_fd_;
+  UniqueFd wake_fd_;
+  // Posts `fn` to the strand; with manual_io also wakes the application (wake_fd_).
+  template <class Fn>
+  void post_to_strand(Fn&& fn) {
+    asio::post(strand_, std::forward<Fn>(fn));
+    if (wake_fd_) {
+      const std::uint64_t one = 1;
+      (void)!::write(wake_fd_.get(), &one, sizeof one);  // full counter: already signalled
+    }
+  }
+  // manual_io: watches `fd` (a new connection's socket) in poll_fd_, instead of `old` (-1: none).
+  void watch_socket(int old, int fd);
   asio::io_context& io_;
   // Every handler of this client runs in the strand: an application's io_context may be run
   // by several threads, and the read path, the writer and the reconnect install each assume

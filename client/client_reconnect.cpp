@@ -58,7 +58,7 @@ void ClientCore::reconnect_loop() {
         if (!self) return;  // being destroyed
         // Moved, not copied: were this thread left holding the last reference, the core would
         // be destroyed here, with state_mu_ held.
-        asio::post(strand_, [self = std::move(self), d = std::make_shared<Dialed>(std::move(*dialed)), attempt] {
+        post_to_strand([self = std::move(self), d = std::make_shared<Dialed>(std::move(*dialed)), attempt] {
           self->install(std::move(d), attempt);
         });
         break;
@@ -98,6 +98,7 @@ void ClientCore::install(std::shared_ptr<Dialed> d, unsigned attempts) {
   }
   writer_active_ = true;  // held through the switch; drive_writes() below gives it up
   generation_.fetch_add(1);
+  watch_socket(fd_.load(), -1);  // before its number can be reused
   std::error_code ec;
   socket_.close(ec);  // the old socket's pending waits complete, see the new generation, stand down
   socket_.assign(asio::local::stream_protocol(), d->fd.get(), ec);
@@ -109,6 +110,7 @@ void ClientCore::install(std::shared_ptr<Dialed> d, unsigned attempts) {
     return;
   }
   fd_.store(d->fd.release());
+  watch_socket(-1, fd_.load());
 
   const wire::Limits& limits = d->welcomed.limits;
   client_id_.store(d->welcomed.client_id);

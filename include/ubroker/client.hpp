@@ -146,9 +146,8 @@ struct ConnectOptions {
   // machine); the price is a core busy for the window after each message. 0: sleep at once.
   std::chrono::microseconds busy_poll{0};
   // No I/O thread at all: the application drives the client from its own loop, calling poll()
-  // when fd() is readable (and at least every 100 ms or so: that also finishes writes that
-  // met a full socket and a reconnect), or waiting in a call that waits for the broker.
-  // Callbacks, connection events and errors then run on the thread that drives. Ignored with io.
+  // whenever fd() is readable, or waiting in a call that waits for the broker. Callbacks,
+  // connection events and errors then run on the thread that drives. Ignored with io.
   bool manual_io = false;
 };
 
@@ -338,9 +337,10 @@ class UBROKER_API Client {
   // answers, writes) and returns how many handlers ran (0: the timeout passed). With its own
   // I/O thread a client needs no driving: kInvalidArgument.
   [[nodiscard]] Result<std::size_t> poll(std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
-  // The connection's socket, for the application's poll/epoll: readable when poll() has work
-  // to do. It changes when the client reconnects (ConnectionEvent::kReconnected); -1 while
-  // disconnected.
+  // For the application's poll/epoll: readable when poll() has work to do. With manual_io an
+  // fd that stays the same for the client's life (across reconnects: it also wakes for a
+  // reconnect, and for a write that met a full socket); else the connection's socket while
+  // connected (-1 otherwise). Watch it for POLLIN, level-triggered.
   [[nodiscard]] int fd() const noexcept;
 
   // Closes the connection (and stops reconnecting); pending calls fail with kNotConnected.

@@ -177,9 +177,9 @@ UBROKER_API int ubroker_options_set_offline_buffer(ubroker_options* options, siz
 /* Busy polling: the I/O thread and threads waiting for the broker keep checking for up to
  * this many microseconds (at most 1000000) before they sleep (default 0: sleep at once). */
 UBROKER_API int ubroker_options_set_busy_poll(ubroker_options* options, unsigned microseconds);
-/* Nonzero: no I/O thread; the application drives the client with ubroker_poll (when
- * ubroker_fd is readable, and at least every 100 ms or so) or by waiting in a blocking call,
- * and callbacks run on the thread that drives. Default 0: the client's own I/O thread. */
+/* Nonzero: no I/O thread; the application drives the client with ubroker_poll whenever
+ * ubroker_fd is readable (or by waiting in a blocking call), and callbacks run on the thread
+ * that drives. Default 0: the client's own I/O thread. */
 UBROKER_API int ubroker_options_set_manual_io(ubroker_options* options, int manual);
 /* Uids accepted as the broker (default: $UBROKER_BROKER_UID, else this process's uid and root). */
 UBROKER_API int ubroker_options_set_trusted_broker_uids(ubroker_options* options, const uint32_t* uids, size_t count);
@@ -219,8 +219,8 @@ UBROKER_API int ubroker_flush(ubroker_client* client, int timeout_ms);
  * is ready on the calling thread (callbacks included) and returns how many handlers ran (0:
  * none), or a negative status (UBROKER_E_INVALID_ARGUMENT for a client with its own thread). */
 UBROKER_API int ubroker_poll(ubroker_client* client, int timeout_ms);
-/* The connection's socket for the application's poll/epoll (readable: ubroker_poll has work);
- * it changes on a reconnect; -1 while disconnected. */
+/* For the application's poll/epoll (POLLIN: ubroker_poll has work). A manual client's fd stays
+ * the same across reconnects; otherwise it is the connection's socket (-1 while disconnected). */
 UBROKER_API int ubroker_fd(const ubroker_client* client);
 
 /* Shared memory: reserve `size` bytes in this client's ring (waiting up to timeout_ms for

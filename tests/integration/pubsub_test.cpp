@@ -4,11 +4,13 @@
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #include <sys/socket.h>
 
 #include <cstring>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -317,6 +319,34 @@ TEST(PubSub, AManualClientIsDrivenByPollOnTheCallingThread) {
   ASSERT_FALSE(own.has_value());
   EXPECT_EQ(own.error().code, Errc::kInvalidArgument);
   EXPECT_TRUE(s->unsubscribe().has_value());
+  // An application asleep in its own epoll on fd() is woken for everything, a reconnect
+  // included (the fd stays the same), and needs no timer.
+  const int watched = c->fd();
+  const int outer = ::epoll_create1(EPOLL_CLOEXEC);
+  ASSERT_GE(outer, 0);
+  epoll_event ev{.events = EPOLLIN, .data = {.fd = watched}};
+  ASSERT_EQ(::epoll_ctl(outer, EPOLL_CTL_ADD, watched, &ev), 0);
+  auto drive_until = [&](const std::function<bool()>& done) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!done() && std::chrono::steady_clock::now() < deadline) {
+      epoll_event out{};
+      if (::epoll_wait(outer, &out, 1, 20000) == 1) (void)c->poll();
+    }
+    return done();
+  };
+  int later = 0;
+  auto again = c->subscribe("man.r", [&](const MessageView&) { ++later; });  // restored on reconnect
+  ASSERT_TRUE(again.has_value());
+  broker.kill();
+  broker.restart();
+  ASSERT_TRUE(drive_until([&] { return c->connected(); })) << "not woken for the reconnect";
+  EXPECT_EQ(c->fd(), watched);
+  // Retained: it arrives whether the restored subscription reaches the new broker first or not.
+  Client pub2 = broker.connect("pub2");
+  ASSERT_TRUE(pub2.publish("man.r", "after", {.retain = true}).has_value());
+  ASSERT_TRUE(pub2.flush().has_value());
+  ASSERT_TRUE(drive_until([&] { return later == 1; })) << "not woken for the message";
+  ::close(outer);
   // Once closed it says so, rather than reporting an endless run of empty polls.
   c->close();
   auto after = c->poll(std::chrono::seconds(1));
