@@ -109,14 +109,26 @@ void hand_over(ubroker_call* call, void* user) {
   static_cast<Handoff<ubroker_call>*>(user)->push(call);  // answered later, elsewhere
 }
 
-TEST(CApi, ServeRepliesFromAnotherThreadAfterTheHandlerReturned) {
-  BrokerProcess broker;
-  ubroker_client* responder = connect_to(broker, "responder");
-  ubroker_client* requester = connect_to(broker, "requester");
-  ASSERT_TRUE(responder && requester);
+// A responder whose requests are handed over to the test (hand_over), and a requester.
+struct ServedPair {
+  ServedPair(const BrokerProcess& broker, const char* pattern)
+      : responder(connect_to(broker, "responder")), requester(connect_to(broker, "requester")) {
+    EXPECT_TRUE(responder && requester);
+    if (responder) {
+      EXPECT_EQ(ubroker_serve(responder, pattern, hand_over, &calls, &service), 0) << ubroker_last_error();
+    }
+  }
+  ubroker_client* responder;
+  ubroker_client* requester;
   Handoff<ubroker_call> calls;
   ubroker_subscription* service = nullptr;
-  ASSERT_EQ(ubroker_serve(responder, "capi.math.>", hand_over, &calls, &service), 0) << ubroker_last_error();
+};
+
+TEST(CApi, ServeRepliesFromAnotherThreadAfterTheHandlerReturned) {
+  BrokerProcess broker;
+  ServedPair pair(broker, "capi.math.>");
+  auto& [responder, requester, calls, service] = pair;
+  ASSERT_TRUE(responder && requester && service);
   ASSERT_EQ(ubroker_wait_for_responder(requester, "capi.math.double", 5000), 0);
   std::thread worker([&] {
     ubroker_call* call = calls.pop();
@@ -163,12 +175,9 @@ std::string header_of(const Handle* h, const char* key) {
 
 TEST(CApi, HeadersTravelBothWaysAndAnErrorReplyIsServiceError) {
   BrokerProcess broker;
-  ubroker_client* responder = connect_to(broker, "responder");
-  ubroker_client* requester = connect_to(broker, "requester");
-  ASSERT_TRUE(responder && requester);
-  Handoff<ubroker_call> calls;
-  ubroker_subscription* service = nullptr;
-  ASSERT_EQ(ubroker_serve(responder, "capi.h", hand_over, &calls, &service), 0) << ubroker_last_error();
+  ServedPair pair(broker, "capi.h");
+  auto& [responder, requester, calls, service] = pair;
+  ASSERT_TRUE(responder && requester && service);
   std::thread worker([&] {
     for (int i = 0; i < 2; ++i) {
       ubroker_call* call = calls.pop();
