@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "ubroker/proto/headers.hpp"
+#include "ubroker/proto/utf8.hpp"
 
 namespace ubroker::detail {
 
@@ -43,26 +44,16 @@ bool take_headers(const wire::Header& h, std::vector<std::byte>& out) {
 std::string utf8_or_replaced(std::string_view text) {
   std::string out;
   out.reserve(text.size());
-  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
-  const auto* const end = p + text.size();
-  while (p < end) {
-    const unsigned c = *p;
-    std::size_t n = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2 : (c & 0xf8) == 0xf0 ? 3 : 4;
-    bool ok = n < 4 && static_cast<std::size_t>(end - p) > n;
-    unsigned cp = n == 0 ? c : n == 1 ? c & 0x1f : n == 2 ? c & 0x0f : c & 0x07;
-    for (std::size_t i = 1; ok && i <= n; ++i) {
-      ok = (p[i] & 0xc0) == 0x80;
-      cp = (cp << 6) | (p[i] & 0x3f);
-    }
-    static constexpr unsigned kMin[] = {0, 0x80, 0x800, 0x10000};
-    ok = ok && cp >= kMin[n] && cp <= 0x10ffff && (cp < 0xd800 || cp > 0xdfff);
-    if (!ok) {
+  for (std::size_t i = 0; i < text.size();) {
+    char32_t cp = 0;
+    const std::size_t n = proto::utf8_sequence(text, i, cp);
+    if (n == 0) {
       out.push_back('?');
-      ++p;
+      ++i;
       continue;
     }
-    out.append(reinterpret_cast<const char*>(p), n + 1);
-    p += n + 1;
+    out.append(text.substr(i, n));
+    i += n;
   }
   return out;
 }

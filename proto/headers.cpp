@@ -3,6 +3,7 @@
 
 #include <cstring>
 
+#include "ubroker/proto/utf8.hpp"
 #include "varint.hpp"
 
 namespace ubroker::proto {
@@ -13,37 +14,13 @@ constexpr std::byte kKeyTag{(1 << 3) | 2};    // HeaderField.key
 constexpr std::byte kValueTag{(2 << 3) | 2};  // HeaderField.value
 constexpr std::byte kHeadersTag[] = {std::byte((21 << 3) | 2 | 0x80), std::byte(1)};  // wire::Header.headers
 
-// Valid UTF-8 (no overlong forms, surrogates or code points past U+10FFFF) without control
-// characters (C0, DEL, C1).
+// Valid UTF-8 without control characters (C0, DEL, C1).
 bool text_without_controls(std::string_view s) noexcept {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const auto* const end = p + s.size();
-  while (p < end) {
-    const unsigned c = *p;
-    if (c < 0x80) {
-      if (c < 0x20 || c == 0x7f) return false;
-      ++p;
-      continue;
-    }
-    std::size_t n = 0;
-    unsigned cp = 0;
-    unsigned min = 0;
-    if ((c & 0xe0) == 0xc0) {
-      n = 1, cp = c & 0x1f, min = 0x80;
-    } else if ((c & 0xf0) == 0xe0) {
-      n = 2, cp = c & 0x0f, min = 0x800;
-    } else if ((c & 0xf8) == 0xf0) {
-      n = 3, cp = c & 0x07, min = 0x10000;
-    } else {
-      return false;
-    }
-    if (static_cast<std::size_t>(end - p) <= n) return false;
-    for (std::size_t i = 1; i <= n; ++i) {
-      if ((p[i] & 0xc0) != 0x80) return false;
-      cp = (cp << 6) | (p[i] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp < 0xa0)) return false;
-    p += n + 1;
+  for (std::size_t i = 0; i < s.size();) {
+    char32_t cp = 0;
+    const std::size_t n = utf8_sequence(s, i, cp);
+    if (n == 0 || cp < 0x20 || (cp >= 0x7f && cp < 0xa0)) return false;
+    i += n;
   }
   return true;
 }

@@ -3,6 +3,8 @@
 
 #include <google/protobuf/descriptor.h>
 
+#include "ubroker/proto/utf8.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -18,13 +20,8 @@ using google::protobuf::Reflection;
 
 // The length of the valid UTF-8 sequence at s[i], or 0.
 std::size_t utf8_length(std::string_view s, std::size_t i) {
-  const auto b = static_cast<unsigned char>(s[i]);
-  std::size_t n = b < 0x80 ? 1 : (b >> 5) == 0x6 ? 2 : (b >> 4) == 0xe ? 3 : (b >> 3) == 0x1e ? 4 : 0;
-  if (n == 0 || i + n > s.size()) return 0;
-  for (std::size_t k = 1; k < n; ++k) {
-    if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return 0;
-  }
-  return n;
+  char32_t cp = 0;
+  return proto::utf8_sequence(s, i, cp);
 }
 
 }  // namespace

@@ -20,6 +20,7 @@
 #include <fmt/format.h>
 
 #include "commands.hpp"
+#include "ubroker/unique_fd.hpp"
 
 namespace ubroker::ctl {
 
@@ -79,48 +80,55 @@ CommandResult run_command(const std::string& command, const ubroker::Request& re
   for (char** e = environ; *e != nullptr; ++e) env.push_back(*e);
   for (std::string& v : vars) env.push_back(v.data());
   env.push_back(nullptr);
-  CommandResult result;
-  int in[2], out[2], err[2];
-  if (::pipe2(in, O_CLOEXEC) != 0) return {.err = "brokerctl: pipe failed", .status = 126};
-  if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
-    ::close(in[0]);
-    ::close(in[1]);
-    return {.err = "brokerctl: pipe failed", .status = 126};
-  }
+  // Each end owned once: closed when this returns, whatever path it takes. (In the child,
+  // exec closes them all: O_CLOEXEC, the dup2 copies excepted.)
+  struct Pipe {
+    ubroker::UniqueFd read, write;
+  };
+  auto make_pipe = [](Pipe& p) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) return false;
+    p.read = ubroker::UniqueFd(fds[0]);
+    p.write = ubroker::UniqueFd(fds[1]);
+    return true;
+  };
+  Pipe in, out, err;
+  if (!make_pipe(in) || !make_pipe(out) || !make_pipe(err)) return {.err = "brokerctl: pipe failed", .status = 126};
   const pid_t pid = ::fork();
   if (pid == 0) {
-    ::dup2(in[0], STDIN_FILENO);
-    ::dup2(out[1], STDOUT_FILENO);
-    ::dup2(err[1], STDERR_FILENO);
+    ::dup2(in.read.get(), STDIN_FILENO);
+    ::dup2(out.write.get(), STDOUT_FILENO);
+    ::dup2(err.write.get(), STDERR_FILENO);
     const char* argv[] = {"sh", "-c", command.c_str(), nullptr};
     ::execve("/bin/sh", const_cast<char* const*>(argv), env.data());
     _exit(127);
   }
-  ::close(in[0]);
-  ::close(out[1]);
-  ::close(err[1]);
-  if (pid < 0) {
-    ::close(in[1]);
-    ::close(out[0]);
-    ::close(err[0]);
-    return {.err = "brokerctl: fork failed", .status = 126};
-  }
+  // The child's ends: ours must go, or reading its output would never see the end.
+  in.read.reset();
+  out.write.reset();
+  err.write.reset();
+  if (pid < 0) return {.err = "brokerctl: fork failed", .status = 126};
   // Feed stdin from a thread so a command that writes before reading cannot deadlock us.
-  std::thread feeder([fd = in[1], input] {
+  std::thread feeder([fd = std::move(in.write), input]() mutable {
     std::size_t off = 0;
     while (off < input.size()) {
-      const ssize_t n = ::write(fd, input.data() + off, input.size() - off);
+      const ssize_t n = ::write(fd.get(), input.data() + off, input.size() - off);
       if (n <= 0) break;
       off += static_cast<std::size_t>(n);
     }
-    ::close(fd);
+    fd.reset();  // end of the command's input
   });
-  drain(out[0], err[0], result);
-  ::close(out[0]);
-  ::close(err[0]);
+  CommandResult result;
+  drain(out.read.get(), err.read.get(), result);
   feeder.join();
   int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  pid_t waited;
+  while ((waited = ::waitpid(pid, &status, 0)) < 0 && errno == EINTR) {
+  }
+  if (waited != pid) {
+    result.err = "brokerctl: could not wait for the command";
+    result.status = 126;
+    return result;
   }
   result.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return result;
