@@ -41,7 +41,7 @@ ClientCore::ClientCore(ConnectOptions options, UniqueFd fd, Welcomed welcomed)
       max_frame_bytes_(welcomed.limits.max_frame_bytes()),
       shm_max_segment_bytes_(welcomed.limits.shm_max_segment_bytes()),
       fd_(fd.get()),
-      own_io_(options_.io ? nullptr : std::make_unique<asio::io_context>(1)),
+      own_io_(options_.io ? nullptr : std::make_unique<asio::io_context>()),
       io_(options_.io ? *options_.io : *own_io_),
       strand_(asio::make_strand(io_)),
       socket_(strand_, asio::local::stream_protocol(), fd.release()),
@@ -52,12 +52,13 @@ ClientCore::ClientCore(ConnectOptions options, UniqueFd fd, Welcomed welcomed)
 
 ClientCore::~ClientCore() {
   close();
-  for (std::thread* t : {&thread_, &reconnector_}) {
-    if (!t->joinable()) continue;
-    if (t->get_id() == std::this_thread::get_id()) {
-      t->detach();  // the last reference went away in a callback; the thread ends on its own
+  // The last reference may go away in a callback on one of these threads: it then ends on its own.
+  if (io_thread_) io_thread_->join();
+  if (reconnector_.joinable()) {
+    if (reconnector_.get_id() == std::this_thread::get_id()) {
+      reconnector_.detach();
     } else {
-      t->join();
+      reconnector_.join();
     }
   }
 }
@@ -92,11 +93,11 @@ void ClientCore::start() {
       if (wake_fd_) (void)!::write(wake_fd_.get(), &one, sizeof one);
       return;
     }
-    io_thread_ = true;
     // The guard keeps the thread alive while reading is paused (no operation pending) and
-    // while reconnecting; closing releases it, and run() returns once every pending handler
+    // while reconnecting; closing releases it, and the thread ends once every pending handler
     // has completed, which also releases the handlers' references to this core.
-    thread_ = std::thread([this] { proto::run_with_busy_poll(*own_io_, options_.busy_poll); });
+    io_thread_.emplace(*own_io_, options_.busy_poll);
+    io_thread_->start();
   }
 }
 
@@ -117,9 +118,13 @@ void ClientCore::close() {
   // Manual I/O: nobody else will run the handlers still pending (the socket's waits, which
   // complete now that it is shut down); run them here so they let go of this core.
   if (own_io_ && !io_thread_ && !on_io_thread()) own_io_->run();
-  for (std::thread* t : {&thread_, &reconnector_}) {
-    if (t->joinable() && t->get_id() != std::this_thread::get_id()) t->join();
+  if (io_thread_) {
+    io_thread_->stop();
+    // Not from one of the client's handlers (on the I/O thread, or a caller leading): the
+    // loop cannot run dry until that handler returns. The destructor joins.
+    if (!strand_.running_in_this_thread()) io_thread_->join();
   }
+  if (reconnector_.joinable() && reconnector_.get_id() != std::this_thread::get_id()) reconnector_.join();
 }
 
 bool ClientCore::on_io_thread() const {
@@ -159,6 +164,7 @@ std::vector<Client::ReplyHandler> ClientCore::orphan_answers_locked(const Error&
   for (auto it = answers_.begin(); it != answers_.end();) {
     if (it->second.callback) {
       orphans.push_back(std::move(it->second.callback));
+      callback_work_.fetch_sub(1, std::memory_order_relaxed);
       it = answers_.erase(it);
       continue;
     }
@@ -169,7 +175,7 @@ std::vector<Client::ReplyHandler> ClientCore::orphan_answers_locked(const Error&
     ++it;
   }
   // Unsubscribes in flight fail too; their subscriptions are already inactive and are not restored.
-  for (const auto& [seq, id] : unsubscribing_) subs_.erase(id);
+  for (const auto& [seq, id] : unsubscribing_) erase_sub_locked(id);
   unsubscribing_.clear();
   return orphans;
 }
@@ -184,6 +190,8 @@ void ClientCore::close_locked() {
 }
 
 void ClientCore::wake_waiters() {
+  // A caller leading the loop sleeps in epoll, not on these: a no-op handler brings it round.
+  if (io_thread_) asio::post(io_, [] {});
   answer_cv_.notify_all();
   { std::lock_guard lk(write_mu_); }
   write_cv_.notify_all();
@@ -383,6 +391,26 @@ Result<void> ClientCore::publish(std::string_view topic, std::span<const std::by
   return send_publish(topic, options.retain, headers, payload);
 }
 
+void ClientCore::add_sub_locked(std::shared_ptr<SubState> state) {
+  if (state->handler || state->request_handler) callback_work_.fetch_add(1, std::memory_order_relaxed);
+  const std::uint64_t id = state->id;
+  subs_.emplace(id, std::move(state));
+}
+
+void ClientCore::erase_sub_locked(std::uint64_t id) {
+  auto it = subs_.find(id);
+  if (it == subs_.end()) return;
+  if (it->second->handler || it->second->request_handler) callback_work_.fetch_sub(1, std::memory_order_relaxed);
+  subs_.erase(it);
+}
+
+void ClientCore::erase_answer_locked(std::uint64_t seq) {
+  auto it = answers_.find(seq);
+  if (it == answers_.end()) return;
+  if (it->second.callback) callback_work_.fetch_sub(1, std::memory_order_relaxed);
+  answers_.erase(it);
+}
+
 std::uint64_t ClientCore::begin_request(std::optional<std::uint64_t> unsubscribing) {
   std::lock_guard lk(state_mu_);
   const std::uint64_t seq = next_seq_++;
@@ -398,11 +426,6 @@ Result<Answer> ClientCore::finish_request(std::uint64_t seq, Result<void> sent, 
     answers_.erase(seq);  // an answer that comes later finds nobody waiting and is dropped
     if (!sent) return std::unexpected(sent.error());
     return Answer{.done = true};
-  }
-  if (options_.busy_poll.count() > 0 && io_thread_ && !answers_[seq].done) {
-    lk.unlock();
-    spin_until_changed(answers_done_, options_.busy_poll);
-    lk.lock();
   }
   const bool done = wait_until(lk, answer_cv_, deadline_after(timeout), [&] { return answers_[seq].done; });
   Answer a = std::move(answers_[seq]);
@@ -424,7 +447,7 @@ Result<Subscription> ClientCore::add_subscription(wire::Header& h, std::shared_p
     state->id = next_sub_id_++;
     h.add_sub_ids(state->id);
     state->request = h;
-    subs_.emplace(state->id, state);
+    add_sub_locked(state);
   }
   auto answer = control_request(h, options_.timeout, !on_io_thread());
   // Lost before the broker answered: it stays, and is restored with the others on reconnect.
@@ -433,7 +456,7 @@ Result<Subscription> ClientCore::add_subscription(wire::Header& h, std::shared_p
   }
   if (!answer) {
     std::lock_guard lk(state_mu_);
-    subs_.erase(state->id);
+    erase_sub_locked(state->id);
     return std::unexpected(answer.error());
   }
   return Subscription(shared_from_this(), std::move(state));
@@ -485,6 +508,7 @@ Result<std::uint64_t> ClientCore::send_request(std::string_view topic, std::span
   if (done) {
     std::lock_guard lk(state_mu_);
     answers_[seq].callback = std::move(done);
+    callback_work_.fetch_add(1, std::memory_order_relaxed);
   }
   thread_local wire::Header h;
   h.Clear();
@@ -495,7 +519,7 @@ Result<std::uint64_t> ClientCore::send_request(std::string_view topic, std::span
   if (!headers.empty()) (void)h.mutable_headers()->ParseFromArray(headers.data(), static_cast<int>(headers.size()));
   if (auto sent = send_frame(h, payload); !sent) {
     std::lock_guard lk(state_mu_);
-    answers_.erase(seq);
+    erase_answer_locked(seq);
     return std::unexpected(sent.error());
   }
   return seq;
@@ -618,7 +642,7 @@ Result<std::uint64_t> ClientCore::unsubscribe(SubState& state, std::chrono::mill
     {
       std::lock_guard lk(state_mu_);  // no ACK will come (or none in time): forget it now
       unsubscribing_.erase(seq);
-      subs_.erase(state.id);
+      erase_sub_locked(state.id);
     }
     silence(state);
     // A connection lost meanwhile ended the subscription with it.
@@ -627,13 +651,6 @@ Result<std::uint64_t> ClientCore::unsubscribe(SubState& state, std::chrono::mill
   }
   if (wait) state.dropped.store(answer->value, std::memory_order_relaxed);
   return state.dropped.load(std::memory_order_relaxed);
-}
-
-void ClientCore::spin_until_changed(const std::atomic<std::uint64_t>& counter, std::chrono::microseconds window) {
-  const std::uint64_t seen = counter.load(std::memory_order_acquire);
-  const auto until = std::chrono::steady_clock::now() + window;
-  while (counter.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < until) {
-  }
 }
 
 void ClientCore::watch_socket(int old, int fd) {
@@ -696,11 +713,6 @@ Result<void> ClientCore::flush(std::chrono::milliseconds timeout) {
 Result<Message> ClientCore::receive(std::chrono::milliseconds timeout) {
   if (on_io_thread()) return std::unexpected(Error{Errc::kInvalidArgument, "receive() cannot wait on the client's I/O thread (or a thread running its io_context)"});
   std::unique_lock lk(queue_mu_);
-  if (options_.busy_poll.count() > 0 && io_thread_ && queue_.empty() && !closed_.load()) {
-    lk.unlock();
-    spin_until_changed(queued_total_, options_.busy_poll);
-    lk.lock();
-  }
   // While reconnecting, messages may come again: wait on.
   const bool ready =
       wait_until(lk, queue_cv_, deadline_after(timeout), [&] { return !queue_.empty() || closed_.load(); });

@@ -5,8 +5,11 @@
 // others meanwhile go out in the same batch. On EAGAIN the I/O thread takes over the
 // writer role and waits for writability. Only the active writer touches `sending_`.
 //
-// Reading: only the I/O thread reads, splits frames and dispatches them: deliveries to
-// callbacks or the receive queue, answers (ACK/PONG/ERROR with a seq) to waiting callers.
+// Reading: whichever thread runs the client's loop reads, splits frames and dispatches them
+// (deliveries to callbacks or the receive queue, answers: ACK/PONG/ERROR with a seq, to waiting
+// callers), one at a time in the strand. That is the I/O thread or, while one waits in
+// receive(), request() or flush() and nothing else needs the loop, the waiting caller itself
+// (leader/followers, io_thread.hpp); with ConnectOptions::io, the application's threads.
 //
 // Reconnecting (client_reconnect.cpp): when the connection is lost for a reason that may pass
 // (the broker stopped, restarted or cut this client off as slow), a reconnect thread dials
@@ -38,6 +41,7 @@
 #include <vector>
 
 #include "handshake.hpp"
+#include "io_thread.hpp"
 #include "shm_reader.hpp"
 #include "ubroker.pb.h"
 #include "ubroker/client.hpp"
@@ -124,15 +128,54 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
 
  private:
   [[nodiscard]] bool on_io_thread() const;
-  // Waits on `cv` (its mutex held in `lk`) until `pred` or `deadline`. With ConnectOptions::io
-  // nobody may be running that context, so the waiting thread (never one inside it: see
-  // on_io_thread) runs it itself meanwhile, a millisecond at a time: its own handlers bring
-  // the answer, and the application's run here too. Another thread running the context as well
-  // is fine (this one notices the answer within the slice).
+  // Waits on `cv` (its mutex held in `lk`) until `pred` or `deadline`, running the client's
+  // loop on this thread where that brings the answer sooner or at all (never on a thread
+  // already inside it: see on_io_thread).
   template <class Pred>
   bool wait_until(std::unique_lock<std::mutex>& lk, std::condition_variable& cv,
                   std::chrono::steady_clock::time_point deadline, Pred pred) {
-    if (io_thread_) return cv.wait_until(lk, deadline, pred);
+    if (io_thread_) return lead_until(lk, cv, deadline, pred);
+    return run_context_until(lk, cv, deadline, pred);
+  }
+  // With the client's own I/O thread: this thread leads (runs the loop itself while the I/O
+  // thread parks) when nothing but waiters needs the loop and no other caller leads; else it
+  // waits on `cv`, a follower.
+  template <class Pred>
+  bool lead_until(std::unique_lock<std::mutex>& lk, std::condition_variable& cv,
+                  std::chrono::steady_clock::time_point deadline, Pred pred) {
+    if (pred()) return true;
+    if (callback_work_.load(std::memory_order_relaxed) != 0) return cv.wait_until(lk, deadline, pred);
+    lk.unlock();
+    const IoThread::Role role = io_thread_->lead(deadline);
+    lk.lock();
+    if (role == IoThread::Role::kFollower) {
+      const bool done = cv.wait_until(lk, deadline, pred);
+      io_thread_->end_follow();
+      return done;
+    }
+    const auto keep = shared_from_this();  // a handler run here may drop the last other reference
+    bool done = false;
+    while (!(done = pred())) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= deadline || io_.stopped()) break;
+      lk.unlock();
+      // Bounded slices only as a backstop: whatever changes `pred` from outside the loop
+      // (close, a failed write) also posts to it (wake_waiters).
+      (void)io_thread_->run_one(std::min<std::chrono::steady_clock::duration>(deadline - now, std::chrono::milliseconds(100)));
+      lk.lock();
+    }
+    io_thread_->end_lead(callback_work_.load(std::memory_order_relaxed) != 0);
+    // The loop ran dry (closed): only another thread can still change `pred`.
+    if (!done && io_.stopped()) done = cv.wait_until(lk, deadline, pred);
+    return done;
+  }
+  // With ConnectOptions::io nobody may be running that context, so the waiting thread runs it
+  // itself meanwhile, a millisecond at a time: its own handlers bring the answer, and the
+  // application's run here too. Another thread running the context as well is fine (this one
+  // notices the answer within the slice).
+  template <class Pred>
+  bool run_context_until(std::unique_lock<std::mutex>& lk, std::condition_variable& cv,
+                         std::chrono::steady_clock::time_point deadline, Pred pred) {
     const auto keep = shared_from_this();  // a handler run here may drop the last other reference
     while (!pred()) {
       const auto now = std::chrono::steady_clock::now();
@@ -208,8 +251,6 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   // I/O thread: the new connection replaces the lost one.
   void install(std::shared_ptr<Dialed> d, unsigned attempts);
   void forget_subscription(std::uint64_t id);  // the broker removed it, or it could not be restored
-  // Busy polling (ConnectOptions::busy_poll): returns once `counter` moved, or after `window`.
-  static void spin_until_changed(const std::atomic<std::uint64_t>& counter, std::chrono::microseconds window);
   // Stops the subscription's callbacks (SubState::silenced) and, off the I/O thread, waits for
   // one under way to return.
   void silence(SubState& state);
@@ -231,7 +272,6 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::atomic<int> fd_;  // owned by socket_
   std::atomic<std::uint64_t> generation_{0};  // bumped when a new connection is installed
   std::unique_ptr<asio::io_context> own_io_;
-  bool io_thread_ = false;  // the client runs own_io_ on thread_ (else the application drives it)
   // manual_io: the fd the application watches. An epoll set holding the socket (readable or,
   // after a full write, writable again: edge-triggered) and wake_fd_, an eventfd every post
   // to the strand from any thread signals (a reconnect's install, releases, a write to finish),
@@ -242,6 +282,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   template <class Fn>
   void post_to_strand(Fn&& fn) {
     asio::post(strand_, std::forward<Fn>(fn));
+    if (io_thread_) io_thread_->resume();
     if (wake_fd_) {
       const std::uint64_t one = 1;
       (void)!::write(wake_fd_.get(), &one, sizeof one);  // full counter: already signalled
@@ -256,7 +297,9 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   asio::strand<asio::io_context::executor_type> strand_;
   asio::local::stream_protocol::socket socket_;  // bound to strand_: its waits complete there
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;  // own thread only
-  std::thread thread_;
+  // The client's own I/O thread (unless ConnectOptions::io or manual_io); declared after the
+  // context it runs, so it ends first.
+  std::optional<IoThread> io_thread_;
   std::atomic<bool> connected_{true};
   std::atomic<bool> closed_{false};  // set under state_mu_: no reconnect will follow
   bool reconnect_wanted_ = false;  // guarded by state_mu_
@@ -310,7 +353,12 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::condition_variable answer_cv_;
   std::unordered_map<std::uint64_t, std::shared_ptr<SubState>> subs_;
   std::unordered_map<std::uint64_t, Answer> answers_;               // by seq
-  std::atomic<std::uint64_t> answers_done_{0};  // answers marked done so far (busy polling watches it)
+  // Subscriptions with a callback, services and asynchronous requests in subs_ / answers_:
+  // while there are any, the loop has work when nobody waits, so waiters do not lead.
+  std::atomic<int> callback_work_{0};
+  void add_sub_locked(std::shared_ptr<SubState> state);
+  void erase_sub_locked(std::uint64_t id);
+  void erase_answer_locked(std::uint64_t seq);
   std::unordered_map<std::uint64_t, std::uint64_t> unsubscribing_;  // seq -> sub id
   std::optional<Error> disconnect_reason_;
   std::uint64_t next_sub_id_ = 1;
@@ -320,7 +368,6 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;
   std::deque<Message> queue_;
-  std::atomic<std::uint64_t> queued_total_{0};  // messages ever queued (busy polling watches it)
 };
 
 }  // namespace ubroker::detail

@@ -209,19 +209,20 @@ void ClientCore::deliver(const DeliveryHead& h, std::span<const std::byte> paylo
       if (!sub->silenced.load()) sub->handler(view);
       continue;
     }
-    std::lock_guard lk(queue_mu_);
-    if (view.shared_memory) {
-      // Zero copy: the message holds the view and releases it when destroyed.
-      Message m(view, Message::Borrow{});
-      m.shm_ = reader_;
-      m.shm_segment_ = ref.segment();
-      m.shm_token_ = ref.token();
-      queue_.push_back(std::move(m));
-    } else {
-      queue_.emplace_back(view);
+    {
+      std::lock_guard lk(queue_mu_);
+      if (view.shared_memory) {
+        // Zero copy: the message holds the view and releases it when destroyed.
+        Message m(view, Message::Borrow{});
+        m.shm_ = reader_;
+        m.shm_segment_ = ref.segment();
+        m.shm_token_ = ref.token();
+        queue_.push_back(std::move(m));
+      } else {
+        queue_.emplace_back(view);
+      }
     }
-    queued_total_.fetch_add(1, std::memory_order_release);
-    queue_cv_.notify_one();
+    queue_cv_.notify_one();  // outside the lock: the woken thread does not block on it at once
   }
   targets_.clear();  // keeps no subscription alive past its delivery
   if (view.shared_memory && queued == 0) reader_->release(ref.segment(), ref.token());
@@ -266,7 +267,7 @@ void ClientCore::answer(const wire::Header& h, std::span<const std::byte> payloa
         if (auto it = subs_.find(u->second); it != subs_.end()) {
           it->second->dropped.store(h.value(), std::memory_order_relaxed);
         }
-        subs_.erase(u->second);
+        erase_sub_locked(u->second);
       }
       unsubscribing_.erase(u);
     }
@@ -288,13 +289,12 @@ void ClientCore::answer(const wire::Header& h, std::span<const std::byte> payloa
     Answer& a = it->second;
     if (a.callback) {
       callback = std::move(a.callback);
-      answers_.erase(it);
+      erase_answer_locked(h.seq());
     } else {
       a.done = true;
       if (!result) a.error = result.error();
       if (result && h.type() == wire::REPLY) a.reply = std::move(*result);
       a.value = h.value();
-      answers_done_.fetch_add(1, std::memory_order_release);
     }
   }
   if (callback) {

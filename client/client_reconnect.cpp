@@ -209,7 +209,7 @@ void ClientCore::forget_subscription(std::uint64_t id) {
   std::lock_guard lk(state_mu_);
   if (auto it = subs_.find(id); it != subs_.end()) {
     it->second->active.store(false);
-    subs_.erase(it);
+    erase_sub_locked(id);
   }
 }
 

@@ -7,7 +7,9 @@
 //   client->publish("sensors.kitchen.temp", "21.5");
 //
 // Threads: every method may be called from any thread. By default the client runs its own
-// I/O thread, and subscription callbacks run on it, one at a time, in delivery order; with
+// I/O thread, and subscription callbacks run on it, one at a time, in delivery order (or,
+// while an application thread waits in receive(), request() or flush(), on that thread: a
+// waiting thread reads the socket itself rather than be woken by the I/O thread); with
 // ConnectOptions::io they run on the application's io_context instead (which may be run by
 // several threads: each client's handlers run in a strand, one at a time). A callback may
 // publish and subscribe, but calls that wait for the broker do not wait on the I/O thread:
@@ -140,9 +142,9 @@ struct ConnectOptions {
   // Errors the broker reports about earlier calls that had no one waiting (e.g. a publish it
   // refused). Runs on the I/O thread. When empty, such errors are written to stderr.
   std::function<void(const Error&)> on_error;
-  // Busy polling: the client's own I/O thread, and a thread waiting in receive(), request()
-  // or another call that waits for the broker, keep checking for up to this long before they
-  // sleep. What arrives meanwhile skips a wake-up (tens of microseconds on a virtual
+  // Busy polling: whichever thread runs the client's loop (its own I/O thread, or a thread
+  // waiting in receive(), request() or another call that waits for the broker and reads for
+  // itself) keeps checking for up to this long before it sleeps. What arrives meanwhile skips a wake-up (tens of microseconds on a virtual
   // machine); the price is a core busy for the window after each message. 0: sleep at once.
   std::chrono::microseconds busy_poll{0};
   // No I/O thread at all: the application drives the client from its own loop, calling poll()

@@ -1,0 +1,122 @@
+// Threads that wait on one client (receive(), request(), flush()) while its loop is run by the
+// I/O thread or by one of them (leader/followers, client/io_thread.hpp): every waiter gets its
+// own answer, callbacks keep running whoever runs the loop, and nothing is left unread when
+// nobody waits.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <future>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "broker_process.hpp"
+#include "test_util.hpp"
+
+namespace ubroker::test {
+namespace {
+
+using std::chrono::seconds;
+
+std::span<const std::byte> bytes(const std::string& s) { return std::as_bytes(std::span(s.data(), s.size())); }
+std::string text(std::span<const std::byte> b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
+
+Client connect(BrokerProcess& broker, const std::string& name) {
+  return std::move(Client::connect({.address = broker.socket(), .name = name}).value());
+}
+
+TEST(WaitingThreads, ManyThreadsWaitingOnOneClientEachGetTheirOwnAnswer) {
+  BrokerProcess broker;
+  Client responder = connect(broker, "echo");
+  auto service = responder.serve("echo", [](Request r) { (void)r.reply(r.payload()); });
+  ASSERT_TRUE(service.has_value());
+  Client caller = connect(broker, "caller");
+  constexpr int kThreads = 4;
+  constexpr int kCalls = 400;
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kCalls; ++i) {
+        const std::string body = std::to_string(t) + "/" + std::to_string(i);
+        auto reply = caller.request("echo", bytes(body), seconds(10));
+        if (!reply || text(reply->payload()) != body) wrong.fetch_add(1);
+        if (i % 50 == 0 && !caller.flush(seconds(10))) wrong.fetch_add(1);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+}
+
+TEST(WaitingThreads, CallbacksRunWhileAnotherThreadWaitsInReceive) {
+  BrokerProcess broker;
+  Client c = connect(broker, "mixed");
+  auto queued = c.subscribe("queued");
+  ASSERT_TRUE(queued.has_value());
+  // A thread waits in receive() with no callback on the client yet: it may run the loop itself.
+  auto waiting = std::async(std::launch::async, [&] { return c.receive(seconds(30)); });
+  // A callback added meanwhile (its ACK reaches this follower through whoever runs the loop)
+  // gets its messages while that thread still waits.
+  std::atomic<int> calls{0};
+  auto cb = c.subscribe("called", [&](const MessageView&) { calls.fetch_add(1); });
+  ASSERT_TRUE(cb.has_value());
+  Client pub = connect(broker, "pub");
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(pub.publish("called", bytes("x")));
+  ASSERT_TRUE(pub.flush(seconds(10)));
+  EXPECT_TRUE(eventually([&] { return calls.load() == 100; })) << calls.load();
+  EXPECT_EQ(waiting.wait_for(std::chrono::seconds(0)), std::future_status::timeout);
+  ASSERT_TRUE(pub.publish("queued", bytes("for the waiter")));
+  auto m = waiting.get();
+  ASSERT_TRUE(m.has_value()) << m.error().message;
+  EXPECT_EQ(text(m->payload()), "for the waiter");
+  // Nobody waits now: callbacks still run.
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(pub.publish("called", bytes("y")));
+  EXPECT_TRUE(eventually([&] { return calls.load() == 200; })) << calls.load();
+}
+
+TEST(WaitingThreads, MessagesThatCameWhileNobodyWaitedAreReceivedInOrder) {
+  BrokerProcess broker;
+  Client c = connect(broker, "blocking");
+  auto s = c.subscribe("t");
+  ASSERT_TRUE(s.has_value());
+  Client pub = connect(broker, "pub");
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 500; ++i) ASSERT_TRUE(pub.publish("t", bytes(std::to_string(round * 500 + i))));
+    ASSERT_TRUE(pub.flush(seconds(10)));
+    for (int i = 0; i < 500; ++i) {
+      auto m = c.receive(seconds(10));
+      ASSERT_TRUE(m.has_value()) << m.error().message;
+      ASSERT_EQ(text(m->payload()), std::to_string(round * 500 + i));
+    }
+  }
+}
+
+TEST(WaitingThreads, CloseFromAnotherThreadEndsAWaitingReceive) {
+  BrokerProcess broker;
+  Client c = connect(broker, "closing");
+  auto s = c.subscribe("never");
+  ASSERT_TRUE(s.has_value());
+  auto waiting = std::async(std::launch::async, [&] { return c.receive(seconds(60)); });
+  ASSERT_TRUE(c.flush(seconds(10)));  // both threads waiting at once, one of them following
+  c.close();
+  ASSERT_EQ(waiting.wait_for(seconds(30)), std::future_status::ready);
+  auto m = waiting.get();
+  ASSERT_FALSE(m.has_value());
+  EXPECT_EQ(m.error().code, Errc::kNotConnected);
+}
+
+TEST(WaitingThreads, ALostConnectionIsNoticedWhileNobodyWaits) {
+  BrokerProcess broker;
+  ConnectOptions options{.address = broker.socket(), .name = "idle"};
+  options.reconnect.enabled = false;
+  auto c = Client::connect(std::move(options));
+  ASSERT_TRUE(c.has_value());
+  ASSERT_TRUE(c->flush(seconds(10)));  // a blocking call, after which nobody waits
+  broker.kill();
+  EXPECT_TRUE(eventually([&] { return !c->connected(); }));
+}
+
+}  // namespace
+}  // namespace ubroker::test
