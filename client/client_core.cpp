@@ -106,8 +106,7 @@ void ClientCore::close() {
   std::vector<Client::ReplyHandler> orphans;
   {
     std::lock_guard lk(state_mu_);
-    if (!closed_.load()) {
-      connected_.store(false, std::memory_order_release);
+    if (!closed()) {
       disconnect_reason_ = why;
       orphans = orphan_answers_locked(not_connected(why));
       close_locked();
@@ -181,7 +180,7 @@ std::vector<Client::ReplyHandler> ClientCore::orphan_answers_locked(const Error&
 }
 
 void ClientCore::close_locked() {
-  closed_.store(true);
+  link_.store(LinkState::kClosed, std::memory_order_release);
   ::shutdown(fd_.load(), SHUT_RDWR);  // wakes every thread blocked on the connection
   work_.reset();
   reconnect_cv_.notify_all();
@@ -209,8 +208,8 @@ void ClientCore::fail(Error why) {
   const Error gone{Errc::kBrokerGone, fmt::format("the connection to the broker was lost: {}", why.message)};
   {
     std::lock_guard lk(state_mu_);
-    if (closed_.load() || !connected_.load()) return;  // closed, or this connection already counted
-    connected_.store(false, std::memory_order_release);
+    if (!connected()) return;  // closed, or this connection already counted
+    link_.store(LinkState::kReconnecting, std::memory_order_release);  // kClosed below if it is final
     disconnect_reason_ = why;
     orphans = orphan_answers_locked(gone);
     if (may_reconnect(why)) {
@@ -261,7 +260,7 @@ Result<void> ClientCore::queue_frame(std::size_t head, bool plain_publish, std::
   }
   if (!connected()) {
     // Only plain publishes may wait for the next connection: anything else belongs to this one.
-    const bool bufferable = !closed_.load() && plain_publish;
+    const bool bufferable = !closed() && plain_publish;
     if (!bufferable || options_.offline_buffer_bytes == 0) {
       lk.unlock();
       return std::unexpected(not_connected(disconnect_reason()));
@@ -290,7 +289,7 @@ Result<void> ClientCore::queue_frame(std::size_t head, bool plain_publish, std::
 void ClientCore::stop_writing() {
   std::lock_guard lk(write_mu_);
   writer_active_ = false;
-  if (closed_.load()) discard_unsent_locked();
+  if (closed()) discard_unsent_locked();
 }
 
 void ClientCore::drive_writes() {
@@ -300,7 +299,7 @@ void ClientCore::drive_writes() {
       if (!connected()) {
         // What is unsent stays for the next connection (or is discarded if there is none).
         writer_active_ = false;
-        if (closed_.load()) discard_unsent_locked();
+        if (closed()) discard_unsent_locked();
         return;
       }
       if (sending_off_ == sending_.size()) {
@@ -451,7 +450,7 @@ Result<Subscription> ClientCore::add_subscription(wire::Header& h, std::shared_p
   }
   auto answer = control_request(h, options_.timeout, !on_io_thread());
   // Lost before the broker answered: it stays, and is restored with the others on reconnect.
-  if (!answer && answer.error().code == Errc::kBrokerGone && !closed_.load()) {
+  if (!answer && answer.error().code == Errc::kBrokerGone && !closed()) {
     return Subscription(shared_from_this(), std::move(state));
   }
   if (!answer) {
@@ -674,7 +673,7 @@ Result<std::size_t> ClientCore::poll(std::chrono::milliseconds timeout) {
   if (on_io_thread()) {
     return std::unexpected(Error{Errc::kInvalidArgument, "poll() cannot run inside the client's own handlers"});
   }
-  if (closed_.load()) return std::unexpected(not_connected(disconnect_reason()));
+  if (closed()) return std::unexpected(not_connected(disconnect_reason()));
   // A handler run here may drop the application's last reference (a callback that closes the
   // client): the core outlives this call.
   const auto keep = shared_from_this();
@@ -715,7 +714,7 @@ Result<Message> ClientCore::receive(std::chrono::milliseconds timeout) {
   std::unique_lock lk(queue_mu_);
   // While reconnecting, messages may come again: wait on.
   const bool ready =
-      wait_until(lk, queue_cv_, deadline_after(timeout), [&] { return !queue_.empty() || closed_.load(); });
+      wait_until(lk, queue_cv_, deadline_after(timeout), [&] { return !queue_.empty() || closed(); });
   if (queue_.empty()) {
     lk.unlock();
     if (!ready) return std::unexpected(Error{Errc::kTimeout, "no message within the timeout"});

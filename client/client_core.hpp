@@ -122,7 +122,8 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   }
 
   [[nodiscard]] std::uint64_t id() const noexcept { return client_id_.load(std::memory_order_relaxed); }
-  [[nodiscard]] bool connected() const noexcept { return connected_.load(std::memory_order_acquire); }
+  [[nodiscard]] bool connected() const noexcept { return link_.load(std::memory_order_acquire) == LinkState::kConnected; }
+  [[nodiscard]] bool closed() const noexcept { return link_.load(std::memory_order_acquire) == LinkState::kClosed; }
   [[nodiscard]] std::optional<Error> disconnect_reason() const;
   [[nodiscard]] ClientStats stats() const noexcept;
 
@@ -300,8 +301,11 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   // The client's own I/O thread (unless ConnectOptions::io or manual_io); declared after the
   // context it runs, so it ends first.
   std::optional<IoThread> io_thread_;
-  std::atomic<bool> connected_{true};
-  std::atomic<bool> closed_{false};  // set under state_mu_: no reconnect will follow
+  // The connection's state, changed under state_mu_ (read anywhere): kConnected until fail()
+  // (kReconnecting, or kClosed when the reason is final), kConnected again when a reconnect
+  // installs a new socket, kClosed for good after close().
+  enum class LinkState : std::uint8_t { kConnected, kReconnecting, kClosed };
+  std::atomic<LinkState> link_{LinkState::kConnected};
   bool reconnect_wanted_ = false;  // guarded by state_mu_
   std::condition_variable reconnect_cv_;
   std::thread reconnector_;

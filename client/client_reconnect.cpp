@@ -42,17 +42,17 @@ void ClientCore::reconnect_loop() {
   std::minstd_rand rng(std::random_device{}());
   std::unique_lock lk(state_mu_);
   for (;;) {
-    reconnect_cv_.wait(lk, [&] { return closed_.load() || reconnect_wanted_; });
-    if (closed_.load()) return;
+    reconnect_cv_.wait(lk, [&] { return closed() || reconnect_wanted_; });
+    if (closed()) return;
     reconnect_wanted_ = false;
     for (unsigned attempt = 1;; ++attempt) {
-      if (reconnect_cv_.wait_for(lk, backoff(options_.reconnect, attempt, rng), [&] { return closed_.load(); })) {
+      if (reconnect_cv_.wait_for(lk, backoff(options_.reconnect, attempt, rng), [&] { return closed(); })) {
         return;
       }
       lk.unlock();
       auto dialed = dial(options_);
       lk.lock();
-      if (closed_.load()) return;
+      if (closed()) return;
       if (dialed) {
         auto self = weak_from_this().lock();
         if (!self) return;  // being destroyed
@@ -86,7 +86,7 @@ void ClientCore::install(std::shared_ptr<Dialed> d, unsigned attempts) {
     ring_.reset();
   }
   std::unique_lock sl(state_mu_);  // lock order: state_mu_, then write_mu_
-  if (closed_.load()) return;      // the new socket closes with `d`
+  if (closed()) return;      // the new socket closes with `d`
   std::unique_lock wl(write_mu_);
   if (writer_active_) {
     // A writer still holds the old socket (and is failing on it now): switch once it lets go.
@@ -127,7 +127,7 @@ void ClientCore::install(std::shared_ptr<Dialed> d, unsigned attempts) {
   reader_ = make_reader();
   rebuild_outgoing_locked();
   read_paused_for_writes_ = false;
-  connected_.store(true, std::memory_order_release);
+  link_.store(LinkState::kConnected, std::memory_order_release);
   counters_.reconnects.fetch_add(1, std::memory_order_relaxed);
   notify({.event = ConnectionEvent::kReconnected, .attempts = attempts});
   wl.unlock();
