@@ -105,7 +105,7 @@ void ClientCore::close() {
   const Error why{Errc::kNotConnected, "closed by the application"};
   std::vector<Client::ReplyHandler> orphans;
   {
-    std::lock_guard lk(state_mu_);
+    LockGuard lk(state_mu_);
     if (!closed()) {
       disconnect_reason_ = why;
       orphans = orphan_answers_locked(not_connected(why));
@@ -133,7 +133,7 @@ bool ClientCore::on_io_thread() const {
 }
 
 std::optional<Error> ClientCore::disconnect_reason() const {
-  std::lock_guard lk(state_mu_);
+  LockGuard lk(state_mu_);
   return disconnect_reason_;
 }
 
@@ -184,7 +184,7 @@ void ClientCore::close_locked() {
   ::shutdown(fd_.load(), SHUT_RDWR);  // wakes every thread blocked on the connection
   work_.reset();
   reconnect_cv_.notify_all();
-  std::lock_guard wl(write_mu_);
+  LockGuard wl(write_mu_);
   if (!writer_active_) discard_unsent_locked();  // else the writer does, once it stops
 }
 
@@ -192,9 +192,9 @@ void ClientCore::wake_waiters() {
   // A caller leading the loop sleeps in epoll, not on these: a no-op handler brings it round.
   if (io_thread_) asio::post(io_, [] {});
   answer_cv_.notify_all();
-  { std::lock_guard lk(write_mu_); }
+  { LockGuard lk(write_mu_); }
   write_cv_.notify_all();
-  { std::lock_guard lk(queue_mu_); }
+  { LockGuard lk(queue_mu_); }
   queue_cv_.notify_all();
 }
 
@@ -207,7 +207,7 @@ void ClientCore::fail(Error why) {
   std::vector<Client::ReplyHandler> orphans;
   const Error gone{Errc::kBrokerGone, fmt::format("the connection to the broker was lost: {}", why.message)};
   {
-    std::lock_guard lk(state_mu_);
+    LockGuard lk(state_mu_);
     if (!connected()) return;  // closed, or this connection already counted
     link_.store(LinkState::kReconnecting, std::memory_order_release);  // kClosed below if it is final
     disconnect_reason_ = why;
@@ -251,12 +251,15 @@ Result<void> ClientCore::queue_frame(std::size_t head, bool plain_publish, std::
                                  fmt::format("message of {} bytes exceeds the broker's frame limit of {} bytes",
                                              payload.size(), max_frame)});
   }
-  std::unique_lock lk(write_mu_);
+  UniqueLock lk(write_mu_);
   // Lossless backpressure: wait while too much is unsent (never on the I/O thread, which
   // is the one that drains it; there the bound is enforced by pausing reads instead).
   if (pending_.size() >= options_.max_pending_bytes && !on_io_thread()) {
     (void)wait_until(lk, write_cv_, std::chrono::steady_clock::time_point::max(),
-                     [&] { return pending_.size() < options_.max_pending_bytes || !connected(); });
+                     [&] {
+                       write_mu_.assert_held();
+                       return pending_.size() < options_.max_pending_bytes || !connected();
+                     });
   }
   if (!connected()) {
     // Only plain publishes may wait for the next connection: anything else belongs to this one.
@@ -287,15 +290,16 @@ Result<void> ClientCore::queue_frame(std::size_t head, bool plain_publish, std::
 }
 
 void ClientCore::stop_writing() {
-  std::lock_guard lk(write_mu_);
+  LockGuard lk(write_mu_);
   writer_active_ = false;
   if (closed()) discard_unsent_locked();
 }
 
 void ClientCore::drive_writes() {
   for (;;) {
+    bool took_batch = false;  // room in pending_ for publishers held back (notified unlocked)
     {
-      std::lock_guard lk(write_mu_);
+      LockGuard lk(write_mu_);
       if (!connected()) {
         // What is unsent stays for the next connection (or is discarded if there is none).
         writer_active_ = false;
@@ -316,9 +320,10 @@ void ClientCore::drive_writes() {
         }
         sending_.swap(pending_);
         sending_fds_.swap(pending_fds_);
-        write_cv_.notify_all();
+        took_batch = true;
       }
     }
+    if (took_batch) write_cv_.notify_all();
     // A frame with an fd starts its own sendmsg, which carries the fd.
     std::size_t end = sending_.size();
     int fd = -1;
@@ -411,7 +416,7 @@ void ClientCore::erase_answer_locked(std::uint64_t seq) {
 }
 
 std::uint64_t ClientCore::begin_request(std::optional<std::uint64_t> unsubscribing) {
-  std::lock_guard lk(state_mu_);
+  LockGuard lk(state_mu_);
   const std::uint64_t seq = next_seq_++;
   answers_[seq] = Answer{};
   if (unsubscribing) unsubscribing_[seq] = *unsubscribing;
@@ -420,13 +425,16 @@ std::uint64_t ClientCore::begin_request(std::optional<std::uint64_t> unsubscribi
 
 Result<Answer> ClientCore::finish_request(std::uint64_t seq, Result<void> sent, std::chrono::milliseconds timeout,
                                           bool wait) {
-  std::unique_lock lk(state_mu_);
+  UniqueLock lk(state_mu_);
   if (!sent || !wait) {
     answers_.erase(seq);  // an answer that comes later finds nobody waiting and is dropped
     if (!sent) return std::unexpected(sent.error());
     return Answer{.done = true};
   }
-  const bool done = wait_until(lk, answer_cv_, deadline_after(timeout), [&] { return answers_[seq].done; });
+  const bool done = wait_until(lk, answer_cv_, deadline_after(timeout), [&] {
+    state_mu_.assert_held();
+    return answers_[seq].done;
+  });
   Answer a = std::move(answers_[seq]);
   answers_.erase(seq);
   if (!done) return std::unexpected(Error{Errc::kTimeout, "timed out waiting for the broker's answer"});
@@ -442,7 +450,7 @@ Result<Answer> ClientCore::control_request(wire::Header& h, std::chrono::millise
 
 Result<Subscription> ClientCore::add_subscription(wire::Header& h, std::shared_ptr<SubState> state) {
   {
-    std::lock_guard lk(state_mu_);
+    LockGuard lk(state_mu_);
     state->id = next_sub_id_++;
     h.add_sub_ids(state->id);
     state->request = h;
@@ -454,7 +462,7 @@ Result<Subscription> ClientCore::add_subscription(wire::Header& h, std::shared_p
     return Subscription(shared_from_this(), std::move(state));
   }
   if (!answer) {
-    std::lock_guard lk(state_mu_);
+    LockGuard lk(state_mu_);
     erase_sub_locked(state->id);
     return std::unexpected(answer.error());
   }
@@ -505,7 +513,7 @@ Result<std::uint64_t> ClientCore::send_request(std::string_view topic, std::span
   if (auto ok = encode_headers(options.headers, headers); !ok) return std::unexpected(ok.error());
   const std::uint64_t seq = begin_request(std::nullopt);
   if (done) {
-    std::lock_guard lk(state_mu_);
+    LockGuard lk(state_mu_);
     answers_[seq].callback = std::move(done);
     callback_work_.fetch_add(1, std::memory_order_relaxed);
   }
@@ -517,7 +525,7 @@ Result<std::uint64_t> ClientCore::send_request(std::string_view topic, std::span
   h.set_timeout_ms(static_cast<std::uint32_t>(std::min<std::int64_t>(timeout.count(), UINT32_MAX)));
   if (!headers.empty()) (void)h.mutable_headers()->ParseFromArray(headers.data(), static_cast<int>(headers.size()));
   if (auto sent = send_frame(h, payload); !sent) {
-    std::lock_guard lk(state_mu_);
+    LockGuard lk(state_mu_);
     erase_answer_locked(seq);
     return std::unexpected(sent.error());
   }
@@ -583,14 +591,14 @@ Result<void> ClientCore::wait_for_responder(std::string_view topic, std::chrono:
   // shared with it, not on this stack: should the unsubscribe at the end not be acknowledged
   // (the connection lost), a late callback still finds it alive.
   struct Ups {
-    std::mutex mu;
+    Mutex mu;
     std::condition_variable cv;
     std::uint64_t events = 0;
   };
   auto shared = std::make_shared<Ups>();
   auto ups = subscribe("$sys.service.up",
                        [shared](const MessageView&) {
-                         std::lock_guard lk(shared->mu);
+                         LockGuard lk(shared->mu);
                          ++shared->events;
                          shared->cv.notify_all();
                        },
@@ -600,7 +608,7 @@ Result<void> ClientCore::wait_for_responder(std::string_view topic, std::chrono:
   for (;;) {
     std::uint64_t seen;
     {
-      std::lock_guard lk(shared->mu);
+      LockGuard lk(shared->mu);
       seen = shared->events;
     }
     wire::Header h;
@@ -609,7 +617,7 @@ Result<void> ClientCore::wait_for_responder(std::string_view topic, std::chrono:
     auto answer = control_request(h, options_.timeout, true);
     if (!answer) return std::unexpected(answer.error());
     if (answer->value > 0) return {};
-    std::unique_lock lk(shared->mu);
+    UniqueLock lk(shared->mu);
     if (!wait_until(lk, shared->cv, deadline, [&] { return shared->events != seen || !connected(); })) {
       return std::unexpected(Error{Errc::kTimeout, fmt::format("no responder for '{}' within the timeout", topic)});
     }
@@ -639,7 +647,7 @@ Result<std::uint64_t> ClientCore::unsubscribe(SubState& state, std::chrono::mill
   if (!wait) silence(state);
   if (!answer) {
     {
-      std::lock_guard lk(state_mu_);  // no ACK will come (or none in time): forget it now
+      LockGuard lk(state_mu_);  // no ACK will come (or none in time): forget it now
       unsubscribing_.erase(seq);
       erase_sub_locked(state.id);
     }
@@ -711,10 +719,13 @@ Result<void> ClientCore::flush(std::chrono::milliseconds timeout) {
 
 Result<Message> ClientCore::receive(std::chrono::milliseconds timeout) {
   if (on_io_thread()) return std::unexpected(Error{Errc::kInvalidArgument, "receive() cannot wait on the client's I/O thread (or a thread running its io_context)"});
-  std::unique_lock lk(queue_mu_);
+  UniqueLock lk(queue_mu_);
   // While reconnecting, messages may come again: wait on.
   const bool ready =
-      wait_until(lk, queue_cv_, deadline_after(timeout), [&] { return !queue_.empty() || closed(); });
+      wait_until(lk, queue_cv_, deadline_after(timeout), [&] {
+        queue_mu_.assert_held();
+        return !queue_.empty() || closed();
+      });
   if (queue_.empty()) {
     lk.unlock();
     if (!ready) return std::unexpected(Error{Errc::kTimeout, "no message within the timeout"});

@@ -18,6 +18,11 @@
 // fully written, then those buffered while disconnected. Each connection has a generation,
 // so handlers of a replaced socket know to stand down.
 //
+// State, grouped below by what guards it: set at construction or atomic; owned by the strand
+// (the read side); state_mu_ (subscriptions, answers awaited, reconnecting); write_mu_ (bytes
+// on their way out); queue_mu_ (the receive queue); ring_mu_ (the shared-memory ring).
+// Clang's -Wthread-safety checks the members marked UBROKER_GUARDED_BY (annotated_mutex.hpp).
+//
 // Lifetime: shared by Client, Subscriptions and pending I/O handlers. A socket is shut down
 // when the connection fails and closed only when the I/O thread replaces it with no writer
 // active, or in the destructor, so no thread ever writes to a reused fd number.
@@ -40,6 +45,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "annotated_mutex.hpp"
 #include "handshake.hpp"
 #include "io_thread.hpp"
 #include "shm_reader.hpp"
@@ -131,10 +137,11 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   [[nodiscard]] bool on_io_thread() const;
   // Waits on `cv` (its mutex held in `lk`) until `pred` or `deadline`, running the client's
   // loop on this thread where that brings the answer sooner or at all (never on a thread
-  // already inside it: see on_io_thread).
+  // already inside it: see on_io_thread). These three unlock and relock a caller's lock the
+  // analysis cannot name, so it skips them; `pred` runs with the lock held.
   template <class Pred>
-  bool wait_until(std::unique_lock<std::mutex>& lk, std::condition_variable& cv,
-                  std::chrono::steady_clock::time_point deadline, Pred pred) {
+  bool wait_until(UniqueLock& lk, std::condition_variable& cv,
+                  std::chrono::steady_clock::time_point deadline, Pred pred) UBROKER_NO_THREAD_SAFETY_ANALYSIS {
     if (io_thread_) return lead_until(lk, cv, deadline, pred);
     return run_context_until(lk, cv, deadline, pred);
   }
@@ -142,15 +149,15 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   // thread parks) when nothing but waiters needs the loop and no other caller leads; else it
   // waits on `cv`, a follower.
   template <class Pred>
-  bool lead_until(std::unique_lock<std::mutex>& lk, std::condition_variable& cv,
-                  std::chrono::steady_clock::time_point deadline, Pred pred) {
+  bool lead_until(UniqueLock& lk, std::condition_variable& cv,
+                  std::chrono::steady_clock::time_point deadline, Pred pred) UBROKER_NO_THREAD_SAFETY_ANALYSIS {
     if (pred()) return true;
-    if (callback_work_.load(std::memory_order_relaxed) != 0) return cv.wait_until(lk, deadline, pred);
+    if (callback_work_.load(std::memory_order_relaxed) != 0) return cv.wait_until(lk.native(), deadline, pred);
     lk.unlock();
     const IoThread::Role role = io_thread_->lead(deadline);
     lk.lock();
     if (role == IoThread::Role::kFollower) {
-      const bool done = cv.wait_until(lk, deadline, pred);
+      const bool done = cv.wait_until(lk.native(), deadline, pred);
       io_thread_->end_follow();
       return done;
     }
@@ -167,7 +174,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     }
     io_thread_->end_lead(callback_work_.load(std::memory_order_relaxed) != 0);
     // The loop ran dry (closed): only another thread can still change `pred`.
-    if (!done && io_.stopped()) done = cv.wait_until(lk, deadline, pred);
+    if (!done && io_.stopped()) done = cv.wait_until(lk.native(), deadline, pred);
     return done;
   }
   // With ConnectOptions::io nobody may be running that context, so the waiting thread runs it
@@ -175,8 +182,8 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   // application's run here too. Another thread running the context as well is fine (this one
   // notices the answer within the slice).
   template <class Pred>
-  bool run_context_until(std::unique_lock<std::mutex>& lk, std::condition_variable& cv,
-                         std::chrono::steady_clock::time_point deadline, Pred pred) {
+  bool run_context_until(UniqueLock& lk, std::condition_variable& cv,
+                         std::chrono::steady_clock::time_point deadline, Pred pred) UBROKER_NO_THREAD_SAFETY_ANALYSIS {
     const auto keep = shared_from_this();  // a handler run here may drop the last other reference
     while (!pred()) {
       const auto now = std::chrono::steady_clock::now();
@@ -187,7 +194,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
       const bool stopped = !ran && io_.stopped();
       lk.lock();
       // Stopped (by the application, or out of work): only another thread can bring it back.
-      if (stopped) return cv.wait_until(lk, deadline, pred);
+      if (stopped) return cv.wait_until(lk.native(), deadline, pred);
     }
     return true;
   }
@@ -242,10 +249,10 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   [[nodiscard]] bool may_reconnect(const Error& why) const;
   // Ends the client for good (state_mu_ held; takes write_mu_): stops the I/O thread's work
   // guard and the reconnect thread, and discards what is unsent unless a writer still runs.
-  void close_locked();
+  void close_locked() UBROKER_REQUIRES(state_mu_);
   void stop_writing();  // the active writer gives up its role (the connection failed)
   // Fails the answers still awaited (state_mu_ held); returns the asynchronous ones to call.
-  std::vector<Client::ReplyHandler> orphan_answers_locked(const Error& e);
+  std::vector<Client::ReplyHandler> orphan_answers_locked(const Error& e) UBROKER_REQUIRES(state_mu_);
   void wake_waiters();
   void notify(ConnectionChange change);  // runs on_connection on the I/O thread
   void reconnect_loop();
@@ -256,29 +263,18 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   // one under way to return.
   void silence(SubState& state);
   // write_mu_ held: the publishes not fully written, frames to restore subscriptions first.
-  void rebuild_outgoing_locked();
+  void rebuild_outgoing_locked() UBROKER_REQUIRES(state_mu_, write_mu_);
   // write_mu_ held: counts and drops every unsent frame (the client is closed for good).
-  void discard_unsent_locked();
+  void discard_unsent_locked() UBROKER_REQUIRES(write_mu_);
   [[nodiscard]] std::shared_ptr<ShmReader> make_reader();
+  void add_sub_locked(std::shared_ptr<SubState> state) UBROKER_REQUIRES(state_mu_);
+  void erase_sub_locked(std::uint64_t id) UBROKER_REQUIRES(state_mu_);
+  void erase_answer_locked(std::uint64_t seq) UBROKER_REQUIRES(state_mu_);
   // Frames not fully written: the unsent part of the active batch (from the start of the
   // frame it stopped in) and everything pending.
   template <class Visit>
-  void for_each_unsent_frame_locked(Visit&& visit);
+  void for_each_unsent_frame_locked(Visit&& visit) UBROKER_REQUIRES(write_mu_);
 
-  ConnectOptions options_;
-  std::atomic<std::uint64_t> client_id_;
-  // From the broker's WELCOME, renewed on each reconnect.
-  std::atomic<std::uint64_t> max_frame_bytes_;
-  std::atomic<std::uint64_t> shm_max_segment_bytes_;
-  std::atomic<int> fd_;  // owned by socket_
-  std::atomic<std::uint64_t> generation_{0};  // bumped when a new connection is installed
-  std::unique_ptr<asio::io_context> own_io_;
-  // manual_io: the fd the application watches. An epoll set holding the socket (readable or,
-  // after a full write, writable again: edge-triggered) and wake_fd_, an eventfd every post
-  // to the strand from any thread signals (a reconnect's install, releases, a write to finish),
-  // so an application asleep in its own epoll always learns that poll() has work.
-  UniqueFd poll_fd_;
-  UniqueFd wake_fd_;
   // Posts `fn` to the strand; with manual_io also wakes the application (wake_fd_).
   template <class Fn>
   void post_to_strand(Fn&& fn) {
@@ -291,6 +287,38 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   }
   // manual_io: watches `fd` (a new connection's socket) in poll_fd_, instead of `old` (-1: none).
   void watch_socket(int old, int fd);
+
+  // ---- Set at construction, or atomics any thread reads ----
+  ConnectOptions options_;
+  std::atomic<std::uint64_t> client_id_;
+  // From the broker's WELCOME, renewed on each reconnect.
+  std::atomic<std::uint64_t> max_frame_bytes_;
+  std::atomic<std::uint64_t> shm_max_segment_bytes_;
+  std::atomic<int> fd_;  // owned by socket_
+  std::atomic<std::uint64_t> generation_{0};  // bumped when a new connection is installed
+  // The connection's state, changed under state_mu_ (read anywhere): kConnected until fail()
+  // (kReconnecting, or kClosed when the reason is final), kConnected again when a reconnect
+  // installs a new socket, kClosed for good after close().
+  enum class LinkState : std::uint8_t { kConnected, kReconnecting, kClosed };
+  std::atomic<LinkState> link_{LinkState::kConnected};
+  // Subscriptions with a callback, services and asynchronous requests in subs_ / answers_:
+  // while there are any, the loop has work when nobody waits, so waiters do not lead.
+  std::atomic<int> callback_work_{0};
+  struct Counters {
+    std::atomic<std::uint64_t> reconnects{0};
+    std::atomic<std::uint64_t> publishes_buffered{0};
+    std::atomic<std::uint64_t> publishes_resent{0};
+    std::atomic<std::uint64_t> publishes_discarded{0};
+  } counters_;
+
+  // ---- The loop ----
+  std::unique_ptr<asio::io_context> own_io_;
+  // manual_io: the fd the application watches. An epoll set holding the socket (readable or,
+  // after a full write, writable again: edge-triggered) and wake_fd_, an eventfd every post
+  // to the strand from any thread signals (a reconnect's install, releases, a write to finish),
+  // so an application asleep in its own epoll always learns that poll() has work.
+  UniqueFd poll_fd_;
+  UniqueFd wake_fd_;
   asio::io_context& io_;
   // Every handler of this client runs in the strand: an application's io_context may be run
   // by several threads, and the read path, the writer and the reconnect install each assume
@@ -301,39 +329,9 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   // The client's own I/O thread (unless ConnectOptions::io or manual_io); declared after the
   // context it runs, so it ends first.
   std::optional<IoThread> io_thread_;
-  // The connection's state, changed under state_mu_ (read anywhere): kConnected until fail()
-  // (kReconnecting, or kClosed when the reason is final), kConnected again when a reconnect
-  // installs a new socket, kClosed for good after close().
-  enum class LinkState : std::uint8_t { kConnected, kReconnecting, kClosed };
-  std::atomic<LinkState> link_{LinkState::kConnected};
-  bool reconnect_wanted_ = false;  // guarded by state_mu_
-  std::condition_variable reconnect_cv_;
   std::thread reconnector_;
 
-  struct Counters {
-    std::atomic<std::uint64_t> reconnects{0};
-    std::atomic<std::uint64_t> publishes_buffered{0};
-    std::atomic<std::uint64_t> publishes_resent{0};
-    std::atomic<std::uint64_t> publishes_discarded{0};
-  } counters_;
-
-  // Write side.
-  std::mutex write_mu_;
-  std::condition_variable write_cv_;  // pending_ drained below the bound, or disconnected
-  std::vector<std::byte> pending_;
-  std::vector<std::byte> sending_;  // the active writer's batch
-  std::size_t sending_off_ = 0;
-  struct FdMark {
-    std::size_t at;  // offset of the frame's first byte in pending_ / sending_
-    int fd;
-  };
-  std::vector<FdMark> pending_fds_;
-  std::vector<FdMark> sending_fds_;
-  bool writer_active_ = false;
-  bool read_paused_for_writes_ = false;  // I/O thread stopped reading: too much unsent
-  std::uint64_t buffered_this_outage_ = 0;  // publishes accepted since the connection was lost
-
-  // Read side (I/O thread only).
+  // ---- Owned by the strand (whichever thread runs the loop): the read side ----
   std::vector<std::byte> rbuf_;
   std::size_t rbegin_ = 0;
   std::size_t rend_ = 0;
@@ -344,34 +342,49 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::vector<std::shared_ptr<SubState>> targets_;  // scratch: one delivery's subscriptions
   std::vector<std::uint64_t> release_batch_;      // scratch for flush_releases
   wire::Header release_header_;                   // ditto
+  std::shared_ptr<ShmReader> reader_;  // bulk payloads received (replaced by install)
 
-  // Shared memory.
-  std::shared_ptr<ShmReader> reader_;
-  std::mutex ring_mu_;
-  std::shared_ptr<shm::ProducerRing> ring_;
-  static constexpr std::uint64_t kRingSegmentId = 1;  // this client's id for its one segment
-  bool read_paused_for_queue_ = false;  // guarded by queue_mu_
+  // ---- state_mu_: subscriptions, outstanding requests, the reconnect handshake ----
+  // Lock order: state_mu_, then write_mu_ or queue_mu_; ring_mu_ alone.
+  mutable Mutex state_mu_;
+  std::condition_variable answer_cv_;     // an answer is done, or the connection failed
+  std::condition_variable reconnect_cv_;  // reconnect_wanted_, or closed
+  std::unordered_map<std::uint64_t, std::shared_ptr<SubState>> subs_ UBROKER_GUARDED_BY(state_mu_);
+  std::unordered_map<std::uint64_t, Answer> answers_ UBROKER_GUARDED_BY(state_mu_);  // by seq
+  std::unordered_map<std::uint64_t, std::uint64_t> unsubscribing_ UBROKER_GUARDED_BY(state_mu_);  // seq -> sub id
+  std::optional<Error> disconnect_reason_ UBROKER_GUARDED_BY(state_mu_);
+  std::uint64_t next_sub_id_ UBROKER_GUARDED_BY(state_mu_) = 1;
+  std::uint64_t next_seq_ UBROKER_GUARDED_BY(state_mu_) = 1;
+  bool reconnect_wanted_ UBROKER_GUARDED_BY(state_mu_) = false;
 
-  // Subscriptions and outstanding requests. Lock order: state_mu_ before write_mu_.
-  mutable std::mutex state_mu_;
-  std::condition_variable answer_cv_;
-  std::unordered_map<std::uint64_t, std::shared_ptr<SubState>> subs_;
-  std::unordered_map<std::uint64_t, Answer> answers_;               // by seq
-  // Subscriptions with a callback, services and asynchronous requests in subs_ / answers_:
-  // while there are any, the loop has work when nobody waits, so waiters do not lead.
-  std::atomic<int> callback_work_{0};
-  void add_sub_locked(std::shared_ptr<SubState> state);
-  void erase_sub_locked(std::uint64_t id);
-  void erase_answer_locked(std::uint64_t seq);
-  std::unordered_map<std::uint64_t, std::uint64_t> unsubscribing_;  // seq -> sub id
-  std::optional<Error> disconnect_reason_;
-  std::uint64_t next_sub_id_ = 1;
-  std::uint64_t next_seq_ = 1;
+  // ---- write_mu_: bytes on their way out ----
+  // pending_ is appended to under the lock; the active writer (writer_active_, one thread at
+  // a time) takes it as its batch, and only it touches sending_*, without the lock.
+  Mutex write_mu_ UBROKER_ACQUIRED_AFTER(state_mu_);
+  std::condition_variable write_cv_;  // pending_ drained below the bound, or disconnected
+  std::vector<std::byte> pending_ UBROKER_GUARDED_BY(write_mu_);
+  struct FdMark {
+    std::size_t at;  // offset of the frame's first byte in pending_ / sending_
+    int fd;
+  };
+  std::vector<FdMark> pending_fds_ UBROKER_GUARDED_BY(write_mu_);
+  bool writer_active_ UBROKER_GUARDED_BY(write_mu_) = false;
+  bool read_paused_for_writes_ UBROKER_GUARDED_BY(write_mu_) = false;  // reading stopped: too much unsent
+  std::uint64_t buffered_this_outage_ UBROKER_GUARDED_BY(write_mu_) = 0;  // publishes accepted since the loss
+  std::vector<std::byte> sending_;  // the active writer's batch
+  std::size_t sending_off_ = 0;
+  std::vector<FdMark> sending_fds_;
 
-  // Messages for receive().
-  std::mutex queue_mu_;
+  // ---- queue_mu_: messages for receive() ----
+  Mutex queue_mu_ UBROKER_ACQUIRED_AFTER(state_mu_);
   std::condition_variable queue_cv_;
-  std::deque<Message> queue_;
+  std::deque<Message> queue_ UBROKER_GUARDED_BY(queue_mu_);
+  bool read_paused_for_queue_ UBROKER_GUARDED_BY(queue_mu_) = false;  // receive() resumes reading
+
+  // ---- ring_mu_: this client's shared-memory ring, made on first use ----
+  Mutex ring_mu_;
+  std::shared_ptr<shm::ProducerRing> ring_ UBROKER_GUARDED_BY(ring_mu_);
+  static constexpr std::uint64_t kRingSegmentId = 1;  // this client's id for its one segment
 };
 
 }  // namespace ubroker::detail

@@ -71,14 +71,14 @@ void ClientCore::on_readable() {
     if (rbegin_ == rend_) rbegin_ = rend_ = 0;
     // Flow control: stop reading while the application has not caught up.
     {
-      std::lock_guard lk(queue_mu_);
+      LockGuard lk(queue_mu_);
       if (queue_.size() >= options_.receive_queue) {
         read_paused_for_queue_ = true;
         return;  // receive() resumes us
       }
     }
     {
-      std::lock_guard lk(write_mu_);
+      LockGuard lk(write_mu_);
       if (pending_.size() >= options_.max_pending_bytes && writer_active_) {
         read_paused_for_writes_ = true;
         return;  // drive_writes() resumes us
@@ -174,7 +174,7 @@ void ClientCore::deliver(const DeliveryHead& h, std::span<const std::byte> paylo
   targets_.assign(h.sub_ids.size(), nullptr);
   std::uint32_t queued = 0;
   {
-    std::lock_guard lk(state_mu_);
+    LockGuard lk(state_mu_);
     for (std::size_t i = 0; i < h.sub_ids.size(); ++i) {
       if (auto it = subs_.find(h.sub_ids[i]); it != subs_.end()) {
         targets_[i] = it->second;
@@ -210,7 +210,7 @@ void ClientCore::deliver(const DeliveryHead& h, std::span<const std::byte> paylo
       continue;
     }
     {
-      std::lock_guard lk(queue_mu_);
+      LockGuard lk(queue_mu_);
       if (view.shared_memory) {
         // Zero copy: the message holds the view and releases it when destroyed.
         Message m(view, Message::Borrow{});
@@ -231,7 +231,7 @@ void ClientCore::deliver(const DeliveryHead& h, std::span<const std::byte> paylo
 void ClientCore::deliver_request(const wire::Header& h, std::span<const std::byte> payload) {
   std::shared_ptr<SubState> service;
   if (h.sub_ids_size() == 1) {
-    std::lock_guard lk(state_mu_);
+    LockGuard lk(state_mu_);
     if (auto it = subs_.find(h.sub_ids(0)); it != subs_.end()) service = it->second;
   }
   if (service == nullptr || !service->request_handler) return;  // unserved meanwhile: the caller times out
@@ -260,7 +260,7 @@ void ClientCore::answer(const wire::Header& h, std::span<const std::byte> payloa
                                  .headers = Headers(rheaders_)});
   }
   {
-    std::lock_guard lk(state_mu_);
+    LockGuard lk(state_mu_);
     if (auto u = unsubscribing_.find(h.seq()); u != unsubscribing_.end()) {
       // The broker sends nothing for this subscription after its ACK.
       if (h.type() == wire::ACK) {

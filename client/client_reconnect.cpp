@@ -40,13 +40,16 @@ void append_frame(std::vector<std::byte>& out, const wire::Header& h, std::span<
 
 void ClientCore::reconnect_loop() {
   std::minstd_rand rng(std::random_device{}());
-  std::unique_lock lk(state_mu_);
+  UniqueLock lk(state_mu_);
   for (;;) {
-    reconnect_cv_.wait(lk, [&] { return closed() || reconnect_wanted_; });
+    reconnect_cv_.wait(lk.native(), [&] {
+      state_mu_.assert_held();
+      return closed() || reconnect_wanted_;
+    });
     if (closed()) return;
     reconnect_wanted_ = false;
     for (unsigned attempt = 1;; ++attempt) {
-      if (reconnect_cv_.wait_for(lk, backoff(options_.reconnect, attempt, rng), [&] { return closed(); })) {
+      if (reconnect_cv_.wait_for(lk.native(), backoff(options_.reconnect, attempt, rng), [&] { return closed(); })) {
         return;
       }
       lk.unlock();
@@ -82,12 +85,12 @@ void ClientCore::install(std::shared_ptr<Dialed> d, unsigned attempts) {
     // This client's ring was known only to the old broker; a loan needs a new one. (Not
     // under state_mu_: producer_ring() takes ring_mu_ first. No ring can be registered
     // meanwhile: that needs a connection.)
-    std::lock_guard rl(ring_mu_);
+    LockGuard rl(ring_mu_);
     ring_.reset();
   }
-  std::unique_lock sl(state_mu_);  // lock order: state_mu_, then write_mu_
+  UniqueLock sl(state_mu_);  // lock order: state_mu_, then write_mu_
   if (closed()) return;      // the new socket closes with `d`
-  std::unique_lock wl(write_mu_);
+  UniqueLock wl(write_mu_);
   if (writer_active_) {
     // A writer still holds the old socket (and is failing on it now): switch once it lets go.
     auto timer = std::make_shared<asio::steady_timer>(strand_, std::chrono::milliseconds(1));
@@ -206,7 +209,7 @@ void ClientCore::discard_unsent_locked() {
 }
 
 void ClientCore::forget_subscription(std::uint64_t id) {
-  std::lock_guard lk(state_mu_);
+  LockGuard lk(state_mu_);
   if (auto it = subs_.find(id); it != subs_.end()) {
     it->second->active.store(false);
     erase_sub_locked(id);

@@ -34,7 +34,7 @@ Loan::~Loan() {
 namespace detail {
 
 Result<std::shared_ptr<shm::ProducerRing>> ClientCore::producer_ring() {
-  std::lock_guard lk(ring_mu_);
+  LockGuard lk(ring_mu_);
   if (ring_) return ring_;
   const std::uint64_t max_segment = shm_max_segment_bytes_.load(std::memory_order_relaxed);
   if (max_segment == 0) {
@@ -98,7 +98,7 @@ Result<Loan> ClientCore::loan(std::string_view topic, std::size_t size, std::chr
 Result<void> ClientCore::publish(Loan&& loan, std::span<const std::byte> headers) {
   if (!loan.ring_) return std::unexpected(Error{Errc::kInvalidArgument, "publish of an empty loan (moved from or already published)"});
   {
-    std::lock_guard lk(ring_mu_);
+    LockGuard lk(ring_mu_);
     if (loan.ring_ != ring_) {
       // A reconnect gives the client a new ring: the broker that knew the old one is gone.
       return std::unexpected(Error{Errc::kInvalidArgument,

@@ -17,7 +17,7 @@ void IoThread::start() {
 
 void IoThread::stop() {
   {
-    std::lock_guard lk(mu_);
+    LockGuard lk(mu_);
     stopping_ = true;
   }
   cv_.notify_all();
@@ -33,14 +33,14 @@ void IoThread::join() {
 }
 
 void IoThread::run() {
-  std::unique_lock lk(mu_);
+  UniqueLock lk(mu_);
   for (;;) {
     while (!stopping_ && (leader_ || (!resume_ && Clock::now() < linger_until_))) {
       parked_ = true;
       cv_.notify_all();
       // Timed even while a caller leads: a lead that ends without asking the thread back does
       // not wake it (that would cost the wake-up leading saves), so it looks again each period.
-      cv_.wait_for(lk, kLinger);
+      cv_.wait_for(lk.native(), kLinger);
     }
     parked_ = false;
     resume_ = false;
@@ -52,12 +52,16 @@ void IoThread::run() {
 }
 
 IoThread::Role IoThread::lead(Clock::time_point deadline) {
-  std::unique_lock lk(mu_);
+  UniqueLock lk(mu_);
   if (!leader_ && !stopping_) {
     leader_ = true;
     if (parked_) return Role::kLeader;
     asio::post(io_, [] {});  // brings the thread out of its wait; it parks after this handler
-    if (cv_.wait_until(lk, deadline, [&] { return parked_ || stopping_; }) && !stopping_) return Role::kLeader;
+    const bool parked = cv_.wait_until(lk.native(), deadline, [&] {
+      mu_.assert_held();
+      return parked_ || stopping_;
+    });
+    if (parked && !stopping_) return Role::kLeader;
     leader_ = false;
   }
   ++followers_;
@@ -65,7 +69,7 @@ IoThread::Role IoThread::lead(Clock::time_point deadline) {
 }
 
 void IoThread::end_lead(bool resume_now) {
-  std::lock_guard lk(mu_);
+  LockGuard lk(mu_);
   leader_ = false;
   if (resume_now || followers_ > 0) {
     resume_ = true;
@@ -76,7 +80,7 @@ void IoThread::end_lead(bool resume_now) {
 }
 
 void IoThread::end_follow() {
-  std::lock_guard lk(mu_);
+  LockGuard lk(mu_);
   --followers_;
 }
 
@@ -85,7 +89,7 @@ std::size_t IoThread::run_one(Clock::duration timeout) {
 }
 
 void IoThread::resume() {
-  std::lock_guard lk(mu_);
+  LockGuard lk(mu_);
   resume_ = true;
   if (parked_ && !leader_) cv_.notify_all();
 }

@@ -20,8 +20,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
-#include <mutex>
 #include <thread>
+
+#include "annotated_mutex.hpp"
 
 namespace ubroker::detail {
 
@@ -59,14 +60,14 @@ class IoThread {
   static constexpr auto kLinger = std::chrono::milliseconds(2);
   asio::io_context& io_;
   const std::chrono::microseconds busy_poll_;
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable cv_;  // parked_ changed (callers), or a lead ended / stop (the thread)
-  bool leader_ = false;         // a caller runs the loop
-  bool parked_ = false;         // the thread is outside the loop, between two handlers
-  bool resume_ = false;         // end the linger
-  bool stopping_ = false;
-  int followers_ = 0;
-  Clock::time_point linger_until_{};
+  bool leader_ UBROKER_GUARDED_BY(mu_) = false;  // a caller runs the loop
+  bool parked_ UBROKER_GUARDED_BY(mu_) = false;  // the thread is outside the loop, between two handlers
+  bool resume_ UBROKER_GUARDED_BY(mu_) = false;  // end the linger
+  bool stopping_ UBROKER_GUARDED_BY(mu_) = false;
+  int followers_ UBROKER_GUARDED_BY(mu_) = 0;
+  Clock::time_point linger_until_ UBROKER_GUARDED_BY(mu_){};
   std::thread thread_;
 };
 

@@ -24,7 +24,7 @@ std::optional<std::string> ShmReader::attach(std::uint64_t segment, UniqueFd fd)
   }
   auto map = shm::Mapping::map(fd.get(), facts->size, shm::Access::kReadOnly);
   if (!map) return fmt::format("cannot map segment {}: {}", segment, map.error().message());
-  std::lock_guard lk(mu_);
+  LockGuard lk(mu_);
   auto [it, fresh] = segments_.try_emplace(segment);
   if (!fresh && it->second.in_use != 0) return fmt::format("segment {} was passed twice", segment);
   it->second = Segment{.map = std::move(*map), .in_use = 0, .detached = false};
@@ -34,7 +34,7 @@ std::optional<std::string> ShmReader::attach(std::uint64_t segment, UniqueFd fd)
 std::optional<std::span<const std::byte>> ShmReader::open(std::uint64_t segment, std::uint64_t offset,
                                                           std::uint64_t length, std::uint64_t token,
                                                           std::uint32_t holders, std::string& why) {
-  std::lock_guard lk(mu_);
+  LockGuard lk(mu_);
   const auto slot = static_cast<std::uint32_t>(token);
   auto it = segments_.find(segment);
   const char* bad = nullptr;
@@ -62,7 +62,7 @@ std::optional<std::span<const std::byte>> ShmReader::open(std::uint64_t segment,
 void ShmReader::release(std::uint64_t segment, std::uint64_t token) {
   bool ready = false;
   {
-    std::lock_guard lk(mu_);
+    LockGuard lk(mu_);
     auto it = segments_.find(segment);
     if (it == segments_.end()) return;
     const auto slot = static_cast<std::uint32_t>(token);
@@ -82,7 +82,7 @@ void ShmReader::release_locked(Segment& seg, std::uint64_t segment, std::uint64_
 }
 
 void ShmReader::detach(std::uint64_t segment) {
-  std::lock_guard lk(mu_);
+  LockGuard lk(mu_);
   auto it = segments_.find(segment);
   if (it == segments_.end()) return;
   if (it->second.in_use == 0) {
@@ -93,13 +93,13 @@ void ShmReader::detach(std::uint64_t segment) {
 }
 
 void ShmReader::take_releases(std::vector<std::uint64_t>& out) {
-  std::lock_guard lk(mu_);
+  LockGuard lk(mu_);
   out.swap(pending_);
   pending_.clear();
 }
 
 std::size_t ShmReader::mapped_segments() {
-  std::lock_guard lk(mu_);
+  LockGuard lk(mu_);
   return segments_.size();
 }
 

@@ -18,6 +18,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "annotated_mutex.hpp"
+
 #include "ubroker/shm/mapping.hpp"
 #include "ubroker/shm/syscall.hpp"
 #include "ubroker/shm/unique_fd.hpp"
@@ -58,14 +60,14 @@ class ShmReader {
     std::uint64_t in_use = 0;  // deliveries not yet released
     bool detached = false;
   };
-  void release_locked(Segment& seg, std::uint64_t segment, std::uint64_t token);
+  void release_locked(Segment& seg, std::uint64_t segment, std::uint64_t token) UBROKER_REQUIRES(mu_);
 
   std::uint64_t max_segment_bytes_;
   std::function<void()> releases_ready_;
-  std::mutex mu_;
-  std::unordered_map<std::uint64_t, Segment> segments_;
-  std::vector<std::uint32_t> holders_;  // by token slot (the token's low 32 bits)
-  std::vector<std::uint64_t> pending_;
+  Mutex mu_;
+  std::unordered_map<std::uint64_t, Segment> segments_ UBROKER_GUARDED_BY(mu_);
+  std::vector<std::uint32_t> holders_ UBROKER_GUARDED_BY(mu_);  // by token slot (the token's low 32 bits)
+  std::vector<std::uint64_t> pending_ UBROKER_GUARDED_BY(mu_);
 };
 
 }  // namespace ubroker::detail
