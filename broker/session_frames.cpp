@@ -557,16 +557,22 @@ Session::Step Session::handle_reply(const wire::Header& h, std::span<const std::
   out.set_sender_uid(peer_.uid);
   out.set_sender_pid(static_cast<std::uint32_t>(peer_.pid));
   if (!headers.empty()) *out.mutable_headers() = h.headers();
+  // A gateway (a bridge to another system) may say that nobody served the request there, or
+  // not in time; any other code a responder sends is its service's error.
+  const wire::ErrorCode code = h.error().code() == wire::NO_RESPONDERS || h.error().code() == wire::TIMEOUT
+                                   ? h.error().code()
+                                   : wire::SERVICE_ERROR;
   if (error) {
     auto* e = out.mutable_error();
-    e->set_code(wire::SERVICE_ERROR);
+    e->set_code(code);
     e->set_message(h.error().message());
     e->set_service_code(h.error().service_code());
   }
   caller->outbox().queue_frame(out, error ? std::span<const std::byte>() : payload, inbox_.chunk());
   const std::string& why = h.error().message();
   broker_.tracer().answer(stamp(), *pending, headers, error ? std::as_bytes(std::span(why.data(), why.size())) : payload,
-                          took, error, h.error().service_code());
+                          took, error ? std::string_view(wire::ErrorCode_Name(code)) : std::string_view(),
+                          h.error().service_code());
   return Step::kContinue;
 }
 

@@ -17,15 +17,15 @@ void Tracer::request(const SenderStamp& caller, std::string_view topic, std::uin
 }
 
 void Tracer::answer(const SenderStamp& responder, const PendingRequest& request, std::span<const std::byte> headers,
-                    std::span<const std::byte> payload, std::chrono::steady_clock::duration took, bool error,
-                    std::uint32_t service_code) {
+                    std::span<const std::byte> payload, std::chrono::steady_clock::duration took,
+                    std::string_view error, std::uint32_t service_code) {
   if (!active() || request.traced_topic.empty()) return;
   const auto us = std::chrono::duration_cast<std::chrono::microseconds>(took).count();
-  if (error) {
+  if (!error.empty()) {
     const Extra extra[] = {{"ubroker-request", std::to_string(request.id)},
                            {"ubroker-caller", std::to_string(request.caller)},
                            {"ubroker-latency-us", std::to_string(us)},
-                           {"ubroker-error", "SERVICE_ERROR"},
+                           {"ubroker-error", std::string(error)},
                            {"ubroker-service-code", std::to_string(service_code)}};
     emit("error", request.traced_topic, responder, headers, extra, payload);
     return;

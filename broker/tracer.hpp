@@ -35,9 +35,10 @@ class Tracer {
 
   void request(const SenderStamp& caller, std::string_view topic, std::uint64_t request_id, std::uint64_t responder,
                std::span<const std::byte> headers, std::span<const std::byte> payload);
-  // A reply or an error reply (error: its code's name and service code; payload: its sentence).
+  // A reply or an error reply (`error`: empty for a reply, else the code's name, SERVICE_ERROR or
+  // a gateway's; then `service_code` too, and the payload is its sentence).
   void answer(const SenderStamp& responder, const PendingRequest& request, std::span<const std::byte> headers,
-              std::span<const std::byte> payload, std::chrono::steady_clock::duration took, bool error,
+              std::span<const std::byte> payload, std::chrono::steady_clock::duration took, std::string_view error,
               std::uint32_t service_code);
   // A request the broker ended: NO_RESPONDERS (request_id 0), TIMEOUT, RESPONDER_GONE.
   void failure(std::string_view topic, std::uint64_t request_id, std::uint64_t caller, std::string_view code,

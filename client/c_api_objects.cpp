@@ -235,6 +235,17 @@ int ubroker_call_reply_error(ubroker_call* request, uint32_t code, const char* m
     return r ? kOk : fail(r.error());
   });
 }
+int ubroker_call_reply_gateway_error(ubroker_call* request, int error, const char* message) {
+  if (!request || !message) return fail(UBROKER_E_INVALID_ARGUMENT, "ubroker_call_reply_gateway_error: NULL argument");
+  if (error != UBROKER_E_NO_RESPONDERS && error != UBROKER_E_TIMEOUT) {
+    return fail(UBROKER_E_INVALID_ARGUMENT,
+                "ubroker_call_reply_gateway_error: the error is UBROKER_E_NO_RESPONDERS or UBROKER_E_TIMEOUT");
+  }
+  return guarded([&] {
+    auto r = request->cpp.reply_gateway_error(static_cast<ubroker::Errc>(-error), message);
+    return r ? kOk : fail(r.error());
+  });
+}
 size_t ubroker_call_header_count(const ubroker_call* request) {
   return request ? request->cpp.headers().size() : 0;
 }

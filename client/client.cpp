@@ -187,6 +187,17 @@ Result<void> Request::reply_error(std::string_view message, std::uint32_t code) 
   return core->reply_error(request_id_, message, code);
 }
 
+Result<void> Request::reply_gateway_error(Errc code, std::string_view message) {
+  if (code != Errc::kNoResponders && code != Errc::kTimeout) {
+    return std::unexpected(Error{Errc::kInvalidArgument, "a gateway error is kNoResponders or kTimeout"});
+  }
+  if (replied_) return std::unexpected(Error{Errc::kInvalidArgument, "this request was already answered"});
+  auto core = core_.lock();
+  if (!core) return std::unexpected(Error{Errc::kNotConnected, "the client that received this request is gone"});
+  replied_ = true;
+  return core->reply_error(request_id_, message, 0, code);
+}
+
 Result<Subscription> Client::subscribe(std::string_view pattern, Handler handler, SubscribeOptions options) {
   if (!core_) return closed();
   if (!handler) return std::unexpected(Error{Errc::kInvalidArgument, "subscribe: empty handler"});

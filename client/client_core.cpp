@@ -567,13 +567,14 @@ Result<void> ClientCore::reply(std::uint64_t request_id, std::span<const std::by
   return send_frame(h, payload);
 }
 
-Result<void> ClientCore::reply_error(std::uint64_t request_id, std::string_view message, std::uint32_t code) {
+Result<void> ClientCore::reply_error(std::uint64_t request_id, std::string_view message, std::uint32_t code,
+                                     Errc kind) {
   thread_local wire::Header h;
   h.Clear();
   h.set_type(wire::REPLY);
   h.set_request_id(request_id);
   auto* e = h.mutable_error();
-  e->set_code(wire::SERVICE_ERROR);
+  e->set_code(static_cast<wire::ErrorCode>(kind));
   // proto3 strings are UTF-8: anything else would make the whole frame unreadable.
   e->set_message(utf8_or_replaced(message));
   e->set_service_code(code);

@@ -114,7 +114,9 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
                      Client::ReplyHandler done);
   Result<void> reply(std::uint64_t request_id, std::span<const std::byte> payload,
                      std::span<const HeaderField> headers);
-  Result<void> reply_error(std::uint64_t request_id, std::string_view message, std::uint32_t code);
+  // `kind`: kServiceError, or a gateway's kNoResponders / kTimeout.
+  Result<void> reply_error(std::uint64_t request_id, std::string_view message, std::uint32_t code,
+                           Errc kind = Errc::kServiceError);
   Result<void> wait_for_responder(std::string_view topic, std::chrono::milliseconds timeout);
   Result<std::uint64_t> unsubscribe(SubState& state, std::chrono::milliseconds timeout);
   Result<Message> receive(std::chrono::milliseconds timeout);

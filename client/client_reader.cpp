@@ -251,8 +251,10 @@ void ClientCore::answer(const wire::Header& h, std::span<const std::byte> payloa
   Result<Message> result = Message{};  // ACK, PONG
   if (h.type() == wire::ERROR) {
     result = std::unexpected(Error{static_cast<Errc>(h.error().code()), h.error().message()});
-  } else if (h.type() == wire::REPLY && h.has_error()) {  // the responder's error reply
-    result = std::unexpected(Error{Errc::kServiceError, h.error().message(), h.error().service_code()});
+  } else if (h.type() == wire::REPLY && h.has_error()) {  // the responder's error reply (or a gateway's)
+    const wire::ErrorCode code = h.error().code();
+    const Errc errc = code == wire::NO_RESPONDERS || code == wire::TIMEOUT ? static_cast<Errc>(code) : Errc::kServiceError;
+    result = std::unexpected(Error{errc, h.error().message(), h.error().service_code()});
   } else if (h.type() == wire::REPLY) {
     result = Message(MessageView{.topic = {},
                                  .payload = payload,

@@ -190,6 +190,10 @@ class UBROKER_API Request {
   // Answers with an error instead: the caller's request() fails with kServiceError, `message`
   // and `code` (Error::service_code; the meaning of codes is the service's own).
   Result<void> reply_error(std::string_view message, std::uint32_t code = 0);
+  // For a gateway (a bridge that serves a topic by asking another system): nobody answered
+  // there (kNoResponders) or not in time (kTimeout). The caller's request() fails with that
+  // code, as if the broker had said it; any other code is kInvalidArgument.
+  Result<void> reply_gateway_error(Errc code, std::string_view message);
 
  private:
   friend class detail::ClientCore;

@@ -309,6 +309,10 @@ UBROKER_API int ubroker_call_reply_ex(ubroker_call* request, const void* data, s
 /* Answers with an error instead: the requester gets UBROKER_E_SERVICE_ERROR with `message`
  * and `code` (the meaning of codes is the service's own). */
 UBROKER_API int ubroker_call_reply_error(ubroker_call* request, uint32_t code, const char* message);
+/* For a gateway (a bridge serving a topic by asking another system): `error` is
+ * UBROKER_E_NO_RESPONDERS (nobody answered there) or UBROKER_E_TIMEOUT (not in time); the
+ * requester gets that error with `message`. */
+UBROKER_API int ubroker_call_reply_gateway_error(ubroker_call* request, int error, const char* message);
 /* Frees the request; one never replied to ends with a timeout on the requester's side. */
 UBROKER_API void ubroker_call_free(ubroker_call* request);
 

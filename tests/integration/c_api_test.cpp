@@ -179,12 +179,15 @@ TEST(CApi, HeadersTravelBothWaysAndAnErrorReplyIsServiceError) {
   auto& [responder, requester, calls, service] = pair;
   ASSERT_TRUE(responder && requester && service);
   std::thread worker([&] {
-    for (int i = 0; i < 2; ++i) {
+    for (int i = 0; i < 3; ++i) {
       ubroker_call* call = calls.pop();
       ASSERT_NE(call, nullptr);
       EXPECT_EQ(ubroker_call_header_count(call), 2u);
       if (header_of(call, "mode") == "fail") {
         EXPECT_EQ(ubroker_call_reply_error(call, 503, "busy"), 0);
+      } else if (header_of(call, "mode") == "gateway") {
+        EXPECT_EQ(ubroker_call_reply_gateway_error(call, UBROKER_E_SERVICE_ERROR, "no"), UBROKER_E_INVALID_ARGUMENT);
+        EXPECT_EQ(ubroker_call_reply_gateway_error(call, UBROKER_E_NO_RESPONDERS, "nobody behind the bridge"), 0);
       } else {
         const ubroker_header back[] = {{"status", "fine"}};
         EXPECT_EQ(ubroker_call_reply_ex(call, "ok", 2, back, 1), 0);
@@ -207,6 +210,9 @@ TEST(CApi, HeadersTravelBothWaysAndAnErrorReplyIsServiceError) {
   EXPECT_EQ(ubroker_request_ex(requester, "capi.h", "x", 1, fail_headers, 2, 5000, &reply), UBROKER_E_SERVICE_ERROR);
   EXPECT_STREQ(ubroker_last_error(), "busy");
   EXPECT_EQ(ubroker_last_service_code(), 503u);
+  const ubroker_header gateway_headers[] = {{"mode", "gateway"}, {"trace", "3"}};
+  EXPECT_EQ(ubroker_request_ex(requester, "capi.h", "x", 1, gateway_headers, 2, 5000, &reply), UBROKER_E_NO_RESPONDERS);
+  EXPECT_STREQ(ubroker_last_error(), "nobody behind the bridge");
   worker.join();
   EXPECT_NE(std::string(ubroker_strerror(UBROKER_E_SERVICE_ERROR)).find("SERVICE_ERROR"), std::string::npos);
 

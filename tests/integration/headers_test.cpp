@@ -159,6 +159,35 @@ TEST(ErrorReplies, AreTheirOwnErrorApartFromTimeoutsAndNoResponders) {
   EXPECT_EQ(broker_status(caller).error_replies(), 3u);
 }
 
+TEST(ErrorReplies, AGatewaySaysNoRespondersOrTimeoutAndTheCallerSeesThoseCodes) {
+  BrokerProcess broker;
+  Client gateway = broker.connect("gateway");
+  auto service = gateway.serve("remote.>", [](Request r) {
+    if (r.topic() == "remote.gone") {
+      (void)r.reply_gateway_error(Errc::kNoResponders, "nobody serves remote.gone behind the bridge");
+    } else if (r.topic() == "remote.slow") {
+      (void)r.reply_gateway_error(Errc::kTimeout, "no answer in time behind the bridge");
+    } else {
+      auto refused = r.reply_gateway_error(Errc::kProtocolError, "not a gateway code");
+      EXPECT_FALSE(refused.has_value());
+      (void)r.reply("ok");
+    }
+  });
+  ASSERT_TRUE(service.has_value());
+  Client caller = broker.connect("caller");
+  auto gone = caller.request("remote.gone", "x");
+  ASSERT_FALSE(gone.has_value());
+  EXPECT_EQ(gone.error().code, Errc::kNoResponders);
+  EXPECT_EQ(gone.error().message, "nobody serves remote.gone behind the bridge");
+  auto slow = caller.request("remote.slow", "x");
+  ASSERT_FALSE(slow.has_value());
+  EXPECT_EQ(slow.error().code, Errc::kTimeout);
+  auto other = caller.request("remote.other", "x");
+  ASSERT_TRUE(other.has_value()) << other.error().message;
+  EXPECT_EQ(other->text(), "ok");
+  EXPECT_EQ(broker_status(caller).error_replies(), 2u);
+}
+
 TEST(Headers, BreakingTheRulesIsRefusedByTheLibraryAndByTheBroker) {
   BrokerProcess broker;
   Client c = broker.connect("c");
