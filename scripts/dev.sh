@@ -34,6 +34,7 @@ packages=(
   libsystemd-dev scdoc
   systemd  # systemd-socket-activate, for the socket activation test
   jq       # the brokerctl tests check its --json output as an operator's scripts would
+  libnats-dev nats-server  # ubroker-nats-bridge, and the NATS cluster its tests start
 )
 # libstdc++'s <expected> and libFuzzer need clang 16 (Debian 12 has it; clang 14 is too old).
 fuzz_packages=(clang-16 libclang-rt-16-dev)
