@@ -191,6 +191,7 @@ wire::ClientList Broker::clients(const std::string& after) const {
                             c->set_requests(s->requests_made());
                             c->set_replies(s->replies());
                             c->set_error_replies(s->error_replies());
+                            if (!s->status().empty()) (void)c->mutable_status()->ParseFromString(s->status());
                             std::uint64_t dropped = 0;
                             std::uint32_t subs = 0, services = 0;
                             for (const auto& [sid, sub] : router_.subscriptions_of(s->outbox())) {

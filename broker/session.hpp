@@ -73,6 +73,10 @@ class Session {
   [[nodiscard]] std::uint64_t requests_made() const noexcept { return requests_made_; }
   [[nodiscard]] std::uint64_t replies() const noexcept { return replies_; }
   [[nodiscard]] std::uint64_t error_replies() const noexcept { return error_replies_; }
+  // What the client last reported about itself (STATUS): canonical headers, at most 4 KiB, a
+  // fixed part of what a connection may hold.
+  [[nodiscard]] const std::string& status() const noexcept { return status_; }
+  static constexpr std::size_t kMaxStatusBytes = 4096;
 
   // The access policy changed: this connection's rights are recomputed, and subscriptions and
   // services they no longer allow are removed, each with a PERMISSION_DENIED naming it.
@@ -140,6 +144,7 @@ class Session {
   Step handle_request(const wire::Header& h, std::span<const std::byte> payload);
   Step handle_reply(const wire::Header& h, std::span<const std::byte> payload);
   Step handle_probe(const wire::Header& h);
+  Step handle_status(const wire::Header& h);
   Step handle_bulk_publish(const wire::Header& h, std::span<const std::byte> headers,
                            std::span<const std::byte> payload);
   Step handle_shm_register(const wire::Header& h);
@@ -205,6 +210,7 @@ class Session {
   std::uint64_t requests_made_ = 0;
   std::uint64_t replies_ = 0;        // sent as a responder
   std::uint64_t error_replies_ = 0;  // the same, errors
+  std::string status_;
   std::string command_;  // the peer's /proc/PID/comm at accept
   std::uint64_t connected_unix_ms_ = 0;
 };

@@ -58,6 +58,7 @@ Session::Step Session::handle_frame(const wire::Header& h, std::span<const std::
     case wire::REQUEST: return handle_request(h, payload);
     case wire::REPLY: return handle_reply(h, payload);
     case wire::PROBE: return handle_probe(h);
+    case wire::STATUS: return handle_status(h);
     case wire::PING:
       control_.Clear();
       control_.set_type(wire::PONG);
@@ -583,6 +584,17 @@ Session::Step Session::handle_probe(const wire::Header& h) {
   }
   if (auto denied = deny_unless(Right::kRequest, h.topic(), false, h.seq())) return *denied;
   ack(h.seq(), broker_.router().count_responders(h.topic()));
+  return Step::kContinue;
+}
+
+Session::Step Session::handle_status(const wire::Header& h) {
+  std::span<const std::byte> headers;
+  if (auto refused = take_headers(h, "status", headers)) return *refused;
+  if (headers.size() > kMaxStatusBytes) {
+    return refuse(wire::INVALID_HEADERS, fmt::format("status refused: {} bytes, more than {}", headers.size(), kMaxStatusBytes),
+                  h.seq());
+  }
+  status_.assign(reinterpret_cast<const char*>(headers.data()), headers.size());
   return Step::kContinue;
 }
 

@@ -264,6 +264,18 @@ int ubroker_publish_ex(ubroker_client* client, const char* topic, const void* da
   });
 }
 
+int ubroker_set_status(ubroker_client* client, const ubroker_header* fields, size_t count) {
+  if (!client) return invalid("ubroker_set_status: NULL client");
+  return guarded([&] {
+    std::vector<ubroker::HeaderField> converted;
+    if (!ubroker::capi::header_fields(fields, count, converted)) {
+      return invalid("ubroker_set_status: NULL fields or a NULL key or value");
+    }
+    auto r = client->cpp.set_status(converted);
+    return r ? kOk : fail(r.error());
+  });
+}
+
 int ubroker_publish(ubroker_client* client, const char* topic, const void* data, size_t len) {
   return ubroker_publish_ex(client, topic, data, len, nullptr, 0, 0);
 }

@@ -219,6 +219,11 @@ Result<void> Client::flush(std::chrono::milliseconds timeout) {
   return core_->flush(timeout);
 }
 
+Result<void> Client::set_status(std::span<const HeaderField> fields) {
+  if (!core_) return closed();
+  return core_->set_status(fields);
+}
+
 Result<std::size_t> Client::poll(std::chrono::milliseconds timeout) {
   if (!core_) return closed();
   return core_->poll(timeout);

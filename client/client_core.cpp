@@ -718,6 +718,30 @@ Result<void> ClientCore::flush(std::chrono::milliseconds timeout) {
   return {};
 }
 
+Result<void> ClientCore::set_status(std::span<const HeaderField> fields) {
+  std::vector<std::byte> encoded;
+  if (auto ok = encode_headers(fields, encoded); !ok) return ok;
+  constexpr std::size_t kMaxStatusBytes = 4096;  // the broker's bound (Session::kMaxStatusBytes)
+  if (encoded.size() > kMaxStatusBytes) {
+    return std::unexpected(Error{Errc::kInvalidArgument, fmt::format("status: {} bytes encoded, more than {}",
+                                                                     encoded.size(), kMaxStatusBytes)});
+  }
+  wire::Header h;
+  h.set_type(wire::STATUS);
+  if (!encoded.empty()) (void)h.mutable_headers()->ParseFromArray(encoded.data(), static_cast<int>(encoded.size()));
+  {
+    LockGuard lk(state_mu_);
+    status_ = h;
+  }
+  if (!connected()) {
+    if (closed()) return std::unexpected(not_connected(disconnect_reason()));
+    return {};  // the next connection sends it
+  }
+  auto sent = send_frame(h, {});
+  if (!sent && !closed() && sent.error().code == Errc::kNotConnected) return {};  // lost meanwhile: sent on reconnect
+  return sent;
+}
+
 Result<Message> ClientCore::receive(std::chrono::milliseconds timeout) {
   if (on_io_thread()) return std::unexpected(Error{Errc::kInvalidArgument, "receive() cannot wait on the client's I/O thread (or a thread running its io_context)"});
   UniqueLock lk(queue_mu_);

@@ -121,6 +121,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   Result<std::uint64_t> unsubscribe(SubState& state, std::chrono::milliseconds timeout);
   Result<Message> receive(std::chrono::milliseconds timeout);
   Result<void> flush(std::chrono::milliseconds timeout);
+  Result<void> set_status(std::span<const HeaderField> fields);
   Result<std::size_t> poll(std::chrono::milliseconds timeout);
   // Client::fd(): with manual_io the epoll fd that stands for the whole client (poll_fd_), else
   // the socket while connected.
@@ -358,6 +359,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::uint64_t next_sub_id_ UBROKER_GUARDED_BY(state_mu_) = 1;
   std::uint64_t next_seq_ UBROKER_GUARDED_BY(state_mu_) = 1;
   bool reconnect_wanted_ UBROKER_GUARDED_BY(state_mu_) = false;
+  std::optional<wire::Header> status_ UBROKER_GUARDED_BY(state_mu_);  // the last set_status(), sent on each connection
 
   // ---- write_mu_: bytes on their way out ----
   // pending_ is appended to under the lock; the active writer (writer_active_, one thread at

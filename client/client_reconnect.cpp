@@ -176,6 +176,7 @@ void ClientCore::rebuild_outgoing_locked() {
     h.set_seq(seq);
     append_frame(out, h, {});
   }
+  if (status_) append_frame(out, *status_, {});
   std::uint64_t carried = 0;
   for_each_unsent_frame_locked([&](const wire::Header& h, std::span<const std::byte> payload) {
     if (is_plain_publish(h)) {

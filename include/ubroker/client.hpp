@@ -337,6 +337,11 @@ class UBROKER_API Client {
 
   // Returns once the broker has processed everything this client sent before the call.
   [[nodiscard]] Result<void> flush(std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // Reports what operators should see about this client (key/value pairs with the rules of
+  // headers, e.g. a bridge's counters), replacing what it reported before; `brokerctl clients`
+  // shows it. At most 4 KiB encoded (else kInvalidArgument); sent again after a reconnect, and
+  // kept for the next connection while disconnected. Empty: clears it.
+  Result<void> set_status(std::span<const HeaderField> fields);
 
   // Drives a client without an I/O thread (ConnectOptions::manual_io or ::io) on the calling
   // thread: waits up to `timeout` for work, then runs what is ready (reads, callbacks,

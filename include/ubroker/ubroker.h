@@ -215,6 +215,10 @@ UBROKER_API int ubroker_publish_ex(ubroker_client* client, const char* topic, co
                                    const ubroker_header* headers, size_t header_count, unsigned flags);
 /* Returns once the broker has processed everything this client sent before the call. */
 UBROKER_API int ubroker_flush(ubroker_client* client, int timeout_ms);
+/* Reports what operators should see about this client (`count` key/value pairs with the rules
+ * of headers; brokerctl clients shows them), replacing the last report; at most 4 KiB encoded.
+ * Sent again after a reconnect. A count of 0 clears it. */
+UBROKER_API int ubroker_set_status(ubroker_client* client, const ubroker_header* fields, size_t count);
 /* A manual client (ubroker_options_set_manual_io): waits up to timeout_ms for work, runs what
  * is ready on the calling thread (callbacks included) and returns how many handlers ran (0:
  * none), or a negative status (UBROKER_E_INVALID_ARGUMENT for a client with its own thread). */

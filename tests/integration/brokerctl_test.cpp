@@ -95,6 +95,44 @@ TEST_F(Brokerctl, ClientsJson) {
   EXPECT_NE(table.out.find("MSGS IN"), std::string::npos);
 }
 
+TEST_F(Brokerctl, AClientsOwnStatusIsShownReplacedClearedAndKeptAcrossAReconnect) {
+  const HeaderField first[] = {{"nats", "connected"}, {"exported", "5"}};
+  ASSERT_TRUE(alpha_.set_status(first));
+  ASSERT_TRUE(alpha_.flush());
+  auto table = brokerctl(broker_, {"clients"});
+  ASSERT_EQ(table.code, 0) << table.err;
+  EXPECT_NE(table.out.find("nats=connected exported=5"), std::string::npos) << table.out;
+  const HeaderField second[] = {{"exported", "6"}};
+  ASSERT_TRUE(alpha_.set_status(second));
+  ASSERT_TRUE(alpha_.flush());
+  auto json = brokerctl(broker_, {"clients", "--json"});
+  const auto list = parse_json<wire::ClientList>(json.out);
+  const auto* alpha = find_client(list, "alpha");
+  ASSERT_NE(alpha, nullptr);
+  ASSERT_EQ(alpha->status().fields_size(), 1);
+  EXPECT_EQ(alpha->status().fields(0).key(), "exported");
+  EXPECT_EQ(alpha->status().fields(0).value(), "6");
+  // Bigger than 4 KiB, or breaking the rules of headers: refused with a sentence.
+  const std::string big(5000, 'x');
+  const HeaderField too_big[] = {{"blob", big}};
+  auto refused = alpha_.set_status(too_big);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code, Errc::kInvalidArgument);
+  const HeaderField bad[] = {{"ubroker-mine", "1"}};
+  EXPECT_FALSE(alpha_.set_status(bad).has_value());
+  // A new connection gets it again.
+  broker_.stop();
+  broker_.restart();
+  ASSERT_TRUE(eventually([&] { return alpha_.connected(); }));
+  ASSERT_TRUE(alpha_.flush());
+  table = brokerctl(broker_, {"clients"});
+  EXPECT_NE(table.out.find("exported=6"), std::string::npos) << table.out;
+  ASSERT_TRUE(alpha_.set_status({}));
+  ASSERT_TRUE(alpha_.flush());
+  table = brokerctl(broker_, {"clients"});
+  EXPECT_EQ(table.out.find("exported=6"), std::string::npos) << table.out;
+}
+
 TEST_F(Brokerctl, SubsAndTopicsJson) {
   auto r = brokerctl(broker_, {"subs", "--json"});
   ASSERT_EQ(r.code, 0) << r.err;

@@ -230,6 +230,12 @@ TEST(NatsBridge, TenThousandMessagesCrossOnceInOrderAndNothingLoops) {
   EXPECT_EQ(ma["imported"], 0u);
   EXPECT_EQ(mb["exported"], 0u);
   EXPECT_EQ(mb["import_lost"], 0u);
+  // Operators see the same books in `brokerctl clients` (the bridge's status).
+  EXPECT_TRUE(eventually([&] {
+    Process ctl = Process::spawn({UBROKER_BROKERCTL, "--socket", a.socket(), "clients"});
+    return ctl.wait(seconds(10)) && ctl.out().find(fmt::format("exported={}", ma["exported"])) != std::string::npos &&
+           ctl.out().find("nats=connected") != std::string::npos;
+  }));
   // Nothing arrives after the books closed: an echo would show as an extra message.
   ASSERT_TRUE(pub.publish("sensors.last", "end"));
   auto last = on_a.receive(seconds(10));

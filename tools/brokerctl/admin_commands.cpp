@@ -135,14 +135,21 @@ int cmd_clients(Context& ctx) {
   if (auto e = ctx.admin_list("clients", list)) return *e;
   if (ctx.json) return ctx.print_json(list);
   ubroker::ctl::Table t({"ID", "NAME", "PID", "COMMAND", "USER", "GID", "SINCE", "MSGS IN", "BYTES IN", "MSGS OUT",
-                         "BYTES OUT", "QUEUED", "DROPS", "SUBS", "SERVES", "REQS", "REPLIES", "ERR REPLIES"});
+                         "BYTES OUT", "QUEUED", "DROPS", "SUBS", "SERVES", "REQS", "REPLIES", "ERR REPLIES", "STATUS"});
+  // What a client reports about itself (Client::set_status), as key=value words.
+  auto status_of = [](const ubroker::wire::ClientInfo& c) {
+    std::string out;
+    for (const auto& f : c.status().fields()) out += fmt::format("{}{}={}", out.empty() ? "" : " ", f.key(), f.value());
+    return out.empty() ? std::string("-") : out;
+  };
   for (const auto& c : list.clients()) {
     t.add({std::to_string(c.client_id()), c.name().empty() ? "-" : c.name(), std::to_string(c.pid()),
            c.command().empty() ? "-" : c.command(), user_name(c.uid()), std::to_string(c.gid()),
            clock_time(c.connected_unix_ms()), std::to_string(c.messages_in()), std::to_string(c.bytes_in()),
            std::to_string(c.messages_out()), std::to_string(c.bytes_out()), std::to_string(c.queued_messages()),
            std::to_string(c.dropped()), std::to_string(c.subscriptions()), std::to_string(c.services()),
-           std::to_string(c.requests()), std::to_string(c.replies()), std::to_string(c.error_replies())});
+           std::to_string(c.requests()), std::to_string(c.replies()), std::to_string(c.error_replies()),
+           status_of(c)});
   }
   t.print(stdout);
   return kOk;

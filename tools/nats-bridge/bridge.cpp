@@ -225,6 +225,25 @@ void Bridge::stop() {
   if (local_) local_->close();
 }
 
+void Bridge::tick() {
+  if (stopping_) return;
+  poll_nats_drops();
+  const Counters& c = counters_;
+  const std::uint64_t dropped = c.export_dropped_buffer_full + c.export_refused_too_large + c.export_failed +
+                                c.export_dropped_local + c.import_failed + c.import_dropped_slow;
+  const std::string values[] = {
+      c.nats_connected ? "connected" : "down",  std::to_string(c.exported.load()),
+      std::to_string(c.imported.load()),        std::to_string(dropped),
+      std::to_string(c.import_lost.load()),     std::to_string(c.export_buffered.load()),
+      std::to_string(c.requests_to_nats.load()), std::to_string(c.requests_from_nats.load()),
+      std::to_string(c.nats_reconnects.load())};
+  const HeaderField fields[] = {{"nats", values[0]},     {"exported", values[1]}, {"imported", values[2]},
+                                {"dropped", values[3]},  {"lost", values[4]},     {"buffered", values[5]},
+                                {"req_out", values[6]},  {"req_in", values[7]},   {"reconnects", values[8]}};
+  if (std::equal(std::begin(values), std::end(values), last_status_.begin(), last_status_.end())) return;
+  if (local_->set_status(fields)) last_status_.assign(std::begin(values), std::end(values));
+}
+
 void Bridge::poll_nats_drops() {
   for (auto& sub : nats_subs_) {
     std::int64_t dropped = 0;

@@ -46,9 +46,11 @@ class Bridge {
   std::expected<void, std::string> start(Client local);
   // Stops carrying: unsubscribes, flushes what NATS still buffers (up to a second), closes both.
   void stop();
-  // Folds in what the NATS client dropped for slow subscriptions (call periodically).
-  void poll_nats_drops();
+  // Folds in what the NATS client dropped for slow subscriptions, and reports the counters as
+  // this client's status to the local broker (brokerctl clients shows them). Call periodically.
+  void tick();
 
+  void poll_nats_drops();
   [[nodiscard]] const Counters& counters() const noexcept { return counters_; }
   [[nodiscard]] const Config& config() const noexcept { return config_; }
 
@@ -88,6 +90,7 @@ class Bridge {
   NatsConnection nats_;
   std::vector<std::unique_ptr<NatsSub>> nats_subs_;  // stable addresses: the callbacks' closures
   std::optional<RequestPool> pool_;
+  std::vector<std::string> last_status_;  // what tick() reported last
 };
 
 }  // namespace ubroker::bridge

@@ -104,7 +104,8 @@ int main(int argc, char** argv) {
       spdlog::error("{}", started.error());
       status = 1;
     } else {
-      while (!signalled(set, std::chrono::milliseconds(1000))) b.poll_nats_drops();
+      b.tick();
+      while (!signalled(set, std::chrono::milliseconds(1000))) b.tick();
       spdlog::info("stopping");
     }
     b.stop();
