@@ -2,7 +2,7 @@
 # Builds ubroker's binary Debian packages from this source tree into build/deb/, then checks
 # them with lintian. Run as `bash scripts/build-deb.sh` (or `bash scripts/dev.sh deb`).
 #
-# - Packages: ubroker, libubroker0, libubroker-dev (and their -dbgsym debug symbols), with
+# - Packages: ubroker, libubroker0, libubroker-dev, ubroker-nats-bridge (and their -dbgsym debug symbols), with
 #   the .buildinfo, the .changes and the build log (*.build); the packaging is in debian/.
 # - The build runs `dpkg-buildpackage -b -us -uc` (binary only, unsigned) in a copy of the
 #   tree in build/deb-work/ (the files git knows: tracked ones, and untracked ones that are

@@ -357,6 +357,29 @@ TEST(NatsBridge, ALocalBrokerRestartIsSurvived) {
   wait_until_bridged(on_b, pub, "down.after");  // imports published into the new broker
 }
 
+TEST(NatsBridge, BulkPayloadsCrossUpToTheNatsMaximumAndLargerOnesAreCounted) {
+  NatsCluster nats;
+  BrokerProcess a, b;
+  BridgeProcess bridge_a(a, nats, "host-a", {.exports = {"bulk.>"}});
+  BridgeProcess bridge_b(b, nats, "host-b", {.imports = {"bulk.>"}});
+  Client pub = a.connect("publisher"), on_b = b.connect("subscriber");
+  wait_until_bridged(pub, on_b, "bulk.probe");
+  auto sub = on_b.subscribe("bulk.data");
+  ASSERT_TRUE(sub.has_value());
+  // 512 KiB travels through shared memory locally (above the client's shm threshold) and
+  // crosses; 2 MiB is above nats-server's default max_payload (1 MiB) and is refused.
+  std::vector<std::byte> fits(512 * 1024, std::byte{0x5a}), too_big(2 * 1024 * 1024, std::byte{0x33});
+  ASSERT_TRUE(pub.publish("bulk.data", too_big));
+  ASSERT_TRUE(pub.publish("bulk.data", fits));
+  auto m = on_b.receive(seconds(20));
+  ASSERT_TRUE(m.has_value()) << m.error().message;
+  ASSERT_EQ(m->payload().size(), fits.size());
+  EXPECT_TRUE(std::equal(fits.begin(), fits.end(), m->payload().begin()));
+  auto ma = metrics(pub, "host-a");
+  EXPECT_EQ(ma["export_refused_too_large"], 1u);
+  EXPECT_NE(bridge_a.log().find("above the NATS server's max_payload"), std::string::npos) << bridge_a.log();
+}
+
 TEST(NatsBridge, AConfigWithAMistakeSaysWhereAndExitsOne) {
   BrokerProcess a;
   const std::string path = fmt::format("{}/bad.toml", a.dir());
