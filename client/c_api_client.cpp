@@ -158,6 +158,12 @@ int ubroker_options_set_manual_io(ubroker_options* options, int manual) {
   return kOk;
 }
 
+int ubroker_options_set_coalesce_writes(ubroker_options* options, int coalesce) {
+  if (!options) return invalid("ubroker_options_set_coalesce_writes: NULL options");
+  options->cpp.coalesce_writes = coalesce != 0;
+  return kOk;
+}
+
 int ubroker_options_set_busy_poll(ubroker_options* options, unsigned microseconds) {
   if (!options) return invalid("ubroker_options_set_busy_poll: NULL options");
   if (microseconds > 1000000) return invalid("ubroker_options_set_busy_poll: more than a second");

@@ -285,6 +285,11 @@ Result<void> ClientCore::queue_frame(std::size_t head, bool plain_publish, std::
   if (writer_active_ || !connected()) return {};  // the active writer (or the next connection) sends it
   writer_active_ = true;
   lk.unlock();
+  if (options_.coalesce_writes && !strand_.running_in_this_thread()) {
+    // The loop becomes the writer; what callers append until it runs goes in the same write.
+    post_to_strand([self = shared_from_this()] { self->drive_writes(); });
+    return {};
+  }
   drive_writes();
   return {};
 }

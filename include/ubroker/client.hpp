@@ -147,6 +147,11 @@ struct ConnectOptions {
   // itself) keeps checking for up to this long before it sleeps. What arrives meanwhile skips a wake-up (tens of microseconds on a virtual
   // machine); the price is a core busy for the window after each message. 0: sleep at once.
   std::chrono::microseconds busy_poll{0};
+  // Writes go out from the client's loop (its I/O thread, or whoever drives it) instead of
+  // inline on the calling thread: a burst of publishes from one thread leaves in a few large
+  // writes rather than one system call each (as NATS clients buffer), for a hand-off of latency.
+  // For a forwarder or a bulk producer; off by default, when the first idle caller writes at once.
+  bool coalesce_writes = false;
   // No I/O thread at all: the application drives the client from its own loop, calling poll()
   // whenever fd() is readable, or waiting in a call that waits for the broker. Callbacks,
   // connection events and errors then run on the thread that drives. Ignored with io.

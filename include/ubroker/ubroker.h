@@ -181,6 +181,10 @@ UBROKER_API int ubroker_options_set_busy_poll(ubroker_options* options, unsigned
  * ubroker_fd is readable (or by waiting in a blocking call), and callbacks run on the thread
  * that drives. Default 0: the client's own I/O thread. */
 UBROKER_API int ubroker_options_set_manual_io(ubroker_options* options, int manual);
+/* Nonzero: writes go out from the client's loop instead of inline on the calling thread, so a
+ * burst of publishes leaves in a few large writes (for forwarders and bulk producers; a hand-off
+ * of latency more). Default 0. */
+UBROKER_API int ubroker_options_set_coalesce_writes(ubroker_options* options, int coalesce);
 /* Uids accepted as the broker (default: $UBROKER_BROKER_UID, else this process's uid and root). */
 UBROKER_API int ubroker_options_set_trusted_broker_uids(ubroker_options* options, const uint32_t* uids, size_t count);
 /* Connection events; runs on the I/O thread. */

@@ -354,7 +354,13 @@ TEST(PubSub, AManualClientIsDrivenByPollOnTheCallingThread) {
   EXPECT_EQ(after.error().code, Errc::kNotConnected);
 }
 
-TEST(PubSub, PublishingFromManyThreadsOfOneClient) {
+// The same with or without coalesced writes (ConnectOptions::coalesce_writes: the client's
+// loop writes what the threads append).
+class PublishingThreads : public ::testing::TestWithParam<bool> {};
+INSTANTIATE_TEST_SUITE_P(PubSub, PublishingThreads, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& p) { return p.param ? "Coalesced" : "Inline"; });
+
+TEST_P(PublishingThreads, FromManyThreadsOfOneClientEachKeepsItsOrder) {
   BrokerProcess broker;
   constexpr int kThreads = 4;
   constexpr std::uint64_t kEach = 50000;
@@ -368,7 +374,9 @@ TEST(PubSub, PublishingFromManyThreadsOfOneClient) {
     ++received;
   });
   ASSERT_TRUE(s.has_value());
-  Client pub = broker.connect("pub");
+  auto connected = Client::connect({.address = broker.socket(), .name = "pub", .coalesce_writes = GetParam()});
+  ASSERT_TRUE(connected.has_value());
+  Client pub = std::move(*connected);
   std::vector<std::thread> threads;
   std::atomic<int> failures{0};
   for (int t = 0; t < kThreads; ++t) {

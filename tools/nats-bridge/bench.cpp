@@ -63,7 +63,8 @@ void report(const char* what, std::uint64_t count, Tally& t, Clock::time_point s
 
 int bench_bridge(const std::string& pub_socket, const std::string& sub_socket, std::uint64_t count, std::size_t size) {
   auto sub = ubroker::Client::connect({.address = sub_socket, .name = "nats-bench-sub"});
-  auto pub = ubroker::Client::connect({.address = pub_socket, .name = "nats-bench-pub"});
+  // Buffered like the NATS C client's publisher in the floor.
+  auto pub = ubroker::Client::connect({.address = pub_socket, .name = "nats-bench-pub", .coalesce_writes = true});
   if (!sub || !pub) {
     std::fprintf(stderr, "ubroker-nats-bench: %s\n", (!sub ? sub.error() : pub.error()).message.c_str());
     return 1;

@@ -68,6 +68,7 @@ int main(int argc, char** argv) {
   options.address = socket;
   options.name = "ubroker-nats-bridge:" + config->bridge.name;
   options.offline_buffer_bytes = 8 << 20;  // imports while the local broker restarts
+  options.coalesce_writes = true;  // imports arrive in bursts: a few writes, not one per message
   options.on_connection = [](const ConnectionChange& c) {
     switch (c.event) {
       case ConnectionEvent::kConnected: break;
