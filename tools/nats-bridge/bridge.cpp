@@ -14,13 +14,10 @@
 namespace ubroker::bridge {
 namespace {
 
-constexpr const char* kOrigin = "Bridge-Origin";
-constexpr const char* kSenderUid = "Bridge-Sender-Uid";
-constexpr const char* kSenderPid = "Bridge-Sender-Pid";
-constexpr const char* kSenderClient = "Bridge-Sender-Client";
-constexpr const char* kSeq = "Bridge-Seq";
-constexpr const char* kEpoch = "Bridge-Epoch";
-constexpr const char* kHop = "Bridge-Hop";
+constexpr const char* kOrigin = "Bridge-Origin";  // the exporting host
+constexpr const char* kSender = "Bridge-Sender";  // "UID/PID/CLIENT": the local sender, as its broker stamped it
+constexpr const char* kSeq = "Bridge-Seq";        // "EPOCH:N" (sequence_tracker.hpp)
+constexpr const char* kHop = "Bridge-Hop";        // the bridge that brought it in
 constexpr const char* kError = "Bridge-Error";  // a service reply's error: NO_RESPONDERS, TIMEOUT, SERVICE_ERROR
 // The NATS micro-services convention, so plain NATS requesters understand an error reply too.
 constexpr const char* kServiceError = "Nats-Service-Error";
@@ -45,13 +42,22 @@ bool earlier_pattern_matches(const std::vector<std::string>& patterns, std::size
   return false;
 }
 
+std::optional<std::uint64_t> parse_u64(std::string_view s) {
+  std::uint64_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
+  return v;
+}
 std::optional<std::uint64_t> parse_u64(const char* s) {
   if (s == nullptr) return std::nullopt;
-  std::uint64_t v = 0;
-  const char* end = s + std::strlen(s);
-  auto [p, ec] = std::from_chars(s, end, v);
-  if (ec != std::errc() || p != end) return std::nullopt;
-  return v;
+  return parse_u64(std::string_view(s));
+}
+
+// Formats into `buf` with a terminating NUL (what nats.c takes), without allocating.
+template <std::size_t N, class... Args>
+const char* format_z(char (&buf)[N], fmt::format_string<Args...> f, Args&&... args) {
+  *fmt::format_to_n(buf, N - 1, f, std::forward<Args>(args)...).out = '\0';
+  return buf;
 }
 
 const char* header(natsMsg* msg, const char* key) {
@@ -100,9 +106,13 @@ void add_headers(natsMsg* msg, const Headers& headers, bool keep_bridge_headers)
   }
 }
 
-void set_header(natsMsg* msg, const char* key, std::string_view value) {
-  const std::string v(value);
-  (void)natsMsgHeader_Set(msg, key, v.c_str());
+void set_header(natsMsg* msg, const char* key, const char* value) { (void)natsMsgHeader_Set(msg, key, value); }
+
+// The identity headers of what the bridge sends out (a message or a request).
+void set_identity(natsMsg* msg, const std::string& origin, const Sender& sender) {
+  char text[64];
+  set_header(msg, kOrigin, origin.c_str());
+  set_header(msg, kSender, format_z(text, "{}/{}/{}", sender.uid, sender.pid, sender.client_id));
 }
 
 std::span<const std::byte> data_of(natsMsg* msg) {
@@ -284,12 +294,9 @@ void Bridge::export_message(std::size_t index, const MessageView& m) {
   NatsMsg msg(raw);
   add_headers(raw, m.headers, false);  // a local publisher's Bridge-* headers are not passed on
   const SequenceNumbers::Stamp stamp = numbers_.next(subject);
-  set_header(raw, kOrigin, config_.bridge.name);
-  set_header(raw, kSenderUid, std::to_string(m.sender.uid));
-  set_header(raw, kSenderPid, std::to_string(m.sender.pid));
-  set_header(raw, kSenderClient, std::to_string(m.sender.client_id));
-  set_header(raw, kEpoch, std::to_string(stamp.epoch));
-  set_header(raw, kSeq, std::to_string(stamp.seq));
+  set_identity(raw, config_.bridge.name, m.sender);
+  char seq[48];
+  set_header(raw, kSeq, format_z(seq, "{}:{}", stamp.epoch, stamp.seq));
   const natsStatus s = natsConnection_PublishMsg(nats_.get(), raw);
   if (s == NATS_OK) {
     numbers_.commit(subject, stamp);
@@ -325,9 +332,11 @@ void Bridge::import_message(std::size_t index, natsMsg* msg) {
   if (earlier_pattern_matches(config_.bridge.imports, index, topic)) return;
   const char* origin = header(msg, kOrigin);
   if (origin != nullptr && config_.bridge.name == origin) return;  // our own export, come back another way
-  if (origin != nullptr) {
-    const auto epoch = parse_u64(header(msg, kEpoch));
-    const auto seq = parse_u64(header(msg, kSeq));
+  if (const char* stamp = origin != nullptr ? header(msg, kSeq) : nullptr) {
+    const std::string_view text = stamp;
+    const std::size_t colon = text.find(':');
+    const auto epoch = colon == std::string_view::npos ? std::nullopt : parse_u64(text.substr(0, colon));
+    const auto seq = colon == std::string_view::npos ? std::nullopt : parse_u64(text.substr(colon + 1));
     if (epoch && seq) {
       if (const std::uint64_t lost = gaps_.saw(origin, subject, *epoch, *seq); lost != 0) {
         counters_.import_lost += lost;
@@ -371,10 +380,7 @@ void Bridge::forward_request_to_nats(Request r) {
     }
     NatsMsg msg(raw);
     add_headers(raw, req.headers(), false);
-    set_header(raw, kOrigin, config_.bridge.name);
-    set_header(raw, kSenderUid, std::to_string(req.sender().uid));
-    set_header(raw, kSenderPid, std::to_string(req.sender().pid));
-    set_header(raw, kSenderClient, std::to_string(req.sender().client_id));
+    set_identity(raw, config_.bridge.name, req.sender());
     natsMsg* reply_raw = nullptr;
     s = natsConnection_RequestMsg(&reply_raw, nats_.get(), raw, config_.bridge.request_timeout.count());
     NatsMsg reply(reply_raw);
@@ -447,9 +453,10 @@ void Bridge::serve_request_from_nats(std::size_t index, natsMsg* msg) {
                                  : e.code == Errc::kNoResponders ? 503
                                  : e.code == Errc::kTimeout      ? 504
                                                                  : 500;
+      char code_text[16];
       set_header(raw, kError, kind);
-      set_header(raw, kServiceError, e.message);
-      set_header(raw, kServiceErrorCode, std::to_string(code));
+      set_header(raw, kServiceError, e.message.c_str());
+      set_header(raw, kServiceErrorCode, format_z(code_text, "{}", code));
     }
     (void)natsConnection_PublishMsg(nats_.get(), raw);
   };

@@ -9,9 +9,9 @@
 //   - a bridge never re-imports what it exported: its NATS connection does not receive its own
 //     messages (no echo), and anything carrying its own name as Bridge-Origin is skipped;
 //   - a request that already crossed a bridge (Bridge-Hop) is never forwarded to NATS again.
-// Identity: exported messages carry Bridge-Origin (the host), Bridge-Sender-Uid/-Pid/-Client
-// (the local sender, as the broker stamped it) and Bridge-Seq/-Epoch (sequence_tracker.hpp); a
-// local publisher's own Bridge-* headers are replaced, never passed on. Imported messages
+// Identity: exported messages carry Bridge-Origin (the host), Bridge-Sender ("UID/PID/CLIENT":
+// the local sender, as the broker stamped it) and Bridge-Seq ("EPOCH:N", sequence_tracker.hpp);
+// a local publisher's own Bridge-* headers are replaced, never passed on. Imported messages
 // carry the same headers locally, plus Bridge-Hop (the importing bridge), while the broker
 // stamps the bridge's own identity as the sender: trust Bridge-* headers from that sender only.
 #pragma once

@@ -1,12 +1,14 @@
 // Counts what was lost between two bridges. An exporting bridge numbers the messages it hands
-// to NATS per subject (Bridge-Seq), under an epoch chosen at random when it starts or forgets
-// its numbers (Bridge-Epoch); an importing bridge remembers the last number per origin and
+// to NATS per subject (Bridge-Seq: "EPOCH:N"), under an epoch chosen at random when it starts
+// or forgets its numbers; an importing bridge remembers the last number per origin and
 // subject, so a gap is messages that left one bridge and never reached the other (a NATS
 // server killed with them in its buffers). Both sides hold a bounded number of subjects: past
 // it they start over (a new epoch, or forgetting), which can only miss a gap, never invent one.
+// Lookups take string_views (no allocation once a subject is known).
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <random>
 #include <string>
@@ -14,6 +16,13 @@
 #include <unordered_map>
 
 namespace ubroker::bridge {
+
+struct StringHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+};
+template <class V>
+using StringMap = std::unordered_map<std::string, V, StringHash, std::equal_to<>>;
 
 class SequenceNumbers {  // the exporting side
  public:
@@ -31,7 +40,7 @@ class SequenceNumbers {  // the exporting side
   std::size_t max_subjects_;
   std::mt19937_64 rng_;
   std::uint64_t epoch_;
-  std::unordered_map<std::string, std::uint64_t> last_;  // subject -> last number committed
+  StringMap<std::uint64_t> last_;  // subject -> last number committed
 };
 
 class GapCounter {  // the importing side
@@ -47,7 +56,8 @@ class GapCounter {  // the importing side
   };
   std::mutex mu_;
   std::size_t max_subjects_;
-  std::unordered_map<std::string, Last> last_;  // origin '\n' subject
+  std::string key_;  // scratch: origin '\n' subject
+  StringMap<Last> last_;
 };
 
 }  // namespace ubroker::bridge
