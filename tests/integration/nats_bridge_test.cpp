@@ -276,18 +276,17 @@ TEST(NatsBridge, RequestsCrossBothWaysWithNoRespondersAndTimeouts) {
   EXPECT_EQ(back->text(), "ping");
 
   // No responder anywhere: behind NATS (nobody exports ghost.>), on the far host (host A
-  // serves math.> but nothing on B), and with no bridge at all.
-  const auto started = std::chrono::steady_clock::now();
-  auto ghost = on_a.request("ghost.x", "?", seconds(10));
+  // serves math.> but nothing on B), and with no bridge at all. Each within a second: the
+  // answer is NO_RESPONDERS, not the TIMEOUT a one-second deadline would give.
+  auto ghost = on_a.request("ghost.x", "?", seconds(1));
   ASSERT_FALSE(ghost.has_value());
   EXPECT_EQ(ghost.error().code, Errc::kNoResponders) << ghost.error().message;
-  auto far = on_a.request("remote.nobody", "?", seconds(10));
+  auto far = on_a.request("remote.nobody", "?", seconds(1));
   ASSERT_FALSE(far.has_value());
   EXPECT_EQ(far.error().code, Errc::kNoResponders) << far.error().message;
-  auto none = on_b.request("nothing.here", "?", seconds(10));
+  auto none = on_b.request("nothing.here", "?", seconds(1));
   ASSERT_FALSE(none.has_value());
   EXPECT_EQ(none.error().code, Errc::kNoResponders);
-  EXPECT_LT(std::chrono::steady_clock::now() - started, seconds(10)) << "a no-responders answer waited for a timeout";
 
   // A timeout is a timeout.
   auto slow = on_b.request("math.never", "?", milliseconds(500));
