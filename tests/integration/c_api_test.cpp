@@ -340,6 +340,15 @@ TEST(CApi, BadCallsGetStatusesWithSentences) {
   EXPECT_EQ(ubroker_subscribe_ex(c, "capi.x", nullptr, 0x80, nullptr, nullptr, &sub), UBROKER_E_INVALID_ARGUMENT);
   EXPECT_EQ(ubroker_flush(c, -1), UBROKER_E_INVALID_ARGUMENT);
   EXPECT_EQ(ubroker_publish(c, "$sys.fake", "x", 1), UBROKER_E_RESERVED_TOPIC);
+  // A client's status: set, refused with a sentence when it breaks the rules, cleared.
+  const ubroker_header status[] = {{"state", "ready"}};
+  EXPECT_EQ(ubroker_set_status(c, status, 1), 0) << ubroker_last_error();
+  const ubroker_header reserved[] = {{"ubroker-x", "1"}};
+  EXPECT_EQ(ubroker_set_status(c, reserved, 1), UBROKER_E_INVALID_HEADERS);
+  EXPECT_NE(std::string(ubroker_last_error()).find("ubroker-"), std::string::npos) << ubroker_last_error();
+  EXPECT_EQ(ubroker_set_status(c, nullptr, 1), UBROKER_E_INVALID_ARGUMENT);
+  EXPECT_EQ(ubroker_set_status(c, nullptr, 0), 0);
+  EXPECT_EQ(ubroker_set_status(nullptr, status, 1), UBROKER_E_INVALID_ARGUMENT);
   EXPECT_EQ(ubroker_flush(c, 5000), 0);
   ubroker_close(c);
   ubroker_close(nullptr);
