@@ -66,6 +66,14 @@ TEST_F(ConfigFile, EachMistakeIsNamedWithItsLine) {
       {"[nats]\nservers = [\"nats://x:1\"]\n[bridge]\nname = \"a\"\n", "nothing to bridge"},
       {"[nats]\nservers = [\"nats://x:1\"]\n[bridge]\nname = \"a\"\nexport = \"x\"\n", "line 5: 'export' must be a list of strings"},
       {"[natz]\n", "line 1: unknown section 'natz'"},
+      {"[nats]\nservers = [\"nats://x:1\"]\n[bridge]\nname = \"a\"\nexport = [\">\"]\n", "line 5: 'export' has '>': a pattern starting with a wildcard"},
+      {"[nats]\nservers = [\"nats://x:1\"]\nbuffer_bytes = 0\n[bridge]\nname = \"a\"\nexport = [\"x\"]\n", "line 3: 'buffer_bytes' = 0 is out of range"},
+      {"[nats]\nservers = [\"nats://x:1\"]\npassword = \"p\"\n[bridge]\nname = \"a\"\nexport = [\"x\"]\n", "password needs a user"},
+      {"[nats]\nservers = [\"nats://x:1\"]\ntls_cert = \"c.pem\"\n[bridge]\nname = \"a\"\nexport = [\"x\"]\n", "tls_cert and tls_key go together"},
+      {"[nats]\nservers = [\"nats://x:1\"]\n[bridge]\nname = \"a\"\nexport_services = [\"m.*\"]\nimport_services = [\"m.>\"]\n",
+       "export_services 'm.*' overlaps import_services 'm.>'"},
+      {"[nats]\nservers = [\"nats://x:1\"]\n[bridge]\nname = \"a\"\nimport = [\"q.a.*\"]\nexport_services = [\"q.*.b\"]\n",
+       "import 'q.a.*' overlaps export_services 'q.*.b'"},
       {"[nats\n", "line 1:"},
   };
   for (const Case& c : cases) {
@@ -74,6 +82,13 @@ TEST_F(ConfigFile, EachMistakeIsNamedWithItsLine) {
     EXPECT_NE(r.error().find(c.says), std::string::npos) << "config:\n" << c.text << "said: " << r.error();
     EXPECT_EQ(r.error().rfind(path_, 0), 0u) << "the error names the file: " << r.error();
   }
+}
+
+TEST_F(ConfigFile, PatternsThatCannotMeetAreAcceptedAndTlsFilesTurnTlsOn) {
+  auto c = load("[nats]\nservers = [\"nats://x:1\"]\ntls_ca = \"ca.pem\"\n[bridge]\nname = \"a\"\n"
+                "export_services = [\"m.a.*\", \"n.>\"]\nimport_services = [\"m.b.*\", \"m.a\", \"o.>\"]\n");
+  ASSERT_TRUE(c.has_value()) << c.error();
+  EXPECT_TRUE(c->nats.tls);
 }
 
 TEST(LossCounting, GapsInAnExportersNumbersAreCountedOncePerSubjectAndOrigin) {

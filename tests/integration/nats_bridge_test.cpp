@@ -244,6 +244,42 @@ TEST(NatsBridge, TenThousandMessagesCrossOnceInOrderAndNothingLoops) {
   EXPECT_FALSE(on_a.receive(milliseconds(0)).has_value());
 }
 
+TEST(NatsBridge, TwoBridgesOnOneHostDoNotLoopThroughEachOther) {
+  NatsCluster nats;
+  BrokerProcess a, b;
+  // Two bridges beside broker A (as with two clusters, or two names), each exporting and
+  // importing the same subjects: each imports what the other exported, and without the
+  // Bridge-Hop rule the other would export it again, for ever.
+  const BridgeSides sides{.exports = {"x.>"}, .imports = {"x.>"}};
+  BridgeProcess a1(a, nats, "host-a1", sides), a2(a, nats, "host-a2", sides), bridge_b(b, nats, "host-b", sides);
+  Client pub = a.connect("publisher"), on_b = b.connect("subscriber");
+  auto sub = on_b.subscribe("x.>");
+  ASSERT_TRUE(sub.has_value());
+  std::uint64_t published = 0;
+  std::optional<Message> first;
+  for (int i = 0; i < 200 && !first; ++i) {  // until NATS knows every interest
+    ASSERT_TRUE(pub.publish("x.probe", "?"));
+    ++published;
+    if (auto m = on_b.receive(milliseconds(50)); m) first.emplace(std::move(*m));
+  }
+  ASSERT_TRUE(first.has_value());
+  for (int i = 0; i < 100; ++i, ++published) ASSERT_TRUE(pub.publish("x.data", std::to_string(i)));
+  // Each bridge of A exports each local message once, and nothing it imported: the books
+  // settle at exactly that, however long one waits.
+  auto exported_by_a = [&] { return metrics(pub, "host-a1")["exported"] + metrics(pub, "host-a2")["exported"]; };
+  EXPECT_TRUE(eventually([&] { return exported_by_a() == 2 * published; })) << exported_by_a() << " vs " << 2 * published;
+  ASSERT_TRUE(pub.publish("x.last", "end"));  // a marker behind everything that could still loop
+  ++published;
+  bool saw_last = false;
+  for (int i = 0; i < 10000 && !saw_last; ++i) {
+    auto m = on_b.receive(seconds(10));
+    ASSERT_TRUE(m.has_value());
+    saw_last = m->text() == "end";
+  }
+  EXPECT_EQ(exported_by_a(), 2 * published);
+  EXPECT_EQ(metrics(on_b, "host-b")["exported"], 0u);
+}
+
 TEST(NatsBridge, RequestsCrossBothWaysWithNoRespondersAndTimeouts) {
   NatsCluster nats;
   BrokerProcess a, b;

@@ -62,6 +62,8 @@ void report(const char* what, std::uint64_t count, Tally& t, Clock::time_point s
 }
 
 int bench_bridge(const std::string& pub_socket, const std::string& sub_socket, std::uint64_t count, std::size_t size) {
+  Tally tally;  // before the clients: it outlives their callbacks
+  std::atomic<bool> crossed{false};
   auto sub = ubroker::Client::connect({.address = sub_socket, .name = "nats-bench-sub"});
   // Buffered like the NATS C client's publisher in the floor.
   auto pub = ubroker::Client::connect({.address = pub_socket, .name = "nats-bench-pub", .coalesce_writes = true});
@@ -69,11 +71,9 @@ int bench_bridge(const std::string& pub_socket, const std::string& sub_socket, s
     std::fprintf(stderr, "ubroker-nats-bench: %s\n", (!sub ? sub.error() : pub.error()).message.c_str());
     return 1;
   }
-  Tally tally;
   auto s = sub->subscribe("bench.bridge", [&](const ubroker::MessageView& m) { tally.saw(m.payload.data(), m.payload.size()); });
   if (!s) return 1;
   // Until a warm-up message crosses, NATS may not know B's interest yet.
-  std::atomic<bool> crossed{false};
   auto probe = sub->subscribe("bench.probe", [&](const ubroker::MessageView&) { crossed = true; });
   for (int i = 0; i < 500 && !crossed; ++i) {
     (void)pub->publish("bench.probe", "?");
@@ -104,6 +104,8 @@ void on_nats(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
 
 int bench_nats(const std::string& pub_url, const std::string& sub_url, std::uint64_t count, std::size_t size) {
   using namespace ubroker::bridge;
+  Tally tally;  // before the connections: it outlives their callbacks
+  std::atomic<bool> crossed{false};
   natsConnection *pub_raw = nullptr, *sub_raw = nullptr;
   if (natsStatus s = natsConnection_ConnectTo(&sub_raw, sub_url.c_str()); s != NATS_OK) {
     std::fprintf(stderr, "ubroker-nats-bench: %s\n", nats_error("connecting", s).c_str());
@@ -115,12 +117,10 @@ int bench_nats(const std::string& pub_url, const std::string& sub_url, std::uint
     return 1;
   }
   NatsConnection pub_conn(pub_raw);
-  Tally tally;
   natsSubscription* sub_handle = nullptr;
   if (natsConnection_Subscribe(&sub_handle, sub_raw, "floor.nats", on_nats, &tally) != NATS_OK) return 1;
   NatsSubscription sub(sub_handle);
   (void)natsSubscription_SetPendingLimits(sub_handle, 1 << 20, 256 << 20);  // as the bridge sets its own
-  std::atomic<bool> crossed{false};
   natsSubscription* probe_handle = nullptr;
   (void)natsConnection_Subscribe(
       &probe_handle, sub_raw, "floor.probe",

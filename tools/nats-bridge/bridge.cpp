@@ -194,7 +194,7 @@ std::expected<void, std::string> Bridge::connect_nats() {
   if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) return std::unexpected(nats_error("connecting to NATS", s));
   nats_.reset(nc);
   if (s == NATS_OK) {
-    counters_.nats_connected = true;
+    counters_.nats_connected = natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED;
     char url[256] = {};
     (void)natsConnection_GetConnectedUrl(nc, url, sizeof url);
     spdlog::info("NATS: connected to {}", url);
@@ -221,18 +221,35 @@ std::expected<void, std::string> Bridge::subscribe_nats(const std::string& subje
 
 void Bridge::stop() {
   if (stopping_.exchange(true)) return;
-  for (auto& sub : nats_subs_) {
-    if (sub->handle) (void)natsSubscription_Unsubscribe(sub->handle.get());
-  }
+  // Local side first: once the broker acknowledged the unsubscribes, nothing more is exported.
   local_subs_.clear();
-  pool_.reset();  // answers the requests it accepted
+  // NATS subscriptions drain: messages already received are still imported, and a callback
+  // under way has returned when the wait does.
+  for (auto& sub : nats_subs_) {
+    if (sub->handle && natsSubscription_Drain(sub->handle.get()) == NATS_OK) {
+      (void)natsSubscription_WaitForDrainCompletion(sub->handle.get(), 2000);
+    }
+  }
   if (nats_) {
     (void)natsConnection_FlushTimeout(nats_.get(), 1000);
-    natsConnection_Close(nats_.get());
+    // What is still buffered for an unreachable server is lost with the connection: counted.
+    const std::uint64_t held = held_while_down_.exchange(0);
+    if (!counters_.nats_connected && held != 0) {
+      counters_.export_dropped_stopping += held;
+      spdlog::warn("stopping with NATS unreachable: {} exported message(s) still buffered are dropped", held);
+    }
+    natsConnection_Close(nats_.get());  // also ends requests the pool's threads wait for
+  }
+  pool_.reset();
+  // Closing the local client answers the NATS requests it still awaited (their callbacks use the
+  // closed NATS connection, which refuses them harmlessly) and stops its I/O thread.
+  if (local_) local_->close();
+  if (nats_) {
+    std::unique_lock lk(closed_mu_);
+    (void)closed_cv_.wait_for(lk, std::chrono::seconds(5), [&] { return nats_closed_; });
   }
   nats_subs_.clear();
   nats_.reset();
-  if (local_) local_->close();
 }
 
 void Bridge::tick() {
@@ -270,11 +287,13 @@ void Bridge::poll_nats_drops() {
 // ---- local -> NATS ------------------------------------------------------------------------
 
 void Bridge::export_message(std::size_t index, const MessageView& m) {
-  if (stopping_) return;
   if (m.dropped_before != 0) counters_.export_dropped_local += m.dropped_before;
   if (m.retained) return;  // a replay of an old value to this subscription, not traffic
-  if (m.sender.client_id == local_->id()) return;  // imported by this bridge: never exported again
   if (earlier_pattern_matches(config_.bridge.exports, index, m.topic)) return;
+  if (proto::is_reserved(m.topic)) return;  // the broker's own topics stay local
+  // What came in through a bridge (this one, or another on this host or on another cluster)
+  // is never exported again: that is what keeps bridges from looping between them.
+  if (m.sender.client_id == local_->id() || m.headers.get(kHop)) return;
   const std::string subject = subject_of(m.topic);
   const std::int64_t max_payload = natsConnection_GetMaxPayload(nats_.get());
   if (max_payload > 0 && static_cast<std::int64_t>(m.payload.size()) > max_payload) {
@@ -301,7 +320,10 @@ void Bridge::export_message(std::size_t index, const MessageView& m) {
   if (s == NATS_OK) {
     numbers_.commit(subject, stamp);
     ++counters_.exported;
-    if (!counters_.nats_connected) ++counters_.export_buffered;
+    if (!counters_.nats_connected) {
+      ++counters_.export_buffered;
+      ++held_while_down_;
+    }
   } else if (s == NATS_INSUFFICIENT_BUFFER) {
     if (worth_logging(++counters_.export_dropped_buffer_full)) {
       spdlog::warn("export dropped: NATS unreachable and its {}-byte buffer is full ('{}')", config_.nats.buffer_bytes, m.topic);
@@ -318,7 +340,6 @@ void Bridge::export_message(std::size_t index, const MessageView& m) {
 void Bridge::on_nats_message(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
   NatsMsg owned(msg);
   const auto* sub = static_cast<NatsSub*>(closure);
-  if (sub->bridge->stopping_) return;
   if (sub->service) {
     sub->bridge->serve_request_from_nats(sub->index, owned.get());
   } else {
@@ -331,7 +352,10 @@ void Bridge::import_message(std::size_t index, natsMsg* msg) {
   const std::string_view topic = subject.substr(std::min(subject.size(), config_.bridge.prefix.size()));
   if (earlier_pattern_matches(config_.bridge.imports, index, topic)) return;
   const char* origin = header(msg, kOrigin);
-  if (origin != nullptr && config_.bridge.name == origin) return;  // our own export, come back another way
+  if (origin != nullptr && config_.bridge.name == origin) {
+    ++counters_.import_skipped_own;  // our own export come back another way (or a NATS client's forgery)
+    return;
+  }
   if (const char* stamp = origin != nullptr ? header(msg, kSeq) : nullptr) {
     const std::string_view text = stamp;
     const std::size_t colon = text.find(':');
@@ -340,7 +364,9 @@ void Bridge::import_message(std::size_t index, natsMsg* msg) {
     if (epoch && seq) {
       if (const std::uint64_t lost = gaps_.saw(origin, subject, *epoch, *seq); lost != 0) {
         counters_.import_lost += lost;
-        spdlog::warn("import: {} message(s) on '{}' from '{}' never arrived", lost, topic, origin);
+        spdlog::warn("import: {} message(s) on '{}' from '{}' missing (lost between the bridges, or dropped by the "
+                     "NATS client for falling behind)",
+                     lost, topic, origin);
       }
     }
   }
@@ -362,6 +388,7 @@ void Bridge::forward_request_to_nats(Request r) {
     // It came in through a bridge: sending it out again could loop between the hosts.
     (void)r.reply_gateway_error(Errc::kNoResponders,
                                 fmt::format("'{}' came through a bridge and is not forwarded to NATS again", r.topic()));
+    ++counters_.requests_to_nats;
     ++counters_.requests_to_nats_failed;
     return;
   }
@@ -430,38 +457,50 @@ void Bridge::serve_request_from_nats(std::size_t index, natsMsg* msg) {
   if (reply_to == nullptr || *reply_to == '\0') return;  // a publish, not a request: nothing to answer
   const std::string_view subject = natsMsg_GetSubject(msg);
   const std::string_view topic = subject.substr(std::min(subject.size(), config_.bridge.prefix.size()));
-  if (earlier_pattern_matches(config_.bridge.export_services, index, topic)) return;
+  // No first-pattern rule here: the service subscriptions share one queue group, so NATS gives
+  // each request to one of them (whichever matched), never to two.
+  (void)index;
   ++counters_.requests_from_nats;
+  if (proto::is_reserved(topic)) {  // the broker's own services are not offered to NATS
+    answer_nats_error(reply_to, Error{Errc::kNoResponders, "not served across the bridge"});
+    return;
+  }
   NatsHeaders h = headers_of(msg, true);
   h.fields.push_back({kHop, config_.bridge.name});
   auto answer = [this, reply = std::string(reply_to)](Result<Message> result) {
+    if (!result) {
+      answer_nats_error(reply.c_str(), result.error());
+      return;
+    }
     natsMsg* raw = nullptr;
-    const std::span<const std::byte> payload = result ? result->payload() : std::span<const std::byte>();
-    if (natsMsg_Create(&raw, reply.c_str(), nullptr, reinterpret_cast<const char*>(payload.data()),
-                       static_cast<int>(payload.size())) != NATS_OK) {
+    if (natsMsg_Create(&raw, reply.c_str(), nullptr, reinterpret_cast<const char*>(result->payload().data()),
+                       static_cast<int>(result->payload().size())) != NATS_OK) {
       ++counters_.requests_from_nats_failed;
       return;
     }
     NatsMsg out(raw);
-    if (result) {
-      add_headers(raw, result->headers(), false);
-    } else {
-      ++counters_.requests_from_nats_failed;
-      const Error& e = result.error();
-      const char* kind = e.code == Errc::kNoResponders ? "NO_RESPONDERS" : e.code == Errc::kTimeout ? "TIMEOUT" : "SERVICE_ERROR";
-      const std::uint32_t code = e.code == Errc::kServiceError ? e.service_code
-                                 : e.code == Errc::kNoResponders ? 503
-                                 : e.code == Errc::kTimeout      ? 504
-                                                                 : 500;
-      char code_text[16];
-      set_header(raw, kError, kind);
-      set_header(raw, kServiceError, e.message.c_str());
-      set_header(raw, kServiceErrorCode, format_z(code_text, "{}", code));
-    }
-    (void)natsConnection_PublishMsg(nats_.get(), raw);
+    add_headers(raw, result->headers(), false);
+    if (natsConnection_PublishMsg(nats_.get(), raw) != NATS_OK) ++counters_.requests_from_nats_failed;
   };
   local_->request_async(topic, data_of(msg), RequestOptions{.timeout = config_.bridge.request_timeout, .headers = h.fields},
                         std::move(answer));
+}
+
+void Bridge::answer_nats_error(const char* reply_to, const Error& e) {
+  ++counters_.requests_from_nats_failed;
+  natsMsg* raw = nullptr;
+  if (natsMsg_Create(&raw, reply_to, nullptr, nullptr, 0) != NATS_OK) return;
+  NatsMsg out(raw);
+  const char* kind = e.code == Errc::kNoResponders ? "NO_RESPONDERS" : e.code == Errc::kTimeout ? "TIMEOUT" : "SERVICE_ERROR";
+  const std::uint32_t code = e.code == Errc::kServiceError ? e.service_code
+                             : e.code == Errc::kNoResponders ? 503
+                             : e.code == Errc::kTimeout      ? 504
+                                                             : 500;
+  char code_text[16];
+  set_header(raw, kError, kind);
+  set_header(raw, kServiceError, e.message.c_str());
+  set_header(raw, kServiceErrorCode, format_z(code_text, "{}", code));
+  (void)natsConnection_PublishMsg(nats_.get(), raw);
 }
 
 // ---- the NATS connection's events ---------------------------------------------------------
@@ -486,6 +525,7 @@ void Bridge::on_nats_disconnected(natsConnection*, void* closure) {
 void Bridge::on_nats_reconnected(natsConnection* nc, void* closure) {
   auto* self = static_cast<Bridge*>(closure);
   self->counters_.nats_connected = true;
+  self->held_while_down_ = 0;  // the NATS client sends its buffer first on the new connection
   ++self->counters_.nats_reconnects;
   char url[256] = {};
   (void)natsConnection_GetConnectedUrl(nc, url, sizeof url);
@@ -496,6 +536,11 @@ void Bridge::on_nats_closed(natsConnection*, void* closure) {
   auto* self = static_cast<Bridge*>(closure);
   self->counters_.nats_connected = false;
   if (!self->stopping_) spdlog::error("NATS: connection closed for good");
+  {
+    std::lock_guard lk(self->closed_mu_);
+    self->nats_closed_ = true;
+  }
+  self->closed_cv_.notify_all();  // stop() waits for this last callback before the bridge goes
 }
 
 void Bridge::on_nats_error(natsConnection*, natsSubscription*, natsStatus s, void* closure) {

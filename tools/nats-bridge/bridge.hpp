@@ -19,7 +19,9 @@
 #include <nats/nats.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <expected>
+#include <mutex>
 #include <memory>
 #include <optional>
 #include <string>
@@ -51,6 +53,11 @@ class Bridge {
   void tick();
 
   void poll_nats_drops();
+  // The NATS connection closed for good (not stopping): nothing will carry any more.
+  [[nodiscard]] bool nats_closed_for_good() {
+    std::lock_guard lk(closed_mu_);
+    return nats_closed_;
+  }
   [[nodiscard]] const Counters& counters() const noexcept { return counters_; }
   [[nodiscard]] const Config& config() const noexcept { return config_; }
 
@@ -70,6 +77,8 @@ class Bridge {
   void import_message(std::size_t index, natsMsg* msg);
   void forward_request_to_nats(Request r);
   void serve_request_from_nats(std::size_t index, natsMsg* msg);
+  // Answers a NATS request with an error (Bridge-Error and the NATS micro headers).
+  void answer_nats_error(const char* reply_to, const Error& e);
   [[nodiscard]] std::string subject_of(std::string_view topic) const { return config_.bridge.prefix + std::string(topic); }
 
   static void on_nats_message(natsConnection*, natsSubscription*, natsMsg* msg, void* closure);
@@ -90,6 +99,11 @@ class Bridge {
   NatsConnection nats_;
   std::vector<std::unique_ptr<NatsSub>> nats_subs_;  // stable addresses: the callbacks' closures
   std::optional<RequestPool> pool_;
+  std::atomic<std::uint64_t> held_while_down_{0};  // exported into the NATS client's buffer since the last loss
+  std::mutex closed_mu_;
+  std::condition_variable closed_cv_;
+  bool nats_closed_ = false;  // the NATS connection's closed callback ran (guarded by closed_mu_)
+
   std::vector<std::string> last_status_;  // what tick() reported last
 };
 

@@ -62,7 +62,36 @@ Result get_list(const toml::node& node, std::string_view key, std::vector<std::s
 const char* check_local_pattern(std::string_view p) {
   if (const char* why = proto::check_pattern(p)) return why;
   if (proto::is_reserved(p)) return "topics starting with '$' are the broker's own and are not bridged";
+  if (p.starts_with("*") || p.starts_with(">")) {
+    return "a pattern starting with a wildcard would also take the broker's '$' topics (and NATS's own "
+           "'$' and '_INBOX' subjects): name its first token";
+  }
   return nullptr;
+}
+
+// True when some topic matches both patterns.
+bool patterns_overlap(std::string_view a, std::string_view b) {
+  for (;;) {
+    const std::size_t ea = a.find('.'), eb = b.find('.');
+    const std::string_view ta = a.substr(0, ea), tb = b.substr(0, eb);
+    if (ta == ">" || tb == ">") return true;
+    if (ta != tb && ta != "*" && tb != "*") return false;
+    const bool last_a = ea == std::string_view::npos, last_b = eb == std::string_view::npos;
+    if (last_a || last_b) return last_a && last_b;
+    a.remove_prefix(ea + 1);
+    b.remove_prefix(eb + 1);
+  }
+}
+
+// The first pair of patterns from `a` and `b` that overlap, as an error; empty when none.
+std::string overlap_between(const std::vector<std::string>& a, std::string_view a_name,
+                            const std::vector<std::string>& b, std::string_view b_name, std::string_view why) {
+  for (const auto& x : a) {
+    for (const auto& y : b) {
+      if (patterns_overlap(x, y)) return fmt::format("[bridge] {} '{}' overlaps {} '{}': {}", a_name, x, b_name, y, why);
+    }
+  }
+  return {};
 }
 
 const char* check_server(std::string_view url) {
@@ -111,7 +140,7 @@ Result load_nats(const toml::table& t, NatsConfig& n) {
       {"tls_key", [&](const toml::node& v, std::string_view k) { return get_string(v, k, n.tls_key); }},
       {"reconnect_wait_ms", [&](const toml::node& v, std::string_view k) { return get_ms(v, k, 1, 60000, n.reconnect_wait); }},
       {"connect_timeout_ms", [&](const toml::node& v, std::string_view k) { return get_ms(v, k, 1, 60000, n.connect_timeout); }},
-      {"buffer_bytes", [&](const toml::node& v, std::string_view k) { return get_int(v, k, 0, std::int64_t{1} << 31, n.buffer_bytes); }},
+      {"buffer_bytes", [&](const toml::node& v, std::string_view k) { return get_int(v, k, 1, INT32_MAX, n.buffer_bytes); }},
   };
   return load_table(t, "nats", keys);
 }
@@ -134,7 +163,7 @@ Result load_bridge(const toml::table& t, BridgeConfig& b) {
       {"export_services", [&](const toml::node& v, std::string_view k) { return get_list(v, k, b.export_services, check_local_pattern); }},
       {"import_services", [&](const toml::node& v, std::string_view k) { return get_list(v, k, b.import_services, check_local_pattern); }},
       {"request_timeout_ms", [&](const toml::node& v, std::string_view k) { return get_ms(v, k, 1, 3600000, b.request_timeout); }},
-      {"max_requests_in_flight", [&](const toml::node& v, std::string_view k) { return get_int(v, k, 1, 4096, in_flight); }},
+      {"max_requests_in_flight", [&](const toml::node& v, std::string_view k) { return get_int(v, k, 1, 1024, in_flight); }},
       {"metrics_topic", [&](const toml::node& v, std::string_view k) -> Result {
          if (auto r = get_string(v, k, b.metrics_topic); !r) return r;
          if (const char* why = proto::check_topic(b.metrics_topic)) return Error(fmt::format("{}: 'metrics_topic': {}", where(v), why));
@@ -175,6 +204,23 @@ std::expected<Config, std::string> load_config(const std::string& path) {
     return Error(fmt::format("{}: [bridge]: nothing to bridge (export, import, export_services, import_services are empty)", path));
   }
   if (c.bridge.metrics_topic.empty()) c.bridge.metrics_topic = fmt::format("bridge.{}.metrics", c.bridge.name);
+  NatsConfig& n = c.nats;
+  if (!n.password.empty() && n.user.empty()) return Error(fmt::format("{}: [nats] password needs a user", path));
+  if (n.tls_cert.empty() != n.tls_key.empty()) {
+    return Error(fmt::format("{}: [nats] tls_cert and tls_key go together (a client certificate and its key)", path));
+  }
+  if (!n.tls_ca.empty() || !n.tls_cert.empty()) n.tls = true;  // never fall back to plain text silently
+  const BridgeConfig& b = c.bridge;
+  for (const std::string& e : {
+           overlap_between(b.export_services, "export_services", b.import_services, "import_services",
+                           "a request could go round between the hosts; serve a service on one side only"),
+           overlap_between(b.imports, "import", b.export_services, "export_services",
+                           "a NATS request would also be imported as a message"),
+           overlap_between(b.import_services, "import_services", {b.metrics_topic}, "metrics_topic",
+                           "its requests would go to NATS"),
+       }) {
+    if (!e.empty()) return Error(fmt::format("{}: {}", path, e));
+  }
   return c;
 }
 

@@ -16,9 +16,12 @@ struct Counters {
   std::atomic<std::uint64_t> export_refused_too_large{0};    // above the server's max_payload
   std::atomic<std::uint64_t> export_failed{0};          // refused by the NATS client for another reason
   std::atomic<std::uint64_t> export_dropped_local{0};   // the local broker dropped them for the bridge (reported by DROP)
+  std::atomic<std::uint64_t> export_dropped_stopping{0};  // still buffered for an unreachable NATS when the bridge stopped
   // NATS -> local.
   std::atomic<std::uint64_t> imported{0};               // published to the local broker
   std::atomic<std::uint64_t> import_lost{0};            // gaps in an exporting bridge's sequence: lost between the bridges
+                                                        // (also what the NATS client dropped, counted in import_dropped_slow)
+  std::atomic<std::uint64_t> import_skipped_own{0};     // carried this bridge's own name: its export come back, or a forgery
   std::atomic<std::uint64_t> import_failed{0};          // the local broker refused them (policy, limits, disconnected)
   std::atomic<std::uint64_t> import_dropped_slow{0};    // the NATS client dropped them: the bridge fell behind
   std::atomic<std::uint64_t> import_headers_dropped{0}; // header fields ubroker cannot carry (left out, message kept)

@@ -1,12 +1,14 @@
 // ubroker-nats-bridge: joins the local broker to a NATS cluster (bridge.hpp says how).
 //   ubroker-nats-bridge --socket PATH --config FILE
 // Runs until SIGINT or SIGTERM. Exit status: 0 stopped by a signal, 1 it could not start
-// (configuration, NATS options, local subscriptions), 2 usage.
+// (configuration, NATS options, local subscriptions) or a connection closed for good (the local
+// broker kicked or refused it, NATS refused it), 2 usage.
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -69,7 +71,8 @@ int main(int argc, char** argv) {
   options.name = "ubroker-nats-bridge:" + config->bridge.name;
   options.offline_buffer_bytes = 8 << 20;  // imports while the local broker restarts
   options.coalesce_writes = true;  // imports arrive in bursts: a few writes, not one per message
-  options.on_connection = [](const ConnectionChange& c) {
+  std::atomic<bool> local_closed{false};  // the local client gave up for good (kicked, refused)
+  options.on_connection = [&local_closed](const ConnectionChange& c) {
     switch (c.event) {
       case ConnectionEvent::kConnected: break;
       case ConnectionEvent::kDisconnected:
@@ -78,6 +81,7 @@ int main(int argc, char** argv) {
       case ConnectionEvent::kReconnected: spdlog::info("local broker: reconnected after {} dial(s)", c.attempts); break;
       case ConnectionEvent::kClosed:
         spdlog::error("local broker: connection closed for good ({})", c.reason ? c.reason->message : "");
+        local_closed = true;
         break;
     }
   };
@@ -106,7 +110,15 @@ int main(int argc, char** argv) {
       status = 1;
     } else {
       b.tick();
-      while (!signalled(set, std::chrono::milliseconds(1000))) b.tick();
+      // A bridge that can no longer carry anything exits (status 1), so a supervisor sees it.
+      while (!signalled(set, std::chrono::milliseconds(1000))) {
+        b.tick();
+        if (local_closed || b.nats_closed_for_good()) {
+          spdlog::error("stopping: the {} connection is closed for good", local_closed ? "local broker" : "NATS");
+          status = 1;
+          break;
+        }
+      }
       spdlog::info("stopping");
     }
     b.stop();
