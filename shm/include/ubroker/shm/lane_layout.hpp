@@ -1,0 +1,112 @@
+// The layout of a lane (issue 20: direct lanes): a single-producer, single-consumer ring
+// between one publisher and one subscriber, in two sealed memfds, so that neither side can
+// write what the other reads:
+//
+//   the data segment, the publisher's: [0, 4096) LaneHeader, then `capacity` bytes of ring
+//     (a power of two). The publisher maps it read-write and seals it F_SEAL_FUTURE_WRITE
+//     before handing it on; the subscriber can only map it read-only.
+//   the ack segment, the subscriber's: 4096 bytes, LaneAck. The subscriber maps it read-write
+//     and seals it the same way; the publisher maps it read-only.
+//
+// Positions are byte counts since the lane began (64-bit, never wrapping in practice); a
+// position's place in the ring is `position % capacity`. Records are 8-byte aligned: a
+// LaneRecord header, then `length` payload bytes, padded to 8. A record never wraps: the
+// publisher fills the end of the ring with a padding record instead.
+//
+// Neither side trusts what the other wrote. The subscriber checks the publisher's write
+// position (not behind its own read position, at most a ring ahead) and every record header
+// (kind, and a length that fits before the write position and the end of the ring) against
+// values it read once; the publisher checks the subscriber's read position (not behind what it
+// saw last, not past what it wrote). A violation is a fatal error of that lane. Futex words
+// are only waited on (a wrong value costs a spurious wake-up) and waiting flags only decide
+// whether to make a wake syscall.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace ubroker::shm {
+
+inline constexpr std::uint64_t kLaneMagic = 0x314e414c524b4255;  // "UBKRLAN1" little-endian
+inline constexpr std::uint64_t kLaneHeaderBytes = 4096;
+inline constexpr std::uint64_t kLaneAckBytes = 4096;
+inline constexpr std::uint64_t kLaneRecordAlign = 8;
+inline constexpr std::uint64_t kLaneMinCapacity = 4096;
+inline constexpr std::uint64_t kLaneMaxCapacity = std::uint64_t{1} << 30;
+
+struct LaneHeader {  // written by the publisher only
+  std::uint64_t magic;     // kLaneMagic (informational)
+  std::uint64_t capacity;  // informational: each side uses the capacity the broker told it
+  // Bytes ever written: stored (release) after the records before it are complete.
+  alignas(64) std::atomic<std::uint64_t> write_pos;
+  // Futex word the subscriber sleeps on; bumped (seq_cst) after write_pos moves.
+  std::atomic<std::uint32_t> write_seq;
+  // The publisher sleeps on the ack's read_seq (lane full): the subscriber wakes it.
+  std::atomic<std::uint32_t> writer_waiting;
+  // Counters for the broker's books: messages the publisher put in, and dropped at a full lane.
+  alignas(64) std::atomic<std::uint64_t> accepted;
+  std::atomic<std::uint64_t> dropped;
+};
+static_assert(std::is_standard_layout_v<LaneHeader>);
+static_assert(sizeof(LaneHeader) <= kLaneHeaderBytes);
+
+struct LaneAck {  // written by the subscriber only
+  alignas(64) std::atomic<std::uint64_t> read_pos;  // bytes consumed (release after reading them)
+  std::atomic<std::uint32_t> read_seq;              // futex word the publisher sleeps on
+  std::atomic<std::uint32_t> reader_waiting;        // the subscriber sleeps on write_seq
+  alignas(64) std::atomic<std::uint64_t> delivered; // messages consumed
+};
+static_assert(std::is_standard_layout_v<LaneAck>);
+static_assert(sizeof(LaneAck) <= kLaneAckBytes);
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+
+enum LaneRecordKind : std::uint32_t { kLaneMessage = 1, kLanePadding = 2 };
+
+struct LaneRecord {
+  std::uint32_t length;  // payload bytes (kLaneMessage), or padding bytes after this header
+  std::uint32_t kind;    // LaneRecordKind
+};
+static_assert(sizeof(LaneRecord) == 8);
+
+[[nodiscard]] constexpr std::uint64_t lane_record_bytes(std::uint64_t length) noexcept {
+  return (sizeof(LaneRecord) + length + kLaneRecordAlign - 1) & ~(kLaneRecordAlign - 1);
+}
+
+[[nodiscard]] constexpr bool valid_lane_capacity(std::uint64_t capacity) noexcept {
+  return capacity >= kLaneMinCapacity && capacity <= kLaneMaxCapacity && (capacity & (capacity - 1)) == 0;
+}
+
+// The subscriber's check of a write position it read: nullptr, or why it is a violation.
+[[nodiscard]] constexpr const char* check_write_pos(std::uint64_t read_pos, std::uint64_t write_pos,
+                                                    std::uint64_t capacity) noexcept {
+  if (write_pos < read_pos) return "write position behind the read position";
+  if (write_pos - read_pos > capacity) return "write position more than the ring ahead";
+  if (write_pos % kLaneRecordAlign != 0) return "write position not at a record";
+  return nullptr;
+}
+
+// The subscriber's check of the record header at `read_pos`, read once into `r`.
+[[nodiscard]] constexpr const char* check_record(const LaneRecord& r, std::uint64_t read_pos, std::uint64_t write_pos,
+                                                 std::uint64_t capacity) noexcept {
+  if (write_pos - read_pos < sizeof(LaneRecord)) return "a record header past the write position";
+  if (r.kind != kLaneMessage && r.kind != kLanePadding) return "a record of unknown kind";
+  const std::uint64_t bytes = lane_record_bytes(r.length);
+  const std::uint64_t to_end = capacity - read_pos % capacity;
+  if (bytes > to_end) return "a record that wraps around the end of the ring";
+  if (bytes > write_pos - read_pos) return "a record longer than what was written";
+  if (r.kind == kLanePadding && bytes != to_end) return "padding that does not reach the end of the ring";
+  return nullptr;
+}
+
+// The publisher's check of a read position it read.
+[[nodiscard]] constexpr const char* check_read_pos(std::uint64_t last_read_pos, std::uint64_t read_pos,
+                                                   std::uint64_t write_pos) noexcept {
+  if (read_pos < last_read_pos) return "read position went back";
+  if (read_pos > write_pos) return "read position past the write position";
+  if (read_pos % kLaneRecordAlign != 0) return "read position not at a record";
+  return nullptr;
+}
+
+}  // namespace ubroker::shm

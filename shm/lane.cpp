@@ -1,0 +1,191 @@
+#include "ubroker/shm/lane.hpp"
+
+#include <fcntl.h>
+
+#include <cstring>
+#include <memory>
+#include <system_error>
+
+#include "ubroker/shm/futex.hpp"
+
+namespace ubroker::shm {
+namespace {
+
+constexpr unsigned kLaneSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE;
+
+std::unexpected<std::error_code> protocol_error() { return std::unexpected(std::make_error_code(std::errc::protocol_error)); }
+
+}  // namespace
+
+const char* check_lane_fd(int fd, std::uint64_t size) {
+  auto facts = inspect(fd);
+  if (!facts) return "the fd cannot be inspected";
+  if (!facts->memfd) return "not a memfd";
+  if ((facts->seals & kLaneSeals) != kLaneSeals) return "not sealed against shrink, grow and new writable mappings";
+  if (facts->size != size) return "not the size agreed";
+  return nullptr;
+}
+
+// ---- the publisher's end ------------------------------------------------------------------
+
+Result<LaneWriter> LaneWriter::create(std::uint64_t capacity) {
+  if (!valid_lane_capacity(capacity)) return std::unexpected(std::make_error_code(std::errc::invalid_argument));
+  auto data = Memfd::create("ubroker-lane", kLaneHeaderBytes + capacity);
+  if (!data) return std::unexpected(data.error());
+  auto map = Mapping::map(data->fd(), data->size(), Access::kReadWrite);
+  if (!map) return std::unexpected(map.error());
+  // From here on nobody else can map it writable: the subscriber reads, never writes.
+  if (auto sealed = add_seals(data->fd(), F_SEAL_FUTURE_WRITE); !sealed) return std::unexpected(sealed.error());
+  LaneHeader* h = std::construct_at(reinterpret_cast<LaneHeader*>(map->data()));  // in the shared page
+  h->magic = kLaneMagic;
+  h->capacity = capacity;
+  return LaneWriter(std::move(*data), std::move(*map), capacity);
+}
+
+Result<void> LaneWriter::attach(int ack_fd) {
+  if (check_lane_fd(ack_fd, kLaneAckBytes) != nullptr) return std::unexpected(std::make_error_code(std::errc::invalid_argument));
+  auto map = Mapping::map(ack_fd, kLaneAckBytes, Access::kReadOnly);
+  if (!map) return std::unexpected(map.error());
+  ack_map_ = std::move(*map);
+  return {};
+}
+
+Result<void> LaneWriter::fail(const char* why) noexcept {
+  if (violation_ == nullptr) violation_ = why;
+  return protocol_error();
+}
+
+std::optional<std::uint64_t> LaneWriter::read_pos() noexcept {
+  const std::uint64_t r = ack().read_pos.load(std::memory_order_acquire);
+  if (const char* why = check_read_pos(last_read_pos_, r, write_pos_)) {
+    (void)fail(why);
+    return std::nullopt;
+  }
+  last_read_pos_ = r;
+  return r;
+}
+
+Result<LaneWriter::Push> LaneWriter::try_push(std::span<const std::byte> payload) {
+  if (violation_ != nullptr || !ack_map_) return protocol_error();
+  if (payload.size() > max_payload()) return std::unexpected(std::make_error_code(std::errc::message_size));
+  const auto r = read_pos();
+  if (!r) return protocol_error();
+  const std::uint64_t bytes = lane_record_bytes(payload.size());
+  const std::uint64_t at = write_pos_ % capacity_;
+  const std::uint64_t to_end = capacity_ - at;
+  // A record that would wrap goes after a padding record that fills the end of the ring.
+  const std::uint64_t padding = bytes > to_end ? to_end : 0;
+  if (write_pos_ + padding + bytes - *r > capacity_) return Push::kFull;
+  if (padding != 0) {
+    const LaneRecord pad{.length = static_cast<std::uint32_t>(padding - sizeof(LaneRecord)), .kind = kLanePadding};
+    std::memcpy(ring() + at, &pad, sizeof pad);
+    write_pos_ += padding;
+  }
+  std::byte* rec = ring() + write_pos_ % capacity_;
+  const LaneRecord head{.length = static_cast<std::uint32_t>(payload.size()), .kind = kLaneMessage};
+  std::memcpy(rec, &head, sizeof head);
+  if (!payload.empty()) std::memcpy(rec + sizeof head, payload.data(), payload.size());
+  write_pos_ += bytes;
+  LaneHeader& h = header();
+  h.accepted.fetch_add(1, std::memory_order_relaxed);
+  h.write_pos.store(write_pos_, std::memory_order_release);
+  // Dekker with the reader: it sets reader_waiting, then re-reads write_pos before sleeping.
+  h.write_seq.fetch_add(1, std::memory_order_seq_cst);
+  if (ack().reader_waiting.load(std::memory_order_seq_cst) != 0) (void)futex_wake(h.write_seq, 1);
+  return Push::kWritten;
+}
+
+Result<bool> LaneWriter::wait_for_room(std::chrono::nanoseconds timeout) {
+  if (violation_ != nullptr || !ack_map_) return protocol_error();
+  LaneHeader& h = header();
+  const std::uint32_t seen = ack().read_seq.load(std::memory_order_seq_cst);
+  h.writer_waiting.store(1, std::memory_order_seq_cst);
+  const std::uint64_t before = last_read_pos_;
+  const auto r = read_pos();  // after announcing the wait: a reader that consumed meanwhile is seen here
+  if (!r) {
+    h.writer_waiting.store(0, std::memory_order_relaxed);
+    return protocol_error();
+  }
+  bool woken = *r != before;
+  if (!woken) {
+    auto w = futex_wait(ack().read_seq, seen, timeout);
+    woken = w && *w != WaitResult::kTimedOut;
+  }
+  h.writer_waiting.store(0, std::memory_order_relaxed);
+  return woken;
+}
+
+// ---- the subscriber's end -----------------------------------------------------------------
+
+Result<LaneReader> LaneReader::create() {
+  auto ack = Memfd::create("ubroker-lane-ack", kLaneAckBytes);
+  if (!ack) return std::unexpected(ack.error());
+  auto map = Mapping::map(ack->fd(), ack->size(), Access::kReadWrite);
+  if (!map) return std::unexpected(map.error());
+  if (auto sealed = add_seals(ack->fd(), F_SEAL_FUTURE_WRITE); !sealed) return std::unexpected(sealed.error());
+  std::construct_at(reinterpret_cast<LaneAck*>(map->data()));
+  return LaneReader(std::move(*ack), std::move(*map));
+}
+
+Result<void> LaneReader::attach(int data_fd, std::uint64_t capacity) {
+  if (!valid_lane_capacity(capacity) || check_lane_fd(data_fd, kLaneHeaderBytes + capacity) != nullptr) {
+    return std::unexpected(std::make_error_code(std::errc::invalid_argument));
+  }
+  auto map = Mapping::map(data_fd, kLaneHeaderBytes + capacity, Access::kReadOnly);
+  if (!map) return std::unexpected(map.error());
+  data_map_ = std::move(*map);
+  capacity_ = capacity;
+  return {};
+}
+
+Result<std::optional<std::span<const std::byte>>> LaneReader::fail(const char* why) noexcept {
+  if (violation_ == nullptr) violation_ = why;
+  return protocol_error();
+}
+
+Result<std::optional<std::span<const std::byte>>> LaneReader::peek() {
+  if (violation_ != nullptr || !data_map_) return protocol_error();
+  for (;;) {
+    // Each value the publisher wrote is read once, checked, and only the checked copy used.
+    const std::uint64_t w = header().write_pos.load(std::memory_order_acquire);
+    if (const char* why = check_write_pos(read_pos_, w, capacity_)) return fail(why);
+    if (w == read_pos_) return std::optional<std::span<const std::byte>>();
+    LaneRecord r;
+    std::memcpy(&r, ring() + read_pos_ % capacity_, sizeof r);
+    if (const char* why = check_record(r, read_pos_, w, capacity_)) return fail(why);
+    if (r.kind == kLanePadding) {
+      read_pos_ += lane_record_bytes(r.length);
+      ack().read_pos.store(read_pos_, std::memory_order_release);
+      continue;
+    }
+    peeked_bytes_ = lane_record_bytes(r.length);
+    return std::optional(std::span<const std::byte>(ring() + read_pos_ % capacity_ + sizeof r, r.length));
+  }
+}
+
+void LaneReader::consume() noexcept {
+  if (peeked_bytes_ == 0) return;
+  read_pos_ += peeked_bytes_;
+  peeked_bytes_ = 0;
+  LaneAck& a = ack();
+  a.delivered.fetch_add(1, std::memory_order_relaxed);
+  a.read_pos.store(read_pos_, std::memory_order_release);
+  a.read_seq.fetch_add(1, std::memory_order_seq_cst);
+  if (header().writer_waiting.load(std::memory_order_seq_cst) != 0) (void)futex_wake(a.read_seq, 1);
+}
+
+Result<bool> LaneReader::wait_for_message(std::chrono::nanoseconds timeout) {
+  if (violation_ != nullptr || !data_map_) return protocol_error();
+  LaneAck& a = ack();
+  const std::uint32_t seen = header().write_seq.load(std::memory_order_seq_cst);
+  a.reader_waiting.store(1, std::memory_order_seq_cst);
+  bool woken = header().write_pos.load(std::memory_order_seq_cst) != read_pos_;
+  if (!woken) {
+    auto w = futex_wait(header().write_seq, seen, timeout);
+    woken = w && *w != WaitResult::kTimedOut;
+  }
+  a.reader_waiting.store(0, std::memory_order_relaxed);
+  return woken;
+}
+
+}  // namespace ubroker::shm

@@ -1,0 +1,254 @@
+// Lanes (lane_layout.hpp, lane.hpp): messages in order through the ring and around its end,
+// a full lane and its wake-ups, each side unable to write what the other reads, and each
+// side refusing every field the other could corrupt.
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ubroker/shm/lane.hpp"
+
+namespace ubroker::shm {
+namespace {
+
+using std::chrono::milliseconds;
+
+std::span<const std::byte> bytes_of(const std::string& s) { return std::as_bytes(std::span(s.data(), s.size())); }
+std::string text_of(std::span<const std::byte> b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
+
+struct Pair {
+  LaneWriter writer;
+  LaneReader reader;
+};
+Pair make_pair(std::uint64_t capacity) {
+  auto w = LaneWriter::create(capacity);
+  auto r = LaneReader::create();
+  EXPECT_TRUE(w && r);
+  EXPECT_TRUE(w->attach(r->ack_fd()));
+  EXPECT_TRUE(r->attach(w->data_fd(), capacity));
+  return {std::move(*w), std::move(*r)};
+}
+
+std::string next_text(LaneReader& r) {
+  auto m = r.peek();
+  EXPECT_TRUE(m.has_value());
+  if (!m || !*m) return "<none>";
+  std::string t = text_of(**m);
+  r.consume();
+  return t;
+}
+
+TEST(Lane, MessagesArriveInOrderAroundTheEndOfTheRing) {
+  auto [w, r] = make_pair(4096);
+  for (const std::string s : {"a", "", "hello lane"}) ASSERT_EQ(w.try_push(bytes_of(s)).value(), LaneWriter::Push::kWritten);
+  EXPECT_EQ(next_text(r), "a");
+  EXPECT_EQ(next_text(r), "");
+  EXPECT_EQ(next_text(r), "hello lane");
+  EXPECT_FALSE(r.peek().value().has_value());
+  // 300 messages of odd sizes go round the 4 KiB ring many times (padding records at its end).
+  for (int i = 0; i < 300; ++i) {
+    const std::string s(static_cast<std::size_t>(1 + (i * 37) % 900), static_cast<char>('a' + i % 26));
+    ASSERT_EQ(w.try_push(bytes_of(s)).value(), LaneWriter::Push::kWritten) << i;
+    ASSERT_EQ(next_text(r), s) << i;
+  }
+  EXPECT_EQ(w.violation(), nullptr);
+  EXPECT_EQ(r.violation(), nullptr);
+}
+
+TEST(Lane, AFullLaneSaysSoAndAConsumeWakesAWaitingWriter) {
+  auto [w, r] = make_pair(4096);
+  const std::string block(1000, 'x');
+  int written = 0;
+  while (w.try_push(bytes_of(block)).value() == LaneWriter::Push::kWritten) ++written;
+  EXPECT_EQ(written, 4);  // 4 x 1008 bytes fit in 4096
+  EXPECT_EQ(w.try_push(bytes_of(std::string(4000, 'y'))).error(), std::errc::message_size);
+  std::thread reader([&] { EXPECT_EQ(next_text(r), block); });
+  EXPECT_TRUE(w.wait_for_room(std::chrono::seconds(10)).value());
+  reader.join();
+  EXPECT_EQ(w.try_push(bytes_of(block)).value(), LaneWriter::Push::kWritten);
+  // Nobody consumes: the wait ends at its deadline.
+  EXPECT_EQ(w.try_push(bytes_of(block)).value(), LaneWriter::Push::kFull);
+  EXPECT_FALSE(w.wait_for_room(milliseconds(20)).value());
+}
+
+TEST(Lane, TwoThreadsCarryAMillionNumbersInOrderWithWakeUps) {
+  auto [w, r] = make_pair(16384);
+  constexpr std::uint64_t kCount = 1000000;
+  std::thread writer([&] {
+    for (std::uint64_t i = 0; i < kCount; ++i) {
+      const auto payload = std::as_bytes(std::span(&i, 1));
+      for (;;) {
+        auto p = w.try_push(payload);
+        ASSERT_TRUE(p.has_value());
+        if (*p == LaneWriter::Push::kWritten) break;
+        ASSERT_TRUE(w.wait_for_room(std::chrono::seconds(10)).has_value());
+      }
+    }
+  });
+  std::uint64_t expected = 0;
+  while (expected < kCount) {
+    auto m = r.peek();
+    ASSERT_TRUE(m.has_value());
+    if (!*m) {
+      ASSERT_TRUE(r.wait_for_message(std::chrono::seconds(10)).has_value());
+      continue;
+    }
+    std::uint64_t got = 0;
+    ASSERT_EQ((*m)->size(), sizeof got);
+    std::memcpy(&got, (*m)->data(), sizeof got);
+    ASSERT_EQ(got, expected);
+    r.consume();
+    ++expected;
+  }
+  writer.join();
+}
+
+TEST(Lane, NeitherSideCanWriteWhatTheOtherReads) {
+  auto [w, r] = make_pair(4096);
+  // The subscriber gets the data fd; the publisher gets the ack fd: both refuse a writable map.
+  EXPECT_EQ(Mapping::map(w.data_fd(), kLaneHeaderBytes + 4096, Access::kReadWrite).error(), std::errc::operation_not_permitted);
+  EXPECT_EQ(Mapping::map(r.ack_fd(), kLaneAckBytes, Access::kReadWrite).error(), std::errc::operation_not_permitted);
+  // And a lane fd must be what it claims.
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe(pipe_fds), 0);
+  EXPECT_STREQ(check_lane_fd(pipe_fds[0], kLaneAckBytes), "not a memfd");
+  ::close(pipe_fds[0]);
+  ::close(pipe_fds[1]);
+  auto unsealed = Memfd::create("plain", kLaneAckBytes);
+  ASSERT_TRUE(unsealed);
+  EXPECT_STREQ(check_lane_fd(unsealed->fd(), kLaneAckBytes), "not sealed against shrink, grow and new writable mappings");
+  EXPECT_STREQ(check_lane_fd(r.ack_fd(), 2 * kLaneAckBytes), "not the size agreed");
+}
+
+TEST(Lane, AReaderInAnotherProcessGetsEveryMessage) {
+  auto [w, r] = make_pair(8192);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    for (std::uint64_t i = 0; i < 10000; ++i) {
+      for (;;) {
+        auto m = r.peek();
+        if (!m) ::_exit(2);
+        if (*m) break;
+        if (!r.wait_for_message(std::chrono::seconds(10))) ::_exit(3);
+      }
+      std::uint64_t got = 0;
+      std::memcpy(&got, (*r.peek())->data(), sizeof got);
+      if (got != i) ::_exit(4);
+      r.consume();
+    }
+    ::_exit(0);
+  }
+  for (std::uint64_t i = 0; i < 10000; ++i) {
+    while (w.try_push(std::as_bytes(std::span(&i, 1))).value() == LaneWriter::Push::kFull) {
+      ASSERT_TRUE(w.wait_for_room(std::chrono::seconds(10)).has_value());
+    }
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+// A hostile publisher: its data segment, written by hand.
+struct ForgedData {
+  Memfd fd;
+  Mapping map;
+  LaneHeader& header() { return *reinterpret_cast<LaneHeader*>(map.data()); }
+  std::byte* ring() { return map.data() + kLaneHeaderBytes; }
+  void record(std::uint64_t at, std::uint32_t length, std::uint32_t kind) {
+    const LaneRecord r{.length = length, .kind = kind};
+    std::memcpy(ring() + at, &r, sizeof r);
+  }
+};
+ForgedData forge_data(std::uint64_t capacity) {
+  auto fd = Memfd::create("forged", kLaneHeaderBytes + capacity);
+  EXPECT_TRUE(fd);
+  auto map = Mapping::map(fd->fd(), fd->size(), Access::kReadWrite);
+  EXPECT_TRUE(map);
+  EXPECT_TRUE(add_seals(fd->fd(), F_SEAL_FUTURE_WRITE));
+  return {std::move(*fd), std::move(*map)};
+}
+
+TEST(Lane, AReaderRefusesEveryFieldAPublisherCanCorrupt) {
+  struct Case {
+    std::uint64_t write_pos;
+    std::uint32_t length, kind;
+    const char* says;
+  };
+  const Case cases[] = {
+      {4096 + 8, 8, kLaneMessage, "write position more than the ring ahead"},
+      {12, 4, kLaneMessage, "write position not at a record"},
+      {16, 4, 7, "a record of unknown kind"},
+      {16, 64, kLaneMessage, "a record longer than what was written"},
+      {4096, 5000, kLaneMessage, "a record that wraps around the end of the ring"},
+      {16, 8, kLanePadding, "padding that does not reach the end of the ring"},
+  };
+  for (const Case& c : cases) {
+    ForgedData d = forge_data(4096);
+    d.record(0, c.length, c.kind);
+    d.header().write_pos.store(c.write_pos);
+    auto r = LaneReader::create();
+    ASSERT_TRUE(r);
+    ASSERT_TRUE(r->attach(d.fd.fd(), 4096));
+    auto m = r->peek();
+    ASSERT_FALSE(m.has_value()) << c.says;
+    EXPECT_EQ(m.error(), std::errc::protocol_error);
+    EXPECT_STREQ(r->violation(), c.says);
+    EXPECT_FALSE(r->peek().has_value()) << "a violation is final";
+  }
+  // A write position that goes back after a message was read.
+  ForgedData d = forge_data(4096);
+  d.record(0, 8, kLaneMessage);
+  d.header().write_pos.store(16);
+  auto r = LaneReader::create();
+  ASSERT_TRUE(r && r->attach(d.fd.fd(), 4096));
+  ASSERT_TRUE(r->peek().value().has_value());
+  r->consume();
+  d.header().write_pos.store(8);
+  ASSERT_FALSE(r->peek().has_value());
+  EXPECT_STREQ(r->violation(), "write position behind the read position");
+}
+
+TEST(Lane, AWriterRefusesAReadPositionASubscriberCorrupted) {
+  struct Case {
+    std::uint64_t read_pos;
+    const char* says;
+  };
+  for (const Case& c : {Case{64, "read position past the write position"}, Case{3, "read position past the write position"}}) {
+    auto w = LaneWriter::create(4096);
+    ASSERT_TRUE(w);
+    auto ack = Memfd::create("forged-ack", kLaneAckBytes);
+    auto map = Mapping::map(ack->fd(), kLaneAckBytes, Access::kReadWrite);
+    ASSERT_TRUE(ack && map && add_seals(ack->fd(), F_SEAL_FUTURE_WRITE));
+    ASSERT_TRUE(w->attach(ack->fd()));
+    ASSERT_EQ(w->try_push(bytes_of("0123456789")).value(), LaneWriter::Push::kWritten);  // write position 24
+    auto* a = reinterpret_cast<LaneAck*>(map->data());
+    a->read_pos.store(c.read_pos == 3 ? 3 : 64);
+    auto p = w->try_push(bytes_of("x"));
+    ASSERT_FALSE(p.has_value());
+    EXPECT_EQ(p.error(), std::errc::protocol_error);
+    EXPECT_STREQ(w->violation(), c.read_pos == 3 ? "read position not at a record" : c.says);
+  }
+  // A read position that goes back.
+  auto w = LaneWriter::create(4096);
+  auto ack = Memfd::create("forged-ack", kLaneAckBytes);
+  auto map = Mapping::map(ack->fd(), kLaneAckBytes, Access::kReadWrite);
+  ASSERT_TRUE(w && ack && map && add_seals(ack->fd(), F_SEAL_FUTURE_WRITE) && w->attach(ack->fd()));
+  auto* a = reinterpret_cast<LaneAck*>(map->data());
+  ASSERT_EQ(w->try_push(bytes_of("abc")).value(), LaneWriter::Push::kWritten);
+  a->read_pos.store(16);
+  ASSERT_EQ(w->try_push(bytes_of("def")).value(), LaneWriter::Push::kWritten);
+  a->read_pos.store(8);
+  ASSERT_FALSE(w->try_push(bytes_of("ghi")).has_value());
+  EXPECT_STREQ(w->violation(), "read position went back");
+}
+
+}  // namespace
+}  // namespace ubroker::shm
