@@ -188,6 +188,74 @@ TEST(ErrorReplies, AGatewaySaysNoRespondersOrTimeoutAndTheCallerSeesThoseCodes) 
   EXPECT_EQ(broker_status(caller).error_replies(), 2u);
 }
 
+// The frames a raw peer can send about itself and as a responder, beyond what the library
+// sends: a STATUS that breaks the rules or the bound is refused (not fatal) and the last good
+// one stays; a responder's error code other than the two gateway codes reaches the caller as
+// SERVICE_ERROR, never as a broker error it did not send.
+TEST(ErrorReplies, ARawPeersStatusAndErrorCodesAreHeldToTheRules) {
+  BrokerProcess broker;
+  RawConnection raw(broker.socket());
+  raw.hello("raw-peer");
+  auto status_frame = [](std::string_view key, std::string_view value) {
+    wire::Header h;
+    h.set_type(wire::STATUS);
+    auto* f = h.mutable_headers()->add_fields();
+    f->set_key(std::string(key));
+    f->set_value(std::string(value));
+    return h;
+  };
+  raw.send_frame(status_frame("state", "good"));
+  for (const auto& bad : {status_frame("state", std::string(5000, 'x')), status_frame("ubroker-x", "1"),
+                          status_frame("bad key", "1"), status_frame("k", "a\nb")}) {
+    raw.send_frame(bad);
+    auto err = raw.read_frame();
+    ASSERT_TRUE(err.has_value());
+    EXPECT_EQ(err->type(), wire::ERROR);
+    EXPECT_EQ(err->error().code(), wire::INVALID_HEADERS) << err->error().message();
+    EXPECT_FALSE(err->error().fatal());
+  }
+  Client admin = broker.connect("admin");
+  auto list = admin.request("$sys.admin.clients", std::string_view{}, 5s);
+  ASSERT_TRUE(list.has_value());
+  wire::ClientList clients;
+  ASSERT_TRUE(clients.ParseFromArray(list->payload().data(), static_cast<int>(list->payload().size())));
+  bool found = false;
+  for (const auto& c : clients.clients()) {
+    if (c.name() != "raw-peer") continue;
+    found = true;
+    ASSERT_EQ(c.status().fields_size(), 1);
+    EXPECT_EQ(c.status().fields(0).value(), "good");
+  }
+  EXPECT_TRUE(found);
+
+  // As a responder: a REPLY claiming a broker error (PERMISSION_DENIED) is the service's error.
+  wire::Header serve;
+  serve.set_type(wire::SERVE);
+  serve.set_seq(1);
+  serve.add_sub_ids(1);
+  serve.set_topic("raw.svc");
+  raw.send_frame(serve);
+  auto ack = raw.read_frame();
+  ASSERT_TRUE(ack.has_value());
+  ASSERT_EQ(ack->type(), wire::ACK);
+  std::thread answer([&] {
+    auto req = raw.read_frame(10s);
+    ASSERT_TRUE(req.has_value());
+    ASSERT_EQ(req->type(), wire::REQUEST);
+    wire::Header reply;
+    reply.set_type(wire::REPLY);
+    reply.set_request_id(req->request_id());
+    reply.mutable_error()->set_code(wire::PERMISSION_DENIED);
+    reply.mutable_error()->set_message("claims to be the broker");
+    raw.send_frame(reply);
+  });
+  auto r = admin.request("raw.svc", "?", 5s);
+  answer.join();
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, Errc::kServiceError);
+  EXPECT_EQ(r.error().message, "claims to be the broker");
+}
+
 TEST(Headers, BreakingTheRulesIsRefusedByTheLibraryAndByTheBroker) {
   BrokerProcess broker;
   Client c = broker.connect("c");
