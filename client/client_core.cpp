@@ -162,8 +162,7 @@ std::vector<Client::ReplyHandler> ClientCore::orphan_answers_locked(const Error&
   std::vector<Client::ReplyHandler> orphans;  // asynchronous requests that will get no answer now
   for (auto it = answers_.begin(); it != answers_.end();) {
     if (it->second.callback) {
-      orphans.push_back(std::move(it->second.callback));
-      callback_work_.fetch_sub(1, std::memory_order_relaxed);
+      orphans.push_back(take_answer_callback_locked(it->second));
       it = answers_.erase(it);
       continue;
     }
@@ -255,7 +254,7 @@ Result<void> ClientCore::queue_frame(std::size_t head, bool plain_publish, std::
   // Lossless backpressure: wait while too much is unsent (never on the I/O thread, which
   // is the one that drains it; there the bound is enforced by pausing reads instead).
   if (pending_.size() >= options_.max_pending_bytes && !on_io_thread()) {
-    (void)wait_until(lk, write_cv_, std::chrono::steady_clock::time_point::max(),
+    (void)follow_until(lk, write_cv_, std::chrono::steady_clock::time_point::max(),
                      [&] {
                        write_mu_.assert_held();
                        return pending_.size() < options_.max_pending_bytes || !connected();
@@ -400,8 +399,24 @@ Result<void> ClientCore::publish(std::string_view topic, std::span<const std::by
   return send_publish(topic, options.retain, headers, payload);
 }
 
+void ClientCore::more_callback_work() noexcept {
+  // From none to some: the loop now has work while nobody waits, so a lingering I/O thread
+  // must not wait out its linger.
+  if (callback_work_.fetch_add(1, std::memory_order_relaxed) == 0 && io_thread_) io_thread_->resume();
+}
+
+void ClientCore::set_answer_callback_locked(std::uint64_t seq, Client::ReplyHandler callback) {
+  answers_[seq].callback = std::move(callback);
+  more_callback_work();
+}
+
+Client::ReplyHandler ClientCore::take_answer_callback_locked(Answer& a) {
+  if (a.callback) callback_work_.fetch_sub(1, std::memory_order_relaxed);
+  return std::move(a.callback);
+}
+
 void ClientCore::add_sub_locked(std::shared_ptr<SubState> state) {
-  if (state->handler || state->request_handler) callback_work_.fetch_add(1, std::memory_order_relaxed);
+  if (state->handler || state->request_handler) more_callback_work();
   const std::uint64_t id = state->id;
   subs_.emplace(id, std::move(state));
 }
@@ -430,6 +445,7 @@ std::uint64_t ClientCore::begin_request(std::optional<std::uint64_t> unsubscribi
 
 Result<Answer> ClientCore::finish_request(std::uint64_t seq, Result<void> sent, std::chrono::milliseconds timeout,
                                           bool wait) {
+  const auto keep = shared_from_this();  // a callback run while waiting may drop the last other reference
   UniqueLock lk(state_mu_);
   if (!sent || !wait) {
     answers_.erase(seq);  // an answer that comes later finds nobody waiting and is dropped
@@ -519,8 +535,7 @@ Result<std::uint64_t> ClientCore::send_request(std::string_view topic, std::span
   const std::uint64_t seq = begin_request(std::nullopt);
   if (done) {
     LockGuard lk(state_mu_);
-    answers_[seq].callback = std::move(done);
-    callback_work_.fetch_add(1, std::memory_order_relaxed);
+    set_answer_callback_locked(seq, std::move(done));
   }
   thread_local wire::Header h;
   h.Clear();
@@ -749,6 +764,7 @@ Result<void> ClientCore::set_status(std::span<const HeaderField> fields) {
 
 Result<Message> ClientCore::receive(std::chrono::milliseconds timeout) {
   if (on_io_thread()) return std::unexpected(Error{Errc::kInvalidArgument, "receive() cannot wait on the client's I/O thread (or a thread running its io_context)"});
+  const auto keep = shared_from_this();  // a callback run while waiting may drop the last other reference
   UniqueLock lk(queue_mu_);
   // While reconnecting, messages may come again: wait on.
   const bool ready =

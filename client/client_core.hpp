@@ -155,16 +155,28 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   bool lead_until(UniqueLock& lk, std::condition_variable& cv,
                   std::chrono::steady_clock::time_point deadline, Pred pred) UBROKER_NO_THREAD_SAFETY_ANALYSIS {
     if (pred()) return true;
-    if (callback_work_.load(std::memory_order_relaxed) != 0) return cv.wait_until(lk.native(), deadline, pred);
+    // A call that cannot wait (receive(0ms) in a polling loop) or that callbacks make the loop
+    // busy anyway: the I/O thread reads (brought back at once should it linger after a lead).
+    if (deadline <= std::chrono::steady_clock::now() || callback_work_.load(std::memory_order_relaxed) != 0) {
+      io_thread_->resume();
+      return cv.wait_until(lk.native(), deadline, pred);
+    }
     lk.unlock();
     const IoThread::Role role = io_thread_->lead(deadline);
     lk.lock();
-    if (role == IoThread::Role::kFollower) {
-      const bool done = cv.wait_until(lk.native(), deadline, pred);
-      io_thread_->end_follow();
-      return done;
-    }
-    const auto keep = shared_from_this();  // a handler run here may drop the last other reference
+    // Ends the role however this returns, also when a callback run here throws.
+    struct RoleEnd {
+      ClientCore& core;
+      IoThread::Role role;
+      ~RoleEnd() {
+        if (role == IoThread::Role::kFollower) {
+          core.io_thread_->end_follow();
+        } else {
+          core.io_thread_->end_lead(core.callback_work_.load(std::memory_order_relaxed) != 0);
+        }
+      }
+    } role_end{*this, role};
+    if (role == IoThread::Role::kFollower) return cv.wait_until(lk.native(), deadline, pred);
     bool done = false;
     while (!(done = pred())) {
       const auto now = std::chrono::steady_clock::now();
@@ -175,10 +187,20 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
       (void)io_thread_->run_one(std::min<std::chrono::steady_clock::duration>(deadline - now, std::chrono::milliseconds(100)));
       lk.lock();
     }
-    io_thread_->end_lead(callback_work_.load(std::memory_order_relaxed) != 0);
     // The loop ran dry (closed): only another thread can still change `pred`.
     if (!done && io_.stopped()) done = cv.wait_until(lk.native(), deadline, pred);
     return done;
+  }
+  // A wait that must not lead: publishers held back by flow control are released by whichever
+  // thread writes, which notifies `cv` but posts nothing a leader asleep in epoll would see.
+  template <class Pred>
+  bool follow_until(UniqueLock& lk, std::condition_variable& cv,
+                    std::chrono::steady_clock::time_point deadline, Pred pred) UBROKER_NO_THREAD_SAFETY_ANALYSIS {
+    if (io_thread_) {
+      io_thread_->resume();
+      return cv.wait_until(lk.native(), deadline, pred);
+    }
+    return run_context_until(lk, cv, deadline, pred);
   }
   // With ConnectOptions::io nobody may be running that context, so the waiting thread runs it
   // itself meanwhile, a millisecond at a time: its own handlers bring the answer, and the
@@ -271,6 +293,11 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   void discard_unsent_locked() UBROKER_REQUIRES(write_mu_);
   [[nodiscard]] std::shared_ptr<ShmReader> make_reader();
   void add_sub_locked(std::shared_ptr<SubState> state) UBROKER_REQUIRES(state_mu_);
+  // Sets an answer's callback (an asynchronous request, a restore after reconnecting): counted
+  // as callback work until erase_answer_locked or take_answer_callback_locked.
+  void set_answer_callback_locked(std::uint64_t seq, Client::ReplyHandler callback) UBROKER_REQUIRES(state_mu_);
+  [[nodiscard]] Client::ReplyHandler take_answer_callback_locked(Answer& a) UBROKER_REQUIRES(state_mu_);
+  void more_callback_work() noexcept;  // callback_work_ up; a lingering I/O thread comes back
   void erase_sub_locked(std::uint64_t id) UBROKER_REQUIRES(state_mu_);
   void erase_answer_locked(std::uint64_t seq) UBROKER_REQUIRES(state_mu_);
   // Frames not fully written: the unsent part of the active batch (from the start of the

@@ -290,8 +290,8 @@ void ClientCore::answer(const wire::Header& h, std::span<const std::byte> payloa
     }
     Answer& a = it->second;
     if (a.callback) {
-      callback = std::move(a.callback);
-      erase_answer_locked(h.seq());
+      callback = take_answer_callback_locked(a);
+      answers_.erase(it);
     } else {
       a.done = true;
       if (!result) a.error = result.error();

@@ -164,14 +164,14 @@ void ClientCore::rebuild_outgoing_locked() {
   for (const auto& [id, sub] : subs_) {
     if (!sub->active.load()) continue;
     const std::uint64_t seq = next_seq_++;
-    answers_[seq].callback = [weak = weak_from_this(), id, pattern = sub->request.topic()](Result<Message> r) {
+    set_answer_callback_locked(seq, [weak = weak_from_this(), id, pattern = sub->request.topic()](Result<Message> r) {
       if (r || r.error().code == Errc::kBrokerGone || r.error().code == Errc::kNotConnected) return;
       auto self = weak.lock();
       if (!self) return;
       self->forget_subscription(id);
       self->report(Error{r.error().code, fmt::format("'{}' could not be restored after reconnecting: {}", pattern,
                                                      r.error().message)});
-    };
+    });
     wire::Header h = sub->request;
     h.set_seq(seq);
     append_frame(out, h, {});

@@ -38,23 +38,34 @@ void IoThread::run() {
     while (!stopping_ && (leader_ || (!resume_ && Clock::now() < linger_until_))) {
       parked_ = true;
       cv_.notify_all();
-      // Timed even while a caller leads: a lead that ends without asking the thread back does
-      // not wake it (that would cost the wake-up leading saves), so it looks again each period.
-      cv_.wait_for(lk.native(), kLinger);
+      if (leader_ && Clock::now() - lead_started_ >= kLinger) {
+        // A long lead (a receive() on a quiet client): sleep until it ends, which then wakes
+        // this thread (end_lead), so an idle client costs no wake-ups.
+        cv_.wait(lk.native());
+      } else {
+        // A short lead ends without waking this thread (that would cost the wake-up leading
+        // saves): it looks again when the period is over.
+        cv_.wait_until(lk.native(), leader_ ? lead_started_ + kLinger : linger_until_);
+      }
     }
     parked_ = false;
     resume_ = false;
     lk.unlock();
     const std::size_t ran = proto::run_one_with_busy_poll(io_, busy_poll_, std::chrono::hours(1));
     lk.lock();
-    if (ran == 0 && io_.stopped()) return;  // out of work: the client closed
+    if (ran == 0 && io_.stopped()) {  // out of work: the client closed
+      stopping_ = true;  // callers asking to lead now follow, as nothing parks any more
+      cv_.notify_all();
+      return;
+    }
   }
 }
 
 IoThread::Role IoThread::lead(Clock::time_point deadline) {
   UniqueLock lk(mu_);
-  if (!leader_ && !stopping_) {
+  if (!leader_ && !stopping_ && !io_.stopped()) {
     leader_ = true;
+    lead_started_ = Clock::now();
     if (parked_) return Role::kLeader;
     asio::post(io_, [] {});  // brings the thread out of its wait; it parks after this handler
     const bool parked = cv_.wait_until(lk.native(), deadline, [&] {
@@ -71,12 +82,15 @@ IoThread::Role IoThread::lead(Clock::time_point deadline) {
 void IoThread::end_lead(bool resume_now) {
   LockGuard lk(mu_);
   leader_ = false;
+  const auto now = Clock::now();
   if (resume_now || followers_ > 0) {
     resume_ = true;
     cv_.notify_all();
-  } else {
-    linger_until_ = Clock::now() + kLinger;
+    return;
   }
+  linger_until_ = now + kLinger;
+  // After a long lead the thread sleeps untimed (run()): wake it to start its linger.
+  if (now - lead_started_ >= kLinger) cv_.notify_all();
 }
 
 void IoThread::end_follow() {

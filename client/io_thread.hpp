@@ -13,7 +13,9 @@
 // calls then hands the loop back and forth for nothing) unless the leader asks it back at once:
 // when callbacks, asynchronous requests or followers need the loop while nobody waits. Work
 // posted from outside (a reconnect, a write to finish) and closing end the linger too. A parked
-// I/O thread checks its state every linger period, so the loop is never left unrun for longer.
+// I/O thread looks again when the linger ends, and after a lead of a linger period or more
+// the lead's end wakes it, so the loop is never left unrun for longer, and a caller waiting
+// long on a quiet client costs no periodic wake-ups.
 #pragma once
 
 #include <asio/io_context.hpp>
@@ -68,6 +70,7 @@ class IoThread {
   bool stopping_ UBROKER_GUARDED_BY(mu_) = false;
   int followers_ UBROKER_GUARDED_BY(mu_) = 0;
   Clock::time_point linger_until_ UBROKER_GUARDED_BY(mu_){};
+  Clock::time_point lead_started_ UBROKER_GUARDED_BY(mu_){};
   std::thread thread_;
 };
 

@@ -7,9 +7,11 @@
 //   client->publish("sensors.kitchen.temp", "21.5");
 //
 // Threads: every method may be called from any thread. By default the client runs its own
-// I/O thread, and subscription callbacks run on it, one at a time, in delivery order (or,
-// while an application thread waits in receive(), request() or flush(), on that thread: a
-// waiting thread reads the socket itself rather than be woken by the I/O thread); with
+// I/O thread, and callbacks (subscriptions, services, request_async, on_connection, on_error)
+// run on it, one at a time, in delivery order, or, while an application thread waits in a call
+// that waits for the broker (receive(), request(), flush()...), on that thread: a waiting
+// thread reads the socket itself rather than be woken by the I/O thread. So do not hold a lock
+// a callback takes while calling one of those; with
 // ConnectOptions::io they run on the application's io_context instead (which may be run by
 // several threads: each client's handlers run in a strand, one at a time). A callback may
 // publish and subscribe, but calls that wait for the broker do not wait on the I/O thread:
@@ -137,10 +139,10 @@ struct ConnectOptions {
   // connection is back (after the subscriptions are restored). Past the bound publish()
   // fails with kBufferFull. 0: publishes fail at once with kNotConnected.
   std::size_t offline_buffer_bytes = 0;
-  // Connection changes (see ConnectionEvent). Runs on the I/O thread.
+  // Connection changes (see ConnectionEvent). Runs where callbacks run (see Threads above).
   std::function<void(const ConnectionChange&)> on_connection;
   // Errors the broker reports about earlier calls that had no one waiting (e.g. a publish it
-  // refused). Runs on the I/O thread. When empty, such errors are written to stderr.
+  // refused). Runs where callbacks run (see Threads above). When empty, such errors are written to stderr.
   std::function<void(const Error&)> on_error;
   // Busy polling: whichever thread runs the client's loop (its own I/O thread, or a thread
   // waiting in receive(), request() or another call that waits for the broker and reads for

@@ -20,7 +20,9 @@
  * Threads: all functions may be called from any thread, on the same client at once, except
  * that ubroker_close must be the last call on its client (no call on it may run beside it or
  * follow it). Callbacks (messages, requests, connection events, errors) run on the client's
- * I/O thread, one at a time, in delivery order. A callback may publish, subscribe, reply and
+ * I/O thread, one at a time, in delivery order, or on an application thread while it waits in
+ * a call that waits for the broker (it reads the socket itself then), so do not hold a lock a
+ * callback takes while making such a call. A callback may publish, subscribe, reply and
  * unsubscribe (there without waiting for the broker), but a call that waits for an answer
  * (ubroker_request, ubroker_flush, ubroker_receive, ubroker_wait_for_responder) fails there at
  * once with UBROKER_E_INVALID_ARGUMENT. After ubroker_unsubscribe or ubroker_close returns, no

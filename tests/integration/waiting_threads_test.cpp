@@ -93,6 +93,26 @@ TEST(WaitingThreads, MessagesThatCameWhileNobodyWaitedAreReceivedInOrder) {
   }
 }
 
+TEST(WaitingThreads, APollingLoopOfZeroTimeoutReceivesGetsEveryMessage) {
+  BrokerProcess broker;
+  Client c = connect(broker, "polling");
+  auto s = c.subscribe("polled");
+  ASSERT_TRUE(s.has_value());
+  ASSERT_TRUE(c.flush(seconds(10)));  // a blocking call just ended: the I/O thread may linger
+  Client pub = connect(broker, "pub");
+  constexpr int kCount = 200;
+  for (int i = 0; i < kCount; ++i) ASSERT_TRUE(pub.publish("polled", std::to_string(i)));
+  // A game loop: poll, do a frame's work, poll again, never waiting.
+  int got = 0;
+  EXPECT_TRUE(eventually([&] {
+    while (auto m = c.receive(std::chrono::milliseconds(0))) {
+      EXPECT_EQ(text(m->payload()), std::to_string(got));
+      ++got;
+    }
+    return got == kCount;
+  })) << got;
+}
+
 TEST(WaitingThreads, CloseFromAnotherThreadEndsAWaitingReceive) {
   BrokerProcess broker;
   Client c = connect(broker, "closing");
