@@ -66,13 +66,15 @@ const char* header(natsMsg* msg, const char* key) {
 }
 
 // A NATS message's headers as ubroker header fields (views into `msg`), leaving out what ubroker
-// cannot carry; returns how many fields were left out.
+// cannot carry. `fields` is per-thread scratch (no allocation per message once warm).
 struct NatsHeaders {
-  std::vector<HeaderField> fields;
+  std::vector<HeaderField>& fields;
   std::uint64_t dropped = 0;
 };
 NatsHeaders headers_of(natsMsg* msg, bool keep_bridge_headers) {
-  NatsHeaders out;
+  thread_local std::vector<HeaderField> scratch;
+  scratch.clear();
+  NatsHeaders out{scratch};
   const char** keys = nullptr;
   int key_count = 0;
   if (natsMsgHeader_Keys(msg, &keys, &key_count) != NATS_OK) return out;
@@ -294,7 +296,8 @@ void Bridge::export_message(std::size_t index, const MessageView& m) {
   // What came in through a bridge (this one, or another on this host or on another cluster)
   // is never exported again: that is what keeps bridges from looping between them.
   if (m.sender.client_id == local_->id() || m.headers.get(kHop)) return;
-  const std::string subject = subject_of(m.topic);
+  thread_local std::string subject;  // scratch: no allocation per message once warm
+  subject.assign(config_.bridge.prefix).append(m.topic);
   const std::int64_t max_payload = natsConnection_GetMaxPayload(nats_.get());
   if (max_payload > 0 && static_cast<std::int64_t>(m.payload.size()) > max_payload) {
     if (worth_logging(++counters_.export_refused_too_large)) {
