@@ -214,9 +214,12 @@ bool record_rtt(const std::string& line, const Options& o, std::uint64_t count, 
 // In a closed loop with --limit, `ends` gets the same figures beside a second floor: the
 // relay hop with both ends waiting in epoll_wait before each read, as every event-driven
 // client (this library's included) waits, instead of blocking in read(). On some machines
-// that wait costs more than the whole hop; this pair shows how much.
+// that wait costs more than the whole hop; this pair shows how much. `lane` puts the same
+// figures beside a third floor: the round trip through shared-memory lanes with futex
+// wake-ups and no broker (floor_lane), where direct lanes aim.
 struct EpollEnds {
   Result p50, p99;
+  Result lane_p50, lane_p99;
 };
 
 // CPU seconds a process has used so far (user + system, from /proc; 0 when unreadable).
@@ -244,6 +247,9 @@ void latency64(const Options& o, Result& p50, Result& p99, EpollEnds& ends, Resu
   const std::string ends_note = api_note + "floor: epoll relay hop, its ends waiting in epoll too";
   ends.p50 = {"latency64", "RTT p50", "us", {}, {}, true, 0, 0, 0, ends_note};
   ends.p99 = {"latency64", "RTT p99", "us", {}, {}, true, 0, 0, 0, ends_note};
+  const std::string lane_note = api_note + "floor: futex lane round trip, no broker (where direct lanes aim)";
+  ends.lane_p50 = {"latency64", "RTT p50", "us", {}, {}, true, 0, 0, 0, lane_note};
+  ends.lane_p99 = {"latency64", "RTT p99", "us", {}, {}, true, 0, 0, 0, lane_note};
   cpu = {"latency64", "CPU s/100k RTT", "s", {}, {}, true, 0, 0, 0,
          api_note + fmt::format("broker, pinger and ponger together; busy poll {} us", o.busy_poll_us)};
   const std::uint64_t count = o.count ? o.count : 100000;
@@ -278,6 +284,11 @@ void latency64(const Options& o, Result& p50, Result& p99, EpollEnds& ends, Resu
       ends.p99.runs.push_back(p99.runs.back());
       ends.p50.floor_runs.push_back(static_cast<double>(f.p50) / 1000);
       ends.p99.floor_runs.push_back(static_cast<double>(f.p99) / 1000);
+      const Latency lane = floor_lane(o.warmup, count);
+      ends.lane_p50.runs.push_back(p50.runs.back());
+      ends.lane_p99.runs.push_back(p99.runs.back());
+      ends.lane_p50.floor_runs.push_back(static_cast<double>(lane.p50) / 1000);
+      ends.lane_p99.floor_runs.push_back(static_cast<double>(lane.p99) / 1000);
     }
   }
   if (!o.plot.empty()) {
@@ -531,6 +542,8 @@ int main(int argc, char** argv) {
     if (!ends.p50.floor_runs.empty()) {
       results.push_back(ends.p50);
       results.push_back(ends.p99);
+      results.push_back(ends.lane_p50);
+      results.push_back(ends.lane_p99);
     }
     if (o.cpu) results.push_back(cpu);
   }

@@ -79,6 +79,9 @@ class RelayFloor {
 Latency floor_relay(std::uint64_t warmup, std::uint64_t count, const std::string& histogram_csv = {},
                     bool ends_in_epoll = false);
 Throughput floor_throughput(std::uint64_t count, std::size_t size);
+// lane_floor.cpp: 64 B ping-pong between two processes through two shared-memory lanes with
+// futex wake-ups, no broker: the floor direct lanes aim at.
+Latency floor_lane(std::uint64_t warmup, std::uint64_t count);
 
 // --rate (open_loop.cpp): W1 sent on a fixed schedule, latency from each message's intended
 // send time (no coordinated omission); and the relay floor driven the same way.
