@@ -13,12 +13,11 @@
 #include <unordered_map>
 #include <vector>
 
+#include "ubroker/proto/string_hash.hpp"
+
 namespace ubroker::broker {
 
-struct StringHash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
-};
+using proto::StringHash;
 
 template <class T>
 class TopicIndex {

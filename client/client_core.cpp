@@ -431,7 +431,7 @@ void ClientCore::erase_sub_locked(std::uint64_t id) {
 void ClientCore::erase_answer_locked(std::uint64_t seq) {
   auto it = answers_.find(seq);
   if (it == answers_.end()) return;
-  if (it->second.callback) callback_work_.fetch_sub(1, std::memory_order_relaxed);
+  (void)take_answer_callback_locked(it->second);  // uncounted as callback work
   answers_.erase(it);
 }
 

@@ -344,7 +344,7 @@ void Bridge::on_nats_message(natsConnection*, natsSubscription*, natsMsg* msg, v
   NatsMsg owned(msg);
   const auto* sub = static_cast<NatsSub*>(closure);
   if (sub->service) {
-    sub->bridge->serve_request_from_nats(sub->index, owned.get());
+    sub->bridge->serve_request_from_nats(owned.get());
   } else {
     sub->bridge->import_message(sub->index, owned.get());
   }
@@ -455,14 +455,13 @@ void Bridge::forward_request_to_nats(Request r) {
   }
 }
 
-void Bridge::serve_request_from_nats(std::size_t index, natsMsg* msg) {
+void Bridge::serve_request_from_nats(natsMsg* msg) {
   const char* reply_to = natsMsg_GetReply(msg);
   if (reply_to == nullptr || *reply_to == '\0') return;  // a publish, not a request: nothing to answer
   const std::string_view subject = natsMsg_GetSubject(msg);
   const std::string_view topic = subject.substr(std::min(subject.size(), config_.bridge.prefix.size()));
   // No first-pattern rule here: the service subscriptions share one queue group, so NATS gives
   // each request to one of them (whichever matched), never to two.
-  (void)index;
   ++counters_.requests_from_nats;
   if (proto::is_reserved(topic)) {  // the broker's own services are not offered to NATS
     answer_nats_error(reply_to, Error{Errc::kNoResponders, "not served across the bridge"});

@@ -52,7 +52,6 @@ class Bridge {
   // this client's status to the local broker (brokerctl clients shows them). Call periodically.
   void tick();
 
-  void poll_nats_drops();
   // The NATS connection closed for good (not stopping): nothing will carry any more.
   [[nodiscard]] bool nats_closed_for_good() {
     std::lock_guard lk(closed_mu_);
@@ -75,8 +74,9 @@ class Bridge {
   std::expected<void, std::string> subscribe_nats(const std::string& pattern, std::size_t index, bool service);
   void export_message(std::size_t index, const MessageView& m);
   void import_message(std::size_t index, natsMsg* msg);
+  void poll_nats_drops();  // folds in what the NATS client dropped for slow subscriptions
   void forward_request_to_nats(Request r);
-  void serve_request_from_nats(std::size_t index, natsMsg* msg);
+  void serve_request_from_nats(natsMsg* msg);
   // Answers a NATS request with an error (Bridge-Error and the NATS micro headers).
   void answer_nats_error(const char* reply_to, const Error& e);
   [[nodiscard]] std::string subject_of(std::string_view topic) const { return config_.bridge.prefix + std::string(topic); }

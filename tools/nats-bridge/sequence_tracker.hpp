@@ -8,21 +8,16 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <mutex>
 #include <random>
 #include <string>
 #include <string_view>
-#include <unordered_map>
+
+#include "ubroker/proto/string_hash.hpp"
 
 namespace ubroker::bridge {
 
-struct StringHash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
-};
-template <class V>
-using StringMap = std::unordered_map<std::string, V, StringHash, std::equal_to<>>;
+using proto::StringMap;
 
 class SequenceNumbers {  // the exporting side
  public:
