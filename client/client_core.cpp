@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "headers.hpp"
+#include "library_thread.hpp"
 #include "ubroker/proto/busy_poll.hpp"
 #include "ubroker/proto/fd_socket.hpp"
 #include "ubroker/proto/frame_codec.hpp"
@@ -215,7 +216,7 @@ void ClientCore::fail(Error why) {
       ::shutdown(fd_.load(), SHUT_RDWR);
       notify({.event = ConnectionEvent::kDisconnected, .reason = why});
       reconnect_wanted_ = true;
-      if (!reconnector_.joinable()) reconnector_ = std::thread([this] { reconnect_loop(); });
+      if (!reconnector_.joinable()) reconnector_ = start_library_thread("ubroker-reconn", [this] { reconnect_loop(); });
       reconnect_cv_.notify_all();
     } else {
       notify({.event = ConnectionEvent::kClosed, .reason = why});  // before close_locked lets the I/O thread end

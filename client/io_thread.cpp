@@ -2,6 +2,7 @@
 
 #include <asio/post.hpp>
 
+#include "library_thread.hpp"
 #include "ubroker/proto/busy_poll.hpp"
 
 namespace ubroker::detail {
@@ -12,7 +13,7 @@ IoThread::~IoThread() {
 }
 
 void IoThread::start() {
-  thread_ = std::thread([this] { run(); });
+  thread_ = start_library_thread("ubroker-io", [this] { run(); });
 }
 
 void IoThread::stop() {

@@ -19,7 +19,9 @@
 // request and wait_for_responder fail at once with kInvalidArgument. With ConnectOptions::io
 // the same holds for any thread inside that context's run(); a call that waits from any other
 // thread runs the context itself meanwhile (its handlers and the application's), so the
-// application need not run it for the client's sake.
+// application need not run it for the client's sake. The threads the library starts (named
+// ubroker-io and ubroker-reconn) block every signal, so a signal sent to the process (Ctrl-C)
+// reaches one of the application's threads and interrupts what that thread is blocked in.
 //
 // Reconnecting: when the broker goes away, restarts or cuts this client off as a slow
 // consumer, the client dials again with exponential backoff and jitter (ReconnectOptions),

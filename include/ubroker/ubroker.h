@@ -27,6 +27,8 @@
  * (ubroker_request, ubroker_flush, ubroker_receive, ubroker_wait_for_responder) fails there at
  * once with UBROKER_E_INVALID_ARGUMENT. After ubroker_unsubscribe or ubroker_close returns, no
  * callback of that subscription or client runs any more, so `user` may be freed then.
+ * The threads the library starts (named ubroker-io and ubroker-reconn) block every signal,
+ * so a signal sent to the process (Ctrl-C) reaches one of the application's threads.
  *
  * Messages: the message a ubroker_message_fn receives is valid only during the call; keep it
  * with ubroker_message_copy. Messages from ubroker_receive and ubroker_request belong to the

@@ -3,9 +3,12 @@
 // own answer, callbacks keep running whoever runs the loop, and nothing is left unread when
 // nobody waits.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <atomic>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <string>
 #include <thread>
@@ -136,6 +139,48 @@ TEST(WaitingThreads, ALostConnectionIsNoticedWhileNobodyWaits) {
   ASSERT_TRUE(c->flush(seconds(10)));  // a blocking call, after which nobody waits
   broker.kill();
   EXPECT_TRUE(eventually([&] { return !c->connected(); }));
+}
+
+// A signal sent to the process (Ctrl-C's SIGINT) must reach the application's threads, not
+// one of the library's: there its handler would run while the application's own blocking
+// call went on (brokerctl `pub` sat in read() after Ctrl-C). Which thread the kernel picks
+// is a race, so this reads the masks of the library's threads, found by their names.
+struct ThreadMask {
+  std::string name;
+  std::uint64_t blocked = 0;
+};
+
+std::vector<ThreadMask> library_threads() {
+  std::vector<ThreadMask> found;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream status(task.path() / "status");
+    ThreadMask t;
+    for (std::string line; std::getline(status, line);) {
+      if (line.starts_with("Name:\t")) t.name = line.substr(6);
+      if (line.starts_with("SigBlk:")) t.blocked = std::stoull(line.substr(7), nullptr, 16);
+    }
+    if (t.name.starts_with("ubroker-")) found.push_back(t);
+  }
+  return found;
+}
+
+void expect_blocked(const std::vector<ThreadMask>& threads) {
+  for (const ThreadMask& t : threads) {
+    for (int sig : {SIGINT, SIGTERM, SIGUSR1}) {
+      EXPECT_NE(t.blocked & (std::uint64_t{1} << (sig - 1)), 0u) << t.name << " takes signal " << sig;
+    }
+  }
+}
+
+TEST(WaitingThreads, SignalsForTheProcessGoToTheApplicationsThreadsNotTheLibrarys) {
+  BrokerProcess broker;
+  Client c = connect(broker, "quiet");
+  ASSERT_TRUE(c.flush(seconds(10)));
+  ASSERT_EQ(library_threads().size(), 1u);  // the I/O thread
+  expect_blocked(library_threads());
+  broker.kill();  // the client's reconnect thread starts, and keeps trying
+  ASSERT_TRUE(eventually([&] { return library_threads().size() == 2; }));
+  expect_blocked(library_threads());
 }
 
 }  // namespace

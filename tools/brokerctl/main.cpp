@@ -66,7 +66,7 @@ std::optional<std::string> suggest_command(const CLI::App& app, int argc, char**
 int main(int argc, char** argv) {
   CLI::App app{
       "brokerctl: see and operate a live ubroker broker.\n"
-      "Exit codes: 0 success, 1 error reported by the broker (a refused publish or request included), 2 usage,\n"
+      "Exit codes: 0 success, 1 error reported by the broker (a refused publish or request included) or reading input,\n2 usage, "
       "3 no broker reachable, 130 interrupted before anything was sent."};
   app.fallthrough();  // options anywhere on the line: `brokerctl status -s PATH`
   app.set_version_flag("--version", std::string("brokerctl ") + UBROKER_VERSION);
@@ -174,8 +174,8 @@ int main(int argc, char** argv) {
     const int rc = app.exit(e);
     return rc == 0 ? kOk : kUsage;
   }
-  // Without SA_RESTART: a read of standard input returns at Ctrl-C, so nothing half-typed is
-  // sent. SIGPIPE is ignored: a closed standard output is seen as an error and ends `sub`.
+  // Without SA_RESTART: a blocking call returns at Ctrl-C (standard input is read through
+  // StdinInput, which cannot miss it), so nothing half-typed is sent. SIGPIPE is ignored: a closed standard output is seen as an error and ends `sub`.
   struct sigaction interrupt {};
   interrupt.sa_handler = [](int) { g_interrupted = true; };
   ::sigemptyset(&interrupt.sa_mask);

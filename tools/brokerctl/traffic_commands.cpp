@@ -2,36 +2,29 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
-#include <iostream>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include <fmt/format.h>
 
 #include "commands.hpp"
+#include "stdin_input.hpp"
 #include "text.hpp"
 
 namespace ubroker::ctl {
 
 using namespace std::chrono_literals;
 
-// All of `in`, or what was read until Ctrl-C (g_interrupted; the handlers do not restart reads).
-std::string read_all(std::FILE* in) {
-  std::string data;
-  char buf[65536];
-  while (!g_interrupted) {
-    const std::size_t n = std::fread(buf, 1, sizeof buf, in);
-    data.append(buf, n);
-    // A terminal's end of input (^D) is not sticky: once seen, it is the end.
-    if (std::feof(in)) break;
-    if (std::ferror(in)) {
-      if (errno != EINTR) break;
-      std::clearerr(in);  // a signal: g_interrupted says whether to go on
-    }
-  }
-  return data;
+// What reading standard input ended with, as an exit code; nullopt when it was read to its end.
+std::optional<int> input_failed(StdinInput::Got got) {
+  if (got == StdinInput::Got::kEnd) return std::nullopt;
+  if (got == StdinInput::Got::kInterrupted) return kInterrupted;
+  std::fprintf(stderr, "brokerctl: cannot read standard input: %s\n", std::strerror(errno));
+  return kBrokerError;
 }
 
 int cmd_pub(Context& ctx, const std::string& topic, const std::optional<std::string>& data, bool lines, bool retain) {
@@ -44,14 +37,27 @@ int cmd_pub(Context& ctx, const std::string& topic, const std::optional<std::str
   if (data) {
     if (auto e = publish(*data)) return *e;
   } else if (lines) {
-    for (std::string line; std::getline(std::cin, line) && !g_interrupted;) {
-      if (auto e = publish(line)) return *e;
+    StdinInput in;
+    std::string pending;
+    for (;;) {
+      const StdinInput::Got got = in.read_some(pending);
+      std::size_t start = 0;
+      for (std::size_t nl; (nl = pending.find('\n', start)) != std::string::npos; start = nl + 1) {
+        if (auto e = publish(std::string_view(pending).substr(start, nl - start))) return *e;
+      }
+      pending.erase(0, start);
+      if (got == StdinInput::Got::kData) continue;
+      if (auto e = input_failed(got)) return *e;
+      if (!pending.empty()) {  // a last line without its newline
+        if (auto e = publish(pending)) return *e;
+      }
+      break;
     }
   } else {
-    const std::string body = read_all(stdin);
+    std::string body;
     // Ctrl-C while typing sends nothing; so does Ctrl-D on an empty terminal (an empty
     // retained publish would clear the topic's value: that takes an explicit DATA of "").
-    if (g_interrupted) return kInterrupted;
+    if (auto e = input_failed(StdinInput().read_to_end(body))) return *e;
     if (body.empty() && ::isatty(STDIN_FILENO)) {
       std::fprintf(stderr, "brokerctl: nothing to publish (to publish an empty message, give DATA as \"\")\n");
       return kUsage;
@@ -104,7 +110,12 @@ int cmd_sub(Context& ctx, const std::string& pattern, std::uint64_t count, SubOu
 
 int cmd_req(Context& ctx, const std::string& topic, const std::optional<std::string>& data, int timeout_ms) {
   if (auto e = ctx.connect("brokerctl-req")) return *e;
-  const std::string body = data ? *data : read_all(stdin);
+  std::string body;
+  if (data) {
+    body = *data;
+  } else if (auto e = input_failed(StdinInput().read_to_end(body))) {
+    return *e;
+  }
   const auto headers = ctx.headers();
   auto r = ctx.client->request(topic, body,
                                ubroker::RequestOptions{.timeout = std::chrono::milliseconds(timeout_ms), .headers = headers});
