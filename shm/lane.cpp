@@ -1,8 +1,12 @@
 #include "ubroker/shm/lane.hpp"
 
 #include <fcntl.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <cstring>
+#include <string>
+#include <string_view>
 #include <memory>
 #include <system_error>
 
@@ -26,6 +30,15 @@ const char* check_lane_fd(int fd, std::uint64_t size) {
   return nullptr;
 }
 
+const char* check_wake_fd(int fd) {
+  char link[64];
+  const std::string path = "/proc/self/fd/" + std::to_string(fd);
+  const ssize_t n = ::readlink(path.c_str(), link, sizeof link - 1);
+  if (n < 0) return "the fd cannot be inspected";
+  if (std::string_view(link, static_cast<std::size_t>(n)) != "anon_inode:[eventfd]") return "not an eventfd";
+  return nullptr;
+}
+
 // ---- the publisher's end ------------------------------------------------------------------
 
 Result<LaneWriter> LaneWriter::create(std::uint64_t capacity) {
@@ -42,8 +55,10 @@ Result<LaneWriter> LaneWriter::create(std::uint64_t capacity) {
   return LaneWriter(std::move(*data), std::move(*map), capacity);
 }
 
-Result<void> LaneWriter::attach(int ack_fd) {
+Result<void> LaneWriter::attach(int ack_fd, UniqueFd wake) {
   if (check_lane_fd(ack_fd, kLaneAckBytes) != nullptr) return std::unexpected(std::make_error_code(std::errc::invalid_argument));
+  if (wake && check_wake_fd(wake.get()) != nullptr) return std::unexpected(std::make_error_code(std::errc::invalid_argument));
+  wake_ = std::move(wake);
   auto map = Mapping::map(ack_fd, kLaneAckBytes, Access::kReadOnly);
   if (!map) return std::unexpected(map.error());
   ack_map_ = std::move(*map);
@@ -65,33 +80,61 @@ std::optional<std::uint64_t> LaneWriter::read_pos() noexcept {
   return r;
 }
 
-Result<LaneWriter::Push> LaneWriter::try_push(std::span<const std::byte> payload) {
+Result<std::optional<std::span<std::byte>>> LaneWriter::try_reserve(std::uint64_t size) {
   if (violation_ != nullptr || !ack_map_) return protocol_error();
-  if (payload.size() > max_payload()) return std::unexpected(std::make_error_code(std::errc::message_size));
+  if (size > max_payload()) return std::unexpected(std::make_error_code(std::errc::message_size));
   const auto r = read_pos();
   if (!r) return protocol_error();
-  const std::uint64_t bytes = lane_record_bytes(payload.size());
+  const std::uint64_t bytes = lane_record_bytes(size);
   const std::uint64_t at = write_pos_ % capacity_;
   const std::uint64_t to_end = capacity_ - at;
   // A record that would wrap goes after a padding record that fills the end of the ring.
   const std::uint64_t padding = bytes > to_end ? to_end : 0;
-  if (write_pos_ + padding + bytes - *r > capacity_) return Push::kFull;
+  if (write_pos_ + padding + bytes - *r > capacity_) return std::optional<std::span<std::byte>>();
   if (padding != 0) {
     const LaneRecord pad{.length = static_cast<std::uint32_t>(padding - sizeof(LaneRecord)), .kind = kLanePadding};
     std::memcpy(ring() + at, &pad, sizeof pad);
-    write_pos_ += padding;
+    write_pos_ += padding;  // made visible with the record after it
   }
+  reserved_ = size;
+  return std::optional(std::span<std::byte>(ring() + write_pos_ % capacity_ + sizeof(LaneRecord), size));
+}
+
+void LaneWriter::publish(LaneRecordKind kind) noexcept {
   std::byte* rec = ring() + write_pos_ % capacity_;
-  const LaneRecord head{.length = static_cast<std::uint32_t>(payload.size()), .kind = kLaneMessage};
+  const LaneRecord head{.length = static_cast<std::uint32_t>(reserved_), .kind = kind};
   std::memcpy(rec, &head, sizeof head);
-  if (!payload.empty()) std::memcpy(rec + sizeof head, payload.data(), payload.size());
-  write_pos_ += bytes;
+  write_pos_ += lane_record_bytes(reserved_);
   LaneHeader& h = header();
-  h.accepted.fetch_add(1, std::memory_order_relaxed);
+  if (kind == kLaneMessage) h.accepted.fetch_add(1, std::memory_order_relaxed);
   h.write_pos.store(write_pos_, std::memory_order_release);
   // Dekker with the reader: it sets reader_waiting, then re-reads write_pos before sleeping.
   h.write_seq.fetch_add(1, std::memory_order_seq_cst);
-  if (ack().reader_waiting.load(std::memory_order_seq_cst) != 0) (void)futex_wake(h.write_seq, 1);
+  if (ack().reader_waiting.load(std::memory_order_seq_cst) == 0) return;
+  if (wake_) {
+    const std::uint64_t one = 1;
+    // EAGAIN (the counter is full) still leaves the eventfd readable: the reader wakes.
+    (void)!::write(wake_.get(), &one, sizeof one);
+  } else {
+    (void)futex_wake(h.write_seq, 1);
+  }
+}
+
+Result<LaneWriter::Push> LaneWriter::try_push(std::span<const std::byte> payload) {
+  auto room = try_reserve(payload.size());
+  if (!room) return std::unexpected(room.error());
+  if (!*room) return Push::kFull;
+  if (!payload.empty()) std::memcpy((*room)->data(), payload.data(), payload.size());
+  commit();
+  return Push::kWritten;
+}
+
+Result<LaneWriter::Push> LaneWriter::try_push_fence(std::uint64_t number) {
+  auto room = try_reserve(sizeof number);
+  if (!room) return std::unexpected(room.error());
+  if (!*room) return Push::kFull;
+  std::memcpy((*room)->data(), &number, sizeof number);
+  publish(kLaneFence);
   return Push::kWritten;
 }
 
@@ -159,6 +202,7 @@ Result<std::optional<std::span<const std::byte>>> LaneReader::peek() {
       continue;
     }
     peeked_bytes_ = lane_record_bytes(r.length);
+    peeked_fence_ = r.kind == kLaneFence;
     return std::optional(std::span<const std::byte>(ring() + read_pos_ % capacity_ + sizeof r, r.length));
   }
 }
@@ -168,10 +212,16 @@ void LaneReader::consume() noexcept {
   read_pos_ += peeked_bytes_;
   peeked_bytes_ = 0;
   LaneAck& a = ack();
-  a.delivered.fetch_add(1, std::memory_order_relaxed);
+  if (!peeked_fence_) a.delivered.fetch_add(1, std::memory_order_relaxed);
   a.read_pos.store(read_pos_, std::memory_order_release);
   a.read_seq.fetch_add(1, std::memory_order_seq_cst);
   if (header().writer_waiting.load(std::memory_order_seq_cst) != 0) (void)futex_wake(a.read_seq, 1);
+}
+
+bool LaneReader::arm() noexcept {
+  if (!data_map_) return true;
+  ack().reader_waiting.store(1, std::memory_order_seq_cst);
+  return header().write_pos.load(std::memory_order_seq_cst) == read_pos_;
 }
 
 Result<bool> LaneReader::wait_for_message(std::chrono::nanoseconds timeout) {

@@ -3,6 +3,8 @@
 // side refusing every field the other could corrupt.
 #include <gtest/gtest.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -42,6 +44,47 @@ std::string next_text(LaneReader& r) {
   std::string t = text_of(**m);
   r.consume();
   return t;
+}
+
+TEST(Lane, FencesAreRecordsOfTheirOwnAndAnArmedReaderIsWokenThroughItsEventfd) {
+  auto w = LaneWriter::create(4096);
+  auto r = LaneReader::create();
+  ASSERT_TRUE(w && r);
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe(pipe_fds), 0);
+  UniqueFd pipe_read(pipe_fds[0]);
+  UniqueFd pipe_write(pipe_fds[1]);
+  EXPECT_STREQ(check_wake_fd(pipe_write.get()), "not an eventfd");
+  EXPECT_FALSE(w->attach(r->ack_fd(), std::move(pipe_write)));
+  UniqueFd wake(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  ASSERT_TRUE(wake);
+  UniqueFd writer_copy(::dup(wake.get()));
+  ASSERT_TRUE(w->attach(r->ack_fd(), std::move(writer_copy)));
+  ASSERT_TRUE(r->attach(w->data_fd(), 4096));
+  auto readable = [&] {
+    pollfd p{.fd = wake.get(), .events = POLLIN, .revents = 0};
+    return ::poll(&p, 1, 0) == 1;
+  };
+  ASSERT_EQ(w->try_push(bytes_of("before")).value(), LaneWriter::Push::kWritten);
+  EXPECT_FALSE(readable()) << "a reader that is not armed is not woken";
+  EXPECT_FALSE(r->arm()) << "arming with a message there says read instead";
+  r->disarm();
+  EXPECT_EQ(next_text(*r), "before");
+  EXPECT_TRUE(r->arm());
+  ASSERT_EQ(w->try_push_fence(7).value(), LaneWriter::Push::kWritten);
+  EXPECT_TRUE(readable());
+  r->disarm();
+  auto f = r->peek();
+  ASSERT_TRUE(f && *f);
+  EXPECT_TRUE(r->peeked_fence());
+  std::uint64_t number = 0;
+  std::memcpy(&number, (*f)->data(), sizeof number);
+  EXPECT_EQ(number, 7u);
+  r->consume();
+  ASSERT_EQ(w->try_push(bytes_of("after")).value(), LaneWriter::Push::kWritten);
+  EXPECT_EQ(next_text(*r), "after");
+  EXPECT_FALSE(r->peeked_fence());
+  EXPECT_EQ(r->delivered(), 2u) << "fences are not messages";
 }
 
 TEST(Lane, MessagesArriveInOrderAroundTheEndOfTheRing) {

@@ -25,19 +25,30 @@ namespace ubroker::shm {
 // Checks an fd the other side (through the broker) handed over for a lane segment: a memfd of
 // exactly `size` bytes, sealed against shrink, grow and new writable mappings.
 [[nodiscard]] const char* check_lane_fd(int fd, std::uint64_t size);
+// Checks an fd handed over to wake a lane's subscriber: an eventfd (a write to anything else
+// could block or reach a file).
+[[nodiscard]] const char* check_wake_fd(int fd);
 
 class LaneWriter {
  public:
   // A new data segment for a ring of `capacity` bytes (valid_lane_capacity), mapped and sealed.
   [[nodiscard]] static Result<LaneWriter> create(std::uint64_t capacity);
   [[nodiscard]] int data_fd() const noexcept { return data_.fd(); }
-  // The subscriber's ack segment: checked (check_lane_fd), then mapped read-only.
-  [[nodiscard]] Result<void> attach(int ack_fd);
+  // The subscriber's ack segment: checked (check_lane_fd), then mapped read-only. `wake`: the
+  // subscriber's eventfd (check_wake_fd), written when it sleeps; without one, a futex wake
+  // on write_seq (a subscriber in wait_for_message).
+  [[nodiscard]] Result<void> attach(int ack_fd, UniqueFd wake = {});
 
   enum class Push { kWritten, kFull };
   // Writes one message if it fits now. Errors: message_size (longer than the ring can ever
   // hold), protocol_error (a violation).
   [[nodiscard]] Result<Push> try_push(std::span<const std::byte> payload);
+  // The same in two steps, so the message is written in place: room for `size` bytes (empty
+  // nullopt when the lane is full now), then commit() publishes exactly those bytes.
+  [[nodiscard]] Result<std::optional<std::span<std::byte>>> try_reserve(std::uint64_t size);
+  void commit() noexcept { publish(kLaneMessage); }
+  // Writes fence `number` (lane_layout.hpp) if it fits now.
+  [[nodiscard]] Result<Push> try_push_fence(std::uint64_t number);
   // Waits until the subscriber makes room (or `timeout`): true if it may have.
   [[nodiscard]] Result<bool> wait_for_room(std::chrono::nanoseconds timeout);
   void count_dropped() noexcept { header().dropped.fetch_add(1, std::memory_order_relaxed); }
@@ -53,10 +64,14 @@ class LaneWriter {
   // The subscriber's read position, checked; nullopt after a violation.
   [[nodiscard]] std::optional<std::uint64_t> read_pos() noexcept;
   Result<void> fail(const char* why) noexcept;
+  // Makes the record reserved last visible and wakes the subscriber if it sleeps.
+  void publish(LaneRecordKind kind) noexcept;
 
   Memfd data_;
   Mapping map_;
   Mapping ack_map_;
+  UniqueFd wake_;
+  std::uint64_t reserved_ = 0;  // payload bytes of the record try_reserve made room for
   std::uint64_t capacity_;
   std::uint64_t write_pos_ = 0;  // ours: the shared copy is only for the subscriber
   std::uint64_t last_read_pos_ = 0;
@@ -72,13 +87,26 @@ class LaneReader {
   // checked (check_lane_fd), then mapped read-only.
   [[nodiscard]] Result<void> attach(int data_fd, std::uint64_t capacity);
 
-  // The next message, valid until consume(); nullopt when none is there yet. Errors:
-  // protocol_error (a violation).
+  // The next record, valid until consume(); nullopt when none is there yet. A message, or a
+  // fence (peeked_fence() says which; its 8 bytes are its number). Errors: protocol_error
+  // (a violation).
   [[nodiscard]] Result<std::optional<std::span<const std::byte>>> peek();
-  // Done with the message peek() returned: its space goes back to the publisher.
+  [[nodiscard]] bool peeked_fence() const noexcept { return peeked_fence_; }
+  // Done with the record peek() returned: its space goes back to the publisher.
   void consume() noexcept;
   // Sleeps until the publisher writes (or `timeout`): true if it may have.
   [[nodiscard]] Result<bool> wait_for_message(std::chrono::nanoseconds timeout);
+  // For a subscriber that sleeps elsewhere (epoll, on the eventfd it gave the publisher):
+  // arm() says it is about to sleep, so the publisher's next write wakes it, and returns
+  // false if something came meanwhile (then it reads instead, after disarm()).
+  [[nodiscard]] bool arm() noexcept;
+  void disarm() noexcept { ack().reader_waiting.store(0, std::memory_order_relaxed); }
+  // Whether the publisher wrote past what was read (its position is only compared).
+  [[nodiscard]] bool has_unread() const noexcept {
+    return data_map_ && header().write_pos.load(std::memory_order_acquire) != read_pos_;
+  }
+  // Messages consumed (fences not counted).
+  [[nodiscard]] std::uint64_t delivered() const noexcept { return ack().delivered.load(std::memory_order_relaxed); }
   [[nodiscard]] const char* violation() const noexcept { return violation_; }
 
  private:
@@ -94,6 +122,7 @@ class LaneReader {
   std::uint64_t capacity_ = 0;
   std::uint64_t read_pos_ = 0;     // ours: the shared copy is only for the publisher
   std::uint64_t peeked_bytes_ = 0; // the record peek() returned (0: none)
+  bool peeked_fence_ = false;
   const char* violation_ = nullptr;
 };
 

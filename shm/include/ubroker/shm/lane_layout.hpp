@@ -62,7 +62,11 @@ static_assert(std::is_standard_layout_v<LaneAck>);
 static_assert(sizeof(LaneAck) <= kLaneAckBytes);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
-enum LaneRecordKind : std::uint32_t { kLaneMessage = 1, kLanePadding = 2 };
+// A fence (8 bytes: its number) marks where the publisher took a new route: the subscriber
+// reads past it only once the broker's matching LANE_FENCE came in on the socket, so order is
+// kept where a publisher's messages move between the broker and the lane. Not a message: not
+// counted in `accepted` or `delivered`.
+enum LaneRecordKind : std::uint32_t { kLaneMessage = 1, kLanePadding = 2, kLaneFence = 3 };
 
 struct LaneRecord {
   std::uint32_t length;  // payload bytes (kLaneMessage), or padding bytes after this header
@@ -91,7 +95,8 @@ static_assert(sizeof(LaneRecord) == 8);
 [[nodiscard]] constexpr const char* check_record(const LaneRecord& r, std::uint64_t read_pos, std::uint64_t write_pos,
                                                  std::uint64_t capacity) noexcept {
   if (write_pos - read_pos < sizeof(LaneRecord)) return "a record header past the write position";
-  if (r.kind != kLaneMessage && r.kind != kLanePadding) return "a record of unknown kind";
+  if (r.kind != kLaneMessage && r.kind != kLanePadding && r.kind != kLaneFence) return "a record of unknown kind";
+  if (r.kind == kLaneFence && r.length != sizeof(std::uint64_t)) return "a fence record that is not 8 bytes";
   const std::uint64_t bytes = lane_record_bytes(r.length);
   const std::uint64_t to_end = capacity - read_pos % capacity;
   if (bytes > to_end) return "a record that wraps around the end of the ring";
