@@ -30,7 +30,7 @@ std::uint64_t number_of(std::span<const std::byte> p) {
   return n;
 }
 
-// Said here so these tests test lanes whatever the default.
+// Lanes are on by default; said here so these tests keep testing them whatever the default.
 const std::string kLanesOn = "[lanes]\nenabled = true\n";
 
 void expect_books_balance(const wire::BrokerStatus& st) {
