@@ -90,7 +90,6 @@ class Lanes {
     std::uint64_t delivered = 0;      // taken out by subscribers
     std::uint64_t dropped = 0;        // dropped by publishers at a full DROP lane
     std::uint64_t lost = 0;           // left in lanes that closed broken or with a reader gone
-    std::uint64_t fds = 0;            // held for lanes being set up
     [[nodiscard]] std::uint64_t queued() const noexcept { return accepted - delivered - dropped - lost; }
   };
   // Totals over the open lanes (read now) and the closed ones.
