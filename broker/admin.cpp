@@ -53,7 +53,6 @@ wire::BrokerStatus Broker::status() const {
   st.set_lane_dropped(lanes.dropped);
   st.set_lane_lost(lanes.lost);
   st.set_lane_queued(lanes.queued());
-  st.set_lane_fds(lanes.fds);
   st.set_retained_topics(retained_.size());
   st.set_retained_bytes(retained_.bytes());
   st.set_retained_evicted(retained_.evicted());

@@ -536,9 +536,7 @@ void Lanes::sweep(Clock::time_point now) {
 Lanes::Books Lanes::books() const {
   Books b = retired_;
   b.opened = broker_.stats().lanes_opened;
-  b.fds = 0;
   for (const auto& [id, lane] : lanes_) {
-    b.fds += (lane.data ? 1 : 0) + (lane.ack ? 1 : 0) + (lane.wake ? 1 : 0);
     if (lane.state != State::kOpen) continue;
     ++b.open;
     // Read from segments the clients write: kept consistent, never trusted beyond that.
