@@ -446,17 +446,8 @@ Result<void> ClientCore::publish(std::string_view topic, std::span<const std::by
   // outgoing bytes comes first, outside the lanes' lock (the loop takes that lock to change
   // routes, and the loop is what makes room).
   wait_for_send_room();
-  return lane_pub_.publish(topic, headers, payload, options_.timeout, [&](bool laned) {
-    if (!laned) return send_publish(topic, false, headers, payload, false);
-    // Marked: after a reconnect it is not sent again, since its lane subscribers may have it.
-    thread_local wire::Header h;
-    h.Clear();
-    h.set_type(wire::PUBLISH);
-    h.set_topic(topic.data(), topic.size());
-    h.set_value(kAlsoByLane);
-    if (!headers.empty()) (void)h.mutable_headers()->ParseFromArray(headers.data(), static_cast<int>(headers.size()));
-    return send_frame(h, payload, -1, false);
-  });
+  return lane_pub_.publish(topic, headers, payload, options_.timeout,
+                           [&] { return send_publish(topic, false, headers, payload, false); });
 }
 
 void ClientCore::more_callback_work() noexcept {

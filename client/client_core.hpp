@@ -231,8 +231,6 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   // A control frame with fds the frame owns from now on (closed once it is out, or dropped).
   Result<void> send_frame_with_fds(const wire::Header& h, std::span<UniqueFd> owned);
   static constexpr std::size_t kMaxFdsPerFrame = 2;
-  // PUBLISH.value of a message that also went by lane (ubroker.proto).
-  static constexpr std::uint64_t kAlsoByLane = 1;
   // A plain PUBLISH, its head written by hand (proto/message_head.hpp).
   Result<void> send_publish(std::string_view topic, bool retain, std::span<const std::byte> headers,
                             std::span<const std::byte> payload, bool may_wait = true);

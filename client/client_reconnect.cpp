@@ -181,12 +181,10 @@ void ClientCore::rebuild_outgoing_locked() {
   if (status_) append_frame(out, *status_, {});
   std::uint64_t carried = 0;
   for_each_unsent_frame_locked([&](const wire::Header& h, std::span<const std::byte> payload) {
-    if (is_plain_publish(h) && h.value() != kAlsoByLane) {
+    if (is_plain_publish(h)) {
       append_frame(out, h, payload);
       ++carried;
     } else if (h.type() == wire::PUBLISH) {
-      // Its segment was the old broker's, or its lane subscribers may have it: sent again, it
-      // could reach them twice.
       counters_.publishes_discarded.fetch_add(1, std::memory_order_relaxed);  // its segment was the old broker's
     }
     // Other frames (answers awaited, releases, replies) belonged to the old connection.

@@ -63,8 +63,7 @@ class LanePublisher {
   }
 
   // Any thread: a plain publish. Writes it into the lanes its topic's route names and calls
-  // `to_broker(laned)` when the broker needs it too (no route, or receivers without a lane);
-  // `laned`: some lane has it already.
+  // `to_broker` when the broker needs it too (no route, or receivers without a lane).
   // `blocked_for`: the most a full lane of lossless subscriptions holds this call back.
   template <class ToBroker>
   Result<void> publish(std::string_view topic, std::span<const std::byte> headers, std::span<const std::byte> payload,
@@ -75,13 +74,13 @@ class LanePublisher {
     const auto deadline = std::chrono::steady_clock::now() + blocked_for;
     for (;;) {
       const Route* r = cut_.load(std::memory_order_acquire) ? nullptr : find_locked(topic);
-      if (r == nullptr) return to_broker(!written.empty());
+      if (r == nullptr) return to_broker();
       const Written w = write_locked(*r, topic, headers, payload, deadline, written);
       if (w.give_up != 0) {  // that lane's subscriptions get it through the broker: go round
         give_up_locked(w.give_up, w.why, w.broken);
         continue;
       }
-      if (w.full == nullptr) return r->via_broker ? to_broker(!written.empty()) : Result<void>{};
+      if (w.full == nullptr) return r->via_broker ? to_broker() : Result<void>{};
       // A lossless subscriber is behind: wait for it without the lock, so the loop can change
       // routes meanwhile, then go on under whatever route holds by then (a lane that left the
       // route is the broker's to carry; one already written is not written again).
