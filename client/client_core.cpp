@@ -231,11 +231,9 @@ void ClientCore::fail(Error why) {
     link_.store(LinkState::kReconnecting, std::memory_order_release);  // kClosed below if it is final
     // The lanes were this connection's: publishes go to the broker (or the offline buffer).
     lane_pub_.cut();
-    post_to_strand([weak = weak_from_this()] {  // not a strong one: a loop that never runs again would keep it
-      if (auto self = weak.lock()) {
-        self->lane_pub_.close_all();
-        self->lane_sub_.close_all();
-      }
+    post_to_strand([self = shared_from_this()] {
+      self->lane_pub_.close_all();
+      self->lane_sub_.close_all();
     });
     disconnect_reason_ = why;
     orphans = orphan_answers_locked(gone);
