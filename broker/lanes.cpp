@@ -101,15 +101,7 @@ bool Lanes::update(Session& publisher, const std::string& topic, TopicRoute& rou
     route.sent.receivers = std::move(want.receivers);
     return false;
   }
-  if (route.unacked.size() >= kMaxUnackedRoutes) {
-    // Sent once the publisher has taken some (route_taken); the subscription waits for it.
-    route.dirty = true;
-    if (wait != 0) {
-      route.waiting.push_back(wait);
-      ++waits_[wait].routes;
-    }
-    return false;
-  }
+  if (route.unacked.size() >= kMaxUnackedRoutes) return false;  // the deadline in sweep() deals with it
   route.sent = want;
   route.unacked.emplace_back(++route.version, std::move(want));
   route.sent_at = Clock::now();
@@ -208,7 +200,7 @@ bool Lanes::route_taken(Session& from, const wire::Header& h) {
     auto it = lanes_.find(f.lane());
     if (it == lanes_.end()) continue;  // closed meanwhile
     Lane& lane = it->second;
-    if (lane.publisher != from.id() || lane.state != State::kOpen) {
+    if (lane.publisher != from.id()) {
       from.cut_off(wire::PROTOCOL_ERROR, fmt::format("LANE_ROUTE_ACK names lane {}, which this client does not write", f.lane()));
       return false;
     }
@@ -247,10 +239,6 @@ bool Lanes::route_taken(Session& from, const wire::Header& h) {
     for (const std::uint64_t id : t.sub_ids) route->skip.push_back({t.subscriber, id});
   }
   std::sort(route->skip.begin(), route->skip.end());
-  if (route->dirty && route->unacked.size() < kMaxUnackedRoutes) {
-    route->dirty = false;
-    (void)update(from, h.topic(), *route, 0);
-  }
   if (!marks_only && route->unacked.empty()) release_waits(*route);
   for (const Ending& e : ending) close(e.lane, e.why, e.broken);
   return true;
@@ -469,17 +457,15 @@ void Lanes::error_reported(Session& from, const wire::Header& h) {
   auto it = lanes_.find(h.lane().id());
   if (it == lanes_.end() || (it->second.publisher != from.id() && it->second.subscriber != from.id())) return;
   const bool by_pub = it->second.publisher == from.id();
-  // A publisher may give its lane up (a message larger than it, a fence it could not write):
-  // the subscriber reads what is in it first. Anything the subscriber reports broke it.
-  const bool broken = !by_pub || h.lane().broken();
   close(it->first,
-        fmt::format("the {} {}: {}", by_pub ? "publisher" : "subscriber", broken ? "reported a violation" : "gave it up",
+        fmt::format("the {} reported a violation: {}", by_pub ? "publisher" : "subscriber",
                     printable(h.lane().reason(), kMaxReason)),
-        broken);
+        true);
 }
 
 void Lanes::sweep(Clock::time_point now) {
   std::vector<std::pair<std::uint64_t, std::string>> to_close;
+  std::vector<std::uint64_t> slow;
   for (auto& [id, lane] : lanes_) {
     if (lane.state == State::kOffered) {
       if (now - lane.offered_at > kSetupDeadline) to_close.emplace_back(id, "its setup did not finish within 5 s");
@@ -494,19 +480,22 @@ void Lanes::sweep(Clock::time_point now) {
     } else if (lane.stalled_since == Clock::time_point::max()) {
       lane.stalled_since = now;
     } else if (now - lane.stalled_since > config_.timeouts.slow_consumer) {
-      // Not read for that long (a subscriber that stopped reading, or a publisher whose bytes
-      // stopped it): the lane goes, what it held is counted lost, and the pair's traffic goes
-      // through the broker, whose slow-consumer rules apply from then on.
-      to_close.emplace_back(id, "its subscriber did not read it for timeouts.slow_consumer_ms");
+      slow.push_back(lane.subscriber);
     }
   }
   for (auto& [id, why] : to_close) close(id, why, true);
+  for (const std::uint64_t s : slow) {
+    if (Session* sub = broker_.find(s)) {
+      ++broker_.stats().slow_consumer_disconnects;
+      sub->cut_off(wire::SLOW_CONSUMER, "a direct lane to this client was not read (timeouts.slow_consumer_ms)");
+    }
+  }
   // A publisher that does not take its route changes holds back subscriptions: it loses its
   // lanes, and its topics go through the broker.
   std::vector<std::uint64_t> stuck;
   for (auto& [id, pub] : publishers_) {
     for (auto& [topic, route] : pub.topics) {
-      if (!route.unacked.empty() && now - route.sent_at > config_.timeouts.slow_consumer + kRouteDeadline) {
+      if (!route.unacked.empty() && now - route.sent_at > kRouteDeadline) {
         stuck.push_back(id);
         break;
       }
@@ -517,7 +506,7 @@ void Lanes::sweep(Clock::time_point now) {
     if (auto s = by_session_.find(id); s != by_session_.end()) {
       const std::vector<std::uint64_t> ids = s->second;
       for (const std::uint64_t lane_id : ids) {
-        if (lanes_.at(lane_id).publisher == id) close(lane_id, "its publisher did not take a route change in time", false);
+        if (lanes_.at(lane_id).publisher == id) close(lane_id, "its publisher did not take a route change within 2 s", true);
       }
     }
     for (auto& [topic, route] : publishers_[id].topics) {

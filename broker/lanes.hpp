@@ -144,10 +144,6 @@ class Lanes {
     LaneFilter filter{&skip, &taken.receivers};
     std::vector<std::uint64_t> waiting;  // subscriptions (wait ids) waiting for this version to be taken
     Clock::time_point sent_at;
-    bool dirty = false;  // a change not sent yet (kMaxUnackedRoutes versions in flight)
-    TopicRoute() = default;
-    TopicRoute(const TopicRoute&) = delete;  // `filter` points into it
-    TopicRoute& operator=(const TopicRoute&) = delete;
   };
   struct Publisher {
     std::unordered_map<std::string, TopicRoute, proto::StringHash, std::equal_to<>> topics;
@@ -161,8 +157,6 @@ class Lanes {
   static constexpr std::size_t kMaxRoutedTopics = 256;  // per publisher
   static constexpr std::size_t kMaxUnackedRoutes = 16;  // per publisher and topic
   static constexpr std::chrono::seconds kSetupDeadline{5};
-  // How long a publisher may take to take a route, beyond timeouts.slow_consumer_ms (its ack
-  // can wait behind a publish the broker holds back for that long).
   static constexpr std::chrono::seconds kRouteDeadline{2};
 
   [[nodiscard]] RouteState desired(const Session& publisher, std::string_view topic);

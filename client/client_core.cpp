@@ -230,7 +230,6 @@ void ClientCore::fail(Error why) {
     if (!connected()) return;  // closed, or this connection already counted
     link_.store(LinkState::kReconnecting, std::memory_order_release);  // kClosed below if it is final
     // The lanes were this connection's: publishes go to the broker (or the offline buffer).
-    lane_pub_.cut();
     post_to_strand([self = shared_from_this()] {
       self->lane_pub_.close_all();
       self->lane_sub_.close_all();
@@ -444,8 +443,10 @@ Result<void> ClientCore::publish(std::string_view topic, std::span<const std::by
   // outgoing bytes comes first, outside the lanes' lock (the loop takes that lock to change
   // routes, and the loop is what makes room).
   wait_for_send_room();
-  return lane_pub_.publish(topic, headers, payload, options_.timeout,
-                           [&] { return send_publish(topic, false, headers, payload, false); });
+  auto sent = lane_pub_.publish(topic, headers, payload, options_.timeout,
+                                [&] { return send_publish(topic, false, headers, payload, false); });
+  if (lane_pub_.has_violations()) report_lane_violations();
+  return sent;
 }
 
 void ClientCore::more_callback_work() noexcept {

@@ -275,7 +275,8 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   // Direct lanes (client_lanes.cpp): a LANE_* frame from the broker; a lane this end found
   // broken (LANE_ERROR); what the subscribing end calls back.
   void lane_frame(const wire::Header& h);
-  void report_lane(std::uint64_t lane, std::string_view why, bool broken = true);
+  void report_lane(std::uint64_t lane, std::string_view why);
+  void report_lane_violations();
   LaneSubscriber::Hooks lane_hooks();
   void deliver_request(const wire::Header& h, std::span<const std::byte> payload);
   void answer(const wire::Header& h, std::span<const std::byte> payload);
@@ -429,7 +430,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
 
   // ---- The lanes this client writes: their own lock (lane_publisher.hpp), taken before
   // write_mu_ (a publish hands the broker its copy under it) ----
-  LanePublisher lane_pub_{[this](std::uint64_t lane, const char* why, bool broken) { report_lane(lane, why, broken); }};
+  LanePublisher lane_pub_;
 
   // ---- ring_mu_: this client's shared-memory ring, made on first use ----
   Mutex ring_mu_;

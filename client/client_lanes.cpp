@@ -25,13 +25,12 @@ LaneSubscriber::Hooks ClientCore::lane_hooks() {
   };
 }
 
-void ClientCore::report_lane(std::uint64_t lane, std::string_view why, bool broken) {
+void ClientCore::report_lane(std::uint64_t lane, std::string_view why) {
   wire::Header h;
   h.set_type(wire::LANE_ERROR);
   h.mutable_lane()->set_id(lane);
   h.mutable_lane()->set_reason(std::string(why));
-  h.mutable_lane()->set_broken(broken);
-  (void)send_frame(h, {}, -1, false);  // may run under the lanes' lock: never waits
+  (void)send_frame(h, {});
 }
 
 void ClientCore::lane_frame(const wire::Header& h) {
@@ -57,14 +56,11 @@ void ClientCore::lane_frame(const wire::Header& h) {
       if (h.lane().publisher()) {
         // Every message this client sends by lane must fit in it: a larger one would have to
         // go through the broker and could overtake the lane.
-        // (A larger one still comes: that lane is given up then, and the broker carries on.)
-        constexpr std::uint64_t kMostBesidesPayload = 1024 + 16 * 1024 + 64;  // topic, headers, record heads
         const std::uint64_t fits = h.lane().capacity() / 2;
         const bool bulk = shm_max_segment_bytes_.load() != 0;
         if (!shm::valid_lane_capacity(h.lane().capacity()) ||
-            (fits <= max_frame_bytes_.load() + kMostBesidesPayload &&
-             (!bulk || options_.shm_threshold + kMostBesidesPayload > fits))) {
-          report_lane(id, "this publisher's messages can be larger than the lane", false);
+            (fits <= max_frame_bytes_.load() && (!bulk || options_.shm_threshold + 1024 > fits))) {
+          report_lane(id, "this publisher's messages can be larger than the lane");
           return;
         }
         auto fd = lane_pub_.offer(id, h.lane().capacity());
@@ -119,6 +115,10 @@ void ClientCore::lane_frame(const wire::Header& h) {
       return;
     default: return;
   }
+}
+
+void ClientCore::report_lane_violations() {
+  for (const auto& [lane, why] : lane_pub_.take_violations()) report_lane(lane, why);
 }
 
 }  // namespace ubroker::detail

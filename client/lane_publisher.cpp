@@ -53,13 +53,18 @@ void LanePublisher::close(std::uint64_t id) {
   lanes_.erase(it);
 }
 
+std::vector<std::pair<std::uint64_t, const char*>> LanePublisher::take_violations() {
+  LockGuard lk(mu_);
+  has_violations_.store(false, std::memory_order_relaxed);
+  return std::exchange(violations_, {});
+}
+
 void LanePublisher::close_all() {
   for (auto& [id, lane] : lanes_) lane->closed.store(true, std::memory_order_release);
   {
     LockGuard lk(mu_);
     routes_.clear();
     last_ = nullptr;
-    cut_.store(false, std::memory_order_release);  // the next connection's lanes are new ones
   }
   lanes_.clear();
 }
@@ -113,7 +118,6 @@ void LanePublisher::apply_route_locked(const wire::Header& h, wire::Header& ack)
     }
     return nullptr;
   };
-  std::vector<std::uint64_t> given_up;
   std::vector<std::uint64_t> touched;
   for (const Target& t : before.targets) touched.push_back(t.id);
   for (const Target& t : next.targets) touched.push_back(t.id);
@@ -126,10 +130,9 @@ void LanePublisher::apply_route_locked(const wire::Header& h, wire::Header& ack)
     Lane& lane = *(now != nullptr ? now : was)->lane;
     std::uint64_t number = 0;
     if (!fence_locked(lane, number, kFenceWait)) {
-      // Full for too long (or broken): this end stops using the lane (after the route is in
-      // place) and the broker closes it; its subscriptions get their topics through the broker.
+      // Full for too long (or broken): this end stops using the lane and the broker, missing
+      // its fence, closes it; its subscriptions get the topic through the broker from now on.
       if (std::erase_if(next.targets, [&](const Target& t) { return t.id == id; }) != 0) next.via_broker = true;
-      given_up.push_back(id);
       continue;
     }
     auto* f = ack.mutable_lane()->add_targets();
@@ -141,31 +144,14 @@ void LanePublisher::apply_route_locked(const wire::Header& h, wire::Header& ack)
       if (last_ == &*cur) last_ = nullptr;
       routes_.erase(cur);
     }
-  } else if (cur == routes_.end()) {
+    return;
+  }
+  if (cur == routes_.end()) {
     routes_.emplace(h.topic(), std::move(next));
     last_ = nullptr;  // rehashing may have moved entries
   } else {
     cur->second = std::move(next);
   }
-  for (const std::uint64_t id : given_up) give_up_locked(id, "full at a route change", false);
-}
-
-void LanePublisher::give_up_locked(std::uint64_t id, const char* why, bool broken) {
-  for (auto r = routes_.begin(); r != routes_.end();) {
-    auto gone = std::find_if(r->second.targets.begin(), r->second.targets.end(), [&](const Target& t) { return t.id == id; });
-    if (gone != r->second.targets.end()) {
-      gone->lane->closed.store(true, std::memory_order_release);
-      r->second.targets.erase(gone);
-      r->second.via_broker = true;
-    }
-    if (r->second.targets.empty()) {
-      if (last_ == &*r) last_ = nullptr;
-      r = routes_.erase(r);
-    } else {
-      ++r;
-    }
-  }
-  report_(id, why, broken);  // before the publish that needs the broker now: it closes the lane first
 }
 
 void LanePublisher::mark_locked(std::string_view topic, wire::Header& marks, std::chrono::milliseconds wait) {
@@ -174,41 +160,47 @@ void LanePublisher::mark_locked(std::string_view topic, wire::Header& marks, std
   marks.set_topic(std::string(topic));
   marks.mutable_lane()->set_version(0);  // no route change: fences only
   auto it = routes_.find(topic);
-  std::vector<std::uint64_t> given_up;
-  for (const Target& t : it->second.targets) {
+  Route& r = it->second;
+  std::erase_if(r.targets, [&](const Target& t) {
     std::uint64_t number = 0;
-    if (!fence_locked(*t.lane, number, wait)) {
-      given_up.push_back(t.id);
-      continue;
+    if (!fence_locked(*t.lane, number, wait)) {  // the broker, missing its fence, closes the lane
+      r.via_broker = true;
+      return true;
     }
     auto* f = marks.mutable_lane()->add_targets();
     f->set_lane(t.id);
     f->set_fence(number);
+    return false;
+  });
+  if (r.targets.empty()) {
+    if (last_ == &*it) last_ = nullptr;
+    routes_.erase(it);
   }
-  for (const std::uint64_t id : given_up) give_up_locked(id, "full around a message the broker carries", false);
 }
 
-LanePublisher::Written LanePublisher::write_locked(const Route& r, std::string_view topic,
-                                                  std::span<const std::byte> headers, std::span<const std::byte> payload,
-                                                  std::chrono::steady_clock::time_point deadline,
-                                                  std::vector<std::uint64_t>& written) {
+std::shared_ptr<LanePublisher::Lane> LanePublisher::write_locked(const Route& r, std::string_view topic,
+                                                                std::span<const std::byte> headers,
+                                                                std::span<const std::byte> payload,
+                                                                std::chrono::steady_clock::time_point deadline,
+                                                                std::vector<std::uint64_t>& written) {
   const std::size_t size = proto::lane_message_size(topic, headers, payload.size());
   for (const Target& t : r.targets) {
     if (std::find(written.begin(), written.end(), t.id) != written.end()) continue;
     Lane& lane = *t.lane;
     auto room = lane.writer.try_reserve(size);
-    if (!room) {
-      // Larger than the lane can ever hold, or the subscriber broke its rules: the lane goes,
-      // and this message (and what follows) reaches its subscriptions through the broker.
-      const bool broken = room.error() != std::errc::message_size;
-      return {.give_up = t.id, .why = !broken ? "a message larger than the lane" : lane.writer.violation() != nullptr ? lane.writer.violation() : "the lane broke", .broken = broken};
-    }
-    if (*room) {
+    if (!room) {  // broken by the subscriber (too big cannot happen: offer() saw to it)
+      dropped_.fetch_add(1, std::memory_order_relaxed);
+      if (lane.writer.violation() != nullptr && !lane.reported) {
+        lane.reported = true;
+        violations_.emplace_back(t.id, lane.writer.violation());
+        has_violations_.store(true, std::memory_order_relaxed);
+      }
+    } else if (*room) {
       proto::encode_lane_message(**room, topic, headers, payload);
       lane.writer.commit();
       written_.fetch_add(1, std::memory_order_relaxed);
     } else if (t.lossless && !lane.closed.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < deadline) {
-      return {.full = t.lane};  // lossless subscriptions hold the publisher back until there is room
+      return t.lane;  // lossless subscriptions hold the publisher back until there is room
     } else {
       // DROP subscriptions lose it at a full lane (counted in the lane, for the broker's books).
       lane.writer.count_dropped();
@@ -216,7 +208,7 @@ LanePublisher::Written LanePublisher::write_locked(const Route& r, std::string_v
     }
     written.push_back(t.id);
   }
-  return {};
+  return nullptr;
 }
 
 }  // namespace ubroker::detail

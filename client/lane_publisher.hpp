@@ -16,7 +16,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -35,12 +34,6 @@ namespace ubroker::detail {
 
 class LanePublisher {
  public:
-  // `report` sends LANE_ERROR: this end gives a lane up (`broken`: the subscriber broke its
-  // rules; else the lane is read to its end first). Called with the lock held; it must not
-  // call back into this object.
-  using Report = std::function<void(std::uint64_t lane, const char* why, bool broken)>;
-  explicit LanePublisher(Report report) : report_(std::move(report)) {}
-
   // Loop: the lane's data segment, made for a LANE_OFFER; the fd to send back (a duplicate).
   Result<UniqueFd> offer(std::uint64_t id, std::uint64_t capacity);
   // Loop: LANE_OPEN (the subscriber's ack segment and eventfd, checked). Returns why it was
@@ -73,27 +66,24 @@ class LanePublisher {
     written.clear();
     const auto deadline = std::chrono::steady_clock::now() + blocked_for;
     for (;;) {
-      const Route* r = cut_.load(std::memory_order_acquire) ? nullptr : find_locked(topic);
+      const Route* r = find_locked(topic);
       if (r == nullptr) return to_broker();
-      const Written w = write_locked(*r, topic, headers, payload, deadline, written);
-      if (w.give_up != 0) {  // that lane's subscriptions get it through the broker: go round
-        give_up_locked(w.give_up, w.why, w.broken);
-        continue;
-      }
-      if (w.full == nullptr) return r->via_broker ? to_broker() : Result<void>{};
+      std::shared_ptr<Lane> full = write_locked(*r, topic, headers, payload, deadline, written);
+      if (full == nullptr) return r->via_broker ? to_broker() : Result<void>{};
       // A lossless subscriber is behind: wait for it without the lock, so the loop can change
       // routes meanwhile, then go on under whatever route holds by then (a lane that left the
       // route is the broker's to carry; one already written is not written again).
-      const shm::LaneWriter::RoomWait room = w.full->writer.room_wait();
+      const shm::LaneWriter::RoomWait room = full->writer.room_wait();
       lk.unlock();
-      if (!w.full->closed.load(std::memory_order_acquire)) shm::LaneWriter::wait(room, kRoomSlice);
+      if (!full->closed.load(std::memory_order_acquire)) shm::LaneWriter::wait(room, kRoomSlice);
       lk.lock();
     }
   }
 
-  // The connection is gone (any thread, any lock held): publishes stop using lanes at once,
-  // before the loop drops them (close_all).
-  void cut() noexcept { cut_.store(true, std::memory_order_release); }
+  // Lanes the subscriber broke (a read position that breaks the rules) since the last call,
+  // with the reason: for LANE_ERROR.
+  [[nodiscard]] std::vector<std::pair<std::uint64_t, const char*>> take_violations();
+  [[nodiscard]] bool has_violations() const noexcept { return has_violations_.load(std::memory_order_relaxed); }
 
   // Any thread: a message the broker carries whatever the route (a bulk payload in shared
   // memory). Each lane of the topic's route gets a fence before it and one after, each named
@@ -103,7 +93,7 @@ class LanePublisher {
   Result<void> around(std::string_view topic, wire::Header& marks, std::chrono::milliseconds blocked_for,
                       ToBroker&& to_broker, SendMarks&& send_marks) {
     LockGuard lk(mu_);
-    const Route* r = cut_.load(std::memory_order_acquire) ? nullptr : find_locked(topic);
+    const Route* r = find_locked(topic);
     if (r == nullptr) return to_broker();
     mark_locked(topic, marks, blocked_for);
     send_marks(marks);
@@ -130,6 +120,7 @@ class LanePublisher {
     bool open = false;
     std::atomic<bool> closed{false};  // set by the loop without mu_
     std::uint64_t next_fence = 1;
+    bool reported = false;  // its violation is in violations_ (guarded by mu_)
   };
   struct Target {
     std::shared_ptr<Lane> lane;
@@ -144,21 +135,12 @@ class LanePublisher {
 
   void apply_route_locked(const wire::Header& h, wire::Header& ack) UBROKER_REQUIRES(mu_);
   [[nodiscard]] const Route* find_locked(std::string_view topic) UBROKER_REQUIRES(mu_);
-  // Writes the message into each lane of the route not in `written` (and adds it there).
-  // Stops at a lane full for lossless subscriptions with time left before `deadline` (to wait
-  // for, then call again), or at one to give up (a message larger than it, a violation).
-  struct Written {
-    std::shared_ptr<Lane> full;
-    std::uint64_t give_up = 0;
-    const char* why = nullptr;
-    bool broken = false;
-  };
-  Written write_locked(const Route& r, std::string_view topic, std::span<const std::byte> headers,
-                       std::span<const std::byte> payload, std::chrono::steady_clock::time_point deadline,
-                       std::vector<std::uint64_t>& written) UBROKER_REQUIRES(mu_);
-  // This end stops using the lane: out of every route (whose subscriptions then need the
-  // broker), and the broker told why.
-  void give_up_locked(std::uint64_t id, const char* why, bool broken) UBROKER_REQUIRES(mu_);
+  // Writes the message into each lane of the route not in `written` (and adds it there);
+  // returns a lane that is full for lossless subscriptions with time left before `deadline`
+  // (to wait for, then call again), or nullptr when every lane has it or dropped it.
+  std::shared_ptr<Lane> write_locked(const Route& r, std::string_view topic, std::span<const std::byte> headers,
+                                     std::span<const std::byte> payload, std::chrono::steady_clock::time_point deadline,
+                                     std::vector<std::uint64_t>& written) UBROKER_REQUIRES(mu_);
   static constexpr auto kRoomSlice = std::chrono::milliseconds(2);
   // Writes a fence into `lane`, waiting up to `wait` for room; false if the lane stays full.
   bool fence_locked(Lane& lane, std::uint64_t& number, std::chrono::milliseconds wait) UBROKER_REQUIRES(mu_);
@@ -171,8 +153,8 @@ class LanePublisher {
   Mutex mu_;
   std::unordered_map<std::string, Route, proto::StringHash, std::equal_to<>> routes_ UBROKER_GUARDED_BY(mu_);
   const std::pair<const std::string, Route>* last_ UBROKER_GUARDED_BY(mu_) = nullptr;  // the topic looked up last
-  std::atomic<bool> cut_{false};
-  Report report_;
+  std::vector<std::pair<std::uint64_t, const char*>> violations_ UBROKER_GUARDED_BY(mu_);
+  std::atomic<bool> has_violations_{false};
   std::atomic<std::uint64_t> written_{0};
   std::atomic<std::uint64_t> dropped_{0};
 };

@@ -8,13 +8,14 @@
 #include <chrono>
 #include <cstring>
 
-#include "ubroker/proto/headers.hpp"
 #include "ubroker/proto/lane_message.hpp"
-#include "ubroker/proto/topic.hpp"
 
 namespace ubroker::detail {
 namespace {
 
+// The broker relays a fence right behind the publisher's acknowledgement; a publisher that
+// writes one it never acknowledges is breaking the lane.
+constexpr auto kFenceDeadline = std::chrono::seconds(1);
 constexpr int kRecordsPerTurn = 256;  // then the socket and other lanes get their turn
 
 }  // namespace
@@ -28,7 +29,8 @@ Result<std::array<UniqueFd, 2>> LaneSubscriber::offer(std::uint64_t id) {
   std::array<UniqueFd, 2> copies{UniqueFd(::fcntl(r->ack_fd(), F_DUPFD_CLOEXEC, 0)),
                                  UniqueFd(::fcntl(wake.get(), F_DUPFD_CLOEXEC, 0))};
   if (!copies[0] || !copies[1]) return std::unexpected(Error{Errc::kShmRefused, "cannot make a lane: out of file descriptors"});
-  auto lane = std::make_shared<Lane>(std::move(*r), asio::posix::stream_descriptor(strand_, wake.release()));
+  auto lane = std::make_shared<Lane>(std::move(*r), asio::posix::stream_descriptor(strand_, wake.release()),
+                                     asio::steady_timer(strand_));
   lane->id = id;
   lanes_.emplace(id, std::move(lane));
   return copies;
@@ -40,7 +42,6 @@ const char* LaneSubscriber::open(std::uint64_t id, UniqueFd data, std::uint64_t 
   if (const char* why = shm::check_lane_fd(data.get(), shm::kLaneHeaderBytes + capacity)) return why;
   if (!it->second->reader.attach(data.get(), capacity)) return "the publisher's segment cannot be mapped";
   it->second->open = true;
-  it->second->capacity = capacity;
   it->second->sender = sender;
   wait(it->second);  // nothing routed yet: what comes first is a fence
   return nullptr;
@@ -78,17 +79,21 @@ void LaneSubscriber::on_wake(const std::shared_ptr<Lane>& lane) {
         if (auto l = weak.lock()) on_wake(l);
       });
       return;
-    case Drain::kAtFence:  // the broker's word for it comes behind what it queued before
+    case Drain::kAtFence:
+      lane->fence_deadline.expires_after(kFenceDeadline);
+      lane->fence_deadline.async_wait([this, weak = std::weak_ptr(lane)](std::error_code ec) {
+        auto l = weak.lock();
+        if (!l || ec || l->at_fence == 0) return;
+        fail(*l, "the publisher wrote a fence the broker never announced");
+      });
+      return;
     case Drain::kPaused:
     case Drain::kBroken: return;
   }
 }
 
 LaneSubscriber::Drain LaneSubscriber::drain(Lane& lane, std::uint64_t until) {
-  // Up to a fence the broker announced: at most what the ring held (a publisher that keeps
-  // writing cannot hold this loop).
-  const std::uint64_t most = until != 0 ? lane.capacity / shm::kLaneRecordAlign / 2 + 1 : kRecordsPerTurn;
-  for (std::uint64_t n = 0; n < most; ++n) {
+  for (int n = 0; n < kRecordsPerTurn || until != 0; ++n) {
     if (until == 0 && hooks_.must_pause()) {
       lane.paused = true;
       return Drain::kPaused;
@@ -121,7 +126,7 @@ LaneSubscriber::Drain LaneSubscriber::drain(Lane& lane, std::uint64_t until) {
       return Drain::kEmpty;  // the caller applies the broker's word
     }
     proto::LaneMessage m;
-    if (const char* why = decode_copy(record, m)) {
+    if (const char* why = proto::decode_lane_message(record, m)) {
       fail(lane, why);
       return Drain::kBroken;
     }
@@ -144,10 +149,6 @@ LaneSubscriber::Drain LaneSubscriber::drain(Lane& lane, std::uint64_t until) {
                     .payload = m.payload});
     lane.reader.consume();
   }
-  if (until != 0) {
-    fail(lane, "the broker announced a fence the publisher did not write");
-    return Drain::kBroken;
-  }
   return Drain::kYield;
 }
 
@@ -167,6 +168,7 @@ void LaneSubscriber::fence(std::uint64_t id, std::uint64_t number, std::string_v
     }
     lane->reader.consume();
     lane->at_fence = 0;
+    lane->fence_deadline.cancel();
   } else if (drain(*lane, number) != Drain::kEmpty) {
     return;  // broken (reported)
   }
@@ -191,11 +193,11 @@ void LaneSubscriber::close(std::uint64_t id, bool broken) {
   // Its publisher left: what it wrote is read now, ahead of anything the socket brings next.
   if (!broken && lane->open && lane->at_fence == 0) {
     lane->paused = false;
-    for (std::uint64_t n = 0; n < lane->capacity / shm::kLaneRecordAlign / 2 + 1; ++n) {  // what it held, at most
+    while (true) {
       auto next = lane->reader.peek();
       if (!next || !*next || lane->reader.peeked_fence()) break;  // a fence never announced ends it
       proto::LaneMessage m;
-      auto share = decode_copy(**next, m) == nullptr ? lane->topics.find(m.topic) : lane->topics.end();
+      auto share = proto::decode_lane_message(**next, m) == nullptr ? lane->topics.find(m.topic) : lane->topics.end();
       if (share != lane->topics.end()) {
         hooks_.deliver({.topic = m.topic, .sub_ids = share->second.sub_ids, .dropped = {}, .sender = lane->sender,
                         .headers = m.headers, .payload = m.payload});
@@ -205,12 +207,14 @@ void LaneSubscriber::close(std::uint64_t id, bool broken) {
   }
   std::error_code ignored;
   lane->wake.cancel(ignored);
+  lane->fence_deadline.cancel();
 }
 
 void LaneSubscriber::close_all() {
   for (auto& [id, lane] : lanes_) {
     std::error_code ignored;
     lane->wake.cancel(ignored);
+    lane->fence_deadline.cancel();
   }
   lanes_.clear();
 }
@@ -225,23 +229,6 @@ void LaneSubscriber::resume() {
   }
 }
 
-const char* LaneSubscriber::decode_copy(std::span<const std::byte> record, proto::LaneMessage& m) {
-  // The publisher can still write the ring: the topic and the headers are checked and used
-  // from a private copy (the payload is the publisher's to change, like any payload).
-  proto::LaneMessage in_ring;
-  if (const char* why = proto::decode_lane_message(record, in_ring)) return why;
-  copy_.resize(in_ring.topic.size() + in_ring.headers.size());
-  std::memcpy(copy_.data(), in_ring.topic.data(), in_ring.topic.size());
-  if (!in_ring.headers.empty()) std::memcpy(copy_.data() + in_ring.topic.size(), in_ring.headers.data(), in_ring.headers.size());
-  m.topic = {reinterpret_cast<const char*>(copy_.data()), in_ring.topic.size()};
-  m.headers = std::span(copy_).subspan(in_ring.topic.size());
-  m.payload = in_ring.payload;
-  if (proto::check_topic(m.topic) != nullptr) return "a lane message with an invalid topic";
-  if (proto::check_headers(m.headers) != nullptr) return "a lane message with invalid headers";
-  if (proto::has_broker_header(m.headers)) return "a lane message with a header only the broker may set";
-  return nullptr;
-}
-
 void LaneSubscriber::fail(Lane& lane, const char* why) {
   const std::uint64_t id = lane.id;
   auto it = lanes_.find(id);
@@ -250,6 +237,7 @@ void LaneSubscriber::fail(Lane& lane, const char* why) {
   lanes_.erase(it);
   std::error_code ignored;
   keep->wake.cancel(ignored);
+  keep->fence_deadline.cancel();
   hooks_.broken(id, why);
 }
 

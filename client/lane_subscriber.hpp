@@ -10,14 +10,13 @@
 // one until the broker's LANE_FENCE for it arrives, and a LANE_FENCE from the socket is met
 // by reading the lane up to that record first. So the messages of one publisher keep their
 // order whichever way each came. Anything else in the lane (a malformed record, a topic not
-// routed here, a header only the broker may set) breaks the lane and is reported. A lane the
-// subscriber stops reading at a fence the broker never announces is the broker's to close (it
-// sees the lane not read for timeouts.slow_consumer_ms).
+// routed here, a fence the broker never announces) breaks the lane and is reported.
 //
 // Threads: the client's loop only (the strand).
 #pragma once
 
 #include <asio/posix/stream_descriptor.hpp>
+#include <asio/steady_timer.hpp>
 #include <asio/strand.hpp>
 #include <asio/io_context.hpp>
 
@@ -34,7 +33,6 @@
 #include "ubroker/message.hpp"
 #include "ubroker/error.hpp"
 #include "ubroker/shm/lane.hpp"
-#include "ubroker/proto/lane_message.hpp"
 #include "ubroker/proto/string_hash.hpp"
 
 namespace ubroker::detail {
@@ -75,10 +73,11 @@ class LaneSubscriber {
 
  private:
   struct Lane {
-    Lane(shm::LaneReader r, asio::posix::stream_descriptor w) : reader(std::move(r)), wake(std::move(w)) {}
+    Lane(shm::LaneReader r, asio::posix::stream_descriptor w, asio::steady_timer t)
+        : reader(std::move(r)), wake(std::move(w)), fence_deadline(std::move(t)) {}
     shm::LaneReader reader;
     asio::posix::stream_descriptor wake;  // owns the eventfd
-    std::uint64_t capacity = 0;
+    asio::steady_timer fence_deadline;    // stopped at a fence the broker has not announced
     std::uint64_t id = 0;
     Sender sender;
     bool open = false;
@@ -98,14 +97,11 @@ class LaneSubscriber {
   void wait(const std::shared_ptr<Lane>& lane);
   void on_wake(const std::shared_ptr<Lane>& lane);
   void fail(Lane& lane, const char* why);
-  // Decodes a record with its topic and headers copied out of the ring and checked there.
-  const char* decode_copy(std::span<const std::byte> record, proto::LaneMessage& m);
 
   Strand strand_;
   Hooks hooks_;
   std::unordered_map<std::uint64_t, std::shared_ptr<Lane>> lanes_;
   std::vector<std::uint64_t> drops_;  // scratch
-  std::vector<std::byte> copy_;       // scratch: a record's topic and headers
 };
 
 }  // namespace ubroker::detail
