@@ -30,13 +30,13 @@ Lanes::~Lanes() = default;
 
 // ---- routes ------------------------------------------------------------------------------
 
-const LaneFilter* Lanes::filter(std::uint64_t publisher, std::string_view topic) const {
+const std::vector<SubKey>* Lanes::skip(std::uint64_t publisher, std::string_view topic) const {
   if (publishers_.empty()) return nullptr;
   auto p = publishers_.find(publisher);
   if (p == publishers_.end()) return nullptr;
   auto t = p->second.topics.find(topic);
-  if (t == p->second.topics.end()) return nullptr;
-  return &t->second.filter;
+  if (t == p->second.topics.end() || t->second.skip.empty()) return nullptr;
+  return &t->second.skip;
 }
 
 void Lanes::published(Session& from, std::string_view topic) {
@@ -53,8 +53,6 @@ Lanes::RouteState Lanes::desired(const Session& publisher, std::string_view topi
   if (!publisher.may_publish(topic) || !router_.direct_subscriptions(topic, matches_, grouped)) return r;
   const bool barred = barred_.contains(publisher.id());
   r.via_broker = grouped;
-  for (const Subscription* sub : matches_) r.receivers.push_back({sub->owner->id(), sub->id});
-  std::sort(r.receivers.begin(), r.receivers.end());
   for (std::size_t i = 0; i < matches_.size();) {
     const std::uint64_t owner = matches_[i]->owner->id();
     std::size_t end = i;
@@ -84,23 +82,7 @@ Lanes::RouteState Lanes::desired(const Session& publisher, std::string_view topi
 
 bool Lanes::update(Session& publisher, const std::string& topic, TopicRoute& route, std::uint64_t wait) {
   RouteState want = desired(publisher, topic);
-  // A topic the publisher has no route for yet goes through the broker to everyone there now.
-  if (route.version == 0) route.taken.receivers = want.receivers;
-  if (want.same_path(route.sent)) {
-    // Nothing changes for the publisher: new receivers are known from the route it takes
-    // next (now, when it has taken the last one sent).
-    if (route.unacked.empty()) {
-      route.taken.receivers = want.receivers;
-    } else {
-      route.unacked.back().second.receivers = want.receivers;
-      if (wait != 0) {  // so the subscription's ACK waits for that route too
-        route.waiting.push_back(wait);
-        ++waits_[wait].routes;
-      }
-    }
-    route.sent.receivers = std::move(want.receivers);
-    return false;
-  }
+  if (want == route.sent) return false;
   if (route.unacked.size() >= kMaxUnackedRoutes) return false;  // the deadline in sweep() deals with it
   route.sent = want;
   route.unacked.emplace_back(++route.version, std::move(want));
@@ -511,9 +493,7 @@ void Lanes::sweep(Clock::time_point now) {
     }
     for (auto& [topic, route] : publishers_[id].topics) {
       route.unacked.clear();
-      const std::vector<SubKey> receivers = route.sent.receivers;
       route.taken = route.sent = RouteState{};
-      route.taken.receivers = route.sent.receivers = receivers;
       route.skip.clear();
       release_waits(route);
     }

@@ -59,9 +59,9 @@ class Lanes {
   Lanes& operator=(const Lanes&) = delete;
   ~Lanes();
 
-  // What a publisher's lanes change about where its PUBLISH on `topic` goes (the route it
-  // took last): nullptr when nothing.
-  [[nodiscard]] const LaneFilter* filter(std::uint64_t publisher, std::string_view topic) const;
+  // The subscriptions a publisher's lanes cover for `topic` (the route it last took; sorted),
+  // which its PUBLISH on the topic must skip; nullptr when none.
+  [[nodiscard]] const std::vector<SubKey>* skip(std::uint64_t publisher, std::string_view topic) const;
   // `from` published on `topic` (allowed, routed, not retained): a topic it has no route for
   // yet gets one, and lanes are offered where it could use them.
   void published(Session& from, std::string_view topic);
@@ -129,11 +129,7 @@ class Lanes {
   struct RouteState {
     std::vector<Target> targets;  // by lane id
     bool via_broker = true;
-    // Every direct subscription to the topic when it was worked out, sorted: one newer than
-    // the route the publisher took gets its messages only once it takes a newer one, so a
-    // subscription's stream from a publisher starts at one point, without a gap.
-    std::vector<SubKey> receivers;
-    [[nodiscard]] bool same_path(const RouteState& o) const { return targets == o.targets && via_broker == o.via_broker; }
+    friend bool operator==(const RouteState&, const RouteState&) = default;
   };
   struct TopicRoute {
     std::uint64_t version = 0;  // the last one sent
@@ -141,7 +137,6 @@ class Lanes {
     std::deque<std::pair<std::uint64_t, RouteState>> unacked;  // versions sent, not taken yet
     RouteState taken;
     std::vector<SubKey> skip;   // what `taken` covers, sorted
-    LaneFilter filter{&skip, &taken.receivers};
     std::vector<std::uint64_t> waiting;  // subscriptions (wait ids) waiting for this version to be taken
     Clock::time_point sent_at;
   };

@@ -240,11 +240,11 @@ RouteResult Router::route(const SenderStamp& stamp, const Published& msg, bool h
   const Route& route = *found;
   targets_.clear();
   target_subs_.clear();
-  if (msg.lanes == nullptr) {
+  if (msg.skip == nullptr) {
     for (Subscription* s : route.direct) add_target(s->owner, s);
   } else {
     for (Subscription* s : route.direct) {
-      if (msg.lanes->passes({s->owner->id(), s->id})) add_target(s->owner, s);
+      if (!std::binary_search(msg.skip->begin(), msg.skip->end(), SubKey{s->owner->id(), s->id})) add_target(s->owner, s);
     }
   }
   group_picks_.clear();
@@ -324,8 +324,7 @@ void Router::count_topic(const Route& route, const SenderStamp& stamp, std::uint
 }
 
 bool Router::publish_run(const SenderStamp& stamp, std::string_view topic,
-                         std::span<const std::span<const std::byte>> payloads, std::uint64_t bytes,
-                         const LaneFilter* lanes) {
+                         std::span<const std::span<const std::byte>> payloads, std::uint64_t bytes) {
   const Route* found = resolve(topic);
   // A queue group picks a member per message, and a subscription with drops to report has
   // them carried by its next DELIVER alone: both go one message at a time.
@@ -334,7 +333,6 @@ bool Router::publish_run(const SenderStamp& stamp, std::string_view topic,
   targets_.clear();
   target_subs_.clear();
   for (Subscription* s : route.direct) {
-    if (lanes != nullptr && !lanes->passes({s->owner->id(), s->id})) continue;
     if (s->dropped_unreported != 0) return false;
     add_target(s->owner, s);
   }

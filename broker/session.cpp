@@ -226,7 +226,8 @@ std::size_t Session::publish_run(const proto::MessageHead& head, const proto::Fr
   constexpr std::size_t kMaxRunMessages = 64;
   constexpr std::size_t kMaxRunBytes = 16 * 1024;  // the most a run may add past a queue's limit
   if (head.retain || !head.headers.empty() || first.payload.size() > kRunPayloadMax ||
-      (!grants_.all() && head.topic != last_published_) || proto::is_reserved(head.topic)) {
+      (!grants_.all() && head.topic != last_published_) || proto::is_reserved(head.topic) ||
+      (lanes_capable_ && broker_.lanes().skip(id_, head.topic) != nullptr)) {  // lanes cover some receivers
     return 0;
   }
   run_.clear();
@@ -248,8 +249,7 @@ std::size_t Session::publish_run(const proto::MessageHead& head, const proto::Fr
     bytes += next->payload.size();
     rest = rest.subspan(next->frame_size);
   }
-  const LaneFilter* lanes = lanes_capable_ ? broker_.lanes().filter(id_, head.topic) : nullptr;
-  if (run_.size() < 2 || !broker_.router().publish_run(stamp(), head.topic, run_, bytes, lanes)) return 0;
+  if (run_.size() < 2 || !broker_.router().publish_run(stamp(), head.topic, run_, bytes)) return 0;
   if (lanes_capable_) broker_.lanes().published(*this, head.topic);
   published_ += run_.size();
   published_bytes_ += bytes;

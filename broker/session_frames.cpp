@@ -199,7 +199,7 @@ Session::Step Session::handle_publish(const Published& msg, bool retain) {
     // The router validates a topic it has not seen before: a known topic costs one lookup.
     // What this client's lanes carry (a retained value never goes by lane) is skipped.
     Published routed_msg = msg;
-    if (lanes_capable_ && !retain) routed_msg.lanes = broker_.lanes().filter(id_, topic);
+    if (lanes_capable_ && !retain) routed_msg.skip = broker_.lanes().skip(id_, topic);
     routed = broker_.router().publish(stamp(), routed_msg);
     if (routed == RouteResult::kBlocked) return Step::kBlocked;
   }

@@ -48,9 +48,8 @@ const char* LaneSubscriber::open(std::uint64_t id, UniqueFd data, std::uint64_t 
 }
 
 void LaneSubscriber::wait(const std::shared_ptr<Lane>& lane) {
-  if (lane->at_fence != 0 || lane->paused) return;
+  if (lane->waiting || lane->at_fence != 0 || lane->paused) return;
   // Armed before sleeping: a record written meanwhile is read now instead of slept through.
-  // (Armed again also when a wait is under way: a read in between disarmed it.)
   if (!lane->reader.arm()) {
     lane->reader.disarm();
     asio::post(strand_, [this, weak = std::weak_ptr(lane)] {
@@ -58,7 +57,6 @@ void LaneSubscriber::wait(const std::shared_ptr<Lane>& lane) {
     });
     return;
   }
-  if (lane->waiting) return;
   lane->waiting = true;
   lane->wake.async_wait(asio::posix::stream_descriptor::wait_read, [this, weak = std::weak_ptr(lane)](std::error_code ec) {
     auto l = weak.lock();

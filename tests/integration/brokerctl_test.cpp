@@ -47,8 +47,7 @@ class Brokerctl : public ::testing::Test {
     ASSERT_TRUE(beta_.flush().has_value());
   }
 
-  // Lanes off: these tables count what passes through the broker (lanes_test counts lanes).
-  BrokerProcess broker_{"socket_mode = \"0666\"\n[lanes]\nenabled = false\n"};
+  BrokerProcess broker_{"socket_mode = \"0666\"\n"};
   Client alpha_ = broker_.connect("alpha");
   Client beta_ = broker_.connect("beta");
   std::vector<Subscription> subs_;
