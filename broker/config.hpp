@@ -69,10 +69,8 @@ struct Timeouts {
 
 // Direct lanes (lanes.hpp): publisher to subscriber through shared memory.
 struct LaneSettings {
-  bool enabled = false;  // off until the stall under churn (lanes_test) is understood
-  // Each lane's ring (a power of two, 4 KiB..1 GiB): 1 MiB holds ~30,000 small messages, what
-  // a subscriber's queue in the broker holds, so a publisher is held back no sooner.
-  std::uint64_t capacity_bytes = 1u << 20;
+  bool enabled = true;
+  std::uint64_t capacity_bytes = 256u << 10;   // each lane's ring (a power of two, 4 KiB..1 GiB)
   std::uint32_t max_per_client = 64;           // lanes one connection is an end of
   std::uint64_t max_bytes_per_uid = 1ull << 30;  // the segments of one uid's lanes (both ends charged)
 

@@ -1,12 +1,10 @@
 #include "lanes.hpp"
 
 #include <fcntl.h>
-#include <unistd.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <array>
 
 #include "broker.hpp"
 #include "log_text.hpp"
@@ -152,15 +150,11 @@ bool Lanes::route_taken(Session& from, const wire::Header& h) {
                                                    printable(h.topic(), kMaxReason), version));
     return false;
   }
-  // Version 0 changes no route: fences around a message the broker carries (a bulk payload).
   // Versions are taken in order; one the broker dropped meanwhile (its lanes closed) is stale.
-  const bool marks_only = version == 0;
-  if (!marks_only && (route->unacked.empty() || route->unacked.front().first != version)) return true;
-  const RouteState before = marks_only ? route->taken : std::move(route->taken);
-  if (!marks_only) {
-    route->taken = std::move(route->unacked.front().second);
-    route->unacked.pop_front();
-  }
+  if (route->unacked.empty() || route->unacked.front().first != version) return true;
+  const RouteState before = std::move(route->taken);
+  route->taken = std::move(route->unacked.front().second);
+  route->unacked.pop_front();
   // A lane that closed after this version was sent carries nothing.
   std::erase_if(route->taken.targets, [&](const Target& t) { return !lanes_.contains(t.lane); });
   auto target_in = [](const RouteState& r, std::uint64_t lane_id) -> const Target* {
@@ -172,12 +166,7 @@ bool Lanes::route_taken(Session& from, const wire::Header& h) {
   // Each fence the publisher wrote is relayed to its lane's subscriber, behind everything the
   // broker already queued for it, with what the lane carries of the topic from then on.
   std::vector<std::uint64_t> fenced;
-  struct Ending {
-    std::uint64_t lane;
-    const char* why;
-    bool broken;
-  };
-  std::vector<Ending> ending;
+  std::vector<std::pair<std::uint64_t, const char*>> broken;
   for (const auto& f : h.lane().targets()) {
     auto it = lanes_.find(f.lane());
     if (it == lanes_.end()) continue;  // closed meanwhile
@@ -187,7 +176,7 @@ bool Lanes::route_taken(Session& from, const wire::Header& h) {
       return false;
     }
     if (f.fence() <= lane.last_fence) {
-      ending.push_back({f.lane(), "the publisher's fence numbers went back", true});
+      broken.emplace_back(f.lane(), "the publisher's fence numbers went back");
       continue;
     }
     lane.last_fence = f.fence();
@@ -208,10 +197,9 @@ bool Lanes::route_taken(Session& from, const wire::Header& h) {
   auto check = [&](const Target& t) {
     const Target* was = target_in(before, t.lane);
     const Target* now = target_in(route->taken, t.lane);
-    const bool changed = marks_only || was == nullptr || now == nullptr || !(*was == *now);
+    const bool changed = was == nullptr || now == nullptr || !(*was == *now);
     if (changed && lanes_.contains(t.lane) && std::find(fenced.begin(), fenced.end(), t.lane) == fenced.end()) {
-      // The publisher stopped using it (full too long): what it holds is still read, first.
-      ending.push_back({t.lane, "the publisher gave it up (full at a route change)", false});
+      broken.emplace_back(t.lane, "the publisher took a route change without a fence");
     }
   };
   for (const Target& t : before.targets) check(t);
@@ -221,8 +209,8 @@ bool Lanes::route_taken(Session& from, const wire::Header& h) {
     for (const std::uint64_t id : t.sub_ids) route->skip.push_back({t.subscriber, id});
   }
   std::sort(route->skip.begin(), route->skip.end());
-  if (!marks_only && route->unacked.empty()) release_waits(*route);
-  for (const Ending& e : ending) close(e.lane, e.why, e.broken);
+  if (route->unacked.empty()) release_waits(*route);
+  for (const auto& [lane_id, why] : broken) close(lane_id, why, true);
   return true;
 }
 
@@ -231,17 +219,6 @@ bool Lanes::route_taken(Session& from, const wire::Header& h) {
 Lanes::Lane* Lanes::lane_between(std::uint64_t publisher, std::uint64_t subscriber) {
   auto it = by_pair_.find({publisher, subscriber});
   return it == by_pair_.end() ? nullptr : &lanes_.at(it->second);
-}
-
-bool Lanes::fds_to_spare() {
-  // Setting a lane up takes up to six descriptors for a moment (three received, three passed
-  // on); a broker near its RLIMIT_NOFILE keeps them for connections instead.
-  std::array<shm::UniqueFd, 8> probe;
-  for (auto& fd : probe) {
-    fd = shm::UniqueFd(::fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 0));
-    if (!fd) return false;
-  }
-  return true;
 }
 
 Lanes::Lane* Lanes::offer(const Session& publisher, const Session& subscriber) {
@@ -255,8 +232,7 @@ Lanes::Lane* Lanes::offer(const Session& publisher, const Session& subscriber) {
   };
   const std::uint64_t charge_pub = pub_uid == sub_uid ? 2 * bytes : bytes;
   if (count(publisher.id()) >= cfg.max_per_client || count(subscriber.id()) >= cfg.max_per_client ||
-      uid_bytes_[pub_uid] + charge_pub > cfg.max_bytes_per_uid || uid_bytes_[sub_uid] + bytes > cfg.max_bytes_per_uid ||
-      !fds_to_spare()) {
+      uid_bytes_[pub_uid] + charge_pub > cfg.max_bytes_per_uid || uid_bytes_[sub_uid] + bytes > cfg.max_bytes_per_uid) {
     ++broker_.stats().lanes_refused;  // the broker keeps carrying the pair's messages
     return nullptr;
   }
@@ -334,10 +310,6 @@ void Lanes::open(Lane& lane) {
   lane.data_map = std::move(*data_map);
   lane.ack_map = std::move(*ack_map);
   lane.state = State::kOpen;
-  // The mappings are all the broker keeps: an open lane holds none of its file descriptors.
-  lane.data.reset();
-  lane.ack.reset();
-  lane.wake.reset();
   ++broker_.stats().lanes_opened;
   frame_.Clear();
   frame_.set_type(wire::LANE_OPEN);
@@ -392,8 +364,8 @@ void Lanes::close(std::uint64_t lane_id, std::string_view reason, bool broken, s
     if ((uid_bytes_[uid] -= lane.charge) == 0) uid_bytes_.erase(uid);
   }
   retire_books(lane, broken || gone == lane.subscriber);
-  if (gone == 0) broken_pairs_.insert({lane.publisher, lane.subscriber});  // the broker carries the pair from now on
   if (broken) {
+    broken_pairs_.insert({lane.publisher, lane.subscriber});
     ++retired_.closed_broken;
     spdlog::warn("lane {} from client {} to client {} closed: {}", lane_id, lane.publisher, lane.subscriber, reason);
   }

@@ -109,9 +109,9 @@ class Lanes {
     State state = State::kOffered;
     std::uint64_t capacity = 0;
     std::uint64_t charge = 0;       // bytes charged to each of the two uids
-    shm::UniqueFd data;             // the publisher's segment (until the lane opens)
-    shm::UniqueFd ack;              // the subscriber's segment (ditto)
-    shm::UniqueFd wake;             // the subscriber's eventfd (ditto)
+    shm::UniqueFd data;             // the publisher's segment
+    shm::UniqueFd ack;              // the subscriber's segment
+    shm::UniqueFd wake;             // the subscriber's eventfd
     shm::Mapping data_map;          // read-only, for the books
     shm::Mapping ack_map;
     Clock::time_point offered_at;
@@ -160,7 +160,6 @@ class Lanes {
   void update_publisher(std::uint64_t publisher);
   Lane* lane_between(std::uint64_t publisher, std::uint64_t subscriber);
   Lane* offer(const Session& publisher, const Session& subscriber);
-  [[nodiscard]] static bool fds_to_spare();
   void open(Lane& lane);
   // Closes the lane; `broken`: what is left in it is not to be read. Routes that used it are
   // brought up to date unless the publisher is the session going away (`gone`).
@@ -180,9 +179,8 @@ class Lanes {
   std::unordered_map<std::uint64_t, Publisher> publishers_;       // by session id
   std::unordered_map<std::uint64_t, Wait> waits_;
   std::unordered_map<uid_t, std::uint64_t> uid_bytes_;
-  // No lanes again for a pair whose lane was closed while both stayed connected, nor for a
-  // publisher that did not take its routes: a hostile or stuck end cannot make the broker set
-  // lanes up for ever.
+  // No lanes again for a pair whose lane broke, nor for a publisher that did not take its
+  // routes, while they stay connected: a hostile end cannot make the broker set up lanes for ever.
   std::set<std::pair<std::uint64_t, std::uint64_t>> broken_pairs_;
   std::set<std::uint64_t> barred_;
   Books retired_;  // of closed lanes

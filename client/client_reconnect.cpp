@@ -81,8 +81,6 @@ void ClientCore::reconnect_loop() {
 }
 
 void ClientCore::install(std::shared_ptr<Dialed> d, unsigned attempts) {
-  lane_pub_.close_all();  // the old connection's (before the locks: publish() takes the lanes' first)
-  lane_sub_.close_all();
   {
     // This client's ring was known only to the old broker; a loan needs a new one. (Not
     // under state_mu_: producer_ring() takes ring_mu_ first. No ring can be registered
