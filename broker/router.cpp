@@ -240,13 +240,7 @@ RouteResult Router::route(const SenderStamp& stamp, const Published& msg, bool h
   const Route& route = *found;
   targets_.clear();
   target_subs_.clear();
-  if (msg.skip == nullptr) {
-    for (Subscription* s : route.direct) add_target(s->owner, s);
-  } else {
-    for (Subscription* s : route.direct) {
-      if (!std::binary_search(msg.skip->begin(), msg.skip->end(), SubKey{s->owner->id(), s->id})) add_target(s->owner, s);
-    }
-  }
+  for (Subscription* s : route.direct) add_target(s->owner, s);
   group_picks_.clear();
   for (Group* g : route.groups) {
     const std::size_t at = pick_member(*g);
@@ -449,14 +443,6 @@ RouteResult Router::pick_responder(std::uint64_t from, std::string_view topic, S
 std::size_t Router::count_responders(std::string_view topic) {
   const Route* r = resolve(topic);
   return r == nullptr ? 0 : r->services.size();
-}
-
-bool Router::direct_subscriptions(std::string_view topic, std::vector<const Subscription*>& out, bool& grouped) {
-  const Route* r = resolve(topic);
-  if (r == nullptr) return false;
-  out.assign(r->direct.begin(), r->direct.end());
-  grouped = !r->groups.empty();
-  return true;
 }
 
 std::size_t Router::count_subscribers(std::string_view topic) {

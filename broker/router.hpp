@@ -33,20 +33,12 @@ struct RouteError {
   std::string message;
 };
 
-// A subscription by its owner's client id and its id there (what a lane route covers).
-struct SubKey {
-  std::uint64_t owner = 0;
-  std::uint64_t id = 0;
-  friend auto operator<=>(const SubKey&, const SubKey&) = default;
-};
-
 struct Published {
   std::string_view topic;
   std::span<const std::byte> payload;
   const ChunkRef* chunk;           // holds `payload`, for deliveries that reference instead of copy
   const BulkRef* bulk = nullptr;   // set: the payload is in shared memory (`payload` is empty)
   std::span<const std::byte> headers = {};  // checked (proto/headers.hpp); carried as they are
-  const std::vector<SubKey>* skip = nullptr;  // sorted: subscriptions the sender's lanes took it to
   [[nodiscard]] std::uint64_t size() const noexcept { return bulk ? bulk->length : payload.size(); }
 };
 
@@ -109,9 +101,6 @@ class Router {
   [[nodiscard]] RouteResult pick_responder(std::uint64_t from, std::string_view topic, Subscription*& responder,
                                            TopicStats*& topic_stats);
   [[nodiscard]] std::size_t count_responders(std::string_view topic);
-  // The direct (not grouped) subscriptions a message on `topic` reaches, by owner then id, in
-  // `out`; `grouped`: queue groups take it too. False for an invalid topic.
-  [[nodiscard]] bool direct_subscriptions(std::string_view topic, std::vector<const Subscription*>& out, bool& grouped);
 
   [[nodiscard]] std::size_t subscription_count() const noexcept { return subscription_count_; }
   // Subscriptions whose pattern may match one of the broker's own topics ($sys.*): while there

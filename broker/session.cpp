@@ -226,8 +226,7 @@ std::size_t Session::publish_run(const proto::MessageHead& head, const proto::Fr
   constexpr std::size_t kMaxRunMessages = 64;
   constexpr std::size_t kMaxRunBytes = 16 * 1024;  // the most a run may add past a queue's limit
   if (head.retain || !head.headers.empty() || first.payload.size() > kRunPayloadMax ||
-      (!grants_.all() && head.topic != last_published_) || proto::is_reserved(head.topic) ||
-      (lanes_capable_ && broker_.lanes().skip(id_, head.topic) != nullptr)) {  // lanes cover some receivers
+      (!grants_.all() && head.topic != last_published_) || proto::is_reserved(head.topic)) {
     return 0;
   }
   run_.clear();
@@ -250,7 +249,6 @@ std::size_t Session::publish_run(const proto::MessageHead& head, const proto::Fr
     rest = rest.subspan(next->frame_size);
   }
   if (run_.size() < 2 || !broker_.router().publish_run(stamp(), head.topic, run_, bytes)) return 0;
-  if (lanes_capable_) broker_.lanes().published(*this, head.topic);
   published_ += run_.size();
   published_bytes_ += bytes;
   return frames;
@@ -359,24 +357,6 @@ void Session::send_error(wire::ErrorCode code, std::string_view message, bool fa
 
 void Session::queue_control(const wire::Header& h) {
   outbox_.queue_frame(h, {}, nullptr);
-}
-
-bool Session::may_publish(std::string_view topic) const noexcept {
-  return grants_.allows_topic(Right::kPublish, topic);
-}
-
-void Session::send_lane_frame(const wire::Header& h, std::vector<shm::UniqueFd> fds) {
-  if (closing()) return;
-  // Lane frames are few (setup, route changes) and always sent: at most a few per lane and
-  // topic beyond the queue's limit, like the errors that name a removed subscription.
-  for (auto& fd : fds) outbox_.attach_fd(std::move(fd));
-  queue_control(h);
-}
-
-void Session::cut_off(wire::ErrorCode code, std::string_view message) {
-  if (closing()) return;
-  send_error(code, message, true);
-  flush();
 }
 
 void Session::begin_shutdown() {
