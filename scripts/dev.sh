@@ -151,8 +151,8 @@ case "${1:-}" in
     # the soak, which takes minutes of mostly waiting and runs beside the ASan build.
     echo "== Release build (at ${SECONDS} s)"
     configure "$build_dir" Release
-    cmake --build "$build_dir" -j "$jobs" --target brokerd brokerctl brokerbench ubroker-publish \
-      ubroker-subscribe ubroker_test_peer ubroker_hostile soak_test ubroker_shared ubroker_static ubroker_man
+    cmake --build "$build_dir" -j "$jobs" --target ubroker_installed ubroker-publish \
+      ubroker-subscribe ubroker_test_peer ubroker_hostile soak_test
     (cd "$build_dir" && UBROKER_SOAK_SECONDS=${UBROKER_SOAK_SECONDS:-90} \
       ctest --verbose --timeout 3900 -R '^Soak\.') >"$build_dir/soak.log" 2>&1 &
     soak_pid=$!
