@@ -28,7 +28,11 @@ std::string imbalance(const wire::BrokerStatus& st) {
 }
 
 TEST(Accounting, EveryDeliveryIsWrittenDroppedOrQueuedAtEveryMoment) {
-  BrokerProcess broker("[limits]\nqueue_max_messages = 200\n[timeouts]\nslow_consumer_ms = 300\n");
+  // slow_consumer_ms cuts the stuck subscriber off, and must spare the lossy one: our client
+  // reads a socket's worth at once (about 2,000 of these messages) and only then reads again,
+  // so the broker sees no progress from it for as long as its callbacks take for those, 0.4 s
+  // at 200 us each and more under ASan on a loaded machine (0.35 s was seen beyond 0.3 s).
+  BrokerProcess broker("[limits]\nqueue_max_messages = 200\n[timeouts]\nslow_consumer_ms = 2000\n");
   constexpr std::uint64_t kPerPublisher = 20'000;
   Client observer = broker.connect("observer");
   ASSERT_TRUE(observer.publish("acct.retained", "kept", {.retain = true}).has_value());
@@ -89,10 +93,11 @@ TEST(Accounting, EveryDeliveryIsWrittenDroppedOrQueuedAtEveryMoment) {
   EXPECT_EQ(imbalance(st), "");
   EXPECT_GT(st.dropped_overflow(), 0u);    // the lossy one
   EXPECT_GT(st.dropped_disconnect(), 0u);  // the stuck one, at least
-  EXPECT_GE(st.slow_consumer_disconnects(), 1u);  // the stuck one (a starved DROP one may join it)
-  // good + lossy + stuck + doomed could each have had all 40,000, plus one retained replay.
+  EXPECT_EQ(st.slow_consumer_disconnects(), 1u);  // the stuck one
+  // good + lossy + stuck + doomed could each have had all 40,000, plus one retained replay;
+  // good and lossy (connected throughout) did.
   EXPECT_LE(st.deliveries_accepted(), 4 * 2 * kPerPublisher + 1);
-  EXPECT_GE(st.deliveries_accepted(), 2 * 2 * kPerPublisher + 1);
+  EXPECT_GE(st.deliveries_accepted(), 2 * 2 * kPerPublisher + 1) << st.DebugString();
 }
 
 }  // namespace
