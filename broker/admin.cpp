@@ -43,6 +43,17 @@ wire::BrokerStatus Broker::status() const {
   st.set_replies_refused(stats_.replies_refused);
   st.set_replies_discarded(stats_.replies_discarded);
   st.set_error_replies(stats_.error_replies);
+  const Lanes::Books lanes = lanes_.books();
+  st.set_lanes_open(lanes.open);
+  st.set_lanes_opened(lanes.opened);
+  st.set_lanes_broken(lanes.closed_broken);
+  st.set_lanes_refused(stats_.lanes_refused);
+  st.set_lane_accepted(lanes.accepted);
+  st.set_lane_delivered(lanes.delivered);
+  st.set_lane_dropped(lanes.dropped);
+  st.set_lane_lost(lanes.lost);
+  st.set_lane_queued(lanes.queued());
+  st.set_lane_fds(lanes.fds);
   st.set_retained_topics(retained_.size());
   st.set_retained_bytes(retained_.bytes());
   st.set_retained_evicted(retained_.evicted());
@@ -90,6 +101,7 @@ wire::BrokerStatus Broker::status() const {
     u->set_pending_requests(a->used(Resource::kPendingRequests));
     u->set_bulk_holds(a->used(Resource::kBulkHolds));
     u->set_shm_bytes(shm_.bytes_of(a->uid()));
+    u->set_lane_bytes(lanes_.bytes_of_uid(a->uid()));
     u->set_limited(a->limited);
   }
   st.set_memory_bytes(accounts_.memory_bytes());

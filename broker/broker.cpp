@@ -261,6 +261,7 @@ asio::awaitable<void> Broker::sweep_loop() {
     co_await sweep_timer_.async_wait(kUseTuple);
     const auto now = Clock::now();
     for (auto& [id, s] : sessions_) s->check_deadlines(now);
+    lanes_.sweep(now);
     if (now - last_rate_tick_ >= std::chrono::seconds(1)) {
       router_.tick_rates(std::chrono::duration<double>(now - last_rate_tick_).count());
       last_rate_tick_ = now;
@@ -352,6 +353,7 @@ std::expected<void, std::string> Broker::reload() {
   std::size_t revoked = 0;
   for (auto& [id, s] : sessions_) revoked += s->apply_grants(grants_for(s->peer()));
   if (revoked != 0) spdlog::warn("reload: {} subscription(s) and service(s) no longer allowed were removed", revoked);
+  (void)lanes_.subscriptions_changed();  // removed subscriptions, and publish rights taken away
   flush_dirty();
   return {};
 }
@@ -401,6 +403,7 @@ void Broker::session_gone(Session& s) {
     if (sub->service) services.push_back(sub->pattern);
   }
   router_.remove_owner(s.outbox());
+  lanes_.session_gone(s.id());
   requests_.drop_session(s.id(), [&](const PendingRequest& p) {
     ++stats_.responder_gone;
     if (p.topic != nullptr) ++p.topic->served.timeouts;  // unanswered, as far as the topic goes

@@ -28,6 +28,7 @@
 #include "policy.hpp"
 #include "request_table.hpp"
 #include "retained_store.hpp"
+#include "lanes.hpp"
 #include "router.hpp"
 #include "shm_registry.hpp"
 #include "stats.hpp"
@@ -53,6 +54,8 @@ class Broker {
 
   [[nodiscard]] const Config& config() const noexcept { return config_; }
   [[nodiscard]] Router& router() noexcept { return router_; }
+  [[nodiscard]] Lanes& lanes() noexcept { return lanes_; }
+  [[nodiscard]] const Lanes& lanes() const noexcept { return lanes_; }
   [[nodiscard]] ChunkPool& pool() noexcept { return pool_; }
   [[nodiscard]] Stats& stats() noexcept { return stats_; }
   [[nodiscard]] Session* find(std::uint64_t id) const;
@@ -143,6 +146,7 @@ class Broker {
   Stats stats_;
   ChunkPool pool_;
   Router router_;
+  Lanes lanes_{*this, router_, config_};
   Tracer tracer_{router_};
   RequestTable requests_;
   RetainedStore retained_;

@@ -124,6 +124,32 @@ std::expected<void, std::string> load_timeouts(const toml::table& t, Timeouts& t
   return {};
 }
 
+std::expected<void, std::string> load_lanes(const toml::table& t, LaneSettings& lanes) {
+  for (const auto& [k, v] : t) {
+    const std::string_view key = k.str();
+    if (key == "enabled") {
+      if (!v.is_boolean()) return Error(fmt::format("{}: 'lanes.enabled' must be true or false", where(v)));
+      lanes.enabled = v.as_boolean()->get();
+    } else if (key == "capacity_bytes") {
+      auto r = get_int<std::int64_t>(v, key, 4096, std::int64_t{1} << 30);
+      if (!r) return Error(r.error());
+      if ((*r & (*r - 1)) != 0) return Error(fmt::format("{}: 'lanes.capacity_bytes' must be a power of two", where(v)));
+      lanes.capacity_bytes = static_cast<std::uint64_t>(*r);
+    } else if (key == "max_per_client") {
+      auto r = get_int<std::int64_t>(v, key, 0, 4096);
+      if (!r) return Error(r.error());
+      lanes.max_per_client = static_cast<std::uint32_t>(*r);
+    } else if (key == "max_bytes_per_uid") {
+      auto r = get_int<std::int64_t>(v, key, 0, kTiB);
+      if (!r) return Error(r.error());
+      lanes.max_bytes_per_uid = static_cast<std::uint64_t>(*r);
+    } else {
+      return Error(fmt::format("{}: unknown key 'lanes.{}'", where(v), key));
+    }
+  }
+  return {};
+}
+
 // Names are resolved when the policy is loaded, so a check never waits on NSS, and a name
 // that does not exist is an error now rather than a rule that silently matches nobody.
 std::expected<std::uint32_t, std::string> resolve(const toml::node& node, std::string_view key, bool user) {
@@ -274,6 +300,8 @@ std::expected<void, std::string> load_config_file(const std::string& path, Confi
       config.socket_gid = *gid;
     } else if (key == "timeouts" && v.is_table()) {
       if (auto r = load_timeouts(*v.as_table(), config.timeouts); !r) return fail(r.error());
+    } else if (key == "lanes" && v.is_table()) {
+      if (auto r = load_lanes(*v.as_table(), config.lanes); !r) return fail(r.error());
     } else {
       return fail(fmt::format("{}: unknown key '{}'", where(v), key));
     }

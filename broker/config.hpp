@@ -67,6 +67,18 @@ struct Timeouts {
   friend bool operator==(const Timeouts&, const Timeouts&) = default;
 };
 
+// Direct lanes (lanes.hpp): publisher to subscriber through shared memory.
+struct LaneSettings {
+  bool enabled = false;  // to turn on once the soak under ASan shows no leak with lanes (issue 20 notes)
+  // Each lane's ring (a power of two, 4 KiB..1 GiB): 1 MiB holds ~30,000 small messages, what
+  // a subscriber's queue in the broker holds, so a publisher is held back no sooner.
+  std::uint64_t capacity_bytes = 1u << 20;
+  std::uint32_t max_per_client = 64;           // lanes one connection is an end of
+  std::uint64_t max_bytes_per_uid = 1ull << 30;  // the segments of one uid's lanes (both ends charged)
+
+  friend bool operator==(const LaneSettings&, const LaneSettings&) = default;
+};
+
 struct Config {
   std::string socket_path;  // empty: the default (see proto/socket_address.hpp)
   mode_t socket_mode = 0660;
@@ -80,6 +92,7 @@ struct Config {
   std::string config_file;  // where the settings came from ("" = defaults only)
   Limits limits;
   Timeouts timeouts;
+  LaneSettings lanes;
   Policy policy;
 };
 

@@ -43,12 +43,12 @@ void OutQueue::attach_fd(shm::UniqueFd fd) {
   fd_marks_.push_back({appended_, std::move(fd)});
 }
 
-std::size_t OutQueue::gather(std::span<iovec> iov, int& fd) const noexcept {
-  fd = -1;
+std::size_t OutQueue::gather(std::span<iovec> iov, Fds& fds) const noexcept {
+  fds.count = 0;
   std::uint64_t stop = appended_;  // stream position the batch must not pass
   for (const FdMark& m : fd_marks_) {
     if (m.at == sent_) {
-      fd = m.fd.get();
+      if (fds.count < kMaxFdsPerMessage) fds.fd[fds.count++] = m.fd.get();
     } else if (m.at > sent_) {
       stop = m.at;
       break;

@@ -7,6 +7,7 @@
 
 #include <sys/uio.h>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -31,13 +32,20 @@ class OutQueue {
   // Everything appended so far completes one more message; a `delivery` (a DELIVER frame) is
   // also counted apart, for the broker's accounting of what it accepted for subscribers.
   void end_message(bool delivery = false);
-  // The next message appended carries `fd`: it rides on the sendmsg that starts with the
-  // message's first byte, so the receiver has it no later than the frame that claims it.
+  // The next message appended carries `fd` (up to kMaxFdsPerMessage of them, in the order
+  // attached): they ride on the sendmsg that starts with the message's first byte, so the
+  // receiver has them no later than the frame that claims them.
   void attach_fd(shm::UniqueFd fd);
+  static constexpr std::size_t kMaxFdsPerMessage = 2;
+  struct Fds {
+    std::array<int, kMaxFdsPerMessage> fd{};
+    std::size_t count = 0;
+    [[nodiscard]] std::span<const int> view() const noexcept { return {fd.data(), count}; }
+  };
 
   // Fills iov from the head; returns how many entries were used. A batch never runs into a
-  // message that carries an fd; one that starts with such a message sets `fd` (else -1).
-  [[nodiscard]] std::size_t gather(std::span<iovec> iov, int& fd) const noexcept;
+  // message that carries fds; one that starts with such a message fills `fds`.
+  [[nodiscard]] std::size_t gather(std::span<iovec> iov, Fds& fds) const noexcept;
   struct Counts {
     std::size_t messages = 0;
     std::size_t deliveries = 0;  // of which DELIVER frames

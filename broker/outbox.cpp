@@ -140,11 +140,11 @@ Outbox::Write Outbox::send_some() {
   std::array<iovec, 256> iov;
   Write result = Write::kDrained;
   while (!out_.empty()) {
-    int fd = -1;
-    const std::size_t n = out_.gather(iov, fd);
+    OutQueue::Fds fds;
+    const std::size_t n = out_.gather(iov, fds);
     std::size_t offered = 0;
     for (std::size_t i = 0; i < n; ++i) offered += iov[i].iov_len;
-    auto sent = proto::send(fd_, std::span(iov.data(), n), fd < 0 ? std::span<const int>() : std::span<const int>(&fd, 1));
+    auto sent = proto::send(fd_, std::span(iov.data(), n), fds.view());
     if (!sent) {
       result = proto::would_block(sent.error()) ? Write::kBlocked : Write::kFailed;
       break;

@@ -65,6 +65,8 @@ class Outbox {
 
   [[nodiscard]] std::uint64_t id() const noexcept { return id_; }
   [[nodiscard]] ConnectionAccount& account() noexcept { return account_; }
+  // The next frame queued carries `fd` (a lane's segment or eventfd: lanes.hpp).
+  void attach_fd(shm::UniqueFd fd) { out_.attach_fd(std::move(fd)); }
 
   // ---- What the Router uses ----
   // Room in this client's queue and in its uid's budget.

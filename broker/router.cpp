@@ -240,7 +240,13 @@ RouteResult Router::route(const SenderStamp& stamp, const Published& msg, bool h
   const Route& route = *found;
   targets_.clear();
   target_subs_.clear();
-  for (Subscription* s : route.direct) add_target(s->owner, s);
+  if (msg.lanes == nullptr) {
+    for (Subscription* s : route.direct) add_target(s->owner, s);
+  } else {
+    for (Subscription* s : route.direct) {
+      if (msg.lanes->passes({s->owner->id(), s->id})) add_target(s->owner, s);
+    }
+  }
   group_picks_.clear();
   for (Group* g : route.groups) {
     const std::size_t at = pick_member(*g);
@@ -318,7 +324,8 @@ void Router::count_topic(const Route& route, const SenderStamp& stamp, std::uint
 }
 
 bool Router::publish_run(const SenderStamp& stamp, std::string_view topic,
-                         std::span<const std::span<const std::byte>> payloads, std::uint64_t bytes) {
+                         std::span<const std::span<const std::byte>> payloads, std::uint64_t bytes,
+                         const LaneFilter* lanes) {
   const Route* found = resolve(topic);
   // A queue group picks a member per message, and a subscription with drops to report has
   // them carried by its next DELIVER alone: both go one message at a time.
@@ -327,6 +334,7 @@ bool Router::publish_run(const SenderStamp& stamp, std::string_view topic,
   targets_.clear();
   target_subs_.clear();
   for (Subscription* s : route.direct) {
+    if (lanes != nullptr && !lanes->passes({s->owner->id(), s->id})) continue;
     if (s->dropped_unreported != 0) return false;
     add_target(s->owner, s);
   }
@@ -443,6 +451,14 @@ RouteResult Router::pick_responder(std::uint64_t from, std::string_view topic, S
 std::size_t Router::count_responders(std::string_view topic) {
   const Route* r = resolve(topic);
   return r == nullptr ? 0 : r->services.size();
+}
+
+bool Router::direct_subscriptions(std::string_view topic, std::vector<const Subscription*>& out, bool& grouped) {
+  const Route* r = resolve(topic);
+  if (r == nullptr) return false;
+  out.assign(r->direct.begin(), r->direct.end());
+  grouped = !r->groups.empty();
+  return true;
 }
 
 std::size_t Router::count_subscribers(std::string_view topic) {

@@ -7,6 +7,7 @@
 // is removed (remove_owner) before it goes away.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <expected>
 #include <memory>
@@ -33,12 +34,31 @@ struct RouteError {
   std::string message;
 };
 
+// A subscription by its owner's client id and its id there (what a lane route covers).
+struct SubKey {
+  std::uint64_t owner = 0;
+  std::uint64_t id = 0;
+  friend auto operator<=>(const SubKey&, const SubKey&) = default;
+};
+
+// What a publisher's lanes change about where its message goes (broker/lanes.hpp): the
+// subscriptions its lanes took it to (skipped), and the ones its current route knows of
+// (others, newer than that route, get its messages only once it takes one that knows them).
+struct LaneFilter {
+  const std::vector<SubKey>* skip = nullptr;   // sorted
+  const std::vector<SubKey>* known = nullptr;  // sorted
+  [[nodiscard]] bool passes(const SubKey& k) const noexcept {
+    return std::binary_search(known->begin(), known->end(), k) && !std::binary_search(skip->begin(), skip->end(), k);
+  }
+};
+
 struct Published {
   std::string_view topic;
   std::span<const std::byte> payload;
   const ChunkRef* chunk;           // holds `payload`, for deliveries that reference instead of copy
   const BulkRef* bulk = nullptr;   // set: the payload is in shared memory (`payload` is empty)
   std::span<const std::byte> headers = {};  // checked (proto/headers.hpp); carried as they are
+  const LaneFilter* lanes = nullptr;  // set: the sender has lanes (LaneFilter)
   [[nodiscard]] std::uint64_t size() const noexcept { return bulk ? bulk->length : payload.size(); }
 };
 
@@ -89,7 +109,8 @@ class Router {
   // go one message at a time (a queue group, drops to report, a receiver without room for all
   // of it, an invalid topic); then nothing was done. `bytes`: the payloads' sizes together.
   [[nodiscard]] bool publish_run(const SenderStamp& stamp, std::string_view topic,
-                                 std::span<const std::span<const std::byte>> payloads, std::uint64_t bytes);
+                                 std::span<const std::span<const std::byte>> payloads, std::uint64_t bytes,
+                                 const LaneFilter* lanes = nullptr);
   // The broker's own messages ($sys. events): never held back (the broker cannot wait), so a
   // subscriber whose queue is full misses them, counted as overflow drops like a DROP
   // subscription's: a uid churning connections cannot grow anyone's queue past its limits.
@@ -101,6 +122,9 @@ class Router {
   [[nodiscard]] RouteResult pick_responder(std::uint64_t from, std::string_view topic, Subscription*& responder,
                                            TopicStats*& topic_stats);
   [[nodiscard]] std::size_t count_responders(std::string_view topic);
+  // The direct (not grouped) subscriptions a message on `topic` reaches, by owner then id, in
+  // `out`; `grouped`: queue groups take it too. False for an invalid topic.
+  [[nodiscard]] bool direct_subscriptions(std::string_view topic, std::vector<const Subscription*>& out, bool& grouped);
 
   [[nodiscard]] std::size_t subscription_count() const noexcept { return subscription_count_; }
   // Subscriptions whose pattern may match one of the broker's own topics ($sys.*): while there

@@ -248,7 +248,9 @@ std::size_t Session::publish_run(const proto::MessageHead& head, const proto::Fr
     bytes += next->payload.size();
     rest = rest.subspan(next->frame_size);
   }
-  if (run_.size() < 2 || !broker_.router().publish_run(stamp(), head.topic, run_, bytes)) return 0;
+  const LaneFilter* lanes = lanes_capable_ ? broker_.lanes().filter(id_, head.topic) : nullptr;
+  if (run_.size() < 2 || !broker_.router().publish_run(stamp(), head.topic, run_, bytes, lanes)) return 0;
+  if (lanes_capable_) broker_.lanes().published(*this, head.topic);
   published_ += run_.size();
   published_bytes_ += bytes;
   return frames;
@@ -357,6 +359,24 @@ void Session::send_error(wire::ErrorCode code, std::string_view message, bool fa
 
 void Session::queue_control(const wire::Header& h) {
   outbox_.queue_frame(h, {}, nullptr);
+}
+
+bool Session::may_publish(std::string_view topic) const noexcept {
+  return grants_.allows_topic(Right::kPublish, topic);
+}
+
+void Session::send_lane_frame(const wire::Header& h, std::vector<shm::UniqueFd> fds) {
+  if (closing()) return;
+  // Lane frames are few (setup, route changes) and always sent: at most a few per lane and
+  // topic beyond the queue's limit, like the errors that name a removed subscription.
+  for (auto& fd : fds) outbox_.attach_fd(std::move(fd));
+  queue_control(h);
+}
+
+void Session::cut_off(wire::ErrorCode code, std::string_view message) {
+  if (closing()) return;
+  send_error(code, message, true);
+  flush();
 }
 
 void Session::begin_shutdown() {

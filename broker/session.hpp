@@ -105,6 +105,16 @@ class Session {
   // Called periodically by the broker: enforces handshake, slow-consumer and linger deadlines.
   void check_deadlines(Clock::time_point now);
 
+  // Direct lanes (lanes.hpp): whether this client uses them (its HELLO and the config say so),
+  // whether it may publish on a topic, a LANE_* frame queued with the fds that ride on it, the
+  // SUBACK of a SUBSCRIBE that waited for publishers to take their routes, and a cut-off (a
+  // fatal error, then the close).
+  [[nodiscard]] bool lanes_capable() const noexcept { return lanes_capable_; }
+  [[nodiscard]] bool may_publish(std::string_view topic) const noexcept;
+  void send_lane_frame(const wire::Header& h, std::vector<shm::UniqueFd> fds);
+  void subscribed(std::uint64_t seq) { ack(seq); }
+  void cut_off(wire::ErrorCode code, std::string_view message);
+
  private:
   enum class Step { kContinue, kBlocked, kClose };
   // The connection's life, in order: waiting for HELLO; open; closing (reading stopped, the
@@ -203,7 +213,9 @@ class Session {
 
   // The SUBSCRIBE whose retained values are being sent (its frame stays buffered meanwhile).
   std::optional<PendingReplay> replay_;
-  shm::UniqueFd claimed_fd_;  // the fd of the frame being handled (SHM_REGISTER)
+  shm::UniqueFd claimed_fd_;  // the fd of the frame being handled (SHM_REGISTER, LANE_SEGMENT)
+  shm::UniqueFd claimed_wake_fd_;  // LANE_SEGMENT's second: a subscriber's eventfd
+  bool lanes_capable_ = false;
 
   std::uint64_t published_ = 0;
   std::uint64_t published_bytes_ = 0;

@@ -59,6 +59,17 @@ Session::Step Session::handle_frame(const wire::Header& h, std::span<const std::
     case wire::REPLY: return handle_reply(h, payload);
     case wire::PROBE: return handle_probe(h);
     case wire::STATUS: return handle_status(h);
+    case wire::LANE_SEGMENT:
+      if (!lanes_capable_) break;
+      if (!broker_.lanes().segment(*this, h, std::move(claimed_fd_), std::move(claimed_wake_fd_))) return Step::kClose;
+      return Step::kContinue;
+    case wire::LANE_ROUTE_ACK:
+      if (!lanes_capable_) break;
+      return broker_.lanes().route_taken(*this, h) ? Step::kContinue : Step::kClose;
+    case wire::LANE_ERROR:
+      if (!lanes_capable_) break;
+      broker_.lanes().error_reported(*this, h);
+      return Step::kContinue;
     case wire::PING:
       control_.Clear();
       control_.set_type(wire::PONG);
@@ -71,6 +82,11 @@ Session::Step Session::handle_frame(const wire::Header& h, std::span<const std::
                  fmt::format("{} frames are sent by the broker, not by clients", wire::FrameType_Name(h.type())), true);
       return Step::kClose;
   }
+  send_error(wire::PROTOCOL_ERROR,
+             fmt::format("a {} frame from a client without lanes (its HELLO did not offer them, or lanes.enabled is off)",
+                         wire::FrameType_Name(h.type())),
+             true);
+  return Step::kClose;
 }
 
 Session::Step Session::handle_hello(const wire::Header& h) {
@@ -87,6 +103,8 @@ Session::Step Session::handle_hello(const wire::Header& h) {
     return Step::kClose;
   }
   name_ = printable(hello.client_name(), kMaxClientName);  // shown in logs and tables
+  lanes_capable_ = broker_.config().lanes.enabled &&
+                   std::find(hello.features().begin(), hello.features().end(), "lanes") != hello.features().end();
   welcomed_ = true;
   enter(Phase::kOpen);
   const auto& cfg = broker_.config();
@@ -179,7 +197,10 @@ Session::Step Session::handle_publish(const Published& msg, bool retain) {
   RouteResult routed = RouteResult::kInvalidTopic;
   if (!proto::is_reserved(topic)) {
     // The router validates a topic it has not seen before: a known topic costs one lookup.
-    routed = broker_.router().publish(stamp(), msg);
+    // What this client's lanes carry (a retained value never goes by lane) is skipped.
+    Published routed_msg = msg;
+    if (lanes_capable_ && !retain) routed_msg.lanes = broker_.lanes().filter(id_, topic);
+    routed = broker_.router().publish(stamp(), routed_msg);
     if (routed == RouteResult::kBlocked) return Step::kBlocked;
   }
   if (routed != RouteResult::kRouted) {
@@ -196,6 +217,8 @@ Session::Step Session::handle_publish(const Published& msg, bool retain) {
   }
   if (retain) {
     broker_.retained().put(topic, msg.payload, id_, peer_.uid, static_cast<std::uint32_t>(peer_.pid), msg.headers);
+  } else if (lanes_capable_) {
+    broker_.lanes().published(*this, topic);
   }
   ++published_;
   published_bytes_ += msg.payload.size();
@@ -204,7 +227,8 @@ Session::Step Session::handle_publish(const Published& msg, bool retain) {
 
 Session::Step Session::claim_fds(const wire::Header& h) {
   const std::uint32_t want = h.fd_count();
-  const std::uint32_t allowed = h.type() == wire::SHM_REGISTER ? 1 : 0;
+  const bool lane_segment = h.type() == wire::LANE_SEGMENT && (want == 1 || want == 2);
+  const std::uint32_t allowed = h.type() == wire::SHM_REGISTER ? 1 : lane_segment ? want : 0;
   if (want != allowed) {
     send_error(wire::FD_ERROR,
                allowed == 0 ? fmt::format("a {} frame carries no file descriptors (it announced {})",
@@ -220,8 +244,12 @@ Session::Step Session::claim_fds(const wire::Header& h) {
                true);
     return Step::kClose;
   }
-  if (want == 1) {
+  if (want >= 1) {
     claimed_fd_ = std::move(fds.front());
+    fds.erase(fds.begin());
+  }
+  if (want == 2) {
+    claimed_wake_fd_ = std::move(fds.front());
     fds.erase(fds.begin());
   }
   return Step::kContinue;
@@ -344,7 +372,9 @@ Session::Step Session::handle_subscribe(const wire::Header& h) {
     send_error(r.error().code, r.error().message, false, h.seq());
     return Step::kContinue;
   }
-  ack(h.seq());
+  // Publishers whose lanes now carry the topic to this subscription, or who must now send it
+  // to the broker too, take their new routes first: the ACK follows (Lanes::subscriptions_changed).
+  if (!broker_.lanes().subscriptions_changed(this, h.seq())) ack(h.seq());
   return Step::kContinue;
 }
 
@@ -402,6 +432,7 @@ Session::Step Session::handle_unsubscribe(const wire::Header& h) {
     return Step::kContinue;
   }
   ack(h.seq(), *r);
+  if (!service) (void)broker_.lanes().subscriptions_changed();
   if (service) broker_.service_event(*this, pattern, false);
   return Step::kContinue;
 }

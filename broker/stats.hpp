@@ -26,6 +26,8 @@ struct Stats {
   std::uint64_t no_subscriber = 0;        // published with nobody matching
   std::uint64_t publisher_blocks = 0;     // times a publisher was held back by a full subscriber
   std::uint64_t slow_consumer_disconnects = 0;
+  std::uint64_t lanes_opened = 0;
+  std::uint64_t lanes_refused = 0;  // a pair the limits kept on the broker's path
   std::uint64_t protocol_errors = 0;
   std::uint64_t payload_copies = 0;  // deliveries whose payload was copied (small, inline)
   std::uint64_t requests = 0;        // REQUESTs routed to a responder

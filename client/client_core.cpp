@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 #include <asio/post.hpp>
+#include <array>
 #include <cstring>
 
 #include "headers.hpp"
@@ -55,6 +56,8 @@ ClientCore::~ClientCore() {
   close();
   // The last reference may go away in a callback on one of these threads: it then ends on its own.
   if (io_thread_) io_thread_->join();
+  lane_pub_.close_all();
+  lane_sub_.close_all();
   if (reconnector_.joinable()) {
     if (reconnector_.get_id() == std::this_thread::get_id()) {
       reconnector_.detach();
@@ -110,6 +113,7 @@ void ClientCore::close() {
     if (!closed()) {
       disconnect_reason_ = why;
       orphans = orphan_answers_locked(not_connected(why));
+      close_lanes_on_strand();  // before close_locked() lets the loop run dry (fail() keeps it going)
       close_locked();
     }
   }
@@ -188,6 +192,27 @@ void ClientCore::close_locked() {
   if (!writer_active_) discard_unsent_locked();  // else the writer does, once it stops
 }
 
+void ClientCore::close_lanes_on_strand() {
+  // The lanes' waits would keep the loop from running dry, and the loop owns them. A handler
+  // posted after the loop ran dry is never run: this is posted while the client's work guard
+  // still keeps it going. The own loop runs it before close() or the destructor joins it (so
+  // `this` is alive); an application's context may run it later, or never, so there it holds
+  // the core only if it is still alive (else the destructor closed them).
+  if (options_.io) {
+    post_to_strand([weak = weak_from_this()] {
+      if (auto self = weak.lock()) {
+        self->lane_pub_.close_all();
+        self->lane_sub_.close_all();
+      }
+    });
+  } else {
+    post_to_strand([this] {
+      lane_pub_.close_all();
+      lane_sub_.close_all();
+    });
+  }
+}
+
 void ClientCore::wake_waiters() {
   // A caller leading the loop sleeps in epoll, not on these: a no-op handler brings it round.
   if (io_thread_) asio::post(io_, [] {});
@@ -210,6 +235,14 @@ void ClientCore::fail(Error why) {
     LockGuard lk(state_mu_);
     if (!connected()) return;  // closed, or this connection already counted
     link_.store(LinkState::kReconnecting, std::memory_order_release);  // kClosed below if it is final
+    // The lanes were this connection's: publishes go to the broker (or the offline buffer).
+    lane_pub_.cut();
+    post_to_strand([weak = weak_from_this()] {  // not a strong one: a loop that never runs again would keep it
+      if (auto self = weak.lock()) {
+        self->lane_pub_.close_all();
+        self->lane_sub_.close_all();
+      }
+    });
     disconnect_reason_ = why;
     orphans = orphan_answers_locked(gone);
     if (may_reconnect(why)) {
@@ -229,22 +262,37 @@ void ClientCore::fail(Error why) {
 
 // ---- writing ------------------------------------------------------------------------------
 
-Result<void> ClientCore::send_frame(const wire::Header& h, std::span<const std::byte> payload, int fd) {
+Result<void> ClientCore::send_frame(const wire::Header& h, std::span<const std::byte> payload, int fd, bool may_wait) {
   const std::size_t head = proto::frame_head_size(h);
   const bool plain_publish = h.type() == wire::PUBLISH && !h.has_shm() && fd < 0;
   return queue_frame(head, plain_publish, payload, fd,
-                      [&](std::byte* at) { proto::write_frame_head(at, h, payload.size()); });
+                      [&](std::byte* at) { proto::write_frame_head(at, h, payload.size()); }, {}, may_wait);
+}
+
+Result<void> ClientCore::send_frame_with_fds(const wire::Header& h, std::span<UniqueFd> owned) {
+  return queue_frame(proto::frame_head_size(h), false, {}, -1,
+                     [&](std::byte* at) { proto::write_frame_head(at, h, 0); }, owned);
 }
 
 Result<void> ClientCore::send_publish(std::string_view topic, bool retain, std::span<const std::byte> headers,
-                                      std::span<const std::byte> payload) {
+                                      std::span<const std::byte> payload, bool may_wait) {
   return queue_frame(proto::publish_head_size(topic, retain, headers), true, payload, -1,
-                      [&](std::byte* at) { proto::encode_publish_head(at, topic, retain, payload.size(), headers); });
+                      [&](std::byte* at) { proto::encode_publish_head(at, topic, retain, payload.size(), headers); },
+                      {}, may_wait);
+}
+
+void ClientCore::wait_for_send_room() {
+  UniqueLock lk(write_mu_);
+  if (pending_.size() < options_.max_pending_bytes || on_io_thread()) return;
+  (void)follow_until(lk, write_cv_, std::chrono::steady_clock::time_point::max(), [&] {
+    write_mu_.assert_held();
+    return pending_.size() < options_.max_pending_bytes || !connected();
+  });
 }
 
 template <class WriteHead>
 Result<void> ClientCore::queue_frame(std::size_t head, bool plain_publish, std::span<const std::byte> payload, int fd,
-                                      const WriteHead& write_head) {
+                                      const WriteHead& write_head, std::span<UniqueFd> owned, bool may_wait) {
   const std::uint64_t max_frame = max_frame_bytes_.load(std::memory_order_relaxed);
   if (head - proto::kPrefixSize + payload.size() > max_frame) {
     return std::unexpected(Error{Errc::kFrameTooLarge,
@@ -254,7 +302,7 @@ Result<void> ClientCore::queue_frame(std::size_t head, bool plain_publish, std::
   UniqueLock lk(write_mu_);
   // Lossless backpressure: wait while too much is unsent (never on the I/O thread, which
   // is the one that drains it; there the bound is enforced by pausing reads instead).
-  if (pending_.size() >= options_.max_pending_bytes && !on_io_thread()) {
+  if (may_wait && pending_.size() >= options_.max_pending_bytes && !on_io_thread()) {
     (void)follow_until(lk, write_cv_, std::chrono::steady_clock::time_point::max(),
                      [&] {
                        write_mu_.assert_held();
@@ -281,7 +329,8 @@ Result<void> ClientCore::queue_frame(std::size_t head, bool plain_publish, std::
   pending_.resize(at + head + payload.size());
   write_head(pending_.data() + at);
   if (!payload.empty()) std::memcpy(pending_.data() + at + head, payload.data(), payload.size());
-  if (fd >= 0) pending_fds_.push_back({at, fd});
+  if (fd >= 0) pending_fds_.push_back({at, fd, {}});
+  for (UniqueFd& o : owned) pending_fds_.push_back({at, o.get(), std::move(o)});
   if (writer_active_ || !connected()) return {};  // the active writer (or the next connection) sends it
   writer_active_ = true;
   lk.unlock();
@@ -329,20 +378,20 @@ void ClientCore::drive_writes() {
       }
     }
     if (took_batch) write_cv_.notify_all();
-    // A frame with an fd starts its own sendmsg, which carries the fd.
+    // A frame with fds starts its own sendmsg, which carries them.
     std::size_t end = sending_.size();
-    int fd = -1;
+    std::array<int, kMaxFdsPerFrame> fds{};
+    std::size_t nfds = 0;
     for (const FdMark& m : sending_fds_) {
       if (m.at == sending_off_) {
-        fd = m.fd;
+        if (nfds < fds.size()) fds[nfds++] = m.fd;
       } else if (m.at > sending_off_) {
         end = m.at;
         break;
       }
     }
     const iovec iov{.iov_base = sending_.data() + sending_off_, .iov_len = end - sending_off_};
-    auto sent = proto::send(fd_.load(std::memory_order_relaxed), std::span(&iov, 1),
-                            fd < 0 ? std::span<const int>() : std::span<const int>(&fd, 1));
+    auto sent = proto::send(fd_.load(std::memory_order_relaxed), std::span(&iov, 1), std::span<const int>(fds.data(), nfds));
     if (sent) {
       sending_off_ += *sent;
       continue;
@@ -397,7 +446,23 @@ Result<void> ClientCore::publish(std::string_view topic, std::span<const std::by
       return std::unexpected(l.error());
     }
   }
-  return send_publish(topic, options.retain, headers, payload);
+  if (options.retain) return send_publish(topic, true, headers, payload);  // retained values: the broker's
+  // Lanes: what the topic's route names gets the message directly; the broker gets it when
+  // receivers without a lane need it (or no route names a lane). The wait for room in the
+  // outgoing bytes comes first, outside the lanes' lock (the loop takes that lock to change
+  // routes, and the loop is what makes room).
+  wait_for_send_room();
+  return lane_pub_.publish(topic, headers, payload, options_.timeout, [&](bool laned) {
+    if (!laned) return send_publish(topic, false, headers, payload, false);
+    // Marked: after a reconnect it is not sent again, since its lane subscribers may have it.
+    thread_local wire::Header h;
+    h.Clear();
+    h.set_type(wire::PUBLISH);
+    h.set_topic(topic.data(), topic.size());
+    h.set_value(kAlsoByLane);
+    if (!headers.empty()) (void)h.mutable_headers()->ParseFromArray(headers.data(), static_cast<int>(headers.size()));
+    return send_frame(h, payload, -1, false);
+  });
 }
 
 void ClientCore::more_callback_work() noexcept {
@@ -782,7 +847,10 @@ Result<Message> ClientCore::receive(std::chrono::milliseconds timeout) {
   queue_.pop_front();
   if (read_paused_for_queue_ && queue_.size() <= options_.receive_queue / 2) {
     read_paused_for_queue_ = false;
-    post_to_strand([self = shared_from_this()] { self->on_readable(); });
+    post_to_strand([self = shared_from_this()] {
+      self->on_readable();
+      self->lane_sub_.resume();
+    });
   }
   return m;
 }

@@ -48,6 +48,8 @@
 #include "annotated_mutex.hpp"
 #include "handshake.hpp"
 #include "io_thread.hpp"
+#include "lane_publisher.hpp"
+#include "lane_subscriber.hpp"
 #include "shm_reader.hpp"
 #include "ubroker.pb.h"
 #include "ubroker/client.hpp"
@@ -225,15 +227,22 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   }
   // Encodes one frame into pending_ and sends it (or leaves it to the active writer). An `fd`
   // (owned by the caller until the frame is out) rides on the sendmsg that starts the frame.
-  Result<void> send_frame(const wire::Header& h, std::span<const std::byte> payload, int fd = -1);
+  Result<void> send_frame(const wire::Header& h, std::span<const std::byte> payload, int fd = -1, bool may_wait = true);
+  // A control frame with fds the frame owns from now on (closed once it is out, or dropped).
+  Result<void> send_frame_with_fds(const wire::Header& h, std::span<UniqueFd> owned);
+  static constexpr std::size_t kMaxFdsPerFrame = 2;
+  // PUBLISH.value of a message that also went by lane (ubroker.proto).
+  static constexpr std::uint64_t kAlsoByLane = 1;
   // A plain PUBLISH, its head written by hand (proto/message_head.hpp).
   Result<void> send_publish(std::string_view topic, bool retain, std::span<const std::byte> headers,
-                            std::span<const std::byte> payload);
+                            std::span<const std::byte> payload, bool may_wait = true);
+  // Waits while too much is unsent (never on the loop, which sends it): lossless backpressure.
+  void wait_for_send_room();
   // Appends a frame of a `head`-byte head (written by write_head) and `payload` to the
   // outgoing bytes, under every bound; `plain_publish` frames may wait in the offline buffer.
   template <class WriteHead>
   Result<void> queue_frame(std::size_t head, bool plain_publish, std::span<const std::byte> payload, int fd,
-                            const WriteHead& write_head);
+                            const WriteHead& write_head, std::span<UniqueFd> owned = {}, bool may_wait = true);
   void drive_writes();
   void wait_writable();
   // Sends a control frame and (off the I/O thread) waits for its answer.
@@ -265,6 +274,11 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   };
   void deliver(const DeliveryHead& h, std::span<const std::byte> payload);
   void report(const Error& e);  // an error nobody waits for: on_error, else stderr
+  // Direct lanes (client_lanes.cpp): a LANE_* frame from the broker; a lane this end found
+  // broken (LANE_ERROR); what the subscribing end calls back.
+  void lane_frame(const wire::Header& h);
+  void report_lane(std::uint64_t lane, std::string_view why, bool broken = true);
+  LaneSubscriber::Hooks lane_hooks();
   void deliver_request(const wire::Header& h, std::span<const std::byte> payload);
   void answer(const wire::Header& h, std::span<const std::byte> payload);
 
@@ -278,6 +292,8 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   void stop_writing();  // the active writer gives up its role (the connection failed)
   // Fails the answers still awaited (state_mu_ held); returns the asynchronous ones to call.
   std::vector<Client::ReplyHandler> orphan_answers_locked(const Error& e) UBROKER_REQUIRES(state_mu_);
+  // close(): closes the lanes on the loop that owns them.
+  void close_lanes_on_strand();
   void wake_waiters();
   void notify(ConnectionChange change);  // runs on_connection on the I/O thread
   void reconnect_loop();
@@ -373,6 +389,8 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::vector<std::uint64_t> release_batch_;      // scratch for flush_releases
   wire::Header release_header_;                   // ditto
   std::shared_ptr<ShmReader> reader_;  // bulk payloads received (replaced by install)
+  LaneSubscriber lane_sub_{strand_, lane_hooks()};  // lanes this client reads (per connection)
+  wire::Header lane_ack_;                           // scratch for LANE_ROUTE_ACK
 
   // ---- state_mu_: subscriptions, outstanding requests, the reconnect handshake ----
   // Lock order: state_mu_, then write_mu_ or queue_mu_; ring_mu_ alone.
@@ -397,6 +415,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   struct FdMark {
     std::size_t at;  // offset of the frame's first byte in pending_ / sending_
     int fd;
+    UniqueFd owned;  // the fd itself when the frame owns it: closed once the mark is dropped
   };
   std::vector<FdMark> pending_fds_ UBROKER_GUARDED_BY(write_mu_);
   bool writer_active_ UBROKER_GUARDED_BY(write_mu_) = false;
@@ -411,6 +430,10 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::condition_variable queue_cv_;
   std::deque<Message> queue_ UBROKER_GUARDED_BY(queue_mu_);
   bool read_paused_for_queue_ UBROKER_GUARDED_BY(queue_mu_) = false;  // receive() resumes reading
+
+  // ---- The lanes this client writes: their own lock (lane_publisher.hpp), taken before
+  // write_mu_ (a publish hands the broker its copy under it) ----
+  LanePublisher lane_pub_{[this](std::uint64_t lane, const char* why, bool broken) { report_lane(lane, why, broken); }};
 
   // ---- ring_mu_: this client's shared-memory ring, made on first use ----
   Mutex ring_mu_;

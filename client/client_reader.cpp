@@ -134,6 +134,11 @@ void ClientCore::dispatch(const wire::Header& h, std::span<const std::byte> payl
     case wire::PONG: answer(h, {}); return;
     case wire::REPLY: answer(h, payload); return;
     case wire::SHM_DETACH: reader_->detach(h.shm().segment()); return;
+    case wire::LANE_OFFER:
+    case wire::LANE_OPEN:
+    case wire::LANE_ROUTE:
+    case wire::LANE_FENCE:
+    case wire::LANE_CLOSE: lane_frame(h); return;
     case wire::ERROR:
       if (h.error().fatal()) {
         fail(Error{static_cast<Errc>(h.error().code()), h.error().message()});

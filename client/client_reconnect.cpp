@@ -81,6 +81,8 @@ void ClientCore::reconnect_loop() {
 }
 
 void ClientCore::install(std::shared_ptr<Dialed> d, unsigned attempts) {
+  lane_pub_.close_all();  // the old connection's (before the locks: publish() takes the lanes' first)
+  lane_sub_.close_all();
   {
     // This client's ring was known only to the old broker; a loan needs a new one. (Not
     // under state_mu_: producer_ring() takes ring_mu_ first. No ring can be registered
@@ -179,10 +181,12 @@ void ClientCore::rebuild_outgoing_locked() {
   if (status_) append_frame(out, *status_, {});
   std::uint64_t carried = 0;
   for_each_unsent_frame_locked([&](const wire::Header& h, std::span<const std::byte> payload) {
-    if (is_plain_publish(h)) {
+    if (is_plain_publish(h) && h.value() != kAlsoByLane) {
       append_frame(out, h, payload);
       ++carried;
     } else if (h.type() == wire::PUBLISH) {
+      // Its segment was the old broker's, or its lane subscribers may have it: sent again, it
+      // could reach them twice.
       counters_.publishes_discarded.fetch_add(1, std::memory_order_relaxed);  // its segment was the old broker's
     }
     // Other frames (answers awaited, releases, replies) belonged to the old connection.

@@ -114,7 +114,13 @@ Result<void> ClientCore::publish(Loan&& loan, std::span<const std::byte> headers
   ref->set_offset(loan.offset_);
   ref->set_length(loan.data_.size());
   if (!headers.empty()) (void)h.mutable_headers()->ParseFromArray(headers.data(), static_cast<int>(headers.size()));
-  auto sent = send_frame(h, {});
+  // The broker carries it to every receiver; lanes of the topic are fenced around it, so
+  // their subscribers get it in order with what the lanes carry (LanePublisher::around).
+  thread_local wire::Header marks;
+  wait_for_send_room();
+  auto sent = lane_pub_.around(
+      h.topic(), marks, options_.timeout, [&] { return send_frame(h, {}, -1, false); },
+      [this](const wire::Header& m) { (void)send_frame(m, {}, -1, false); });
   if (!sent) return sent;  // the loan's destructor gives the space back
   loan.ring_.reset();      // the broker releases it once every receiver is done
   return {};

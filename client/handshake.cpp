@@ -141,12 +141,13 @@ Result<void> check_adopted(const UniqueFd& fd) {
   return {};
 }
 
-Result<Welcomed> handshake(const UniqueFd& fd, const std::string& name, std::chrono::milliseconds timeout) {
+Result<Welcomed> handshake(const UniqueFd& fd, const std::string& name, std::chrono::milliseconds timeout, bool lanes) {
   const Deadline deadline = deadline_after(timeout);
   wire::Header hello;
   hello.set_type(wire::HELLO);
   hello.mutable_hello()->set_protocol_version(proto::kProtocolVersion);
   hello.mutable_hello()->set_client_name(name);
+  if (lanes) hello.mutable_hello()->add_features("lanes");
   std::vector<std::byte> out(proto::frame_head_size(hello));
   proto::write_frame_head(out.data(), hello, 0);
   // A broker that refuses the connection (a limit, the policy) writes its Error and closes,
@@ -207,7 +208,9 @@ Result<Welcomed> handshake(const UniqueFd& fd, const std::string& name, std::chr
 
 Result<Welcomed> greet(const UniqueFd& fd, const ConnectOptions& options) {
   if (auto ok = check_broker_uid(fd, options.trusted_broker_uids); !ok) return std::unexpected(ok.error());
-  return handshake(fd, options.name, options.timeout);
+  // Lanes wake the client through eventfds in its loop: not for one the application drives
+  // through a single fd (manual_io).
+  return handshake(fd, options.name, options.timeout, !options.manual_io);
 }
 
 Result<Dialed> dial(const ConnectOptions& options, bool wait_for_broker) {

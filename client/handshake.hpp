@@ -30,9 +30,9 @@ struct Welcomed {
 // (empty: $UBROKER_BROKER_UID, else this process's uid and root).
 [[nodiscard]] Result<void> check_broker_uid(const UniqueFd& fd, const std::vector<uid_t>& trusted);
 
-// Sends HELLO and waits for WELCOME (or the broker's Error).
+// Sends HELLO (offering direct lanes if `lanes`) and waits for WELCOME (or the broker's Error).
 [[nodiscard]] Result<Welcomed> handshake(const UniqueFd& fd, const std::string& name,
-                                         std::chrono::milliseconds timeout);
+                                         std::chrono::milliseconds timeout, bool lanes);
 
 // The broker's uid check and the handshake, on a connected socket.
 [[nodiscard]] Result<Welcomed> greet(const UniqueFd& fd, const ConnectOptions& options);

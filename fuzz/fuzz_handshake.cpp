@@ -93,7 +93,7 @@ void as_broker_answer(std::span<const std::byte> input) {
   ubroker::shm::UniqueFd client(sv[0]), broker(sv[1]);
   if (!input.empty()) (void)::send(broker.get(), input.data(), input.size(), MSG_NOSIGNAL);
   broker.reset();  // the fake broker's answer ends here
-  (void)ubroker::detail::handshake(client, "fuzz", std::chrono::milliseconds(200));
+  (void)ubroker::detail::handshake(client, "fuzz", std::chrono::milliseconds(200), true);
 }
 
 }  // namespace

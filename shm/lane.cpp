@@ -158,6 +158,13 @@ Result<bool> LaneWriter::wait_for_room(std::chrono::nanoseconds timeout) {
   return woken;
 }
 
+void LaneWriter::wait(const RoomWait& w, std::chrono::nanoseconds timeout) noexcept {
+  w.waiting->store(1, std::memory_order_seq_cst);
+  // Dekker with the reader's consume: it moves read_pos, bumps read_seq, then reads `waiting`.
+  if (w.read_pos->load(std::memory_order_seq_cst) == w.was) (void)futex_wait(*w.read_seq, w.seen, timeout);
+  w.waiting->store(0, std::memory_order_relaxed);
+}
+
 // ---- the subscriber's end -----------------------------------------------------------------
 
 Result<LaneReader> LaneReader::create() {

@@ -21,9 +21,9 @@ std::string drain(OutQueue& q, std::size_t max_per_write) {
   std::string out;
   while (!q.empty()) {
     iovec iov[8];
-    int fd = -1;
-    const std::size_t n = q.gather(iov, fd);
-    EXPECT_EQ(fd, -1);
+    OutQueue::Fds fds;
+    const std::size_t n = q.gather(iov, fds);
+    EXPECT_EQ(fds.count, 0u);
     std::size_t took = 0;
     for (std::size_t i = 0; i < n && took < max_per_write; ++i) {
       const std::size_t k = std::min(iov[i].iov_len, max_per_write - took);
@@ -45,8 +45,8 @@ TEST(OutQueue, CountsMessagesAndBytes) {
   EXPECT_EQ(q.messages(), 2u);
   EXPECT_EQ(q.bytes(), 10u);
   iovec iov[4];
-  int fd = -1;
-  EXPECT_EQ(q.gather(iov, fd), 1u);  // coalesced into one piece
+  OutQueue::Fds fds;
+  EXPECT_EQ(q.gather(iov, fds), 1u);  // coalesced into one piece
   EXPECT_EQ(q.consume(7).messages, 1u);   // first message done, second half-way
   EXPECT_EQ(q.messages(), 1u);
   EXPECT_EQ(q.bytes(), 3u);
@@ -157,17 +157,18 @@ TEST(OutQueue, FdRidesOnTheBatchThatStartsItsMessage) {
   append_text(q, "three");
   q.end_message();
   iovec iov[8];
-  int fd = -1;
-  ASSERT_EQ(q.gather(iov, fd), 1u);
-  EXPECT_EQ(fd, -1);
+  OutQueue::Fds fds;
+  ASSERT_EQ(q.gather(iov, fds), 1u);
+  EXPECT_EQ(fds.count, 0u);
   EXPECT_EQ(iov[0].iov_len, 3u);  // stops before "two"
   q.consume(3);
-  ASSERT_EQ(q.gather(iov, fd), 1u);
-  EXPECT_GE(fd, 0);
+  ASSERT_EQ(q.gather(iov, fds), 1u);
+  ASSERT_EQ(fds.count, 1u);
+  EXPECT_GE(fds.fd[0], 0);
   EXPECT_EQ(iov[0].iov_len, 8u);  // "two" and "three" together
   q.consume(1);                   // a partial send still took the fd along
-  ASSERT_EQ(q.gather(iov, fd), 1u);
-  EXPECT_EQ(fd, -1);
+  ASSERT_EQ(q.gather(iov, fds), 1u);
+  EXPECT_EQ(fds.count, 0u);
   q.consume(7);
   EXPECT_TRUE(q.empty());
 }

@@ -47,7 +47,8 @@ class Brokerctl : public ::testing::Test {
     ASSERT_TRUE(beta_.flush().has_value());
   }
 
-  BrokerProcess broker_{"socket_mode = \"0666\"\n"};
+  // Lanes off: these tables count what passes through the broker (lanes_test counts lanes).
+  BrokerProcess broker_{"socket_mode = \"0666\"\n[lanes]\nenabled = false\n"};
   Client alpha_ = broker_.connect("alpha");
   Client beta_ = broker_.connect("beta");
   std::vector<Subscription> subs_;

@@ -373,7 +373,7 @@ TEST(NatsBridge, TrafficSurvivesTheNatsServerBeingKilledAndEveryMessageIsCounted
   // Every message published on A was delivered on B or counted where it stopped.
   const std::uint64_t counted = ma["export_dropped_buffer_full"] + ma["export_failed"] + mb["import_lost"] +
                                 mb["import_dropped_slow"] + mb["import_failed"];
-  EXPECT_EQ(received.load() + counted, kCount) << "received " << received.load() << ", counted " << counted;
+  EXPECT_EQ(received.load() + counted, kCount) << "received " << received.load() << ", counted " << counted << "\nA: " << broker_status(pub).ShortDebugString() << "\nB: " << broker_status(on_b).ShortDebugString();
   EXPECT_GE(ma["nats_reconnects"], 1u);
 }
 

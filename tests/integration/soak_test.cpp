@@ -154,7 +154,7 @@ TEST(Soak, TwoHundredMixedClientsLeaveTheBrokersFdsAndMemoryFlat) {
   while (std::chrono::steady_clock::now() - start < duration) {
     std::this_thread::sleep_for(1s);
     const auto st = broker_status(observer);
-    const std::size_t live = st.connections() + st.shm_segments() + st.fds_queued();
+    const std::size_t live = st.connections() + st.shm_segments() + st.fds_queued() + st.lane_fds();
     samples.push_back({st.open_fds() > live ? st.open_fds() - live : 0, rss_kib(pid)});
   }
   stop = true;

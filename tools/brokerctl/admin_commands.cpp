@@ -54,6 +54,14 @@ int cmd_status(Context& ctx) {
   row("retained topics", st.retained_topics());
   row("retained bytes", st.retained_bytes());
   row("slow consumers cut off", st.slow_consumer_disconnects());
+  row("lanes open", st.lanes_open());
+  row("lanes opened", st.lanes_opened());
+  row("lanes broken", st.lanes_broken());
+  row("lane messages in", st.lane_accepted());
+  row("lane messages delivered", st.lane_delivered());
+  row("lane messages dropped", st.lane_dropped());
+  row("lane messages lost", st.lane_lost());
+  row("lane messages queued", st.lane_queued());
   row("protocol errors", st.protocol_errors());
   row("payload bytes copied", st.payload_bytes_copied());
   row("shm segments", st.shm_segments());

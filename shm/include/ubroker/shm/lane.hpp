@@ -52,6 +52,21 @@ class LaneWriter {
   // Waits until the subscriber makes room (or `timeout`): true if it may have.
   [[nodiscard]] Result<bool> wait_for_room(std::chrono::nanoseconds timeout);
   void count_dropped() noexcept { header().dropped.fetch_add(1, std::memory_order_relaxed); }
+  // For a writer whose calls are serialized by a lock it must not hold while it waits:
+  // room_wait() (under the lock) says what to wait on, wait() (outside it) waits for the
+  // subscriber to consume, or `timeout`. Touches only the shared words, never this object.
+  struct RoomWait {
+    const std::atomic<std::uint32_t>* read_seq;
+    std::uint32_t seen;
+    const std::atomic<std::uint64_t>* read_pos;
+    std::uint64_t was;
+    std::atomic<std::uint32_t>* waiting;
+  };
+  [[nodiscard]] RoomWait room_wait() const noexcept {
+    return {&ack().read_seq, ack().read_seq.load(std::memory_order_seq_cst), &ack().read_pos, last_read_pos_,
+            &header().writer_waiting};
+  }
+  static void wait(const RoomWait& w, std::chrono::nanoseconds timeout) noexcept;
   [[nodiscard]] const char* violation() const noexcept { return violation_; }
   [[nodiscard]] std::uint64_t max_payload() const noexcept { return capacity_ / 2 - sizeof(LaneRecord); }
 
@@ -104,6 +119,10 @@ class LaneReader {
   // Whether the publisher wrote past what was read (its position is only compared).
   [[nodiscard]] bool has_unread() const noexcept {
     return data_map_ && header().write_pos.load(std::memory_order_acquire) != read_pos_;
+  }
+  // Messages the publisher dropped at a full lane, as it says (unchecked: only reported).
+  [[nodiscard]] std::uint64_t dropped_by_publisher() const noexcept {
+    return data_map_ ? header().dropped.load(std::memory_order_relaxed) : 0;
   }
   // Messages consumed (fences not counted).
   [[nodiscard]] std::uint64_t delivered() const noexcept { return ack().delivered.load(std::memory_order_relaxed); }

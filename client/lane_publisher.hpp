@@ -1,0 +1,181 @@
+// The publishing end of a client's direct lanes (docs/architecture.md, "Direct lanes").
+//
+// The broker offers a lane (LANE_OFFER), this end makes the data segment, and once the
+// subscriber's segment and eventfd come back (LANE_OPEN) it may write. Which topics go to
+// which lanes is the broker's word (LANE_ROUTE): a route names, per topic, the lanes that
+// carry it and whether the broker must get the message too (receivers without a lane).
+//
+// Order: a publish looks up its route, writes the lanes and hands the broker its copy under
+// one lock, and a route change is applied, fenced and acknowledged under the same lock. So
+// the broker reads, in this client's stream, exactly which publishes were made under which
+// route, and each subscriber meets the fence in its lane with the broker's word for it.
+//
+// Threads: publish() on any thread; everything else on the client's loop (the strand).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "annotated_mutex.hpp"
+#include "ubroker.pb.h"
+#include "ubroker/error.hpp"
+#include "ubroker/shm/lane.hpp"
+#include "ubroker/proto/lane_message.hpp"
+#include "ubroker/proto/string_hash.hpp"
+
+namespace ubroker::detail {
+
+class LanePublisher {
+ public:
+  // `report` sends LANE_ERROR: this end gives a lane up (`broken`: the subscriber broke its
+  // rules; else the lane is read to its end first). Called with the lock held; it must not
+  // call back into this object.
+  using Report = std::function<void(std::uint64_t lane, const char* why, bool broken)>;
+  explicit LanePublisher(Report report) : report_(std::move(report)) {}
+
+  // Loop: the lane's data segment, made for a LANE_OFFER; the fd to send back (a duplicate).
+  Result<UniqueFd> offer(std::uint64_t id, std::uint64_t capacity);
+  // Loop: LANE_OPEN (the subscriber's ack segment and eventfd, checked). Returns why it was
+  // refused, or nullptr.
+  const char* open(std::uint64_t id, UniqueFd ack, UniqueFd wake);
+  // Loop: the lane is gone (LANE_CLOSE): a publisher waiting for room in it gives up, and
+  // routes stop naming it.
+  void close(std::uint64_t id);
+  // Loop: the connection is gone, and every lane with it.
+  void close_all();
+  [[nodiscard]] bool has(std::uint64_t id) const { return lanes_.contains(id); }
+
+  // Loop: a LANE_ROUTE. Writes a fence into each lane whose share of the topic changes and
+  // calls `send_ack` with the LANE_ROUTE_ACK naming them, under the lock publish() takes.
+  template <class SendAck>
+  void route(const wire::Header& h, wire::Header& ack, SendAck&& send_ack) {
+    LockGuard lk(mu_);
+    apply_route_locked(h, ack);
+    send_ack(ack);
+  }
+
+  // Any thread: a plain publish. Writes it into the lanes its topic's route names and calls
+  // `to_broker(laned)` when the broker needs it too (no route, or receivers without a lane);
+  // `laned`: some lane has it already.
+  // `blocked_for`: the most a full lane of lossless subscriptions holds this call back.
+  template <class ToBroker>
+  Result<void> publish(std::string_view topic, std::span<const std::byte> headers, std::span<const std::byte> payload,
+                       std::chrono::milliseconds blocked_for, ToBroker&& to_broker) {
+    UniqueLock lk(mu_);  // also without routes: one may be taking effect this moment
+    thread_local std::vector<std::uint64_t> written;  // lanes that have this message
+    written.clear();
+    const auto deadline = std::chrono::steady_clock::now() + blocked_for;
+    for (;;) {
+      const Route* r = cut_.load(std::memory_order_acquire) ? nullptr : find_locked(topic);
+      if (r == nullptr) return to_broker(!written.empty());
+      const Written w = write_locked(*r, topic, headers, payload, deadline, written);
+      if (w.give_up != 0) {  // that lane's subscriptions get it through the broker: go round
+        give_up_locked(w.give_up, w.why, w.broken);
+        continue;
+      }
+      if (w.full == nullptr) return r->via_broker ? to_broker(!written.empty()) : Result<void>{};
+      // A lossless subscriber is behind: wait for it without the lock, so the loop can change
+      // routes meanwhile, then go on under whatever route holds by then (a lane that left the
+      // route is the broker's to carry; one already written is not written again).
+      const shm::LaneWriter::RoomWait room = w.full->writer.room_wait();
+      lk.unlock();
+      if (!w.full->closed.load(std::memory_order_acquire)) shm::LaneWriter::wait(room, kRoomSlice);
+      lk.lock();
+    }
+  }
+
+  // The connection is gone (any thread, any lock held): publishes stop using lanes at once,
+  // before the loop drops them (close_all).
+  void cut() noexcept { cut_.store(true, std::memory_order_release); }
+
+  // Any thread: a message the broker carries whatever the route (a bulk payload in shared
+  // memory). Each lane of the topic's route gets a fence before it and one after, each named
+  // to the broker (`send_marks`: a LANE_ROUTE_ACK of version 0), so its subscriber reads what
+  // the lane held before the message first and what it holds after it only then.
+  template <class ToBroker, class SendMarks>
+  Result<void> around(std::string_view topic, wire::Header& marks, std::chrono::milliseconds blocked_for,
+                      ToBroker&& to_broker, SendMarks&& send_marks) {
+    LockGuard lk(mu_);
+    const Route* r = cut_.load(std::memory_order_acquire) ? nullptr : find_locked(topic);
+    if (r == nullptr) return to_broker();
+    mark_locked(topic, marks, blocked_for);
+    send_marks(marks);
+    auto sent = to_broker();
+    if (find_locked(topic) != nullptr) {
+      mark_locked(topic, marks, blocked_for);
+      send_marks(marks);
+    }
+    return sent;
+  }
+
+  struct Counts {
+    std::uint64_t written = 0;  // messages put into lanes
+    std::uint64_t dropped = 0;  // at a full lane of DROP subscriptions, or a lane that closed while full
+  };
+  [[nodiscard]] Counts counts() const noexcept {
+    return {written_.load(std::memory_order_relaxed), dropped_.load(std::memory_order_relaxed)};
+  }
+
+ private:
+  struct Lane {
+    explicit Lane(shm::LaneWriter w) : writer(std::move(w)) {}
+    shm::LaneWriter writer;
+    bool open = false;
+    std::atomic<bool> closed{false};  // set by the loop without mu_
+    std::uint64_t next_fence = 1;
+  };
+  struct Target {
+    std::shared_ptr<Lane> lane;
+    std::uint64_t id = 0;
+    std::vector<std::uint64_t> sub_ids;
+    bool lossless = false;
+  };
+  struct Route {
+    std::vector<Target> targets;
+    bool via_broker = true;
+  };
+
+  void apply_route_locked(const wire::Header& h, wire::Header& ack) UBROKER_REQUIRES(mu_);
+  [[nodiscard]] const Route* find_locked(std::string_view topic) UBROKER_REQUIRES(mu_);
+  // Writes the message into each lane of the route not in `written` (and adds it there).
+  // Stops at a lane full for lossless subscriptions with time left before `deadline` (to wait
+  // for, then call again), or at one to give up (a message larger than it, a violation).
+  struct Written {
+    std::shared_ptr<Lane> full;
+    std::uint64_t give_up = 0;
+    const char* why = nullptr;
+    bool broken = false;
+  };
+  Written write_locked(const Route& r, std::string_view topic, std::span<const std::byte> headers,
+                       std::span<const std::byte> payload, std::chrono::steady_clock::time_point deadline,
+                       std::vector<std::uint64_t>& written) UBROKER_REQUIRES(mu_);
+  // This end stops using the lane: out of every route (whose subscriptions then need the
+  // broker), and the broker told why.
+  void give_up_locked(std::uint64_t id, const char* why, bool broken) UBROKER_REQUIRES(mu_);
+  static constexpr auto kRoomSlice = std::chrono::milliseconds(2);
+  // Writes a fence into `lane`, waiting up to `wait` for room; false if the lane stays full.
+  bool fence_locked(Lane& lane, std::uint64_t& number, std::chrono::milliseconds wait) UBROKER_REQUIRES(mu_);
+  // Fences every lane of the topic's route into `marks` (a lane that stays full leaves it).
+  void mark_locked(std::string_view topic, wire::Header& marks, std::chrono::milliseconds wait) UBROKER_REQUIRES(mu_);
+
+  // The loop's own index (no lock: only the loop adds and removes lanes).
+  std::unordered_map<std::uint64_t, std::shared_ptr<Lane>> lanes_;
+
+  Mutex mu_;
+  std::unordered_map<std::string, Route, proto::StringHash, std::equal_to<>> routes_ UBROKER_GUARDED_BY(mu_);
+  const std::pair<const std::string, Route>* last_ UBROKER_GUARDED_BY(mu_) = nullptr;  // the topic looked up last
+  std::atomic<bool> cut_{false};
+  Report report_;
+  std::atomic<std::uint64_t> written_{0};
+  std::atomic<std::uint64_t> dropped_{0};
+};
+
+}  // namespace ubroker::detail

@@ -1,0 +1,256 @@
+#include "lane_subscriber.hpp"
+
+#include <fcntl.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <asio/post.hpp>
+#include <chrono>
+#include <cstring>
+
+#include "ubroker/proto/headers.hpp"
+#include "ubroker/proto/lane_message.hpp"
+#include "ubroker/proto/topic.hpp"
+
+namespace ubroker::detail {
+namespace {
+
+constexpr int kRecordsPerTurn = 256;  // then the socket and other lanes get their turn
+
+}  // namespace
+
+Result<std::array<UniqueFd, 2>> LaneSubscriber::offer(std::uint64_t id) {
+  if (lanes_.contains(id)) return std::unexpected(Error{Errc::kProtocolError, "the broker offered a lane twice"});
+  auto r = shm::LaneReader::create();
+  if (!r) return std::unexpected(Error{Errc::kShmRefused, "cannot make a lane: " + r.error().message()});
+  UniqueFd wake(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!wake) return std::unexpected(Error{Errc::kShmRefused, "cannot make a lane: no eventfd"});
+  std::array<UniqueFd, 2> copies{UniqueFd(::fcntl(r->ack_fd(), F_DUPFD_CLOEXEC, 0)),
+                                 UniqueFd(::fcntl(wake.get(), F_DUPFD_CLOEXEC, 0))};
+  if (!copies[0] || !copies[1]) return std::unexpected(Error{Errc::kShmRefused, "cannot make a lane: out of file descriptors"});
+  auto lane = std::make_shared<Lane>(std::move(*r), asio::posix::stream_descriptor(strand_, wake.release()));
+  lane->id = id;
+  lanes_.emplace(id, std::move(lane));
+  return copies;
+}
+
+const char* LaneSubscriber::open(std::uint64_t id, UniqueFd data, std::uint64_t capacity, Sender sender) {
+  auto it = lanes_.find(id);
+  if (it == lanes_.end() || it->second->open) return "LANE_OPEN for a lane this client was not setting up";
+  if (const char* why = shm::check_lane_fd(data.get(), shm::kLaneHeaderBytes + capacity)) return why;
+  if (!it->second->reader.attach(data.get(), capacity)) return "the publisher's segment cannot be mapped";
+  it->second->open = true;
+  it->second->capacity = capacity;
+  it->second->sender = sender;
+  wait(it->second);  // nothing routed yet: what comes first is a fence
+  return nullptr;
+}
+
+void LaneSubscriber::wait(const std::shared_ptr<Lane>& lane) {
+  if (lane->at_fence != 0 || lane->paused) return;
+  // Armed before sleeping: a record written meanwhile is read now instead of slept through.
+  // (Armed again also when a wait is under way: a read in between disarmed it.)
+  if (!lane->reader.arm()) {
+    lane->reader.disarm();
+    asio::post(strand_, [this, weak = std::weak_ptr(lane)] {
+      if (auto l = weak.lock()) on_wake(l);
+    });
+    return;
+  }
+  if (lane->waiting) return;
+  lane->waiting = true;
+  lane->wake.async_wait(asio::posix::stream_descriptor::wait_read, [this, weak = std::weak_ptr(lane)](std::error_code ec) {
+    auto l = weak.lock();
+    if (!l || ec) return;  // closed
+    l->waiting = false;
+    std::uint64_t count = 0;
+    (void)!::read(l->wake.native_handle(), &count, sizeof count);  // resets it; EAGAIN: a spurious wake-up
+    on_wake(l);
+  });
+}
+
+void LaneSubscriber::on_wake(const std::shared_ptr<Lane>& lane) {
+  lane->reader.disarm();
+  switch (drain(*lane)) {
+    case Drain::kEmpty: wait(lane); return;
+    case Drain::kYield:
+      asio::post(strand_, [this, weak = std::weak_ptr(lane)] {
+        if (auto l = weak.lock()) on_wake(l);
+      });
+      return;
+    case Drain::kAtFence:  // the broker's word for it comes behind what it queued before
+    case Drain::kPaused:
+    case Drain::kBroken: return;
+  }
+}
+
+LaneSubscriber::Drain LaneSubscriber::drain(Lane& lane, std::uint64_t until) {
+  // Up to a fence the broker announced: at most what the ring held (a publisher that keeps
+  // writing cannot hold this loop).
+  const std::uint64_t most = until != 0 ? lane.capacity / shm::kLaneRecordAlign / 2 + 1 : kRecordsPerTurn;
+  for (std::uint64_t n = 0; n < most; ++n) {
+    if (until == 0 && hooks_.must_pause()) {
+      lane.paused = true;
+      return Drain::kPaused;
+    }
+    auto next = lane.reader.peek();
+    if (!next) {
+      fail(lane, lane.reader.violation() != nullptr ? lane.reader.violation() : "the lane broke");
+      return Drain::kBroken;
+    }
+    if (!*next) {
+      if (until != 0) {
+        fail(lane, "the broker announced a fence that is not in the lane");
+        return Drain::kBroken;
+      }
+      return Drain::kEmpty;
+    }
+    const std::span<const std::byte> record = **next;
+    if (lane.reader.peeked_fence()) {
+      std::uint64_t number = 0;
+      std::memcpy(&number, record.data(), sizeof number);
+      if (until == 0) {
+        lane.at_fence = number;  // the rest waits for the broker's word
+        return Drain::kAtFence;
+      }
+      if (number != until) {
+        fail(lane, "the lane's fences are not the ones the broker announced");
+        return Drain::kBroken;
+      }
+      lane.reader.consume();
+      return Drain::kEmpty;  // the caller applies the broker's word
+    }
+    proto::LaneMessage m;
+    if (const char* why = decode_copy(record, m)) {
+      fail(lane, why);
+      return Drain::kBroken;
+    }
+    auto share = lane.topics.find(m.topic);
+    if (share == lane.topics.end()) {
+      fail(lane, "a message on a topic the broker did not route on this lane");
+      return Drain::kBroken;
+    }
+    // Drops the publisher counted at a full lane are reported with the next message, as the
+    // broker reports its own.
+    const std::uint64_t dropped = lane.reader.dropped_by_publisher();
+    const std::uint64_t new_drops = dropped > lane.dropped_seen ? dropped - lane.dropped_seen : 0;
+    lane.dropped_seen = std::max(dropped, lane.dropped_seen);
+    drops_.assign(new_drops == 0 ? 0 : share->second.sub_ids.size(), new_drops);
+    hooks_.deliver({.topic = m.topic,
+                    .sub_ids = share->second.sub_ids,
+                    .dropped = drops_,
+                    .sender = lane.sender,
+                    .headers = m.headers,
+                    .payload = m.payload});
+    lane.reader.consume();
+  }
+  if (until != 0) {
+    fail(lane, "the broker announced a fence the publisher did not write");
+    return Drain::kBroken;
+  }
+  return Drain::kYield;
+}
+
+void LaneSubscriber::fence(std::uint64_t id, std::uint64_t number, std::string_view topic,
+                           std::span<const std::uint64_t> sub_ids) {
+  auto it = lanes_.find(id);
+  if (it == lanes_.end()) return;  // closed meanwhile
+  const std::shared_ptr<Lane> lane = it->second;
+  if (!lane->open) {
+    fail(*lane, "a fence before the lane was open");
+    return;
+  }
+  if (lane->at_fence != 0) {  // stopped at it already: the record is consumed here
+    if (lane->at_fence != number) {
+      fail(*lane, "the lane's fences are not the ones the broker announced");
+      return;
+    }
+    lane->reader.consume();
+    lane->at_fence = 0;
+  } else if (drain(*lane, number) != Drain::kEmpty) {
+    return;  // broken (reported)
+  }
+  if (sub_ids.empty()) {
+    if (auto t = lane->topics.find(topic); t != lane->topics.end()) lane->topics.erase(t);
+  } else {
+    lane->topics[std::string(topic)].sub_ids.assign(sub_ids.begin(), sub_ids.end());
+  }
+  // What came after the fence is read in the lane's own turn.
+  if (!lane->waiting) {
+    asio::post(strand_, [this, weak = std::weak_ptr(lane)] {
+      if (auto l = weak.lock(); l && !l->waiting && l->at_fence == 0) on_wake(l);
+    });
+  }
+}
+
+void LaneSubscriber::close(std::uint64_t id, bool broken) {
+  auto it = lanes_.find(id);
+  if (it == lanes_.end()) return;
+  const std::shared_ptr<Lane> lane = it->second;
+  lanes_.erase(it);
+  // Its publisher left: what it wrote is read now, ahead of anything the socket brings next.
+  if (!broken && lane->open && lane->at_fence == 0) {
+    lane->paused = false;
+    for (std::uint64_t n = 0; n < lane->capacity / shm::kLaneRecordAlign / 2 + 1; ++n) {  // what it held, at most
+      auto next = lane->reader.peek();
+      if (!next || !*next || lane->reader.peeked_fence()) break;  // a fence never announced ends it
+      proto::LaneMessage m;
+      auto share = decode_copy(**next, m) == nullptr ? lane->topics.find(m.topic) : lane->topics.end();
+      if (share != lane->topics.end()) {
+        hooks_.deliver({.topic = m.topic, .sub_ids = share->second.sub_ids, .dropped = {}, .sender = lane->sender,
+                        .headers = m.headers, .payload = m.payload});
+      }
+      lane->reader.consume();
+    }
+  }
+  std::error_code ignored;
+  lane->wake.cancel(ignored);
+}
+
+void LaneSubscriber::close_all() {
+  for (auto& [id, lane] : lanes_) {
+    std::error_code ignored;
+    lane->wake.cancel(ignored);
+  }
+  lanes_.clear();
+}
+
+void LaneSubscriber::resume() {
+  for (auto& [id, lane] : lanes_) {
+    if (!lane->paused) continue;
+    lane->paused = false;
+    asio::post(strand_, [this, weak = std::weak_ptr(lane)] {
+      if (auto l = weak.lock()) on_wake(l);
+    });
+  }
+}
+
+const char* LaneSubscriber::decode_copy(std::span<const std::byte> record, proto::LaneMessage& m) {
+  // The publisher can still write the ring: the topic and the headers are checked and used
+  // from a private copy (the payload is the publisher's to change, like any payload).
+  proto::LaneMessage in_ring;
+  if (const char* why = proto::decode_lane_message(record, in_ring)) return why;
+  copy_.resize(in_ring.topic.size() + in_ring.headers.size());
+  std::memcpy(copy_.data(), in_ring.topic.data(), in_ring.topic.size());
+  if (!in_ring.headers.empty()) std::memcpy(copy_.data() + in_ring.topic.size(), in_ring.headers.data(), in_ring.headers.size());
+  m.topic = {reinterpret_cast<const char*>(copy_.data()), in_ring.topic.size()};
+  m.headers = std::span(copy_).subspan(in_ring.topic.size());
+  m.payload = in_ring.payload;
+  if (proto::check_topic(m.topic) != nullptr) return "a lane message with an invalid topic";
+  if (proto::check_headers(m.headers) != nullptr) return "a lane message with invalid headers";
+  if (proto::has_broker_header(m.headers)) return "a lane message with a header only the broker may set";
+  return nullptr;
+}
+
+void LaneSubscriber::fail(Lane& lane, const char* why) {
+  const std::uint64_t id = lane.id;
+  auto it = lanes_.find(id);
+  if (it == lanes_.end()) return;
+  const std::shared_ptr<Lane> keep = it->second;  // `lane` may be its only other owner
+  lanes_.erase(it);
+  std::error_code ignored;
+  keep->wake.cancel(ignored);
+  hooks_.broken(id, why);
+}
+
+}  // namespace ubroker::detail

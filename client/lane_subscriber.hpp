@@ -1,0 +1,111 @@
+// The subscribing end of a client's direct lanes (docs/architecture.md, "Direct lanes").
+//
+// For a LANE_OFFER this end makes the ack segment and an eventfd the publisher writes when
+// this end sleeps; LANE_OPEN brings the publisher's data segment and its identity as the
+// broker knows it. Each lane's eventfd waits in the client's loop beside the socket.
+//
+// What a lane may carry is the broker's word, never the publisher's: a topic travels on the
+// lane only after a LANE_FENCE from the broker named it with the subscriptions it goes to.
+// The publisher marks every route change with a fence record in the lane; reading stops at
+// one until the broker's LANE_FENCE for it arrives, and a LANE_FENCE from the socket is met
+// by reading the lane up to that record first. So the messages of one publisher keep their
+// order whichever way each came. Anything else in the lane (a malformed record, a topic not
+// routed here, a header only the broker may set) breaks the lane and is reported. A lane the
+// subscriber stops reading at a fence the broker never announces is the broker's to close (it
+// sees the lane not read for timeouts.slow_consumer_ms).
+//
+// Threads: the client's loop only (the strand).
+#pragma once
+
+#include <asio/posix/stream_descriptor.hpp>
+#include <asio/strand.hpp>
+#include <asio/io_context.hpp>
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "ubroker/message.hpp"
+#include "ubroker/error.hpp"
+#include "ubroker/shm/lane.hpp"
+#include "ubroker/proto/lane_message.hpp"
+#include "ubroker/proto/string_hash.hpp"
+
+namespace ubroker::detail {
+
+class LaneSubscriber {
+ public:
+  using Strand = asio::strand<asio::io_context::executor_type>;
+  struct Delivery {
+    std::string_view topic;
+    std::span<const std::uint64_t> sub_ids;
+    std::span<const std::uint64_t> dropped;  // per sub_ids entry, dropped since the previous delivery
+    Sender sender;
+    std::span<const std::byte> headers;  // checked
+    std::span<const std::byte> payload;
+  };
+  struct Hooks {
+    std::function<void(const Delivery&)> deliver;
+    // The lane broke: this end dropped it and the broker should close it (LANE_ERROR).
+    std::function<void(std::uint64_t lane, const char* why)> broken;
+    // Deliveries must wait (the receive queue is full): reading resumes with resume().
+    std::function<bool()> must_pause;
+  };
+  LaneSubscriber(Strand strand, Hooks hooks) : strand_(std::move(strand)), hooks_(std::move(hooks)) {}
+
+  // LANE_OFFER: the ack segment and the eventfd, duplicates to send back.
+  Result<std::array<UniqueFd, 2>> offer(std::uint64_t id);
+  // LANE_OPEN: the publisher's segment (checked) and identity. Why it was refused, or nullptr.
+  const char* open(std::uint64_t id, UniqueFd data, std::uint64_t capacity, Sender sender);
+  // LANE_FENCE: reads the lane up to the fence, then applies the broker's word for `topic`
+  // (no sub_ids: the topic leaves the lane).
+  void fence(std::uint64_t id, std::uint64_t number, std::string_view topic, std::span<const std::uint64_t> sub_ids);
+  // LANE_CLOSE: unless `broken`, what is in the lane is read first (its publisher left).
+  void close(std::uint64_t id, bool broken);
+  void close_all();
+  [[nodiscard]] bool has(std::uint64_t id) const { return lanes_.contains(id); }
+  // Reads on after a pause (must_pause).
+  void resume();
+
+ private:
+  struct Lane {
+    Lane(shm::LaneReader r, asio::posix::stream_descriptor w) : reader(std::move(r)), wake(std::move(w)) {}
+    shm::LaneReader reader;
+    asio::posix::stream_descriptor wake;  // owns the eventfd
+    std::uint64_t capacity = 0;
+    std::uint64_t id = 0;
+    Sender sender;
+    bool open = false;
+    bool waiting = false;       // an async_wait is under way
+    bool paused = false;        // stopped by must_pause
+    std::uint64_t at_fence = 0;  // stopped at this fence record (0: not stopped)
+    std::uint64_t dropped_seen = 0;
+    struct Share {
+      std::vector<std::uint64_t> sub_ids;
+    };
+    std::unordered_map<std::string, Share, proto::StringHash, std::equal_to<>> topics;
+  };
+  enum class Drain { kEmpty, kAtFence, kPaused, kBroken, kYield };
+  // Reads records until the lane is empty, a fence stops it (`until`: the fence the socket
+  // announced, read and applied by the caller), a pause, or a turn's worth.
+  Drain drain(Lane& lane, std::uint64_t until = 0);
+  void wait(const std::shared_ptr<Lane>& lane);
+  void on_wake(const std::shared_ptr<Lane>& lane);
+  void fail(Lane& lane, const char* why);
+  // Decodes a record with its topic and headers copied out of the ring and checked there.
+  const char* decode_copy(std::span<const std::byte> record, proto::LaneMessage& m);
+
+  Strand strand_;
+  Hooks hooks_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<Lane>> lanes_;
+  std::vector<std::uint64_t> drops_;  // scratch
+  std::vector<std::byte> copy_;       // scratch: a record's topic and headers
+};
+
+}  // namespace ubroker::detail

@@ -1,0 +1,292 @@
+// Direct lanes between real processes (broker/lanes.hpp, client/lane_*.hpp): a publisher and
+// a subscriber that both speak lanes get one, the broker's books still balance, order holds
+// across the switch from the socket to the lane and at every change, a subscribe that
+// returned gets every later publish, either end can die, and lanes can be turned off.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <fstream>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "broker_process.hpp"
+#include "script_peer.hpp"
+#include "test_util.hpp"
+
+namespace ubroker::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string number(std::uint64_t n) { return std::string(reinterpret_cast<const char*>(&n), sizeof n); }
+std::uint64_t number_of(std::span<const std::byte> p) {
+  std::uint64_t n = ~0ull;
+  if (p.size() >= sizeof n) std::memcpy(&n, p.data(), sizeof n);
+  return n;
+}
+
+// Said here so these tests test lanes whatever the default.
+const std::string kLanesOn = "[lanes]\nenabled = true\n";
+
+void expect_books_balance(const wire::BrokerStatus& st) {
+  EXPECT_EQ(st.lane_accepted(), st.lane_delivered() + st.lane_dropped() + st.lane_lost() + st.lane_queued())
+      << st.ShortDebugString();
+}
+
+// Receives until `n` messages came (or 10 s of silence); their numbers.
+std::vector<std::uint64_t> receive_numbers(Client& c, std::size_t n) {
+  std::vector<std::uint64_t> got;
+  while (got.size() < n) {
+    auto m = c.receive(10s);
+    if (!m) break;
+    got.push_back(number_of(m->payload()));
+  }
+  return got;
+}
+
+TEST(Lanes, APublisherAndASubscriberGetALaneThatCarriesEveryMessageInOrderWithTheBrokersBooks) {
+  BrokerProcess broker(kLanesOn);
+  Client sub = broker.connect("lane-sub");
+  auto s = sub.subscribe("lane.t");
+  ASSERT_TRUE(s.has_value());
+  Client pub = broker.connect("lane-pub");
+  constexpr std::uint64_t kCount = 20000;
+  // The first publish makes the broker set the lane up (both ends answer through their
+  // sockets, behind what they sent before); the rest go by lane once the route is taken.
+  ASSERT_TRUE(pub.publish("lane.t", number(0)).has_value());
+  ASSERT_TRUE(eventually([&] { return broker_status(sub).lanes_open() == 1; }));
+  ASSERT_TRUE(pub.flush().has_value());  // the route came before the flush's answer
+  std::thread publisher([&] {
+    for (std::uint64_t i = 1; i < kCount; ++i) ASSERT_TRUE(pub.publish("lane.t", number(i)).has_value());
+    ASSERT_TRUE(pub.flush().has_value());
+  });
+  std::vector<std::uint64_t> got;
+  Sender sender;
+  while (got.size() < kCount) {
+    auto m = sub.receive(10s);
+    ASSERT_TRUE(m.has_value()) << "after " << got.size();
+    got.push_back(number_of(m->payload()));
+    sender = m->sender();
+  }
+  publisher.join();
+  for (std::uint64_t i = 0; i < kCount; ++i) ASSERT_EQ(got[i], i);
+  // Who sent it is the broker's word, the same by lane as through the broker.
+  EXPECT_EQ(sender.client_id, pub.id());
+  EXPECT_EQ(sender.uid, ::getuid());
+  EXPECT_EQ(sender.pid, static_cast<std::uint32_t>(::getpid()));
+  const auto st = broker_status(sub);
+  EXPECT_EQ(st.lanes_open(), 1u);
+  EXPECT_EQ(st.lanes_opened(), 1u);
+  // The first went through the broker while the lane was set up; the rest did not.
+  EXPECT_EQ(st.lane_accepted(), kCount - 1) << st.ShortDebugString();
+  EXPECT_EQ(st.lane_accepted() + st.messages_in(), kCount) << st.ShortDebugString();
+  EXPECT_EQ(st.lane_delivered(), st.lane_accepted());
+  expect_books_balance(st);
+  EXPECT_GT(st.uids(0).lane_bytes(), 0u);
+}
+
+// A publisher with a lane to a subscriber starts on a second topic: its first messages there
+// go through the broker while the lane's route for it is taken, none lost, none reordered.
+TEST(Lanes, ANewTopicOnAnOpenLaneLosesNothingWhileItsRouteIsTaken) {
+  BrokerProcess broker(kLanesOn);
+  Client sub = broker.connect("sub");
+  auto s = sub.subscribe("two.>");
+  ASSERT_TRUE(s.has_value());
+  Client pub = broker.connect("pub");
+  ASSERT_TRUE(eventually([&] {
+    EXPECT_TRUE(pub.publish("two.first", number(0)).has_value());
+    return broker_status(pub).lane_delivered() > 0;
+  }));
+  while (sub.receive(100ms)) {
+  }
+  constexpr std::uint64_t kCount = 5000;
+  std::thread publisher([&] {
+    for (std::uint64_t i = 0; i < kCount; ++i) ASSERT_TRUE(pub.publish("two.second", number(i)).has_value());
+  });
+  const auto got = receive_numbers(sub, kCount);
+  publisher.join();
+  ASSERT_EQ(got.size(), kCount);
+  for (std::uint64_t i = 0; i < kCount; ++i) ASSERT_EQ(got[i], i);
+}
+
+TEST(Lanes, TurnedOffInTheConfigTheBrokerCarriesEverything) {
+  BrokerProcess broker("[lanes]\nenabled = false\n");
+  Client sub = broker.connect("sub");
+  auto s = sub.subscribe("off.t");
+  ASSERT_TRUE(s.has_value());
+  Client pub = broker.connect("pub");
+  for (std::uint64_t i = 0; i < 1000; ++i) ASSERT_TRUE(pub.publish("off.t", number(i)).has_value());
+  const auto got = receive_numbers(sub, 1000);
+  ASSERT_EQ(got.size(), 1000u);
+  const auto st = broker_status(sub);
+  EXPECT_EQ(st.lanes_opened(), 0u);
+  EXPECT_EQ(st.lane_accepted(), 0u);
+  EXPECT_EQ(st.deliveries(), 1000u);
+}
+
+// Publishing never stops while subscriptions come and go: each subscription gets a strictly
+// increasing run of numbers, every number published after its subscribe() returned, and the
+// one that stays throughout gets them all.
+TEST(Lanes, OrderHoldsAcrossLaneSetupAndEveryRouteChangeAndASubscribeGetsEveryLaterPublish) {
+  BrokerProcess broker(kLanesOn);
+  Client steady = broker.connect("steady");
+  std::mutex steady_mu;
+  std::vector<std::uint64_t> steady_got;
+  auto steady_sub = steady.subscribe("churn.t", [&](const MessageView& m) {
+    std::lock_guard lk(steady_mu);
+    steady_got.push_back(number_of(m.payload));
+  });
+  ASSERT_TRUE(steady_sub.has_value());
+  Client pub = broker.connect("pub");
+  std::atomic<std::uint64_t> published{0};
+  std::atomic<bool> stop{false};
+  std::thread publisher([&] {
+    for (std::uint64_t i = 0; !stop; ++i) {
+      if (!pub.publish("churn.t", number(i))) break;
+      published.store(i + 1);
+      if (i % 64 == 0) std::this_thread::yield();
+    }
+  });
+  Client churner = broker.connect("churner");
+  for (int round = 0; round < 20; ++round) {
+    std::mutex mu;
+    std::vector<std::uint64_t> got;
+    auto sub = churner.subscribe("churn.>", [&](const MessageView& m) {
+      std::lock_guard lk(mu);
+      got.push_back(number_of(m.payload));
+    });
+    ASSERT_TRUE(sub.has_value());
+    // Publishes that began after subscribe() returned: all but the one that may have been
+    // under way (held back by a full lane) when it returned.
+    const std::uint64_t after = published.load() + 1;
+    ASSERT_TRUE(eventually([&] { return published.load() > after + 200; }));
+    ASSERT_TRUE(pub.flush().has_value());
+    const std::uint64_t until = published.load();
+    ASSERT_TRUE(eventually([&] {
+      std::lock_guard lk(mu);
+      return !got.empty() && got.back() + 1 >= until;
+    })) << "round " << round;
+    ASSERT_TRUE(sub->unsubscribe().has_value());
+    std::lock_guard lk(mu);
+    for (std::size_t i = 1; i < got.size(); ++i) ASSERT_LT(got[i - 1], got[i]) << "round " << round;
+    ASSERT_LE(got.front(), after) << "round " << round << ": a publish made after subscribe() returned is missing";
+    for (std::size_t i = 1; i < got.size(); ++i) ASSERT_EQ(got[i], got[i - 1] + 1) << "round " << round << ": a gap";
+  }
+  stop = true;
+  publisher.join();
+  ASSERT_TRUE(pub.flush().has_value());
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lk(steady_mu);
+    return steady_got.size() >= published.load();
+  }));
+  std::lock_guard lk(steady_mu);
+  ASSERT_EQ(steady_got.size(), published.load());
+  for (std::size_t i = 0; i < steady_got.size(); ++i) ASSERT_EQ(steady_got[i], i);
+  const auto st = broker_status(steady);
+  EXPECT_GE(st.lanes_opened(), 2u);
+  expect_books_balance(st);
+}
+
+// The publisher, another process, is killed mid-stream: the subscriber gets an unbroken run
+// from the first message (what was in the lane is read before the lane goes), and the books
+// balance with nothing queued.
+TEST(Lanes, APublisherKilledMidStreamLeavesTheSubscriberAnUnbrokenRun) {
+  BrokerProcess broker(kLanesOn);
+  Client sub = broker.connect("sub");
+  auto s = sub.subscribe("killed.t");
+  ASSERT_TRUE(s.has_value());
+  Client observer = broker.connect("observer");  // its answers do not wait behind the flood
+  Process peer = publish_from_peer(broker, "killed.t", 50'000'000, 16);
+  std::vector<std::uint64_t> got;
+  bool laned = false;  // the lane is set up behind what the publisher already sent
+  while (got.size() < 20000 || !laned) {
+    auto m = sub.receive(10s);
+    ASSERT_TRUE(m.has_value()) << m.error().message;
+    got.push_back(decode(m->payload()).seq);
+    if (got.size() % 1000 == 0 && !laned) laned = broker_status(observer).lane_delivered() > 1000;
+  }
+  ::kill(peer.pid(), SIGKILL);
+  (void)peer.wait(10s);
+  for (;;) {
+    auto m = sub.receive(1s);
+    if (!m) break;
+    got.push_back(decode(m->payload()).seq);
+  }
+  for (std::size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], i) << "a gap or a repeat";
+  ASSERT_TRUE(eventually([&] { return broker_status(observer).lanes_open() == 0; }));
+  const auto st = broker_status(observer);
+  EXPECT_EQ(st.lanes_opened(), 1u);
+  EXPECT_EQ(st.lane_queued(), 0u);
+  EXPECT_EQ(st.lane_lost(), 0u);
+  expect_books_balance(st);
+}
+
+// The subscriber, another process, is killed while its lane is full: the publisher is not
+// held back for long, goes on publishing, and what the lane held is counted as lost.
+TEST(Lanes, ASubscriberKilledWithItsLaneFullLetsThePublisherGoOnAndTheLossIsCounted) {
+  BrokerProcess broker(kLanesOn);
+  Process peer = Process::spawn({UBROKER_TEST_PEER, "subscribe", broker.socket(), "stalled.t", "1000000000"});
+  ASSERT_TRUE(wait_for_output(peer, "ready"));
+  Client pub = broker.connect("pub");
+  ASSERT_TRUE(pub.publish("stalled.t", number(0)).has_value());
+  ASSERT_TRUE(eventually([&] { return broker_status(pub).lanes_open() == 1; }));
+  ::kill(peer.pid(), SIGSTOP);  // it reads nothing more: its lane fills
+  std::atomic<bool> done{false};
+  std::thread publisher([&] {
+    for (std::uint64_t i = 0; i < 100000; ++i) (void)pub.publish("stalled.t", number(i));
+    done = true;
+  });
+  ASSERT_TRUE(eventually([&] { return broker_status(pub).lane_queued() > 1000; }));
+  ::kill(peer.pid(), SIGKILL);
+  (void)peer.wait(10s);
+  ASSERT_TRUE(eventually([&] { return done.load(); }, 30s));
+  publisher.join();
+  ASSERT_TRUE(pub.flush().has_value());
+  const auto st = broker_status(pub);
+  EXPECT_EQ(st.lanes_open(), 0u);
+  EXPECT_GT(st.lane_lost(), 0u);
+  expect_books_balance(st);
+}
+
+// A policy reload that takes the subscriber's right away ends what its lane carried: nothing
+// more reaches it by any way, and the publisher's messages go through the broker again.
+TEST(Lanes, APolicyReloadThatRevokesTheSubscriptionTakesItOffTheLane) {
+  const std::string before = "[[policy.allow]]\nuids = [4040]\nsubscribe = [\"revoked.>\"]\n";
+  BrokerProcess broker(reachable(kLanesOn + before));
+  open_dir(broker);
+  const std::string go = broker.dir() + "/reloaded";
+  Process subscriber = start_script(broker, {4040, 4040, {}},
+                                    "connect\nsubscribe revoked.>\nwait-file " + go + "\nexpect-error 10000\nreceive 500\n");
+  ASSERT_TRUE(eventually([&] { return has_line(subscriber.out(), "subscribe revoked.>: ok"); }, 10s)) << subscriber.out();
+  Client root = broker.connect("root");
+  std::uint64_t sent = 0;
+  ASSERT_TRUE(eventually([&] {  // until messages go by lane (the first ones set it up)
+    EXPECT_TRUE(root.publish("revoked.t", number(sent++)).has_value());
+    EXPECT_TRUE(root.flush().has_value());
+    return broker_status(root).lane_delivered() > 0;
+  })) << broker_status(root).ShortDebugString();
+  std::ofstream(broker.dir() + "/brokerd.toml") << reachable(kLanesOn + "[[policy.allow]]\nuids = [4040]\npublish = [\"revoked.>\"]\n");
+  broker.process().signal(SIGHUP);
+  ASSERT_TRUE(eventually([&] { return broker.process().err().find("policy reloaded") != std::string::npos; }, 10s));
+  const auto at_reload = broker_status(root);
+  ASSERT_TRUE(root.publish("revoked.t", number(100)).has_value());
+  ASSERT_TRUE(root.flush().has_value());
+  std::ofstream(go) << "go";
+  ASSERT_TRUE(subscriber.wait(20s).has_value());
+  const std::string out = subscriber.out();
+  EXPECT_TRUE(has_outcome(out, "error: PERMISSION_DENIED subscription 1 removed by a policy reload")) << out;
+  // The publish after the reload went through the broker, which had nobody to give it to.
+  const auto after = broker_status(root);
+  EXPECT_EQ(after.lane_accepted(), at_reload.lane_accepted()) << "the last publish went by lane";
+  EXPECT_EQ(after.messages_in(), at_reload.messages_in() + 1);
+  EXPECT_EQ(after.deliveries(), at_reload.deliveries());
+  expect_books_balance(after);
+}
+
+}  // namespace
+}  // namespace ubroker::test
