@@ -35,7 +35,7 @@ TEST(Config, ThePackagedExampleShowsEveryLimitWithItsDefault) {
   bool in_tables = false;
   std::size_t keys = 0;
   while (std::getline(example, line)) {
-    if (line == "#[limits]" || line == "#[timeouts]") in_tables = true;
+    if (line == "#[limits]" || line == "#[timeouts]" || line == "#[lanes]") in_tables = true;
     if (line.starts_with("# --- Access policy")) in_tables = false;
     if (in_tables && line.size() > 1 && line[0] == '#' && line[1] != ' ') {
       uncommented += line.substr(1) + "\n";
@@ -47,7 +47,8 @@ TEST(Config, ThePackagedExampleShowsEveryLimitWithItsDefault) {
   ASSERT_TRUE(load_config_file(path, c).has_value()) << uncommented;
   EXPECT_TRUE(c.limits == Limits{}) << "a value in the example is not the default";
   EXPECT_TRUE(c.timeouts == Timeouts{}) << "a value in the example is not the default";
-  EXPECT_EQ(keys, 21u + 5u) << "every [limits] and [timeouts] key, once";
+  EXPECT_TRUE(c.lanes == LaneSettings{}) << "a value in the example is not the default";
+  EXPECT_EQ(keys, 21u + 5u + 4u) << "every [limits], [timeouts] and [lanes] key, once";
   ::unlink(path.c_str());
 }
 
