@@ -336,7 +336,7 @@ bool Lanes::segment(Session& from, const wire::Header& h, shm::UniqueFd fd, shm:
     why = wake ? "the publisher's segment comes alone" : shm::check_lane_fd(fd.get(), shm::kLaneHeaderBytes + lane.capacity);
     lane.data = std::move(fd);
   } else {
-    why = !wake ? "the subscriber's segment comes with an eventfd" : shm::check_lane_fd(fd.get(), shm::kLaneAckBytes);
+    why = !wake ? "the subscriber's segment comes with a wake socket" : shm::check_lane_fd(fd.get(), shm::kLaneAckBytes);
     if (why == nullptr) why = shm::check_wake_fd(wake.get());
     lane.ack = std::move(fd);
     lane.wake = std::move(wake);

@@ -4,7 +4,7 @@
 //   which (publisher, subscriber) connections get a lane: after a publish the policy allowed
 //     reached a direct subscription of a client that speaks lanes (both said so in HELLO);
 //   the lane's setup: each end makes its own segment (LANE_OFFER -> LANE_SEGMENT), the broker
-//     checks both (memfd, size, seals; the subscriber's eventfd) and passes each to the other
+//     checks both (memfd, size, seals; the subscriber's wake socket) and passes each to the other
 //     end (LANE_OPEN), stamping the publisher's identity for the subscriber;
 //   the routes: per publisher and topic, which lanes carry the topic and for which of the
 //     receiver's subscriptions (LANE_ROUTE), recomputed whenever subscriptions, rights, or
@@ -112,7 +112,7 @@ class Lanes {
     std::uint64_t charge = 0;       // bytes charged to each of the two uids
     shm::UniqueFd data;             // the publisher's segment (until the lane opens)
     shm::UniqueFd ack;              // the subscriber's segment (ditto)
-    shm::UniqueFd wake;             // the subscriber's eventfd (ditto)
+    shm::UniqueFd wake;             // the subscriber's wake socket (ditto)
     shm::Mapping data_map;          // read-only, for the books
     shm::Mapping ack_map;
     Clock::time_point offered_at;

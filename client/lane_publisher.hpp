@@ -1,7 +1,7 @@
 // The publishing end of a client's direct lanes (docs/architecture.md, "Direct lanes").
 //
 // The broker offers a lane (LANE_OFFER), this end makes the data segment, and once the
-// subscriber's segment and eventfd come back (LANE_OPEN) it may write. Which topics go to
+// subscriber's segment and wake socket come back (LANE_OPEN) it may write. Which topics go to
 // which lanes is the broker's word (LANE_ROUTE): a route names, per topic, the lanes that
 // carry it and whether the broker must get the message too (receivers without a lane).
 //
@@ -43,7 +43,7 @@ class LanePublisher {
 
   // Loop: the lane's data segment, made for a LANE_OFFER; the fd to send back (a duplicate).
   Result<UniqueFd> offer(std::uint64_t id, std::uint64_t capacity);
-  // Loop: LANE_OPEN (the subscriber's ack segment and eventfd, checked). Returns why it was
+  // Loop: LANE_OPEN (the subscriber's ack segment and wake socket, checked). Returns why it was
   // refused, or nullptr.
   const char* open(std::uint64_t id, UniqueFd ack, UniqueFd wake);
   // Loop: the lane is gone (LANE_CLOSE): a publisher waiting for room in it gives up, and

@@ -1,7 +1,7 @@
 #include "lane_subscriber.hpp"
 
 #include <fcntl.h>
-#include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <asio/post.hpp>
@@ -23,11 +23,15 @@ Result<std::array<UniqueFd, 2>> LaneSubscriber::offer(std::uint64_t id) {
   if (lanes_.contains(id)) return std::unexpected(Error{Errc::kProtocolError, "the broker offered a lane twice"});
   auto r = shm::LaneReader::create();
   if (!r) return std::unexpected(Error{Errc::kShmRefused, "cannot make a lane: " + r.error().message()});
-  UniqueFd wake(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-  if (!wake) return std::unexpected(Error{Errc::kShmRefused, "cannot make a lane: no eventfd"});
-  std::array<UniqueFd, 2> copies{UniqueFd(::fcntl(r->ack_fd(), F_DUPFD_CLOEXEC, 0)),
-                                 UniqueFd(::fcntl(wake.get(), F_DUPFD_CLOEXEC, 0))};
-  if (!copies[0] || !copies[1]) return std::unexpected(Error{Errc::kShmRefused, "cannot make a lane: out of file descriptors"});
+  // The wake socket pair: this end waits in the loop, the other goes to the publisher
+  // (shm::check_wake_fd says why not an eventfd).
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) != 0) {
+    return std::unexpected(Error{Errc::kShmRefused, "cannot make a lane: no socket pair"});
+  }
+  UniqueFd wake(pair[0]);
+  std::array<UniqueFd, 2> copies{UniqueFd(::fcntl(r->ack_fd(), F_DUPFD_CLOEXEC, 0)), UniqueFd(pair[1])};
+  if (!copies[0]) return std::unexpected(Error{Errc::kShmRefused, "cannot make a lane: out of file descriptors"});
   auto lane = std::make_shared<Lane>(std::move(*r), asio::posix::stream_descriptor(strand_, wake.release()));
   lane->id = id;
   lanes_.emplace(id, std::move(lane));
@@ -63,8 +67,10 @@ void LaneSubscriber::wait(const std::shared_ptr<Lane>& lane) {
     auto l = weak.lock();
     if (!l || ec) return;  // closed
     l->waiting = false;
-    std::uint64_t count = 0;
-    (void)!::read(l->wake.native_handle(), &count, sizeof count);  // resets it; EAGAIN: a spurious wake-up
+    // Takes the wake-ups that came (a bounded number: a socket left readable comes round again).
+    std::byte bytes[64];
+    for (int i = 0; i < 64 && ::recv(l->wake.native_handle(), bytes, sizeof bytes, MSG_DONTWAIT) >= 0; ++i) {
+    }
     on_wake(l);
   });
 }

@@ -1,8 +1,9 @@
 // The subscribing end of a client's direct lanes (docs/architecture.md, "Direct lanes").
 //
-// For a LANE_OFFER this end makes the ack segment and an eventfd the publisher writes when
-// this end sleeps; LANE_OPEN brings the publisher's data segment and its identity as the
-// broker knows it. Each lane's eventfd waits in the client's loop beside the socket.
+// For a LANE_OFFER this end makes the ack segment and a wake socket pair, whose other end the
+// publisher writes when this end sleeps; LANE_OPEN brings the publisher's data segment and
+// its identity as the broker knows it. Each lane's wake socket waits in the client's loop
+// beside the connection.
 //
 // What a lane may carry is the broker's word, never the publisher's: a topic travels on the
 // lane only after a LANE_FENCE from the broker named it with the subscriptions it goes to.
@@ -59,7 +60,7 @@ class LaneSubscriber {
   };
   LaneSubscriber(Strand strand, Hooks hooks) : strand_(std::move(strand)), hooks_(std::move(hooks)) {}
 
-  // LANE_OFFER: the ack segment and the eventfd, duplicates to send back.
+  // LANE_OFFER: a duplicate of the ack segment and the wake pair's other end, to send back.
   Result<std::array<UniqueFd, 2>> offer(std::uint64_t id);
   // LANE_OPEN: the publisher's segment (checked) and identity. Why it was refused, or nullptr.
   const char* open(std::uint64_t id, UniqueFd data, std::uint64_t capacity, Sender sender);
@@ -77,7 +78,7 @@ class LaneSubscriber {
   struct Lane {
     Lane(shm::LaneReader r, asio::posix::stream_descriptor w) : reader(std::move(r)), wake(std::move(w)) {}
     shm::LaneReader reader;
-    asio::posix::stream_descriptor wake;  // owns the eventfd
+    asio::posix::stream_descriptor wake;  // owns this end of the wake socket pair
     std::uint64_t capacity = 0;
     std::uint64_t id = 0;
     Sender sender;

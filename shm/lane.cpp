@@ -1,7 +1,9 @@
 #include "ubroker/shm/lane.hpp"
 
 #include <fcntl.h>
-#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -31,12 +33,29 @@ const char* check_lane_fd(int fd, std::uint64_t size) {
 }
 
 const char* check_wake_fd(int fd) {
-  char link[64];
-  const std::string path = "/proc/self/fd/" + std::to_string(fd);
-  const ssize_t n = ::readlink(path.c_str(), link, sizeof link - 1);
-  if (n < 0) return "the fd cannot be inspected";
-  if (std::string_view(link, static_cast<std::size_t>(n)) != "anon_inode:[eventfd]") return "not an eventfd";
+  struct stat st{};
+  if (::fstat(fd, &st) != 0) return "the fd cannot be inspected";
+  if (!S_ISSOCK(st.st_mode)) return "not a socket";
+  int domain = 0, type = 0;
+  socklen_t len = sizeof domain;
+  if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0) return "the socket cannot be inspected";
+  len = sizeof type;
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0) return "the socket cannot be inspected";
+  if (domain != AF_UNIX || type != SOCK_DGRAM) return "not a Unix datagram socket";
+  // Its peer has no name, as a socket pair's has: one connected to a named socket (the
+  // journal's, say) would have the publisher's wake-ups go there, under its name.
+  sockaddr_un peer{};
+  len = sizeof peer;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) != 0) return "a socket with no peer";
+  if (len != sizeof(sa_family_t)) return "a socket connected to a named one, not one of a pair";
   return nullptr;
+}
+
+void send_wake(int fd) noexcept {
+  const std::byte one{1};
+  // MSG_DONTWAIT whatever the socket's flags (the subscriber shares them and may clear
+  // O_NONBLOCK): EAGAIN means datagrams wait already, so the subscriber wakes anyway.
+  (void)::send(fd, &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
 // ---- the publisher's end ------------------------------------------------------------------
@@ -112,9 +131,7 @@ void LaneWriter::publish(LaneRecordKind kind) noexcept {
   h.write_seq.fetch_add(1, std::memory_order_seq_cst);
   if (ack().reader_waiting.load(std::memory_order_seq_cst) == 0) return;
   if (wake_) {
-    const std::uint64_t one = 1;
-    // EAGAIN (the counter is full) still leaves the eventfd readable: the reader wakes.
-    (void)!::write(wake_.get(), &one, sizeof one);
+    send_wake(wake_.get());
   } else {
     (void)futex_wake(h.write_seq, 1);
   }

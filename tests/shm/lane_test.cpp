@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -46,20 +48,58 @@ std::string next_text(LaneReader& r) {
   return t;
 }
 
-TEST(Lane, FencesAreRecordsOfTheirOwnAndAnArmedReaderIsWokenThroughItsEventfd) {
-  auto w = LaneWriter::create(4096);
-  auto r = LaneReader::create();
-  ASSERT_TRUE(w && r);
+TEST(Lane, OnlyOneEndOfAUnixDatagramSocketPairIsTakenToWakeTheReader) {
   int pipe_fds[2];
   ASSERT_EQ(::pipe(pipe_fds), 0);
   UniqueFd pipe_read(pipe_fds[0]);
   UniqueFd pipe_write(pipe_fds[1]);
-  EXPECT_STREQ(check_wake_fd(pipe_write.get()), "not an eventfd");
+  EXPECT_STREQ(check_wake_fd(pipe_write.get()), "not a socket");
+  UniqueFd event(::eventfd(0, EFD_CLOEXEC));
+  EXPECT_STREQ(check_wake_fd(event.get()), "not a socket");
+  int stream[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, stream), 0);
+  UniqueFd stream_a(stream[0]), stream_b(stream[1]);
+  EXPECT_STREQ(check_wake_fd(stream_a.get()), "not a Unix datagram socket");
+  UniqueFd lone(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  EXPECT_STREQ(check_wake_fd(lone.get()), "a socket with no peer");
+  // Connected to a named socket (as one to the journal's would be): the publisher's wake-ups
+  // would go there.
+  const std::string path = "/tmp/ubroker-lane-test-" + std::to_string(::getpid()) + ".sock";
+  UniqueFd named(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{.sun_family = AF_UNIX, .sun_path = {}};
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  ASSERT_EQ(::bind(named.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::connect(lone.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ::unlink(path.c_str());
+  EXPECT_STREQ(check_wake_fd(lone.get()), "a socket connected to a named one, not one of a pair");
+  auto w = LaneWriter::create(4096);
+  auto r = LaneReader::create();
+  ASSERT_TRUE(w && r);
   EXPECT_FALSE(w->attach(r->ack_fd(), std::move(pipe_write)));
-  UniqueFd wake(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-  ASSERT_TRUE(wake);
-  UniqueFd writer_copy(::dup(wake.get()));
-  ASSERT_TRUE(w->attach(r->ack_fd(), std::move(writer_copy)));
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, pair), 0);
+  UniqueFd mine(pair[0]), theirs(pair[1]);
+  EXPECT_EQ(check_wake_fd(theirs.get()), nullptr);
+  // A subscriber that left its end blocking and let it fill up: the publisher's wake-ups
+  // still return at once.
+  ASSERT_TRUE(w->attach(r->ack_fd(), std::move(theirs)));
+  ASSERT_TRUE(r->attach(w->data_fd(), 4096));
+  for (int i = 0; i < 5000; ++i) {
+    ASSERT_TRUE(r->arm());
+    ASSERT_EQ(w->try_push(bytes_of("x")).value(), LaneWriter::Push::kWritten);
+    r->disarm();
+    ASSERT_EQ(next_text(*r), "x");
+  }
+}
+
+TEST(Lane, FencesAreRecordsOfTheirOwnAndAnArmedReaderIsWokenThroughItsWakeSocket) {
+  auto w = LaneWriter::create(4096);
+  auto r = LaneReader::create();
+  ASSERT_TRUE(w && r);
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair), 0);
+  UniqueFd wake(pair[0]);
+  ASSERT_TRUE(w->attach(r->ack_fd(), UniqueFd(pair[1])));
   ASSERT_TRUE(r->attach(w->data_fd(), 4096));
   auto readable = [&] {
     pollfd p{.fd = wake.get(), .events = POLLIN, .revents = 0};

@@ -25,9 +25,14 @@ namespace ubroker::shm {
 // Checks an fd the other side (through the broker) handed over for a lane segment: a memfd of
 // exactly `size` bytes, sealed against shrink, grow and new writable mappings.
 [[nodiscard]] const char* check_lane_fd(int fd, std::uint64_t size);
-// Checks an fd handed over to wake a lane's subscriber: an eventfd (a write to anything else
-// could block or reach a file).
+// Checks an fd handed over to wake a lane's subscriber: one end of a Unix datagram socket
+// pair (connected to a peer with no name). Not an eventfd: the subscriber shares an eventfd's file flags and could make the
+// publisher's write block (clear O_NONBLOCK, fill the counter); a send with MSG_DONTWAIT
+// never blocks, whatever the flags.
 [[nodiscard]] const char* check_wake_fd(int fd);
+// Wakes the subscriber through its wake socket: one byte, never blocking, errors ignored (a
+// full socket is a subscriber with wake-ups waiting).
+void send_wake(int fd) noexcept;
 
 class LaneWriter {
  public:
@@ -35,7 +40,7 @@ class LaneWriter {
   [[nodiscard]] static Result<LaneWriter> create(std::uint64_t capacity);
   [[nodiscard]] int data_fd() const noexcept { return data_.fd(); }
   // The subscriber's ack segment: checked (check_lane_fd), then mapped read-only. `wake`: the
-  // subscriber's eventfd (check_wake_fd), written when it sleeps; without one, a futex wake
+  // subscriber's wake socket (check_wake_fd), written when it sleeps; without one, a futex wake
   // on write_seq (a subscriber in wait_for_message).
   [[nodiscard]] Result<void> attach(int ack_fd, UniqueFd wake = {});
 
@@ -111,7 +116,7 @@ class LaneReader {
   void consume() noexcept;
   // Sleeps until the publisher writes (or `timeout`): true if it may have.
   [[nodiscard]] Result<bool> wait_for_message(std::chrono::nanoseconds timeout);
-  // For a subscriber that sleeps elsewhere (epoll, on the eventfd it gave the publisher):
+  // For a subscriber that sleeps elsewhere (epoll, on the wake socket it gave the publisher):
   // arm() says it is about to sleep, so the publisher's next write wakes it, and returns
   // false if something came meanwhile (then it reads instead, after disarm()).
   [[nodiscard]] bool arm() noexcept;
