@@ -389,22 +389,39 @@ void Lanes::open(Lane& lane) {
 
 // ---- the end -----------------------------------------------------------------------------
 
-void Lanes::retire_books(const Lane& lane, bool lost) {
-  if (lane.state != State::kOpen) return;
+void Lanes::count_open(const Lane& lane, Books& b) {
+  // Read from segments the clients write: kept consistent, never trusted beyond that.
   const auto& h = data_header(lane.data_map);
   const std::uint64_t accepted = h.accepted.load(std::memory_order_relaxed);
   const std::uint64_t dropped = std::min(h.dropped.load(std::memory_order_relaxed), accepted);
-  const std::uint64_t delivered = std::min(ack_of(lane.ack_map).delivered.load(std::memory_order_relaxed), accepted - dropped);
-  retired_.accepted += accepted;
-  retired_.dropped += dropped;
-  // What is left is read by a subscriber that stays (its publisher left), or lost with it.
-  if (lost) {
-    retired_.delivered += delivered;
-    retired_.lost += accepted - dropped - delivered;
-  } else {
-    retired_.delivered += accepted - dropped;
-  }
+  b.accepted += accepted;
+  b.dropped += dropped;
+  b.delivered += std::min(ack_of(lane.ack_map).delivered.load(std::memory_order_relaxed), accepted - dropped);
 }
+
+void Lanes::retire_books(const Lane& lane) {
+  if (lane.state != State::kOpen) return;
+  // Both ends are done with it (or gone): what nobody read is lost.
+  Books last;
+  count_open(lane, last);
+  retired_.accepted += last.accepted;
+  retired_.dropped += last.dropped;
+  retired_.delivered += last.delivered;
+  retired_.lost += last.accepted - last.dropped - last.delivered;
+}
+
+void Lanes::end_done(std::uint64_t lane_id, std::uint64_t session) {
+  auto it = closing_.find(lane_id);
+  if (it == closing_.end()) return;
+  Closing& c = it->second;
+  if (session == c.lane.publisher) c.publisher_done = true;
+  if (session == c.lane.subscriber) c.subscriber_done = true;
+  if (!c.publisher_done || !c.subscriber_done) return;
+  retire_books(c.lane);
+  closing_.erase(it);
+}
+
+void Lanes::close_done(Session& from, const wire::Header& h) { end_done(h.lane().id(), from.id()); }
 
 void Lanes::close(std::uint64_t lane_id, std::string_view reason, bool broken, std::uint64_t gone) {
   auto it = lanes_.find(lane_id);
@@ -421,7 +438,6 @@ void Lanes::close(std::uint64_t lane_id, std::string_view reason, bool broken, s
   for (const uid_t uid : {lane.publisher_uid, lane.subscriber_uid}) {
     if ((uid_bytes_[uid] -= lane.charge) == 0) uid_bytes_.erase(uid);
   }
-  retire_books(lane, broken || gone == lane.subscriber);
   if (gone == 0) broken_pairs_.insert({lane.publisher, lane.subscriber});  // the broker carries the pair from now on
   if (broken) {
     ++retired_.closed_broken;
@@ -436,15 +452,25 @@ void Lanes::close(std::uint64_t lane_id, std::string_view reason, bool broken, s
     frame_.mutable_lane()->set_broken(broken);
     send(end, frame_);
   }
+  const std::uint64_t publisher = lane.publisher, subscriber = lane.subscriber;
+  if (lane.state == State::kOpen) {
+    // Its books stay open until the ends still here answer (a publisher may still be writing,
+    // a subscriber still reading what its publisher left).
+    const bool pub_gone = gone == publisher, sub_gone = gone == subscriber;
+    closing_.insert_or_assign(lane_id, Closing{.lane = std::move(lane),
+                                               .publisher_done = pub_gone,
+                                               .subscriber_done = sub_gone,
+                                               .since = Clock::now()});
+  }
   // The publisher's routes stop covering the lane now, so the broker carries its topics to the
   // subscriber again from the next publish on (what was written into a broken lane is lost).
-  auto pub = publishers_.find(lane.publisher);
-  if (pub == publishers_.end() || gone == lane.publisher) return;
+  auto pub = publishers_.find(publisher);
+  if (pub == publishers_.end() || gone == publisher) return;
   for (auto& [topic, route] : pub->second.topics) {
     std::erase_if(route.taken.targets, [&](const Target& t) { return t.lane == lane_id; });
-    std::erase_if(route.skip, [&](const SubKey& k) { return k.owner == lane.subscriber; });
+    std::erase_if(route.skip, [&](const SubKey& k) { return k.owner == subscriber; });
   }
-  update_publisher(lane.publisher);
+  update_publisher(publisher);
 }
 
 void Lanes::session_gone(std::uint64_t id) {
@@ -459,6 +485,11 @@ void Lanes::session_gone(std::uint64_t id) {
     for (auto& [topic, route] : p->second.topics) release_waits(route);
     publishers_.erase(p);
   }
+  std::vector<std::uint64_t> closing;
+  for (const auto& [lane_id, c] : closing_) {
+    if (c.lane.publisher == id || c.lane.subscriber == id) closing.push_back(lane_id);
+  }
+  for (const std::uint64_t lane_id : closing) end_done(lane_id, id);
   std::erase_if(waits_, [&](const auto& w) { return w.second.session == id; });
   std::erase_if(broken_pairs_, [&](const auto& p) { return p.first == id || p.second == id; });
   barred_.erase(id);
@@ -472,6 +503,12 @@ void Lanes::error_reported(Session& from, const wire::Header& h) {
   // A publisher may give its lane up (a message larger than it, a fence it could not write):
   // the subscriber reads what is in it first. Anything the subscriber reports broke it.
   const bool broken = !by_pub || h.lane().broken();
+  if (!broken && it->second.state == State::kOffered) {
+    // Declined at setup: the publisher's messages can be larger than half the lane
+    // (lanes.capacity_bytes too small for its max_frame_bytes or shared-memory threshold).
+    ++broker_.stats().lanes_refused;
+    spdlog::info("lane {}: client {} declined it: {}", it->first, from.id(), printable(h.lane().reason(), kMaxReason));
+  }
   close(it->first,
         fmt::format("the {} {}: {}", by_pub ? "publisher" : "subscriber", broken ? "reported a violation" : "gave it up",
                     printable(h.lane().reason(), kMaxReason)),
@@ -501,6 +538,16 @@ void Lanes::sweep(Clock::time_point now) {
     }
   }
   for (auto& [id, why] : to_close) close(id, why, true);
+  for (auto it = closing_.begin(); it != closing_.end();) {
+    if (now - it->second.since <= kCloseDeadline) {
+      ++it;
+      continue;
+    }
+    spdlog::info("lane {}: its {} did not answer its close within {} s; what is left in it is counted lost", it->first,
+                 it->second.publisher_done ? "subscriber" : "publisher", kCloseDeadline.count());
+    retire_books(it->second.lane);
+    it = closing_.erase(it);
+  }
   // A publisher that does not take its route changes holds back subscriptions: it loses its
   // lanes, and its topics go through the broker.
   std::vector<std::uint64_t> stuck;
@@ -541,14 +588,9 @@ Lanes::Books Lanes::books() const {
     b.fds += (lane.data ? 1 : 0) + (lane.ack ? 1 : 0) + (lane.wake ? 1 : 0);
     if (lane.state != State::kOpen) continue;
     ++b.open;
-    // Read from segments the clients write: kept consistent, never trusted beyond that.
-    const auto& h = data_header(lane.data_map);
-    const std::uint64_t accepted = h.accepted.load(std::memory_order_relaxed);
-    const std::uint64_t dropped = std::min(h.dropped.load(std::memory_order_relaxed), accepted);
-    b.accepted += accepted;
-    b.dropped += dropped;
-    b.delivered += std::min(ack_of(lane.ack_map).delivered.load(std::memory_order_relaxed), accepted - dropped);
+    count_open(lane, b);
   }
+  for (const auto& [id, c] : closing_) count_open(c.lane, b);  // what is left in them: queued until they are done
   return b;
 }
 

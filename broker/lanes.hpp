@@ -19,7 +19,10 @@
 //     progress for timeouts.slow_consumer_ms is cut off as a slow consumer;
 //   the end: a disconnect, a lost right, a violation either side reports (LANE_ERROR), or
 //     setup that does not finish, closes the lane (LANE_CLOSE) and its traffic goes back to
-//     the broker.
+//     the broker. The lane's books are final once each end still connected has answered
+//     with its own LANE_CLOSE (it no longer writes, or has read what it was going to read):
+//     until then a publisher may still write and a subscriber still read, and the books
+//     count what is in the lane as queued, not yet as lost.
 //
 // Memory: a lane's two segments are charged to both uids (lanes.max_bytes_per_uid), and a
 // client has at most lanes.max_per_client. Event loop thread only.
@@ -78,6 +81,8 @@ class Lanes {
   bool segment(Session& from, const wire::Header& h, shm::UniqueFd fd, shm::UniqueFd wake);
   bool route_taken(Session& from, const wire::Header& h);
   void error_reported(Session& from, const wire::Header& h);
+  // LANE_CLOSE back from an end: it no longer writes (or reads) the lane.
+  void close_done(Session& from, const wire::Header& h);
 
   // Called periodically: books, slow readers, setups and route changes that did not finish.
   void sweep(Clock::time_point now);
@@ -162,6 +167,9 @@ class Lanes {
   static constexpr std::size_t kMaxRoutedTopics = 256;  // per publisher
   static constexpr std::size_t kMaxUnackedRoutes = 16;  // per publisher and topic
   static constexpr std::chrono::seconds kSetupDeadline{5};
+  // How long the ends of a closed lane may take to say they are done with it; then its books
+  // are closed without them (what is left counted lost).
+  static constexpr std::chrono::seconds kCloseDeadline{5};
   // How long a publisher may take to take a route, beyond timeouts.slow_consumer_ms (its ack
   // can wait behind a publish the broker holds back for that long).
   static constexpr std::chrono::seconds kRouteDeadline{2};
@@ -177,7 +185,17 @@ class Lanes {
   // Closes the lane; `broken`: what is left in it is not to be read. Routes that used it are
   // brought up to date unless the publisher is the session going away (`gone`).
   void close(std::uint64_t lane_id, std::string_view reason, bool broken, std::uint64_t gone = 0);
-  void retire_books(const Lane& lane, bool lost);
+  void retire_books(const Lane& lane);
+  // A closed lane whose ends have not all said they are done with it.
+  struct Closing {
+    Lane lane;
+    bool publisher_done = false;
+    bool subscriber_done = false;
+    Clock::time_point since;
+  };
+  void end_done(std::uint64_t lane_id, std::uint64_t session);
+  // Kept in the books while its ends finish with it.
+  static void count_open(const Lane& lane, Books& b);
   void release_waits(TopicRoute& route);
   void send(std::uint64_t session, wire::Header& h, std::vector<shm::UniqueFd> fds = {});
 
@@ -197,6 +215,7 @@ class Lanes {
   // lanes up for ever.
   std::set<std::pair<std::uint64_t, std::uint64_t>> broken_pairs_;
   std::set<std::uint64_t> barred_;
+  std::unordered_map<std::uint64_t, Closing> closing_;  // by lane id
   Books retired_;  // of closed lanes
   wire::Header frame_;  // reused for every frame sent
   std::vector<const Subscription*> matches_;  // scratch

@@ -70,6 +70,10 @@ Session::Step Session::handle_frame(const wire::Header& h, std::span<const std::
       if (!lanes_capable_) break;
       broker_.lanes().error_reported(*this, h);
       return Step::kContinue;
+    case wire::LANE_CLOSE:
+      if (!lanes_capable_) break;
+      broker_.lanes().close_done(*this, h);
+      return Step::kContinue;
     case wire::PING:
       control_.Clear();
       control_.set_type(wire::PONG);

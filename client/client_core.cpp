@@ -400,8 +400,16 @@ void ClientCore::drive_writes() {
       wait_writable();  // the I/O thread stays the writer until the batch is out
       return;
     }
-    fail(Error{Errc::kNotConnected, fmt::format("write to broker failed: {}", sent.error().message())});
+    // A broker that closes says why first (SHUTTING_DOWN, a limit, a slow consumer): when that
+    // frame is already here, it is the reason, not the write that found the socket closed.
     stop_writing();
+    post_to_strand([weak = weak_from_this(),
+                    why = Error{Errc::kNotConnected, fmt::format("write to broker failed: {}", sent.error().message())}] {
+      if (auto self = weak.lock()) {
+        self->on_readable();
+        self->fail(why);
+      }
+    });
     return;
   }
 }

@@ -112,11 +112,17 @@ void ClientCore::lane_frame(const wire::Header& h) {
       if (!expect_fds(0)) return;
       lane_sub_.fence(id, h.lane().fence(), h.topic(), {h.sub_ids().data(), static_cast<std::size_t>(h.sub_ids_size())});
       return;
-    case wire::LANE_CLOSE:
+    case wire::LANE_CLOSE: {
       if (!expect_fds(0)) return;
       lane_pub_.close(id);
       lane_sub_.close(id, h.lane().broken());
+      // Done with it: the broker's books for the lane are final now.
+      wire::Header done;
+      done.set_type(wire::LANE_CLOSE);
+      done.mutable_lane()->set_id(id);
+      (void)send_frame(done, {});
       return;
+    }
     default: return;
   }
 }

@@ -114,6 +114,27 @@ TEST(Lanes, ANewTopicOnAnOpenLaneLosesNothingWhileItsRouteIsTaken) {
   for (std::uint64_t i = 0; i < kCount; ++i) ASSERT_EQ(got[i], i);
 }
 
+// A lane smaller than twice what the publisher may send in one message (here its shared-memory
+// threshold) is declined at setup: counted and logged, and the broker carries the pair.
+TEST(Lanes, APublisherDeclinesALaneItsMessagesMayNotFitAndTheBrokerCarriesThem) {
+  BrokerProcess broker(kLanesOn + "capacity_bytes = 65536\n");
+  Client sub = broker.connect("sub");
+  auto s = sub.subscribe("small.t");
+  ASSERT_TRUE(s.has_value());
+  Client pub = broker.connect("pub");
+  for (std::uint64_t i = 0; i < 1000; ++i) ASSERT_TRUE(pub.publish("small.t", number(i)).has_value());
+  const auto got = receive_numbers(sub, 1000);
+  ASSERT_EQ(got.size(), 1000u);
+  for (std::uint64_t i = 0; i < 1000; ++i) ASSERT_EQ(got[i], i);
+  const auto st = broker_status(sub);
+  EXPECT_EQ(st.lanes_opened(), 0u);
+  EXPECT_EQ(st.lanes_refused(), 1u) << st.ShortDebugString();
+  EXPECT_EQ(st.lanes_broken(), 0u);
+  EXPECT_NE(broker.process().err().find("declined it: this publisher's messages can be larger than the lane"),
+            std::string::npos)
+      << broker.process().err();
+}
+
 TEST(Lanes, TurnedOffInTheConfigTheBrokerCarriesEverything) {
   BrokerProcess broker("[lanes]\nenabled = false\n");
   Client sub = broker.connect("sub");

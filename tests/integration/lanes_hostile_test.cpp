@@ -1,0 +1,306 @@
+// Hostile ends of a direct lane, between real processes. This process is one end, a test
+// peer the other; this process's client writes its own segment through the only writable
+// mapping of it, and the test scribbles on that mapping as a hostile client would. Each field
+// of the publisher's data segment (header, records, the message inside) and of the
+// subscriber's ack segment is corrupted in turn: the other end reports the violation, the
+// broker closes the lane and logs why, nobody crashes or hangs, the pair's messages go on
+// through the broker, and the books balance. Fields nobody trusts (informational ones, wake-up
+// words) are corrupted too: the lane carries on.
+#include <gtest/gtest.h>
+#include <linux/futex.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <span>
+#include <sstream>
+#include <string>
+
+#include "broker_process.hpp"
+#include "test_util.hpp"
+#include "ubroker/shm/lane_layout.hpp"
+
+namespace ubroker::test {
+namespace {
+
+using namespace std::chrono_literals;
+using shm::LaneAck;
+using shm::LaneHeader;
+using shm::LaneRecord;
+
+constexpr std::uint64_t kCapacity = 262144;
+// The smallest lanes default clients take (ubroker.toml(5)), and a slow-consumer limit no
+// stopped peer reaches within a test.
+const std::string kConfig = "[lanes]\nenabled = true\ncapacity_bytes = 262144\n[timeouts]\nslow_consumer_ms = 60000\n";
+
+// The shared mapping of the memfd `name` in this process, with the permissions `perms`
+// ("rw-s": the segment this process's client writes; "r--s": the other end's).
+std::span<std::byte> mapping_of(const std::string& name, const std::string& perms) {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  std::span<std::byte> found;
+  int count = 0;
+  std::string memfds;  // for the failure message
+  while (std::getline(maps, line)) {
+    if (line.find("/memfd:") != std::string::npos) memfds += line + "\n";
+    std::istringstream in(line);
+    std::string range, p, offset, dev, inode, path;
+    in >> range >> p >> offset >> dev >> inode >> path;
+    if (p != perms || path != "/memfd:" + name) continue;
+    const auto dash = range.find('-');
+    const std::uintptr_t from = std::stoull(range.substr(0, dash), nullptr, 16);
+    const std::uintptr_t to = std::stoull(range.substr(dash + 1), nullptr, 16);
+    found = {reinterpret_cast<std::byte*>(from), to - from};
+    ++count;
+  }
+  EXPECT_EQ(count, 1) << "mappings of memfd:" << name << " " << perms << " among\n" << memfds;
+  return found;
+}
+
+LaneHeader& header_of(std::span<std::byte> data) { return *reinterpret_cast<LaneHeader*>(data.data()); }
+LaneAck& ack_of(std::span<std::byte> ack) { return *reinterpret_cast<LaneAck*>(ack.data()); }
+std::byte* ring_at(std::span<std::byte> data, std::uint64_t pos) {
+  return data.data() + shm::kLaneHeaderBytes + pos % kCapacity;
+}
+LaneRecord& record_at(std::span<std::byte> data, std::uint64_t pos) {
+  return *reinterpret_cast<LaneRecord*>(ring_at(data, pos));
+}
+
+// Whether `pid` is stopped (SIGSTOP takes effect asynchronously).
+bool stopped(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string pid_field, comm, state;
+  stat >> pid_field >> comm >> state;  // (the test peer's comm has no spaces)
+  return state == "T";
+}
+
+void futex_wake_all(std::atomic<std::uint32_t>& word) {
+  word.fetch_add(1);
+  (void)::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+}
+
+std::string numbered(std::uint64_t n) {
+  std::string p(16, 'x');
+  std::memcpy(p.data(), &n, sizeof n);
+  return p;
+}
+std::uint64_t number_of(std::span<const std::byte> p) {
+  std::uint64_t n = ~0ull;
+  if (p.size() >= sizeof n) std::memcpy(&n, p.data(), sizeof n);
+  return n;
+}
+
+void expect_books_balance(const wire::BrokerStatus& st) {
+  EXPECT_EQ(st.lane_accepted(), st.lane_delivered() + st.lane_dropped() + st.lane_lost() + st.lane_queued())
+      << st.ShortDebugString();
+}
+
+struct Corruption {
+  std::string name;
+  // The violation the other end reports, or "" when the field is trusted for nothing.
+  std::string reason;
+  // Applied to this process's writable segment; `other` is the other end's segment.
+  std::function<void(std::span<std::byte> mine, std::span<std::byte> other)> apply;
+};
+std::string name_of(const testing::TestParamInfo<Corruption>& info) { return info.param.name; }
+
+// ---- a hostile publisher ------------------------------------------------------------------
+
+// The first unread record: where the subscriber (the other end) will read next.
+std::uint64_t next_read(std::span<std::byte> ack) { return ack_of(ack).read_pos.load(); }
+
+// The topic of the first unread message record, in the ring.
+char* topic_at(std::span<std::byte> data, std::uint64_t pos) {
+  return reinterpret_cast<char*>(ring_at(data, pos) + sizeof(LaneRecord) + 8);
+}
+
+class HostilePublisher : public testing::TestWithParam<Corruption> {};
+
+// Ten messages wait in the lane of a stopped subscriber; this process corrupts them (or the
+// header) and lets the subscriber go on.
+TEST_P(HostilePublisher, TheSubscriberReportsItTheBrokerClosesTheLaneAndTheBrokerCarriesThePair) {
+  const Corruption& c = GetParam();
+  BrokerProcess broker(kConfig);
+  Process peer = Process::spawn({UBROKER_TEST_PEER, "subscribe", broker.socket(), "hostile.t", "1000000000"});
+  ASSERT_TRUE(wait_for_output(peer, "ready"));
+  Client pub = broker.connect("hostile-pub");
+  std::uint64_t seq = 0;
+  ASSERT_TRUE(eventually([&] {  // the first publishes set the lane up
+    EXPECT_TRUE(pub.publish("hostile.t", numbered(seq++)).has_value());
+    return broker_status(pub).lane_delivered() > 0;
+  })) << broker_status(pub).ShortDebugString();
+  ASSERT_TRUE(eventually([&] { return broker_status(pub).lane_queued() == 0; }));
+  peer.signal(SIGSTOP);
+  ASSERT_TRUE(eventually([&] { return stopped(peer.pid()); }));
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(pub.publish("hostile.t", numbered(seq++)).has_value());
+  ASSERT_TRUE(pub.flush().has_value());
+  ASSERT_TRUE(eventually([&] { return broker_status(pub).lane_queued() == 10; }));
+  const auto before = broker_status(pub);
+
+  c.apply(mapping_of("ubroker-lane", "rw-s"), mapping_of("ubroker-lane-ack", "r--s"));
+  peer.signal(SIGCONT);
+
+  if (c.reason.empty()) {  // nothing to report: the ten are read
+    ASSERT_TRUE(eventually([&] { return broker_status(pub).lane_delivered() == before.lane_delivered() + 10; }))
+        << broker_status(pub).ShortDebugString();
+    const auto st = broker_status(pub);
+    EXPECT_EQ(st.lanes_broken(), 0u);
+    EXPECT_EQ(st.lanes_open(), 1u);
+    expect_books_balance(st);
+    EXPECT_FALSE(peer.wait(0ms).has_value()) << peer.err();
+    return;
+  }
+  const std::string logged = "closed: the subscriber reported a violation: " + c.reason;
+  ASSERT_TRUE(eventually([&] { return broker.process().err().find(logged) != std::string::npos; }, 10s))
+      << "expected '" << logged << "' in\n" << broker.process().err();
+  // Closed, and its books final once the subscriber said it is done with it.
+  ASSERT_TRUE(eventually([&] {
+    const auto st = broker_status(pub);
+    return st.lanes_open() == 0 && st.lane_queued() == 0;
+  }));
+  const auto closed = broker_status(pub);
+  EXPECT_EQ(closed.lanes_broken(), 1u);
+  EXPECT_EQ(closed.lane_queued(), 0u);
+  EXPECT_GE(closed.lane_lost(), 1u) << "what the lane held from the bad record on";
+  expect_books_balance(closed);
+  // The pair stays on the broker's path: the next publishes are delivered by it.
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(pub.publish("hostile.t", numbered(seq++)).has_value());
+  ASSERT_TRUE(pub.flush().has_value());
+  ASSERT_TRUE(eventually([&] { return broker_status(pub).deliveries_written() >= closed.deliveries_written() + 100; }));
+  const auto after = broker_status(pub);
+  EXPECT_EQ(after.lane_accepted(), closed.lane_accepted());
+  EXPECT_EQ(after.lanes_opened(), closed.lanes_opened()) << "no new lane for a pair whose lane broke";
+  EXPECT_FALSE(peer.wait(0ms).has_value()) << "the subscriber died: " << peer.err();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    EveryField, HostilePublisher,
+    testing::Values(
+        Corruption{"WritePositionMoreThanTheRingAhead", "write position more than the ring ahead",
+                   [](auto data, auto ack) { header_of(data).write_pos = next_read(ack) + kCapacity + 8; }},
+        Corruption{"WritePositionBehindTheReader", "write position behind the read position",
+                   [](auto data, auto ack) { header_of(data).write_pos = next_read(ack) - 8; }},
+        Corruption{"WritePositionNotAtARecord", "write position not at a record",
+                   [](auto data, auto) { header_of(data).write_pos += 4; }},
+        Corruption{"RecordOfUnknownKind", "a record of unknown kind",
+                   [](auto data, auto ack) { record_at(data, next_read(ack)).kind = 77; }},
+        Corruption{"RecordPastTheEndOfTheRing", "a record that wraps around the end of the ring",
+                   [](auto data, auto ack) { record_at(data, next_read(ack)).length = 3 * kCapacity; }},
+        Corruption{"FenceOfTheWrongSize", "a fence record that is not 8 bytes",
+                   [](auto data, auto ack) {
+                     record_at(data, next_read(ack)).kind = shm::kLaneFence;
+                     record_at(data, next_read(ack)).length = 4;
+                   }},
+        Corruption{"PaddingThatStopsShort", "padding that does not reach the end of the ring",
+                   [](auto data, auto ack) {
+                     record_at(data, next_read(ack)).kind = shm::kLanePadding;
+                     record_at(data, next_read(ack)).length = 0;
+                   }},
+        Corruption{"MessageLengthsPastItsEnd", "a lane message whose lengths pass its end",
+                   [](auto data, auto ack) {
+                     const std::uint32_t huge = 0xfffffff0;
+                     std::memcpy(ring_at(data, next_read(ack)) + sizeof(LaneRecord), &huge, sizeof huge);
+                   }},
+        Corruption{"InvalidTopic", "a lane message with an invalid topic",
+                   [](auto data, auto ack) { topic_at(data, next_read(ack))[8] = '*'; }},
+        Corruption{"TopicTheBrokerDidNotRouteHere", "a message on a topic the broker did not route on this lane",
+                   [](auto data, auto ack) { topic_at(data, next_read(ack))[8] = 'u'; }},
+        Corruption{"InformationalAndWakeUpFields", "",
+                   [](auto data, auto) {
+                     LaneHeader& h = header_of(data);
+                     h.magic = 0;
+                     h.capacity = 12345;
+                     h.write_seq = 0xdeadbeef;
+                     h.writer_waiting = 7;
+                   }}),
+    name_of);
+
+// ---- a hostile subscriber -----------------------------------------------------------------
+
+class HostileSubscriber : public testing::TestWithParam<Corruption> {};
+
+// A publisher peer fills the lane of this process's subscriber, which has stopped reading (its
+// receive queue is full); this process corrupts its ack segment and wakes the publisher.
+TEST_P(HostileSubscriber, ThePublisherReportsItTheBrokerClosesTheLaneAndEveryMessageIsReceivedOrCountedLost) {
+  const Corruption& c = GetParam();
+  BrokerProcess broker(kConfig);
+  auto sub = Client::connect({.address = broker.socket(), .name = "hostile-sub", .receive_queue = 16,
+                              .reconnect = {.enabled = false}});
+  ASSERT_TRUE(sub.has_value());
+  auto s = sub->subscribe("hostile.t");
+  ASSERT_TRUE(s.has_value());
+  Client observer = broker.connect("observer");  // the subscriber's own answers wait behind its full queue
+  constexpr std::uint64_t kCount = 20000;
+  Process peer = publish_from_peer(broker, "hostile.t", kCount, 16);
+  std::vector<std::uint64_t> got;
+  auto receive_one = [&](std::chrono::milliseconds timeout) {
+    auto m = sub->receive(timeout);
+    if (m) got.push_back(number_of(m->payload()));
+    return m.has_value();
+  };
+  // Received until the lane carries messages here; then this subscriber stops reading: its
+  // queue fills, it stops reading the lane, and the publisher waits for room in a full lane.
+  while (broker_status(observer).lane_delivered() == 0) {
+    for (int i = 0; i < 100; ++i) ASSERT_TRUE(receive_one(5s)) << "after " << got.size();
+  }
+  ASSERT_TRUE(eventually([&] {
+    const auto st = broker_status(observer);
+    return st.lanes_open() == 1 && st.lane_queued() > 1000;
+  })) << broker_status(observer).ShortDebugString();
+
+  std::span<std::byte> ack = mapping_of("ubroker-lane-ack", "rw-s");
+  c.apply(ack, mapping_of("ubroker-lane", "r--s"));
+  futex_wake_all(ack_of(ack).read_seq);
+  const std::string logged = "closed: the publisher reported a violation: " + c.reason;
+  if (!c.reason.empty()) {  // before this subscriber reads again, and puts its own position back
+    ASSERT_TRUE(eventually([&] { return broker.process().err().find(logged) != std::string::npos; }, 10s))
+        << "expected '" << logged << "' in\n" << broker.process().err();
+  }
+
+  // Everything that comes, until the publisher is done and nothing more does.
+  std::optional<int> status;
+  const auto give_up = std::chrono::steady_clock::now() + 60s;
+  while (got.size() < kCount && std::chrono::steady_clock::now() < give_up) {
+    if (!status) status = peer.wait(0ms);
+    if (!receive_one(status ? 500ms : 5s) && status) break;
+  }
+  ASSERT_TRUE(status.has_value()) << "the publisher hangs";
+  EXPECT_EQ(exit_code(*status), 0) << peer.err();
+  for (std::size_t i = 1; i < got.size(); ++i) ASSERT_LT(got[i - 1], got[i]) << "out of order at " << i;
+  ASSERT_TRUE(eventually([&] { return broker_status(observer).lane_queued() == 0; }))
+      << broker_status(observer).ShortDebugString();
+  const auto st = broker_status(observer);
+  expect_books_balance(st);
+  if (c.reason.empty()) {
+    EXPECT_EQ(got.size(), kCount);
+    EXPECT_EQ(st.lanes_broken(), 0u);
+    return;
+  }
+  EXPECT_EQ(st.lanes_broken(), 1u);
+  EXPECT_EQ(got.size() + st.lane_lost(), kCount) << "each message received or counted lost";
+}
+
+LaneHeader& other_header(std::span<std::byte> data) { return header_of(data); }
+
+INSTANTIATE_TEST_SUITE_P(
+    EveryField, HostileSubscriber,
+    testing::Values(
+        Corruption{"ReadPositionPastTheWritePosition", "read position past the write position",
+                   [](auto ack, auto data) { ack_of(ack).read_pos = other_header(data).write_pos.load() + 64; }},
+        Corruption{"ReadPositionWentBack", "read position went back", [](auto ack, auto) { ack_of(ack).read_pos = 0; }},
+        Corruption{"ReadPositionNotAtARecord", "read position not at a record",
+                   [](auto ack, auto) { ack_of(ack).read_pos += 4; }},
+        Corruption{"WakeUpWordsAndDeliveredCount", "",
+                   [](auto ack, auto) {
+                     ack_of(ack).read_seq = 0xdeadbeef;
+                     ack_of(ack).reader_waiting = 9;
+                     ack_of(ack).delivered = 3;
+                   }}),
+    name_of);
+
+}  // namespace
+}  // namespace ubroker::test
