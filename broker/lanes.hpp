@@ -15,8 +15,8 @@
 //     queued for that subscriber (LANE_FENCE), and the subscriber meets the two halves;
 //   a subscription waits for the publishers it changes: its SUBACK goes once they took their
 //     new routes, so a publish made after subscribe() returned reaches it, lane or not;
-//   the books: the segments' counters (read-only mappings) in status; a reader that makes no
-//     progress for timeouts.slow_consumer_ms is cut off as a slow consumer;
+//   the books: the segments' counters (read-only mappings) in status; a lane whose reader
+//     makes no progress for timeouts.slow_consumer_ms is closed (its subscriber stays);
 //   the end: a disconnect, a lost right, a violation either side reports (LANE_ERROR), or
 //     setup that does not finish, closes the lane (LANE_CLOSE) and its traffic goes back to
 //     the broker. The lane's books are final once each end still connected has answered
