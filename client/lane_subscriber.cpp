@@ -26,7 +26,7 @@ Result<std::array<UniqueFd, 2>> LaneSubscriber::offer(std::uint64_t id) {
   // The wake socket pair: this end waits in the loop, the other goes to the publisher
   // (shm::check_wake_fd says why not an eventfd).
   int pair[2];
-  if (::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) != 0) {
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) != 0) {
     return std::unexpected(Error{Errc::kShmRefused, "cannot make a lane: no socket pair"});
   }
   UniqueFd wake(pair[0]);
@@ -67,10 +67,9 @@ void LaneSubscriber::wait(const std::shared_ptr<Lane>& lane) {
     auto l = weak.lock();
     if (!l || ec) return;  // closed
     l->waiting = false;
-    // Takes the wake-ups that came (a bounded number: a socket left readable comes round again).
-    std::byte bytes[64];
-    for (int i = 0; i < 64 && ::recv(l->wake.native_handle(), bytes, sizeof bytes, MSG_DONTWAIT) >= 0; ++i) {
-    }
+    // Takes the wake-ups that came, in one call (more than fit leave it readable: it comes round again).
+    std::byte bytes[256];
+    (void)::recv(l->wake.native_handle(), bytes, sizeof bytes, MSG_DONTWAIT);
     on_wake(l);
   });
 }

@@ -41,7 +41,7 @@ const char* check_wake_fd(int fd) {
   if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0) return "the socket cannot be inspected";
   len = sizeof type;
   if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0) return "the socket cannot be inspected";
-  if (domain != AF_UNIX || type != SOCK_DGRAM) return "not a Unix datagram socket";
+  if (domain != AF_UNIX || type != SOCK_STREAM) return "not a Unix stream socket";
   // Its peer has no name, as a socket pair's has: one connected to a named socket (the
   // journal's, say) would have the publisher's wake-ups go there, under its name.
   sockaddr_un peer{};
@@ -54,7 +54,7 @@ const char* check_wake_fd(int fd) {
 void send_wake(int fd) noexcept {
   const std::byte one{1};
   // MSG_DONTWAIT whatever the socket's flags (the subscriber shares them and may clear
-  // O_NONBLOCK): EAGAIN means datagrams wait already, so the subscriber wakes anyway.
+  // O_NONBLOCK): EAGAIN means bytes wait already, so the subscriber wakes anyway.
   (void)::send(fd, &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
@@ -129,7 +129,9 @@ void LaneWriter::publish(LaneRecordKind kind) noexcept {
   h.write_pos.store(write_pos_, std::memory_order_release);
   // Dekker with the reader: it sets reader_waiting, then re-reads write_pos before sleeping.
   h.write_seq.fetch_add(1, std::memory_order_seq_cst);
-  if (ack().reader_waiting.load(std::memory_order_seq_cst) == 0) return;
+  const std::uint32_t armed = ack().reader_waiting.load(std::memory_order_seq_cst);
+  if (armed == 0 || armed == woken_arm_) return;  // awake, or woken already for this sleep
+  woken_arm_ = armed;
   if (wake_) {
     send_wake(wake_.get());
   } else {
@@ -242,9 +244,14 @@ void LaneReader::consume() noexcept {
   if (header().writer_waiting.load(std::memory_order_seq_cst) != 0) (void)futex_wake(a.read_seq, 1);
 }
 
+std::uint32_t LaneReader::next_arm() noexcept {
+  if (++arms_ == 0) arms_ = 1;
+  return arms_;
+}
+
 bool LaneReader::arm() noexcept {
   if (!data_map_) return true;
-  ack().reader_waiting.store(1, std::memory_order_seq_cst);
+  ack().reader_waiting.store(next_arm(), std::memory_order_seq_cst);
   return header().write_pos.load(std::memory_order_seq_cst) == read_pos_;
 }
 
@@ -252,7 +259,7 @@ Result<bool> LaneReader::wait_for_message(std::chrono::nanoseconds timeout) {
   if (violation_ != nullptr || !data_map_) return protocol_error();
   LaneAck& a = ack();
   const std::uint32_t seen = header().write_seq.load(std::memory_order_seq_cst);
-  a.reader_waiting.store(1, std::memory_order_seq_cst);
+  a.reader_waiting.store(next_arm(), std::memory_order_seq_cst);
   bool woken = header().write_pos.load(std::memory_order_seq_cst) != read_pos_;
   if (!woken) {
     auto w = futex_wait(header().write_seq, seen, timeout);

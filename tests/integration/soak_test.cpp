@@ -32,7 +32,8 @@ TEST(Soak, TwoHundredMixedClientsLeaveTheBrokersFdsAndMemoryFlat) {
   const char* env = std::getenv("UBROKER_SOAK_SECONDS");
   const auto duration = std::chrono::seconds(env != nullptr ? std::atoi(env) : 120);
   std::optional<NoAsanQuarantine> no_quarantine(std::in_place);
-  BrokerProcess broker("[timeouts]\nslow_consumer_ms = 1000\n[limits]\nqueue_max_messages = 256\n");
+  // Lanes on: their setup and close churn with everything else.
+  BrokerProcess broker("[timeouts]\nslow_consumer_ms = 1000\n[limits]\nqueue_max_messages = 256\n[lanes]\nenabled = true\n");
   no_quarantine.reset();
   const pid_t pid = broker.process().pid();
   // The baseline: the broker with one client connected (and the start-up probe's gone).

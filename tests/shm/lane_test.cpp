@@ -48,7 +48,7 @@ std::string next_text(LaneReader& r) {
   return t;
 }
 
-TEST(Lane, OnlyOneEndOfAUnixDatagramSocketPairIsTakenToWakeTheReader) {
+TEST(Lane, OnlyOneEndOfAUnixStreamSocketPairIsTakenToWakeTheReader) {
   int pipe_fds[2];
   ASSERT_EQ(::pipe(pipe_fds), 0);
   UniqueFd pipe_read(pipe_fds[0]);
@@ -56,19 +56,20 @@ TEST(Lane, OnlyOneEndOfAUnixDatagramSocketPairIsTakenToWakeTheReader) {
   EXPECT_STREQ(check_wake_fd(pipe_write.get()), "not a socket");
   UniqueFd event(::eventfd(0, EFD_CLOEXEC));
   EXPECT_STREQ(check_wake_fd(event.get()), "not a socket");
-  int stream[2];
-  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, stream), 0);
-  UniqueFd stream_a(stream[0]), stream_b(stream[1]);
-  EXPECT_STREQ(check_wake_fd(stream_a.get()), "not a Unix datagram socket");
-  UniqueFd lone(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  int dgram[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, dgram), 0);
+  UniqueFd dgram_a(dgram[0]), dgram_b(dgram[1]);
+  EXPECT_STREQ(check_wake_fd(dgram_a.get()), "not a Unix stream socket");
+  UniqueFd lone(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   EXPECT_STREQ(check_wake_fd(lone.get()), "a socket with no peer");
-  // Connected to a named socket (as one to the journal's would be): the publisher's wake-ups
+  // Connected to a named socket (the journal's, the broker's own): the publisher's wake-ups
   // would go there.
   const std::string path = "/tmp/ubroker-lane-test-" + std::to_string(::getpid()) + ".sock";
-  UniqueFd named(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  UniqueFd named(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_un addr{.sun_family = AF_UNIX, .sun_path = {}};
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
   ASSERT_EQ(::bind(named.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(named.get(), 1), 0);
   ASSERT_EQ(::connect(lone.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
   ::unlink(path.c_str());
   EXPECT_STREQ(check_wake_fd(lone.get()), "a socket connected to a named one, not one of a pair");
@@ -77,14 +78,14 @@ TEST(Lane, OnlyOneEndOfAUnixDatagramSocketPairIsTakenToWakeTheReader) {
   ASSERT_TRUE(w && r);
   EXPECT_FALSE(w->attach(r->ack_fd(), std::move(pipe_write)));
   int pair[2];
-  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, pair), 0);
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
   UniqueFd mine(pair[0]), theirs(pair[1]);
   EXPECT_EQ(check_wake_fd(theirs.get()), nullptr);
   // A subscriber that left its end blocking and let it fill up: the publisher's wake-ups
   // still return at once.
   ASSERT_TRUE(w->attach(r->ack_fd(), std::move(theirs)));
   ASSERT_TRUE(r->attach(w->data_fd(), 4096));
-  for (int i = 0; i < 5000; ++i) {
+  for (int i = 0; i < 20000; ++i) {  // the socket fills after a few hundred
     ASSERT_TRUE(r->arm());
     ASSERT_EQ(w->try_push(bytes_of("x")).value(), LaneWriter::Push::kWritten);
     r->disarm();
@@ -97,7 +98,7 @@ TEST(Lane, FencesAreRecordsOfTheirOwnAndAnArmedReaderIsWokenThroughItsWakeSocket
   auto r = LaneReader::create();
   ASSERT_TRUE(w && r);
   int pair[2];
-  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair), 0);
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair), 0);
   UniqueFd wake(pair[0]);
   ASSERT_TRUE(w->attach(r->ack_fd(), UniqueFd(pair[1])));
   ASSERT_TRUE(r->attach(w->data_fd(), 4096));

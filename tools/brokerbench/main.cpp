@@ -93,6 +93,7 @@ struct Options {
   double rate = 0;  // latency64 sends per second, open loop; 0: closed loop (one at a time)
   std::string api = "io";  // latency64's client API path (roles.hpp: kLatencyApis)
   unsigned busy_poll_us = 0;  // the broker's busy_poll_us and every client's ConnectOptions::busy_poll
+  std::string lanes = "off";  // the started broker's lanes.enabled (brokerd's default)
   bool cpu = false;           // latency64 also reports the CPU its processes spent
   int subscribers = 8;
   std::vector<std::uint64_t> connections{1000, 10000};
@@ -125,7 +126,8 @@ class Broker {
     const std::uint64_t room = std::max<std::uint64_t>(16384, most + 256);
     const auto config = (dir_ / "brokerd.toml").string();
     std::ofstream(config) << "busy_poll_us = " << o.busy_poll_us << "\n[limits]\nmax_connections = " << room
-                          << "\nmax_connections_per_uid = " << room << "\n";
+                          << "\nmax_connections_per_uid = " << room << "\n[lanes]\nenabled = "
+                          << (o.lanes == "on" ? "true" : "false") << "\n";
     if (auto c = Child::spawn({o.brokerd, "--socket", socket_, "--config", config, "--log-level", "warn"})) {
       child_.emplace(std::move(*c));
     }
@@ -496,6 +498,9 @@ int main(int argc, char** argv) {
                  "Busy polling for the broker (busy_poll_us) and every client (ConnectOptions::busy_poll), in "
                  "microseconds (default 0)")
       ->check(CLI::Range(0u, 10000u));
+  app.add_option("--lanes", o.lanes,
+                 "Direct lanes in the broker brokerbench starts (lanes.enabled): off (the default, as brokerd's) or on")
+      ->check(CLI::IsMember({"on", "off"}));
   app.add_flag("--cpu", o.cpu,
                "latency64 also reports the CPU seconds the broker, pinger and ponger spent per 100k round trips");
   app.add_option("--connections", o.connections, "connscale idle client counts (default 1000 10000)");

@@ -25,8 +25,8 @@ namespace ubroker::shm {
 // Checks an fd the other side (through the broker) handed over for a lane segment: a memfd of
 // exactly `size` bytes, sealed against shrink, grow and new writable mappings.
 [[nodiscard]] const char* check_lane_fd(int fd, std::uint64_t size);
-// Checks an fd handed over to wake a lane's subscriber: one end of a Unix datagram socket
-// pair (connected to a peer with no name). Not an eventfd: the subscriber shares an eventfd's file flags and could make the
+// Checks an fd handed over to wake a lane's subscriber: one end of a Unix stream socket pair
+// (connected to a peer with no name). Not an eventfd: the subscriber shares an eventfd's file flags and could make the
 // publisher's write block (clear O_NONBLOCK, fill the counter); a send with MSG_DONTWAIT
 // never blocks, whatever the flags.
 [[nodiscard]] const char* check_wake_fd(int fd);
@@ -95,6 +95,9 @@ class LaneWriter {
   std::uint64_t capacity_;
   std::uint64_t write_pos_ = 0;  // ours: the shared copy is only for the subscriber
   std::uint64_t last_read_pos_ = 0;
+  // The reader's arming last woken: one wake-up per arming, however many records follow
+  // before the reader runs (a wake-up per record made a busy lane a system call per message).
+  std::uint32_t woken_arm_ = 0;
   const char* violation_ = nullptr;
 };
 
@@ -134,6 +137,7 @@ class LaneReader {
   [[nodiscard]] const char* violation() const noexcept { return violation_; }
 
  private:
+  std::uint32_t next_arm() noexcept;
   LaneReader(Memfd ack, Mapping map) noexcept : ack_(std::move(ack)), ack_map_(std::move(map)) {}
   [[nodiscard]] LaneAck& ack() const noexcept { return *reinterpret_cast<LaneAck*>(ack_map_.data()); }
   [[nodiscard]] const LaneHeader& header() const noexcept { return *reinterpret_cast<const LaneHeader*>(data_map_.data()); }
@@ -147,6 +151,7 @@ class LaneReader {
   std::uint64_t read_pos_ = 0;     // ours: the shared copy is only for the publisher
   std::uint64_t peeked_bytes_ = 0; // the record peek() returned (0: none)
   bool peeked_fence_ = false;
+  std::uint32_t arms_ = 0;  // each arming a new nonzero reader_waiting, so the writer wakes it once
   const char* violation_ = nullptr;
 };
 

@@ -43,8 +43,9 @@ struct LaneHeader {  // written by the publisher only
   alignas(64) std::atomic<std::uint64_t> write_pos;
   // Futex word the subscriber sleeps on; bumped (seq_cst) after write_pos moves.
   std::atomic<std::uint32_t> write_seq;
-  // The publisher sleeps on the ack's read_seq (lane full): the subscriber wakes it.
-  std::atomic<std::uint32_t> writer_waiting;
+  // The publisher sleeps on the ack's read_seq (lane full): the subscriber wakes it. A line of
+  // its own: the subscriber reads it after every record, and write_pos changes with each.
+  alignas(64) std::atomic<std::uint32_t> writer_waiting;
   // Counters for the broker's books: messages the publisher put in, and dropped at a full lane.
   alignas(64) std::atomic<std::uint64_t> accepted;
   std::atomic<std::uint64_t> dropped;
@@ -55,7 +56,9 @@ static_assert(sizeof(LaneHeader) <= kLaneHeaderBytes);
 struct LaneAck {  // written by the subscriber only
   alignas(64) std::atomic<std::uint64_t> read_pos;  // bytes consumed (release after reading them)
   std::atomic<std::uint32_t> read_seq;              // futex word the publisher sleeps on
-  std::atomic<std::uint32_t> reader_waiting;        // the subscriber sleeps on write_seq
+  // Nonzero while the subscriber sleeps (on write_seq, or on its wake socket); a new value
+  // for each sleep, which the publisher wakes once.
+  std::atomic<std::uint32_t> reader_waiting;
   alignas(64) std::atomic<std::uint64_t> delivered; // messages consumed
 };
 static_assert(std::is_standard_layout_v<LaneAck>);
