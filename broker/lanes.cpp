@@ -532,12 +532,18 @@ void Lanes::sweep(Clock::time_point now) {
       lane.stalled_since = now;
     } else if (now - lane.stalled_since > config_.timeouts.slow_consumer) {
       // Not read for that long (a subscriber that stopped reading, or a publisher whose bytes
-      // stopped it): the lane goes, what it held is counted lost, and the pair's traffic goes
-      // through the broker, whose slow-consumer rules apply from then on.
+      // stopped it at a fence nobody announced): the lane goes, and the pair's traffic goes
+      // through the broker, whose slow-consumer rules apply from then on. Not as broken: a
+      // subscriber that only paused reads what the lane holds when it comes back (what a
+      // fence stops it short of is counted lost), so a slow reader loses nothing it would
+      // not have lost through the broker.
       to_close.emplace_back(id, "its subscriber did not read it for timeouts.slow_consumer_ms");
     }
   }
-  for (auto& [id, why] : to_close) close(id, why, true);
+  for (auto& [id, why] : to_close) {
+    spdlog::info("lane {}: closed: {}", id, why);
+    close(id, why, false);
+  }
   for (auto it = closing_.begin(); it != closing_.end();) {
     if (now - it->second.since <= kCloseDeadline) {
       ++it;

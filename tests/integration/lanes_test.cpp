@@ -274,6 +274,47 @@ TEST(Lanes, ASubscriberKilledWithItsLaneFullLetsThePublisherGoOnAndTheLossIsCoun
   expect_books_balance(st);
 }
 
+// A subscriber that stops reading for longer than timeouts.slow_consumer_ms loses its lane,
+// not its messages: when it reads again it takes what the lane held, then what the broker
+// carried since, in order, and nothing is counted lost.
+TEST(Lanes, ASubscriberThatPausesPastTheSlowConsumerLimitReadsItsLaneWhenItComesBack) {
+  BrokerProcess broker(kLanesOn + "[timeouts]\nslow_consumer_ms = 1000\n");
+  auto sub = Client::connect({.address = broker.socket(), .name = "pauser", .receive_queue = 16,
+                              .reconnect = {.enabled = false}});
+  ASSERT_TRUE(sub.has_value());
+  auto s = sub->subscribe("pause.t");
+  ASSERT_TRUE(s.has_value());
+  Client observer = broker.connect("observer");  // the subscriber's own answers wait behind its full queue
+  Client pub = broker.connect("pub");
+  constexpr std::uint64_t kCount = 20000;
+  std::thread publisher([&] {
+    for (std::uint64_t i = 0; i < kCount; ++i) ASSERT_TRUE(pub.publish("pause.t", number(i)).has_value());
+  });
+  std::vector<std::uint64_t> got;
+  while (broker_status(observer).lane_delivered() == 0) {  // the lane carries messages here
+    auto m = sub->receive(5s);
+    ASSERT_TRUE(m.has_value());
+    got.push_back(number_of(m->payload()));
+  }
+  // It stops reading: the broker closes the lane it does not read.
+  ASSERT_TRUE(eventually([&] { return broker_status(observer).lanes_open() == 0; }, 10s))
+      << broker_status(observer).ShortDebugString();
+  while (got.size() < kCount) {
+    auto m = sub->receive(5s);
+    if (!m) break;
+    got.push_back(number_of(m->payload()));
+  }
+  publisher.join();
+  ASSERT_EQ(got.size(), kCount);
+  for (std::uint64_t i = 0; i < kCount; ++i) ASSERT_EQ(got[i], i) << "a gap or a repeat";
+  ASSERT_TRUE(eventually([&] { return broker_status(observer).lane_queued() == 0; }));
+  const auto st = broker_status(observer);
+  EXPECT_EQ(st.lane_lost(), 0u);
+  EXPECT_EQ(st.lanes_broken(), 0u);
+  EXPECT_EQ(st.slow_consumer_disconnects(), 0u);
+  expect_books_balance(st);
+}
+
 // A policy reload that takes the subscriber's right away ends what its lane carried: nothing
 // more reaches it by any way, and the publisher's messages go through the broker again.
 TEST(Lanes, APolicyReloadThatRevokesTheSubscriptionTakesItOffTheLane) {
