@@ -5,10 +5,14 @@
 // subscriber's ack segment is corrupted in turn: the other end reports the violation, the
 // broker closes the lane and logs why, nobody crashes or hangs, the pair's messages go on
 // through the broker, and the books balance. Fields nobody trusts (informational ones, wake-up
-// words) are corrupted too: the lane carries on.
+// words) are corrupted too: the lane carries on. And the setup: every check of what a
+// subscriber hands over (its segment, its wake socket), and setup frames out of turn.
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -21,8 +25,11 @@
 #include <string>
 
 #include "broker_process.hpp"
+#include "raw_connection.hpp"
 #include "test_util.hpp"
+#include "ubroker/proto/frame_codec.hpp"
 #include "ubroker/shm/lane_layout.hpp"
+#include "ubroker/shm/memfd.hpp"
 
 namespace ubroker::test {
 namespace {
@@ -305,6 +312,174 @@ INSTANTIATE_TEST_SUITE_P(
                      ack_of(ack).delivered = 3;
                    }}),
     name_of);
+
+// ---- a hostile subscriber's setup frames ----------------------------------------------------
+
+// A raw client that says it speaks lanes and subscribes; a library client publishes to it, so
+// the broker offers the two a lane. The raw client answers the offer with what `segment`
+// gives: the broker refuses it with the reason, closes the lane, and carries the pair.
+struct BadSegment {
+  std::string name;
+  std::string reason;  // as the broker logs it
+  std::function<std::vector<shm::UniqueFd>()> fds;
+};
+std::string bad_segment_name(const testing::TestParamInfo<BadSegment>& info) { return info.param.name; }
+
+shm::UniqueFd sealed_memfd(std::uint64_t size, bool future_write = true) {
+  auto m = shm::Memfd::create("hostile-ack", size);
+  EXPECT_TRUE(m.has_value());
+  if (future_write) {
+    EXPECT_TRUE(shm::add_seals(m->fd(), F_SEAL_FUTURE_WRITE).has_value());
+  }
+  return shm::UniqueFd(::fcntl(m->fd(), F_DUPFD_CLOEXEC, 0));
+}
+shm::UniqueFd end_of_pair(int type) {
+  int pair[2];
+  EXPECT_EQ(::socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, pair), 0);
+  ::close(pair[0]);  // the peer end may go: only the kind is checked
+  return shm::UniqueFd(pair[1]);
+}
+
+class HostileSetup : public testing::TestWithParam<BadSegment> {};
+
+TEST_P(HostileSetup, ARefusedSegmentClosesTheLaneWithItsReasonAndTheBrokerCarriesThePair) {
+  const BadSegment& c = GetParam();
+  BrokerProcess broker(kConfig);
+  RawConnection raw(broker.socket());
+  wire::Header hello;
+  hello.set_type(wire::HELLO);
+  hello.mutable_hello()->set_protocol_version(proto::kProtocolVersion);
+  hello.mutable_hello()->set_client_name("raw-lanes");
+  hello.mutable_hello()->add_features("lanes");
+  raw.send_frame(hello);
+  auto welcome = raw.read_frame();
+  ASSERT_TRUE(welcome && welcome->type() == wire::WELCOME);
+  raw.subscribe(1, "setup.t");
+  Client pub = broker.connect("pub");
+  ASSERT_TRUE(pub.publish("setup.t", numbered(0)).has_value());
+  std::optional<wire::Header> offer;
+  for (int i = 0; i < 10 && !offer; ++i) {
+    auto f = raw.read_frame();
+    ASSERT_TRUE(f.has_value()) << "no LANE_OFFER";
+    if (f->type() == wire::LANE_OFFER) offer = *f;
+  }
+  ASSERT_TRUE(offer.has_value());
+  EXPECT_FALSE(offer->lane().publisher());
+  std::vector<shm::UniqueFd> fds = c.fds();
+  std::vector<int> raw_fds;
+  for (const auto& f : fds) raw_fds.push_back(f.get());
+  wire::Header segment;
+  segment.set_type(wire::LANE_SEGMENT);
+  segment.mutable_lane()->set_id(offer->lane().id());
+  segment.set_fd_count(static_cast<std::uint32_t>(raw_fds.size()));
+  ASSERT_TRUE(raw.send_frame_with_fds(segment, raw_fds));
+
+  const std::string logged = "closed: the subscriber's segment was refused: " + c.reason;
+  ASSERT_TRUE(eventually([&] { return broker.process().err().find(logged) != std::string::npos; }, 10s))
+      << "expected '" << logged << "' in\n" << broker.process().err();
+  // The raw client hears of it, stays connected, and gets the next publish from the broker.
+  ASSERT_TRUE(pub.publish("setup.t", numbered(1)).has_value());
+  bool closed = false, delivered = false;
+  for (int i = 0; i < 10 && !(closed && delivered); ++i) {
+    std::string payload;
+    auto f = raw.read_frame(5s, &payload);
+    ASSERT_TRUE(f.has_value()) << "disconnected or silent";
+    closed |= f->type() == wire::LANE_CLOSE && f->lane().broken();
+    delivered |= f->type() == wire::DELIVER && number_of(std::as_bytes(std::span(payload))) == 1;
+  }
+  EXPECT_TRUE(closed && delivered);
+  const auto st = broker_status(pub);
+  EXPECT_EQ(st.lanes_broken(), 1u);
+  EXPECT_EQ(st.lanes_opened(), 0u);
+  EXPECT_EQ(st.lane_fds(), 0u) << "the refused fds are not kept";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    EveryCheck, HostileSetup,
+    testing::Values(
+        BadSegment{"APipeForTheAckSegment", "not a memfd",
+                   [] {
+                     int p[2];
+                     EXPECT_EQ(::pipe2(p, O_CLOEXEC), 0);
+                     ::close(p[0]);
+                     std::vector<shm::UniqueFd> v;
+                     v.emplace_back(p[1]);
+                     v.push_back(end_of_pair(SOCK_STREAM));
+                     return v;
+                   }},
+        BadSegment{"AnAckSegmentOfTheWrongSize", "not the size agreed",
+                   [] {
+                     std::vector<shm::UniqueFd> v;
+                     v.push_back(sealed_memfd(2 * shm::kLaneAckBytes));
+                     v.push_back(end_of_pair(SOCK_STREAM));
+                     return v;
+                   }},
+        BadSegment{"AnAckSegmentStillOpenToWritableMappings", "not sealed against shrink, grow and new writable mappings",
+                   [] {
+                     std::vector<shm::UniqueFd> v;
+                     v.push_back(sealed_memfd(shm::kLaneAckBytes, false));
+                     v.push_back(end_of_pair(SOCK_STREAM));
+                     return v;
+                   }},
+        BadSegment{"NoWakeSocket", "the subscriber's segment comes with a wake socket",
+                   [] {
+                     std::vector<shm::UniqueFd> v;
+                     v.push_back(sealed_memfd(shm::kLaneAckBytes));
+                     return v;
+                   }},
+        BadSegment{"AnEventfdToWakeIt", "not a socket",
+                   [] {
+                     std::vector<shm::UniqueFd> v;
+                     v.push_back(sealed_memfd(shm::kLaneAckBytes));
+                     v.emplace_back(::eventfd(0, EFD_CLOEXEC));
+                     return v;
+                   }},
+        BadSegment{"ADatagramSocketToWakeIt", "not a Unix stream socket",
+                   [] {
+                     std::vector<shm::UniqueFd> v;
+                     v.push_back(sealed_memfd(shm::kLaneAckBytes));
+                     v.push_back(end_of_pair(SOCK_DGRAM));
+                     return v;
+                   }}),
+    bad_segment_name);
+
+// Setup frames for lanes a client is not an end of, or out of turn: a protocol error, and the
+// connection is closed with it.
+TEST(HostileSetup, ASegmentForALaneNeverOfferedIsAProtocolError) {
+  BrokerProcess broker(kConfig);
+  RawConnection raw(broker.socket());
+  wire::Header hello;
+  hello.set_type(wire::HELLO);
+  hello.mutable_hello()->set_protocol_version(proto::kProtocolVersion);
+  hello.mutable_hello()->set_client_name("raw-lanes");
+  hello.mutable_hello()->add_features("lanes");
+  raw.send_frame(hello);
+  ASSERT_TRUE(raw.read_frame().has_value());
+  const shm::UniqueFd ack = sealed_memfd(shm::kLaneAckBytes);
+  wire::Header segment;
+  segment.set_type(wire::LANE_SEGMENT);
+  segment.mutable_lane()->set_id(424242);
+  segment.set_fd_count(1);
+  const int fd = ack.get();
+  ASSERT_TRUE(raw.send_frame_with_fds(segment, std::span(&fd, 1)));
+  auto err = raw.read_frame();
+  ASSERT_TRUE(err.has_value());
+  EXPECT_EQ(err->type(), wire::ERROR);
+  EXPECT_EQ(err->error().code(), wire::PROTOCOL_ERROR);
+  EXPECT_NE(err->error().message().find("never offered"), std::string::npos) << err->error().message();
+  EXPECT_TRUE(raw.wait_closed());
+  // A lane frame from a client that did not say it speaks lanes is one too.
+  RawConnection plain(broker.socket());
+  plain.hello("plain");
+  wire::Header close;
+  close.set_type(wire::LANE_CLOSE);
+  close.mutable_lane()->set_id(1);
+  plain.send_frame(close);
+  auto err2 = plain.read_frame();
+  ASSERT_TRUE(err2.has_value());
+  EXPECT_EQ(err2->error().code(), wire::PROTOCOL_ERROR);
+  EXPECT_TRUE(plain.wait_closed());
+}
 
 }  // namespace
 }  // namespace ubroker::test
