@@ -410,6 +410,12 @@ void Lanes::retire_books(const Lane& lane) {
   retired_.lost += last.accepted - last.dropped - last.delivered;
 }
 
+void Lanes::release(const Lane& lane) {
+  for (const uid_t uid : {lane.publisher_uid, lane.subscriber_uid}) {
+    if ((uid_bytes_[uid] -= lane.charge) == 0) uid_bytes_.erase(uid);
+  }
+}
+
 void Lanes::end_done(std::uint64_t lane_id, std::uint64_t session) {
   auto it = closing_.find(lane_id);
   if (it == closing_.end()) return;
@@ -418,6 +424,7 @@ void Lanes::end_done(std::uint64_t lane_id, std::uint64_t session) {
   if (session == c.lane.subscriber) c.subscriber_done = true;
   if (!c.publisher_done || !c.subscriber_done) return;
   retire_books(c.lane);
+  release(c.lane);
   closing_.erase(it);
 }
 
@@ -435,9 +442,7 @@ void Lanes::close(std::uint64_t lane_id, std::string_view reason, bool broken, s
     std::erase(s->second, lane_id);
     if (s->second.empty()) by_session_.erase(s);
   }
-  for (const uid_t uid : {lane.publisher_uid, lane.subscriber_uid}) {
-    if ((uid_bytes_[uid] -= lane.charge) == 0) uid_bytes_.erase(uid);
-  }
+  if (lane.state != State::kOpen) release(lane);  // an open one's segments stay charged until both ends are done
   if (gone == 0) broken_pairs_.insert({lane.publisher, lane.subscriber});  // the broker carries the pair from now on
   if (broken) {
     ++retired_.closed_broken;
@@ -457,10 +462,7 @@ void Lanes::close(std::uint64_t lane_id, std::string_view reason, bool broken, s
     // Its books stay open until the ends still here answer (a publisher may still be writing,
     // a subscriber still reading what its publisher left).
     const bool pub_gone = gone == publisher, sub_gone = gone == subscriber;
-    closing_.insert_or_assign(lane_id, Closing{.lane = std::move(lane),
-                                               .publisher_done = pub_gone,
-                                               .subscriber_done = sub_gone,
-                                               .since = Clock::now()});
+    closing_.insert_or_assign(lane_id, Closing{.lane = std::move(lane), .publisher_done = pub_gone, .subscriber_done = sub_gone});
   }
   // The publisher's routes stop covering the lane now, so the broker carries its topics to the
   // subscriber again from the next publish on (what was written into a broken lane is lost).
@@ -516,10 +518,10 @@ void Lanes::error_reported(Session& from, const wire::Header& h) {
 }
 
 void Lanes::sweep(Clock::time_point now) {
-  std::vector<std::pair<std::uint64_t, std::string>> to_close;
+  std::vector<std::pair<std::uint64_t, std::string>> unfinished, stalled;
   for (auto& [id, lane] : lanes_) {
     if (lane.state == State::kOffered) {
-      if (now - lane.offered_at > kSetupDeadline) to_close.emplace_back(id, "its setup did not finish within 5 s");
+      if (now - lane.offered_at > kSetupDeadline) unfinished.emplace_back(id, "its setup did not finish within 5 s");
       continue;
     }
     // The reader's progress: a position that stays while messages wait is a slow consumer.
@@ -537,23 +539,15 @@ void Lanes::sweep(Clock::time_point now) {
       // subscriber that only paused reads what the lane holds when it comes back (what a
       // fence stops it short of is counted lost), so a slow reader loses nothing it would
       // not have lost through the broker.
-      to_close.emplace_back(id, "its subscriber did not read it for timeouts.slow_consumer_ms");
+      stalled.emplace_back(id, "its subscriber did not read it for timeouts.slow_consumer_ms");
     }
   }
-  for (auto& [id, why] : to_close) {
+  for (auto& [id, why] : unfinished) close(id, why, true);
+  for (auto& [id, why] : stalled) {
     spdlog::info("lane {}: closed: {}", id, why);
     close(id, why, false);
   }
-  for (auto it = closing_.begin(); it != closing_.end();) {
-    if (now - it->second.since <= kCloseDeadline) {
-      ++it;
-      continue;
-    }
-    spdlog::info("lane {}: its {} did not answer its close within {} s; what is left in it is counted lost", it->first,
-                 it->second.publisher_done ? "subscriber" : "publisher", kCloseDeadline.count());
-    retire_books(it->second.lane);
-    it = closing_.erase(it);
-  }
+
   // A publisher that does not take its route changes holds back subscriptions: it loses its
   // lanes, and its topics go through the broker.
   std::vector<std::uint64_t> stuck;

@@ -20,9 +20,9 @@
 //   the end: a disconnect, a lost right, a violation either side reports (LANE_ERROR), or
 //     setup that does not finish, closes the lane (LANE_CLOSE) and its traffic goes back to
 //     the broker. The lane's books are final once each end still connected has answered
-//     with its own LANE_CLOSE (it no longer writes, or has read what it was going to read):
-//     until then a publisher may still write and a subscriber still read, and the books
-//     count what is in the lane as queued, not yet as lost.
+//     with its own LANE_CLOSE (it no longer writes, or has read what it was going to read) or
+//     gone: until then a publisher may still write and a subscriber still read, the books
+//     count what is in the lane as queued, not yet as lost, and its segments stay charged.
 //
 // Memory: a lane's two segments are charged to both uids (lanes.max_bytes_per_uid), and a
 // client has at most lanes.max_per_client. Event loop thread only.
@@ -167,9 +167,6 @@ class Lanes {
   static constexpr std::size_t kMaxRoutedTopics = 256;  // per publisher
   static constexpr std::size_t kMaxUnackedRoutes = 16;  // per publisher and topic
   static constexpr std::chrono::seconds kSetupDeadline{5};
-  // How long the ends of a closed lane may take to say they are done with it; then its books
-  // are closed without them (what is left counted lost).
-  static constexpr std::chrono::seconds kCloseDeadline{5};
   // How long a publisher may take to take a route, beyond timeouts.slow_consumer_ms (its ack
   // can wait behind a publish the broker holds back for that long).
   static constexpr std::chrono::seconds kRouteDeadline{2};
@@ -186,13 +183,16 @@ class Lanes {
   // brought up to date unless the publisher is the session going away (`gone`).
   void close(std::uint64_t lane_id, std::string_view reason, bool broken, std::uint64_t gone = 0);
   void retire_books(const Lane& lane);
-  // A closed lane whose ends have not all said they are done with it.
+  // A closed lane whose ends have not all said they are done with it (LANE_CLOSE back, or
+  // gone). No deadline: a subscriber may read what its lane held long after (its reading
+  // paused); the lane's segments stay charged to both uids meanwhile, so a client that never
+  // answers holds no more than lanes.max_bytes_per_uid allows.
   struct Closing {
     Lane lane;
     bool publisher_done = false;
     bool subscriber_done = false;
-    Clock::time_point since;
   };
+  void release(const Lane& lane);  // its segments' charge to both uids
   void end_done(std::uint64_t lane_id, std::uint64_t session);
   // Kept in the books while its ends finish with it.
   static void count_open(const Lane& lane, Books& b);

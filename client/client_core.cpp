@@ -403,12 +403,12 @@ void ClientCore::drive_writes() {
     // A broker that closes says why first (SHUTTING_DOWN, a limit, a slow consumer): when that
     // frame is already here, it is the reason, not the write that found the socket closed.
     stop_writing();
-    post_to_strand([weak = weak_from_this(),
+    post_to_strand([weak = weak_from_this(), gen = generation_.load(),
                     why = Error{Errc::kNotConnected, fmt::format("write to broker failed: {}", sent.error().message())}] {
-      if (auto self = weak.lock()) {
-        self->on_readable();
-        self->fail(why);
-      }
+      auto self = weak.lock();
+      if (!self || gen != self->generation_.load()) return;  // gone, or a new connection replaced that one
+      self->on_readable();
+      self->fail(why);
     });
     return;
   }
@@ -855,9 +855,12 @@ Result<Message> ClientCore::receive(std::chrono::milliseconds timeout) {
   queue_.pop_front();
   if (read_paused_for_queue_ && queue_.size() <= options_.receive_queue / 2) {
     read_paused_for_queue_ = false;
-    post_to_strand([self = shared_from_this()] {
-      self->on_readable();
-      self->lane_sub_.resume();
+    // Not a strong reference: a loop that already ran dry (a closed client) never runs it.
+    post_to_strand([weak = weak_from_this()] {
+      if (auto self = weak.lock()) {
+        self->on_readable();
+        self->lane_sub_.resume();
+      }
     });
   }
   return m;

@@ -63,15 +63,22 @@ void LaneSubscriber::wait(const std::shared_ptr<Lane>& lane) {
   }
   if (lane->waiting) return;
   lane->waiting = true;
-  lane->wake.async_wait(asio::posix::stream_descriptor::wait_read, [this, weak = std::weak_ptr(lane)](std::error_code ec) {
-    auto l = weak.lock();
-    if (!l || ec) return;  // closed
-    l->waiting = false;
-    // Takes the wake-ups that came, in one call (more than fit leave it readable: it comes round again).
-    std::byte bytes[256];
-    (void)::recv(l->wake.native_handle(), bytes, sizeof bytes, MSG_DONTWAIT);
-    on_wake(l);
-  });
+  // A read, not a wait for readiness: the loop watches descriptors edge-triggered, and a wait
+  // started with bytes already there (sent while this end was armed but awake) would sleep
+  // through them; a read takes them at once.
+  lane->wake.async_read_some(asio::buffer(lane->wake_bytes),
+                             [this, weak = std::weak_ptr(lane)](std::error_code ec, std::size_t) {
+                               auto l = weak.lock();
+                               if (!l || ec) return;  // closed (or the publisher's end went: LANE_CLOSE follows)
+                               l->waiting = false;
+                               // The rest of what came (a bounded number of reads: a publisher
+                               // that floods it only makes the next read complete at once).
+                               for (int i = 0; i < 16 && ::recv(l->wake.native_handle(), l->wake_bytes.data(),
+                                                                l->wake_bytes.size(), MSG_DONTWAIT) > 0;
+                                    ++i) {
+                               }
+                               on_wake(l);
+                             });
 }
 
 void LaneSubscriber::on_wake(const std::shared_ptr<Lane>& lane) {
@@ -180,12 +187,12 @@ void LaneSubscriber::fence(std::uint64_t id, std::uint64_t number, std::string_v
   } else {
     lane->topics[std::string(topic)].sub_ids.assign(sub_ids.begin(), sub_ids.end());
   }
-  // What came after the fence is read in the lane's own turn.
-  if (!lane->waiting) {
-    asio::post(strand_, [this, weak = std::weak_ptr(lane)] {
-      if (auto l = weak.lock(); l && !l->waiting && l->at_fence == 0) on_wake(l);
-    });
-  }
+  // What came after the fence is read in the lane's own turn, whether or not a read of the
+  // wake socket is under way (the reader may not be armed: a turn can stop at a fence while
+  // one is pending, and then no wake-up comes).
+  asio::post(strand_, [this, weak = std::weak_ptr(lane)] {
+    if (auto l = weak.lock(); l && l->at_fence == 0) on_wake(l);
+  });
 }
 
 void LaneSubscriber::close(std::uint64_t id, bool broken) {

@@ -79,6 +79,7 @@ class LaneSubscriber {
     Lane(shm::LaneReader r, asio::posix::stream_descriptor w) : reader(std::move(r)), wake(std::move(w)) {}
     shm::LaneReader reader;
     asio::posix::stream_descriptor wake;  // owns this end of the wake socket pair
+    std::array<std::byte, 64> wake_bytes{};
     std::uint64_t capacity = 0;
     std::uint64_t id = 0;
     Sender sender;
