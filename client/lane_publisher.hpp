@@ -72,7 +72,8 @@ class LanePublisher {
     UniqueLock lk(mu_);  // also without routes: one may be taking effect this moment
     thread_local std::vector<std::uint64_t> written;  // lanes that have this message
     written.clear();
-    const auto deadline = std::chrono::steady_clock::now() + blocked_for;
+    // Counted from when a lane is first found full: no clock read for a publish that is not.
+    auto deadline = std::chrono::steady_clock::time_point::max();
     for (;;) {
       const Route* r = cut_.load(std::memory_order_acquire) ? nullptr : find_locked(topic);
       if (r == nullptr) return to_broker(!written.empty());
@@ -85,6 +86,9 @@ class LanePublisher {
       // A lossless subscriber is behind: wait for it without the lock, so the loop can change
       // routes meanwhile, then go on under whatever route holds by then (a lane that left the
       // route is the broker's to carry; one already written is not written again).
+      if (deadline == std::chrono::steady_clock::time_point::max()) {
+        deadline = std::chrono::steady_clock::now() + blocked_for;
+      }
       const shm::LaneWriter::RoomWait room = w.full->writer.room_wait();
       lk.unlock();
       if (!w.full->closed.load(std::memory_order_acquire)) shm::LaneWriter::wait(room, kRoomSlice);
