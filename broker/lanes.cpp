@@ -521,7 +521,11 @@ void Lanes::sweep(Clock::time_point now) {
   std::vector<std::pair<std::uint64_t, std::string>> unfinished, stalled;
   for (auto& [id, lane] : lanes_) {
     if (lane.state == State::kOffered) {
-      if (now - lane.offered_at > kSetupDeadline) unfinished.emplace_back(id, "its setup did not finish within 5 s");
+      // An end answers its offer behind everything queued for it before: a slow reader is
+      // given as long as the slow-consumer rules give it.
+      if (now - lane.offered_at > std::max<Clock::duration>(kSetupDeadline, config_.timeouts.slow_consumer)) {
+        unfinished.emplace_back(id, "its setup did not finish in time (5 s, or timeouts.slow_consumer_ms if longer)");
+      }
       continue;
     }
     // The reader's progress: a position that stays while messages wait is a slow consumer.
