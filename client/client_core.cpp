@@ -113,7 +113,7 @@ void ClientCore::close() {
     if (!closed()) {
       disconnect_reason_ = why;
       orphans = orphan_answers_locked(not_connected(why));
-      close_lanes_on_strand();  // before close_locked() lets the loop run dry (fail() keeps it going)
+      close_lanes_on_strand();  // before close_locked() lets the loop run dry
       close_locked();
     }
   }
@@ -194,9 +194,9 @@ void ClientCore::close_locked() {
 
 void ClientCore::close_lanes_on_strand() {
   // The lanes' waits would keep the loop from running dry, and the loop owns them. A handler
-  // posted after the loop ran dry is never run: this is posted while the client's work guard
-  // still keeps it going. The own loop runs it before close() or the destructor joins it (so
-  // `this` is alive); an application's context may run it later, or never, so there it holds
+  // posted after the loop ran dry is never run: close() and fail() post this while the
+  // client's work guard still keeps it going. The own loop runs it before close() or the
+  // destructor joins it (so `this` is alive); an application's context may run it later, or never, so there it holds
   // the core only if it is still alive (else the destructor closed them).
   if (options_.io) {
     post_to_strand([weak = weak_from_this()] {
@@ -237,12 +237,7 @@ void ClientCore::fail(Error why) {
     link_.store(LinkState::kReconnecting, std::memory_order_release);  // kClosed below if it is final
     // The lanes were this connection's: publishes go to the broker (or the offline buffer).
     lane_pub_.cut();
-    post_to_strand([weak = weak_from_this()] {  // not a strong one: a loop that never runs again would keep it
-      if (auto self = weak.lock()) {
-        self->lane_pub_.close_all();
-        self->lane_sub_.close_all();
-      }
-    });
+    close_lanes_on_strand();
     disconnect_reason_ = why;
     orphans = orphan_answers_locked(gone);
     if (may_reconnect(why)) {

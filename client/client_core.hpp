@@ -292,7 +292,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   void stop_writing();  // the active writer gives up its role (the connection failed)
   // Fails the answers still awaited (state_mu_ held); returns the asynchronous ones to call.
   std::vector<Client::ReplyHandler> orphan_answers_locked(const Error& e) UBROKER_REQUIRES(state_mu_);
-  // close(): closes the lanes on the loop that owns them.
+  // close() and fail(): closes the lanes on the loop that owns them.
   void close_lanes_on_strand();
   void wake_waiters();
   void notify(ConnectionChange change);  // runs on_connection on the I/O thread

@@ -27,7 +27,6 @@
 #include "broker_process.hpp"
 #include "raw_connection.hpp"
 #include "test_util.hpp"
-#include "ubroker/proto/frame_codec.hpp"
 #include "ubroker/shm/lane_layout.hpp"
 #include "ubroker/shm/memfd.hpp"
 
@@ -346,14 +345,7 @@ TEST_P(HostileSetup, ARefusedSegmentClosesTheLaneWithItsReasonAndTheBrokerCarrie
   const BadSegment& c = GetParam();
   BrokerProcess broker(kConfig);
   RawConnection raw(broker.socket());
-  wire::Header hello;
-  hello.set_type(wire::HELLO);
-  hello.mutable_hello()->set_protocol_version(proto::kProtocolVersion);
-  hello.mutable_hello()->set_client_name("raw-lanes");
-  hello.mutable_hello()->add_features("lanes");
-  raw.send_frame(hello);
-  auto welcome = raw.read_frame();
-  ASSERT_TRUE(welcome && welcome->type() == wire::WELCOME);
+  raw.hello("raw-lanes", {"lanes"});
   raw.subscribe(1, "setup.t");
   Client pub = broker.connect("pub");
   ASSERT_TRUE(pub.publish("setup.t", numbered(0)).has_value());
@@ -448,13 +440,7 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(HostileSetup, ASegmentForALaneNeverOfferedIsAProtocolError) {
   BrokerProcess broker(kConfig);
   RawConnection raw(broker.socket());
-  wire::Header hello;
-  hello.set_type(wire::HELLO);
-  hello.mutable_hello()->set_protocol_version(proto::kProtocolVersion);
-  hello.mutable_hello()->set_client_name("raw-lanes");
-  hello.mutable_hello()->add_features("lanes");
-  raw.send_frame(hello);
-  ASSERT_TRUE(raw.read_frame().has_value());
+  raw.hello("raw-lanes", {"lanes"});
   const shm::UniqueFd ack = sealed_memfd(shm::kLaneAckBytes);
   wire::Header segment;
   segment.set_type(wire::LANE_SEGMENT);

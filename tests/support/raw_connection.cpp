@@ -49,11 +49,12 @@ bool RawConnection::send_frame_with_fds(const wire::Header& h, std::span<const i
   return sent && *sent == b.size();
 }
 
-void RawConnection::hello(const std::string& name) {
+void RawConnection::hello(const std::string& name, const std::vector<std::string>& features) {
   wire::Header h;
   h.set_type(wire::HELLO);
   h.mutable_hello()->set_protocol_version(proto::kProtocolVersion);
   h.mutable_hello()->set_client_name(name);
+  for (const auto& f : features) h.mutable_hello()->add_features(f);
   send_frame(h);
   auto w = read_frame();
   ASSERT_TRUE(w.has_value());
