@@ -294,10 +294,11 @@ Result<void> ClientCore::queue_frame(std::size_t head, bool plain_publish, std::
                                  fmt::format("message of {} bytes exceeds the broker's frame limit of {} bytes",
                                              payload.size(), max_frame)});
   }
+  const bool from_loop = on_io_thread();
   UniqueLock lk(write_mu_);
   // Lossless backpressure: wait while too much is unsent (never on the I/O thread, which
   // is the one that drains it; there the bound is enforced by pausing reads instead).
-  if (may_wait && pending_.size() >= options_.max_pending_bytes && !on_io_thread()) {
+  if (may_wait && pending_.size() >= options_.max_pending_bytes && !from_loop) {
     (void)follow_until(lk, write_cv_, std::chrono::steady_clock::time_point::max(),
                      [&] {
                        write_mu_.assert_held();
@@ -324,6 +325,7 @@ Result<void> ClientCore::queue_frame(std::size_t head, bool plain_publish, std::
   pending_.resize(at + head + payload.size());
   write_head(pending_.data() + at);
   if (!payload.empty()) std::memcpy(pending_.data() + at + head, payload.data(), payload.size());
+  if (from_loop) loop_unsent_ += head + payload.size();
   if (fd >= 0) pending_fds_.push_back({at, fd, {}});
   for (UniqueFd& o : owned) pending_fds_.push_back({at, o.get(), std::move(o)});
   if (writer_active_ || !connected()) return {};  // the active writer (or the next connection) sends it
@@ -359,17 +361,20 @@ void ClientCore::drive_writes() {
         sending_.clear();
         sending_fds_.clear();
         sending_off_ = 0;
-        if (pending_.empty()) {
+        const bool idle = pending_.empty();
+        if (idle) {
           writer_active_ = false;
-          if (read_paused_for_writes_) {
-            read_paused_for_writes_ = false;
-            post_to_strand([self = shared_from_this()] { self->on_readable(); });
-          }
-          return;
+        } else {
+          sending_.swap(pending_);
+          sending_fds_.swap(pending_fds_);
+          took_batch = true;
         }
-        sending_.swap(pending_);
-        sending_fds_.swap(pending_fds_);
-        took_batch = true;
+        loop_unsent_ = 0;  // it is all in the batch now
+        if (read_paused_for_writes_) {
+          read_paused_for_writes_ = false;
+          post_to_strand([self = shared_from_this()] { self->on_readable(); });
+        }
+        if (idle) return;
       }
     }
     if (took_batch) write_cv_.notify_all();

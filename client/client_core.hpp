@@ -419,7 +419,13 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   };
   std::vector<FdMark> pending_fds_ UBROKER_GUARDED_BY(write_mu_);
   bool writer_active_ UBROKER_GUARDED_BY(write_mu_) = false;
-  bool read_paused_for_writes_ UBROKER_GUARDED_BY(write_mu_) = false;  // reading stopped: too much unsent
+  // What the loop itself queued in pending_ (answers to what it read: PONGs, lane segments,
+  // replies, publishes from callbacks), since it cannot wait for room as publishers do: at
+  // max_pending_bytes of it, reading pauses until the writer takes pending_ as its batch.
+  // Publishers held back by the broker do not pause it, so this client still reads its
+  // subscriptions, answers and the broker's routes while they wait.
+  std::size_t loop_unsent_ UBROKER_GUARDED_BY(write_mu_) = 0;
+  bool read_paused_for_writes_ UBROKER_GUARDED_BY(write_mu_) = false;  // reading stopped: loop_unsent_ at its bound
   std::uint64_t buffered_this_outage_ UBROKER_GUARDED_BY(write_mu_) = 0;  // publishes accepted since the loss
   std::vector<std::byte> sending_;  // the active writer's batch
   std::size_t sending_off_ = 0;

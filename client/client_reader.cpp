@@ -79,7 +79,7 @@ void ClientCore::on_readable() {
     }
     {
       LockGuard lk(write_mu_);
-      if (pending_.size() >= options_.max_pending_bytes && writer_active_) {
+      if (loop_unsent_ >= options_.max_pending_bytes && writer_active_) {
         read_paused_for_writes_ = true;
         return;  // drive_writes() resumes us
       }

@@ -195,6 +195,7 @@ void ClientCore::rebuild_outgoing_locked() {
   buffered_this_outage_ = 0;
   pending_ = std::move(out);
   pending_fds_.clear();
+  loop_unsent_ = 0;  // what is carried over are publishes
   sending_.clear();
   sending_fds_.clear();
   sending_off_ = 0;
@@ -208,6 +209,7 @@ void ClientCore::discard_unsent_locked() {
   counters_.publishes_discarded.fetch_add(publishes, std::memory_order_relaxed);
   pending_.clear();
   pending_fds_.clear();
+  loop_unsent_ = 0;
   sending_.clear();
   sending_fds_.clear();
   sending_off_ = 0;

@@ -159,6 +159,44 @@ TEST(FlowControl, StuckSubscriberIsDisconnectedWhileOthersGoOn) {
   EXPECT_TRUE(eventually([&] { return after_reconnect == 1; }));
 }
 
+// A client whose publishes the broker holds back (its unsent bytes at their limit all the
+// time) still reads what the broker sends it: here messages of its own subscription, for a
+// lane its routes and offers. It used to stop reading until everything unsent was out, which
+// a publisher that never stops never let happen.
+TEST(FlowControl, APublisherHeldBackStillReadsWhatTheBrokerSendsIt) {
+  BrokerProcess broker("[limits]\nqueue_max_messages = 1000\n[timeouts]\nslow_consumer_ms = 60000\n");
+  std::optional<RawConnection> stuck(std::in_place, broker.socket());
+  stuck->hello("stuck");
+  stuck->subscribe(1, "flood");  // and never reads: the broker holds the publisher back
+  Client talker = broker.connect("talker");
+  auto pub = Client::connect({.address = broker.socket(), .name = "flooder", .max_pending_bytes = 64 * 1024});
+  ASSERT_TRUE(pub.has_value()) << pub.error().message;
+  std::atomic<int> heard{0};
+  auto ctl = pub->subscribe("ctl", [&](const MessageView&) { ++heard; });
+  ASSERT_TRUE(ctl.has_value());
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> published{0};
+  std::thread flooder([&] {
+    const std::string payload(256, 'x');
+    while (!stop && pub->publish("flood", payload)) ++published;
+  });
+  // However the test ends: the stuck subscriber goes, so the publisher is let go and stops.
+  const std::unique_ptr<void, std::function<void(void*)>> ends(&stop, [&](void*) {
+    stop = true;
+    stuck.reset();
+    flooder.join();
+  });
+  ASSERT_TRUE(eventually([&] { return broker_status(talker).deliveries_queued() >= 1000; }))
+      << broker_status(talker).ShortDebugString();
+  const std::uint64_t held_at = published.load();
+  for (int i = 1; i <= 5; ++i) {
+    ASSERT_TRUE(talker.publish("ctl", "ping").has_value());
+    ASSERT_TRUE(eventually([&] { return heard.load() == i; }, std::chrono::seconds(10)))
+        << "message " << i << " of its subscription never read while its publishes were held back";
+  }
+  EXPECT_LT(published.load() - held_at, 50000u) << "the broker did not hold the publisher back";
+}
+
 TEST(FlowControl, ASteadyButTooSlowConsumerHoldingPublishersBackIsCutOff) {
   // It reads one 4 KiB message every 20 ms (200 KB/s): always progressing, and fast enough
   // that the kernel's socket buffer drains well within slow_consumer_ms, so the no-progress

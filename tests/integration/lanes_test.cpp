@@ -291,13 +291,28 @@ TEST(Lanes, ASubscriberThatPausesPastTheSlowConsumerLimitReadsItsLaneWhenItComes
   Client observer = broker.connect("observer");  // the subscriber's own answers wait behind its full queue
   Client pub = broker.connect("pub");
   constexpr std::uint64_t kCount = 20000;
-  std::thread publisher([&] {
-    for (std::uint64_t i = 0; i < kCount; ++i) ASSERT_TRUE(pub.publish("pause.t", number(i)).has_value());
+  std::atomic<bool> stop{false};
+  std::atomic<bool> published_all{false};
+  std::jthread publisher([&] {
+    // Slowly at first, until the lane carries its messages: the subscriber, reading one at a
+    // time, takes a while to answer the lane's offer, and all of them could go through the
+    // broker before it does. The rest fit in the lane.
+    bool laned = false;
+    for (std::uint64_t i = 0; i < kCount && !stop; ++i) {
+      if (!pub.publish("pause.t", number(i))) return;
+      if (!laned && i % 50 == 49) {
+        laned = broker_status(pub).lane_accepted() > 0;
+        if (!laned) std::this_thread::sleep_for(1ms);
+      }
+    }
+    published_all = true;
   });
   std::vector<std::uint64_t> got;
   while (broker_status(observer).lane_delivered() == 0) {  // the lane carries messages here
     auto m = sub->receive(5s);
-    ASSERT_TRUE(m.has_value());
+    if (!m) stop = true;
+    ASSERT_TRUE(m.has_value()) << m.error().message << "; the lane never carried a message: "
+                               << broker_status(observer).ShortDebugString();
     got.push_back(number_of(m->payload()));
   }
   // It stops reading: the broker closes the lane it does not read.
@@ -309,6 +324,7 @@ TEST(Lanes, ASubscriberThatPausesPastTheSlowConsumerLimitReadsItsLaneWhenItComes
     got.push_back(number_of(m->payload()));
   }
   publisher.join();
+  ASSERT_TRUE(published_all.load());
   ASSERT_EQ(got.size(), kCount);
   for (std::uint64_t i = 0; i < kCount; ++i) ASSERT_EQ(got[i], i) << "a gap or a repeat";
   ASSERT_TRUE(eventually([&] { return broker_status(observer).lane_queued() == 0; }));
