@@ -447,6 +447,8 @@ void Lanes::close(std::uint64_t lane_id, std::string_view reason, bool broken, s
   if (broken) {
     ++retired_.closed_broken;
     spdlog::warn("lane {} from client {} to client {} closed: {}", lane_id, lane.publisher, lane.subscriber, reason);
+  } else {
+    spdlog::debug("lane {} from client {} to client {} closed: {}", lane_id, lane.publisher, lane.subscriber, reason);
   }
   for (const std::uint64_t end : {lane.publisher, lane.subscriber}) {
     if (end == gone) continue;

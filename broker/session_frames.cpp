@@ -10,6 +10,7 @@
 #include "retained_store.hpp"
 #include "session.hpp"
 #include "slots.hpp"
+#include "ubroker/shm/lane_layout.hpp"
 #include "ubroker/proto/frame_codec.hpp"
 #include "ubroker/proto/headers.hpp"
 #include "ubroker/proto/topic.hpp"
@@ -107,8 +108,9 @@ Session::Step Session::handle_hello(const wire::Header& h) {
     return Step::kClose;
   }
   name_ = printable(hello.client_name(), kMaxClientName);  // shown in logs and tables
-  lanes_capable_ = broker_.config().lanes.enabled &&
-                   std::find(hello.features().begin(), hello.features().end(), "lanes") != hello.features().end();
+  // Only the lane layout this broker knows (a client built against another one gets none).
+  lanes_capable_ = broker_.config().lanes.enabled && std::find(hello.features().begin(), hello.features().end(),
+                                                               std::string_view(shm::kLaneFeature)) != hello.features().end();
   welcomed_ = true;
   enter(Phase::kOpen);
   const auto& cfg = broker_.config();

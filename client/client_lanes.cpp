@@ -15,12 +15,12 @@ LaneSubscriber::Hooks ClientCore::lane_hooks() {
                     d.payload);
           },
       .broken = [this](std::uint64_t lane, const char* why) { report_lane(lane, why); },
-      .must_pause =
-          [this] {
+      .room =
+          [this]() -> std::size_t {
             LockGuard lk(queue_mu_);
-            if (queue_.size() < options_.receive_queue) return false;
+            if (queue_.size() < options_.receive_queue) return options_.receive_queue - queue_.size();
             read_paused_for_queue_ = true;  // receive() resumes the socket and the lanes
-            return true;
+            return 0;
           },
   };
 }

@@ -16,6 +16,7 @@
 #include "ubroker/proto/frame_codec.hpp"
 #include "ubroker/proto/peer_credentials.hpp"
 #include "ubroker/proto/socket_address.hpp"
+#include "ubroker/shm/lane_layout.hpp"
 
 namespace ubroker::detail {
 namespace {
@@ -147,7 +148,7 @@ Result<Welcomed> handshake(const UniqueFd& fd, const std::string& name, std::chr
   hello.set_type(wire::HELLO);
   hello.mutable_hello()->set_protocol_version(proto::kProtocolVersion);
   hello.mutable_hello()->set_client_name(name);
-  if (lanes) hello.mutable_hello()->add_features("lanes");
+  if (lanes) hello.mutable_hello()->add_features(shm::kLaneFeature);
   std::vector<std::byte> out(proto::frame_head_size(hello));
   proto::write_frame_head(out.data(), hello, 0);
   // A broker that refuses the connection (a limit, the policy) writes its Error and closes,

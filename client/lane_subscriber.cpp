@@ -100,8 +100,9 @@ LaneSubscriber::Drain LaneSubscriber::drain(Lane& lane, std::uint64_t until) {
   // Up to a fence the broker announced: at most what the ring held (a publisher that keeps
   // writing cannot hold this loop).
   const std::uint64_t most = until != 0 ? lane.capacity / shm::kLaneRecordAlign / 2 + 1 : kRecordsPerTurn;
+  std::size_t room = 0;  // messages the receive queue takes before it is asked again
   for (std::uint64_t n = 0; n < most; ++n) {
-    if (until == 0 && hooks_.must_pause()) {
+    if (until == 0 && room == 0 && (room = hooks_.room()) == 0) {
       lane.paused = true;
       return Drain::kPaused;
     }
@@ -133,13 +134,9 @@ LaneSubscriber::Drain LaneSubscriber::drain(Lane& lane, std::uint64_t until) {
       return Drain::kEmpty;  // the caller applies the broker's word
     }
     proto::LaneMessage m;
-    if (const char* why = decode_copy(record, m)) {
+    const Lane::Share* share = nullptr;
+    if (const char* why = decode_copy(lane, record, m, share)) {
       fail(lane, why);
-      return Drain::kBroken;
-    }
-    auto share = lane.topics.find(m.topic);
-    if (share == lane.topics.end()) {
-      fail(lane, "a message on a topic the broker did not route on this lane");
       return Drain::kBroken;
     }
     // Drops the publisher counted at a full lane are reported with the next message, as the
@@ -147,9 +144,10 @@ LaneSubscriber::Drain LaneSubscriber::drain(Lane& lane, std::uint64_t until) {
     const std::uint64_t dropped = lane.reader.dropped_by_publisher();
     const std::uint64_t new_drops = dropped > lane.dropped_seen ? dropped - lane.dropped_seen : 0;
     lane.dropped_seen = std::max(dropped, lane.dropped_seen);
-    drops_.assign(new_drops == 0 ? 0 : share->second.sub_ids.size(), new_drops);
+    drops_.assign(new_drops == 0 ? 0 : share->sub_ids.size(), new_drops);
+    room -= std::min(room, share->sub_ids.size());  // each may queue it (with no callback)
     hooks_.deliver({.topic = m.topic,
-                    .sub_ids = share->second.sub_ids,
+                    .sub_ids = share->sub_ids,
                     .dropped = drops_,
                     .sender = lane.sender,
                     .headers = m.headers,
@@ -182,6 +180,7 @@ void LaneSubscriber::fence(std::uint64_t id, std::uint64_t number, std::string_v
   } else if (drain(*lane, number) != Drain::kEmpty) {
     return;  // broken (reported)
   }
+  lane->last_share = nullptr;
   if (sub_ids.empty()) {
     if (auto t = lane->topics.find(topic); t != lane->topics.end()) lane->topics.erase(t);
   } else {
@@ -207,9 +206,9 @@ void LaneSubscriber::close(std::uint64_t id, bool broken) {
       auto next = lane->reader.peek();
       if (!next || !*next || lane->reader.peeked_fence()) break;  // a fence never announced ends it
       proto::LaneMessage m;
-      auto share = decode_copy(**next, m) == nullptr ? lane->topics.find(m.topic) : lane->topics.end();
-      if (share != lane->topics.end()) {
-        hooks_.deliver({.topic = m.topic, .sub_ids = share->second.sub_ids, .dropped = {}, .sender = lane->sender,
+      const Lane::Share* share = nullptr;
+      if (decode_copy(*lane, **next, m, share) == nullptr) {
+        hooks_.deliver({.topic = m.topic, .sub_ids = share->sub_ids, .dropped = {}, .sender = lane->sender,
                         .headers = m.headers, .payload = m.payload});
       }
       lane->reader.consume();
@@ -237,20 +236,33 @@ void LaneSubscriber::resume() {
   }
 }
 
-const char* LaneSubscriber::decode_copy(std::span<const std::byte> record, proto::LaneMessage& m) {
+const char* LaneSubscriber::decode_copy(Lane& lane, std::span<const std::byte> record, proto::LaneMessage& m,
+                                        const Lane::Share*& share) {
   // The publisher can still write the ring: the topic and the headers are checked and used
   // from a private copy (the payload is the publisher's to change, like any payload).
   proto::LaneMessage in_ring;
-  if (const char* why = proto::decode_lane_message(record, in_ring)) return why;
+  if (const char* why = proto::split_lane_message(record, in_ring)) return why;
   copy_.resize(in_ring.topic.size() + in_ring.headers.size());
   std::memcpy(copy_.data(), in_ring.topic.data(), in_ring.topic.size());
   if (!in_ring.headers.empty()) std::memcpy(copy_.data() + in_ring.topic.size(), in_ring.headers.data(), in_ring.headers.size());
   m.topic = {reinterpret_cast<const char*>(copy_.data()), in_ring.topic.size()};
   m.headers = std::span(copy_).subspan(in_ring.topic.size());
   m.payload = in_ring.payload;
-  if (proto::check_topic(m.topic) != nullptr) return "a lane message with an invalid topic";
-  if (proto::check_headers(m.headers) != nullptr) return "a lane message with invalid headers";
-  if (proto::has_broker_header(m.headers)) return "a lane message with a header only the broker may set";
+  // A topic the broker routed here is a valid one: its syntax is checked only to say why not.
+  if (lane.last_share != nullptr && m.topic == lane.last_topic) {
+    share = lane.last_share;
+  } else if (auto it = lane.topics.find(m.topic); it != lane.topics.end()) {
+    share = &it->second;
+    lane.last_topic = it->first;
+    lane.last_share = share;
+  } else {
+    return proto::check_topic(m.topic) != nullptr ? "a lane message with an invalid topic"
+                                                  : "a message on a topic the broker did not route on this lane";
+  }
+  if (!m.headers.empty()) {
+    if (proto::check_headers(m.headers) != nullptr) return "a lane message with invalid headers";
+    if (proto::has_broker_header(m.headers)) return "a lane message with a header only the broker may set";
+  }
   return nullptr;
 }
 

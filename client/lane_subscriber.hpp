@@ -55,8 +55,9 @@ class LaneSubscriber {
     std::function<void(const Delivery&)> deliver;
     // The lane broke: this end dropped it and the broker should close it (LANE_ERROR).
     std::function<void(std::uint64_t lane, const char* why)> broken;
-    // Deliveries must wait (the receive queue is full): reading resumes with resume().
-    std::function<bool()> must_pause;
+    // How many more messages the receive queue takes now (0: deliveries must wait, and
+    // reading resumes with resume()). Asked once per that many, not per message.
+    std::function<std::size_t()> room;
   };
   LaneSubscriber(Strand strand, Hooks hooks) : strand_(std::move(strand)), hooks_(std::move(hooks)) {}
 
@@ -71,7 +72,7 @@ class LaneSubscriber {
   void close(std::uint64_t id, bool broken);
   void close_all();
   [[nodiscard]] bool has(std::uint64_t id) const { return lanes_.contains(id); }
-  // Reads on after a pause (must_pause).
+  // Reads on after a pause (no room).
   void resume();
 
  private:
@@ -85,13 +86,17 @@ class LaneSubscriber {
     Sender sender;
     bool open = false;
     bool waiting = false;       // an async_wait is under way
-    bool paused = false;        // stopped by must_pause
+    bool paused = false;        // stopped: no room in the receive queue
     std::uint64_t at_fence = 0;  // stopped at this fence record (0: not stopped)
     std::uint64_t dropped_seen = 0;
     struct Share {
       std::vector<std::uint64_t> sub_ids;
     };
     std::unordered_map<std::string, Share, proto::StringHash, std::equal_to<>> topics;
+    // The topic read last and its share: a run of one topic is compared, not hashed (a fence
+    // changing `topics` forgets it).
+    std::string last_topic;
+    const Share* last_share = nullptr;
   };
   enum class Drain { kEmpty, kAtFence, kPaused, kBroken, kYield };
   // Reads records until the lane is empty, a fence stops it (`until`: the fence the socket
@@ -100,8 +105,9 @@ class LaneSubscriber {
   void wait(const std::shared_ptr<Lane>& lane);
   void on_wake(const std::shared_ptr<Lane>& lane);
   void fail(Lane& lane, const char* why);
-  // Decodes a record with its topic and headers copied out of the ring and checked there.
-  const char* decode_copy(std::span<const std::byte> record, proto::LaneMessage& m);
+  // Decodes a record with its topic and headers copied out of the ring and checked there:
+  // the topic must be one the broker routed on this lane (`share` set to it).
+  const char* decode_copy(Lane& lane, std::span<const std::byte> record, proto::LaneMessage& m, const Lane::Share*& share);
 
   Strand strand_;
   Hooks hooks_;

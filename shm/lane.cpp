@@ -102,14 +102,17 @@ std::optional<std::uint64_t> LaneWriter::read_pos() noexcept {
 Result<std::optional<std::span<std::byte>>> LaneWriter::try_reserve(std::uint64_t size) {
   if (violation_ != nullptr || !ack_map_) return protocol_error();
   if (size > max_payload()) return std::unexpected(std::make_error_code(std::errc::message_size));
-  const auto r = read_pos();
-  if (!r) return protocol_error();
   const std::uint64_t bytes = lane_record_bytes(size);
   const std::uint64_t at = write_pos_ % capacity_;
   const std::uint64_t to_end = capacity_ - at;
   // A record that would wrap goes after a padding record that fills the end of the ring.
   const std::uint64_t padding = bytes > to_end ? to_end : 0;
-  if (write_pos_ + padding + bytes - *r > capacity_) return std::optional<std::span<std::byte>>();
+  // The subscriber's position is read only when the one read last leaves too little room.
+  if (write_pos_ + padding + bytes - last_read_pos_ > capacity_) {
+    const auto r = read_pos();
+    if (!r) return protocol_error();
+    if (write_pos_ + padding + bytes - *r > capacity_) return std::optional<std::span<std::byte>>();
+  }
   if (padding != 0) {
     const LaneRecord pad{.length = static_cast<std::uint32_t>(padding - sizeof(LaneRecord)), .kind = kLanePadding};
     std::memcpy(ring() + at, &pad, sizeof pad);
@@ -125,16 +128,17 @@ void LaneWriter::publish(LaneRecordKind kind) noexcept {
   std::memcpy(rec, &head, sizeof head);
   write_pos_ += lane_record_bytes(reserved_);
   LaneHeader& h = header();
-  if (kind == kLaneMessage) h.accepted.fetch_add(1, std::memory_order_relaxed);
-  h.write_pos.store(write_pos_, std::memory_order_release);
+  if (kind == kLaneMessage) h.accepted.store(++accepted_, std::memory_order_relaxed);  // ours alone: no RMW
   // Dekker with the reader: it sets reader_waiting, then re-reads write_pos before sleeping.
-  h.write_seq.fetch_add(1, std::memory_order_seq_cst);
+  h.write_pos.store(write_pos_, std::memory_order_seq_cst);
   const std::uint32_t armed = ack().reader_waiting.load(std::memory_order_seq_cst);
   if (armed == 0 || armed == woken_arm_) return;  // awake, or woken already for this sleep
   woken_arm_ = armed;
   if (wake_) {
     send_wake(wake_.get());
   } else {
+    // A reader in wait_for_message read write_seq before it armed: the bump ends its wait.
+    h.write_seq.fetch_add(1, std::memory_order_release);
     (void)futex_wake(h.write_seq, 1);
   }
 }
@@ -157,11 +161,21 @@ Result<LaneWriter::Push> LaneWriter::try_push_fence(std::uint64_t number) {
   return Push::kWritten;
 }
 
+std::uint32_t LaneWriter::next_arm() noexcept {
+  if (++arms_ == 0) arms_ = 1;
+  return arms_;
+}
+
+LaneWriter::RoomWait LaneWriter::room_wait() noexcept {
+  return {&ack().read_seq, ack().read_seq.load(std::memory_order_seq_cst), &ack().read_pos, last_read_pos_,
+          &header().writer_waiting, next_arm()};
+}
+
 Result<bool> LaneWriter::wait_for_room(std::chrono::nanoseconds timeout) {
   if (violation_ != nullptr || !ack_map_) return protocol_error();
   LaneHeader& h = header();
   const std::uint32_t seen = ack().read_seq.load(std::memory_order_seq_cst);
-  h.writer_waiting.store(1, std::memory_order_seq_cst);
+  h.writer_waiting.store(next_arm(), std::memory_order_seq_cst);
   const std::uint64_t before = last_read_pos_;
   const auto r = read_pos();  // after announcing the wait: a reader that consumed meanwhile is seen here
   if (!r) {
@@ -178,7 +192,7 @@ Result<bool> LaneWriter::wait_for_room(std::chrono::nanoseconds timeout) {
 }
 
 void LaneWriter::wait(const RoomWait& w, std::chrono::nanoseconds timeout) noexcept {
-  w.waiting->store(1, std::memory_order_seq_cst);
+  w.waiting->store(w.arm, std::memory_order_seq_cst);
   // Dekker with the reader's consume: it moves read_pos, bumps read_seq, then reads `waiting`.
   if (w.read_pos->load(std::memory_order_seq_cst) == w.was) (void)futex_wait(*w.read_seq, w.seen, timeout);
   w.waiting->store(0, std::memory_order_relaxed);
@@ -216,9 +230,14 @@ Result<std::optional<std::span<const std::byte>>> LaneReader::peek() {
   if (violation_ != nullptr || !data_map_) return protocol_error();
   for (;;) {
     // Each value the publisher wrote is read once, checked, and only the checked copy used.
-    const std::uint64_t w = header().write_pos.load(std::memory_order_acquire);
-    if (const char* why = check_write_pos(read_pos_, w, capacity_)) return fail(why);
-    if (w == read_pos_) return std::optional<std::span<const std::byte>>();
+    // Its position is read again only once everything it said before was read.
+    if (known_write_pos_ == read_pos_) {
+      const std::uint64_t w = header().write_pos.load(std::memory_order_acquire);
+      if (const char* why = check_write_pos(read_pos_, w, capacity_)) return fail(why);
+      if (w == read_pos_) return std::optional<std::span<const std::byte>>();
+      known_write_pos_ = w;
+    }
+    const std::uint64_t w = known_write_pos_;
     LaneRecord r;
     std::memcpy(&r, ring() + read_pos_ % capacity_, sizeof r);
     if (const char* why = check_record(r, read_pos_, w, capacity_)) return fail(why);
@@ -238,10 +257,14 @@ void LaneReader::consume() noexcept {
   read_pos_ += peeked_bytes_;
   peeked_bytes_ = 0;
   LaneAck& a = ack();
-  if (!peeked_fence_) a.delivered.fetch_add(1, std::memory_order_relaxed);
-  a.read_pos.store(read_pos_, std::memory_order_release);
-  a.read_seq.fetch_add(1, std::memory_order_seq_cst);
-  if (header().writer_waiting.load(std::memory_order_seq_cst) != 0) (void)futex_wake(a.read_seq, 1);
+  if (!peeked_fence_) a.delivered.store(++delivered_, std::memory_order_relaxed);  // ours alone: no RMW
+  // Dekker with the writer: it sets writer_waiting, then re-reads read_pos before sleeping.
+  a.read_pos.store(read_pos_, std::memory_order_seq_cst);
+  const std::uint32_t armed = header().writer_waiting.load(std::memory_order_seq_cst);
+  if (armed == 0 || armed == woken_writer_arm_) return;  // not waiting, or woken already for this wait
+  woken_writer_arm_ = armed;
+  a.read_seq.fetch_add(1, std::memory_order_release);  // ends a wait that read it before arming
+  (void)futex_wake(a.read_seq, 1);
 }
 
 std::uint32_t LaneReader::next_arm() noexcept {

@@ -41,7 +41,12 @@ using shm::LaneRecord;
 constexpr std::uint64_t kCapacity = 262144;
 // The smallest lanes default clients take (ubroker.toml(5)), and a slow-consumer limit no
 // stopped peer reaches within a test.
-const std::string kConfig = "[lanes]\nenabled = true\ncapacity_bytes = 262144\n[timeouts]\nslow_consumer_ms = 60000\n";
+// A short queue for each subscriber: a lane's offer reaches its subscriber behind what the
+// broker queued for it, so with the default (16384 messages) a whole test's stream could be
+// queued ahead of it and the lane set up only once the publisher is done.
+const std::string kConfig =
+    "[lanes]\nenabled = true\ncapacity_bytes = 262144\n[limits]\nqueue_max_messages = 256\n"
+    "[timeouts]\nslow_consumer_ms = 60000\n";
 
 // The shared mapping of the memfd `name` in this process, with the permissions `perms`
 // ("rw-s": the segment this process's client writes; "r--s": the other end's).
@@ -241,7 +246,10 @@ TEST_P(HostileSubscriber, ThePublisherReportsItTheBrokerClosesTheLaneAndEveryMes
   auto s = sub->subscribe("hostile.t");
   ASSERT_TRUE(s.has_value());
   Client observer = broker.connect("observer");  // the subscriber's own answers wait behind its full queue
-  constexpr std::uint64_t kCount = 20000;
+  // Enough that the lane fills after it was set up: what the publisher's client, the sockets
+  // and the broker held for this subscriber before the lane's first fence, then a ring's
+  // worth (5461 records) in the lane.
+  constexpr std::uint64_t kCount = 100000;
   Process peer = publish_from_peer(broker, "hostile.t", kCount, 16);
   std::vector<std::uint64_t> got;
   auto receive_one = [&](std::chrono::milliseconds timeout) {
@@ -252,7 +260,8 @@ TEST_P(HostileSubscriber, ThePublisherReportsItTheBrokerClosesTheLaneAndEveryMes
   // Received until the lane carries messages here; then this subscriber stops reading: its
   // queue fills, it stops reading the lane, and the publisher waits for room in a full lane.
   while (broker_status(observer).lane_delivered() == 0) {
-    for (int i = 0; i < 100; ++i) ASSERT_TRUE(receive_one(5s)) << "after " << got.size();
+    for (int i = 0; i < 100; ++i) ASSERT_TRUE(receive_one(5s)) << "after " << got.size() << ", the lane never carried: "
+                                                           << broker_status(observer).ShortDebugString();
   }
   // Full after the publisher saw where this subscriber stopped: a ring's worth of 48-byte
   // records is queued beyond what it read (the publisher reads the read position only when
@@ -345,7 +354,7 @@ TEST_P(HostileSetup, ARefusedSegmentClosesTheLaneWithItsReasonAndTheBrokerCarrie
   const BadSegment& c = GetParam();
   BrokerProcess broker(kConfig);
   RawConnection raw(broker.socket());
-  raw.hello("raw-lanes", {"lanes"});
+  raw.hello("raw-lanes", {shm::kLaneFeature});
   raw.subscribe(1, "setup.t");
   Client pub = broker.connect("pub");
   ASSERT_TRUE(pub.publish("setup.t", numbered(0)).has_value());
@@ -440,7 +449,7 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(HostileSetup, ASegmentForALaneNeverOfferedIsAProtocolError) {
   BrokerProcess broker(kConfig);
   RawConnection raw(broker.socket());
-  raw.hello("raw-lanes", {"lanes"});
+  raw.hello("raw-lanes", {shm::kLaneFeature});
   const shm::UniqueFd ack = sealed_memfd(shm::kLaneAckBytes);
   wire::Header segment;
   segment.set_type(wire::LANE_SEGMENT);

@@ -23,31 +23,30 @@ TEST(LaneMessage, RoundTripsTopicHeadersAndPayload) {
   (void)put_header_field(headers.data(), "k", "v");
   const auto record = encode("a.b", headers, "hello");
   LaneMessage m;
-  ASSERT_EQ(decode_lane_message(record, m), nullptr);
+  ASSERT_EQ(split_lane_message(record, m), nullptr);
   EXPECT_EQ(m.topic, "a.b");
   EXPECT_EQ(m.headers.size(), headers.size());
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(m.payload.data()), m.payload.size()), "hello");
   const auto empty = encode("t", {}, "");
-  ASSERT_EQ(decode_lane_message(empty, m), nullptr);
+  ASSERT_EQ(split_lane_message(empty, m), nullptr);
   EXPECT_TRUE(m.payload.empty());
   EXPECT_TRUE(m.headers.empty());
 }
 
-TEST(LaneMessage, EveryMalformedRecordIsRefusedWithItsReason) {
+TEST(LaneMessage, EveryRecordWhoseLengthsAreWrongIsRefusedWithItsReason) {
   LaneMessage m;
   auto record = encode("a.b", {}, "xyz");
-  EXPECT_STREQ(decode_lane_message(std::span(record).first(7), m), "a lane message shorter than its head");
+  EXPECT_STREQ(split_lane_message(std::span(record).first(7), m), "a lane message shorter than its head");
   auto long_topic = record;
   long_topic[0] = std::byte{200};
-  EXPECT_STREQ(decode_lane_message(long_topic, m), "a lane message whose lengths pass its end");
+  EXPECT_STREQ(split_lane_message(long_topic, m), "a lane message whose lengths pass its end");
   auto huge = record;
   huge[7] = std::byte{0xff};  // headers length near 4 GiB: must not overflow the sum
-  EXPECT_STREQ(decode_lane_message(huge, m), "a lane message whose lengths pass its end");
+  EXPECT_STREQ(split_lane_message(huge, m), "a lane message whose lengths pass its end");
+  // The topic and headers are only split, for the reader to check in its own copy.
   auto bad_topic = encode("a..b", {}, "x");
-  EXPECT_STREQ(decode_lane_message(bad_topic, m), "a lane message with an invalid topic");
-  const std::string junk = "\x0a\x03zzz";
-  auto bad_headers = encode("a", bytes(junk), "");
-  EXPECT_STREQ(decode_lane_message(bad_headers, m), "a lane message with invalid headers");
+  ASSERT_EQ(split_lane_message(bad_topic, m), nullptr);
+  EXPECT_EQ(m.topic, "a..b");
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <cstdlib>
 #include <fstream>
 #include <thread>
 
@@ -23,7 +24,9 @@ BrokerProcess::BrokerProcess(const std::string& config_toml, std::vector<std::st
   dir_ = ::mkdtemp(tmpl);
   socket_ = dir_ + "/ubroker.sock";
   std::vector<std::string> argv = std::move(wrapper);
-  argv.insert(argv.end(), {UBROKER_BROKERD, "--socket", socket_, "--log-level", "info"});
+  // $UBROKER_TEST_LOG_LEVEL (e.g. debug) to see more of what the brokers of a failing test did.
+  const char* level = std::getenv("UBROKER_TEST_LOG_LEVEL");
+  argv.insert(argv.end(), {UBROKER_BROKERD, "--socket", socket_, "--log-level", level != nullptr ? level : "info"});
   if (!config_toml.empty()) {
     const std::string config = dir_ + "/brokerd.toml";
     std::ofstream(config) << config_toml;

@@ -26,7 +26,7 @@ class RawConnection {
   void send_frame(const wire::Header& h, std::string_view payload = {});
   // The frame in one sendmsg with `fds` attached (SCM_RIGHTS); false if it did not all go.
   bool send_frame_with_fds(const wire::Header& h, std::span<const int> fds);
-  // HELLO (offering `features`, e.g. "lanes"), then expects WELCOME.
+  // HELLO (offering `features`, e.g. shm::kLaneFeature), then expects WELCOME.
   void hello(const std::string& name = "raw", const std::vector<std::string>& features = {});
   // SUBSCRIBE (seq = id) to `pattern`, then expects its ACK.
   void subscribe(std::uint64_t id, const std::string& pattern);

@@ -234,7 +234,13 @@ int main(int argc, char** argv) {
   const std::uint64_t count = std::strtoull(argv[4], nullptr, 10);
   const std::size_t size = std::max<std::size_t>(16, std::strtoull(argv[5], nullptr, 10));
   const std::uint64_t tag = std::strtoull(argv[6], nullptr, 10);
-  auto client = ubroker::Client::connect({.address = address, .name = "test-peer-" + std::to_string(tag), .reconnect = {.enabled = false}});
+  // A small unsent buffer: what a publisher already handed its client when a lane's route
+  // comes goes through the broker, and the default (8 MiB, some 200,000 small messages) would
+  // have a test's whole stream sent that way before its lane is ever used.
+  auto client = ubroker::Client::connect({.address = address,
+                                          .name = "test-peer-" + std::to_string(tag),
+                                          .max_pending_bytes = 256 * 1024,
+                                          .reconnect = {.enabled = false}});
   if (!client) {
     std::fprintf(stderr, "connect: %s\n", client.error().message.c_str());
     return 1;

@@ -7,7 +7,9 @@
 //   u32 topic length, u32 headers length (little-endian), the topic, the headers (canonical
 //   wire::MessageHeaders, proto/headers.hpp), then the payload: the rest of the record.
 //
-// Stateless; decode_lane_message checks everything a hostile publisher could get wrong.
+// Stateless. split_lane_message checks the framing a hostile publisher could get wrong; the
+// topic and the headers are for the reader to check in a private copy (the publisher can
+// still write the ring), as LaneSubscriber does.
 #pragma once
 
 #include <cstddef>
@@ -21,7 +23,7 @@ inline constexpr std::size_t kLaneMessageHead = 8;
 
 struct LaneMessage {
   std::string_view topic;
-  std::span<const std::byte> headers;  // checked, canonical
+  std::span<const std::byte> headers;
   std::span<const std::byte> payload;
 };
 
@@ -34,9 +36,8 @@ struct LaneMessage {
 void encode_lane_message(std::span<std::byte> out, std::string_view topic, std::span<const std::byte> headers,
                          std::span<const std::byte> payload) noexcept;
 
-// Reads a record: nullptr and `out` filled (views into `record`), or why it is malformed (a
-// static sentence). The topic's syntax and the headers' encoding are checked; whether the
-// topic belongs on the lane is the caller's to check.
-[[nodiscard]] const char* decode_lane_message(std::span<const std::byte> record, LaneMessage& out) noexcept;
+// Splits a record: nullptr and `out` filled (views into `record`), or why its lengths are
+// malformed (a static sentence). Nothing of the topic or the headers is checked.
+[[nodiscard]] const char* split_lane_message(std::span<const std::byte> record, LaneMessage& out) noexcept;
 
 }  // namespace ubroker::proto

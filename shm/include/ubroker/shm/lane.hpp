@@ -66,11 +66,9 @@ class LaneWriter {
     const std::atomic<std::uint64_t>* read_pos;
     std::uint64_t was;
     std::atomic<std::uint32_t>* waiting;
+    std::uint32_t arm;  // this wait's writer_waiting value
   };
-  [[nodiscard]] RoomWait room_wait() const noexcept {
-    return {&ack().read_seq, ack().read_seq.load(std::memory_order_seq_cst), &ack().read_pos, last_read_pos_,
-            &header().writer_waiting};
-  }
+  [[nodiscard]] RoomWait room_wait() noexcept;
   static void wait(const RoomWait& w, std::chrono::nanoseconds timeout) noexcept;
   [[nodiscard]] const char* violation() const noexcept { return violation_; }
   [[nodiscard]] std::uint64_t max_payload() const noexcept { return capacity_ / 2 - sizeof(LaneRecord); }
@@ -84,6 +82,7 @@ class LaneWriter {
   // The subscriber's read position, checked; nullopt after a violation.
   [[nodiscard]] std::optional<std::uint64_t> read_pos() noexcept;
   Result<void> fail(const char* why) noexcept;
+  std::uint32_t next_arm() noexcept;
   // Makes the record reserved last visible and wakes the subscriber if it sleeps.
   void publish(LaneRecordKind kind) noexcept;
 
@@ -94,7 +93,9 @@ class LaneWriter {
   std::uint64_t reserved_ = 0;  // payload bytes of the record try_reserve made room for
   std::uint64_t capacity_;
   std::uint64_t write_pos_ = 0;  // ours: the shared copy is only for the subscriber
-  std::uint64_t last_read_pos_ = 0;
+  std::uint64_t last_read_pos_ = 0;  // the subscriber's, as read last (checked)
+  std::uint64_t accepted_ = 0;
+  std::uint32_t arms_ = 0;  // each wait for room a new nonzero writer_waiting, so the reader wakes it once
   // The reader's arming last woken: one wake-up per arming, however many records follow
   // before the reader runs (a wake-up per record made a busy lane a system call per message).
   std::uint32_t woken_arm_ = 0;
@@ -149,6 +150,9 @@ class LaneReader {
   Mapping data_map_;
   std::uint64_t capacity_ = 0;
   std::uint64_t read_pos_ = 0;     // ours: the shared copy is only for the publisher
+  std::uint64_t known_write_pos_ = 0;  // the publisher's, as read last (checked)
+  std::uint64_t delivered_ = 0;
+  std::uint32_t woken_writer_arm_ = 0;  // the publisher's wait for room last woken
   std::uint64_t peeked_bytes_ = 0; // the record peek() returned (0: none)
   bool peeked_fence_ = false;
   std::uint32_t arms_ = 0;  // each arming a new nonzero reader_waiting, so the writer wakes it once

@@ -29,37 +29,48 @@
 
 namespace ubroker::shm {
 
-inline constexpr std::uint64_t kLaneMagic = 0x314e414c524b4255;  // "UBKRLAN1" little-endian
+inline constexpr std::uint64_t kLaneMagic = 0x324e414c524b4255;  // "UBKRLAN2" little-endian
+// What a client offers in HELLO, naming this layout: the broker pairs only clients that offer
+// the one it knows, so ends built against another layout never share a lane.
+inline constexpr const char* kLaneFeature = "lanes/2";
 inline constexpr std::uint64_t kLaneHeaderBytes = 4096;
 inline constexpr std::uint64_t kLaneAckBytes = 4096;
 inline constexpr std::uint64_t kLaneRecordAlign = 8;
 inline constexpr std::uint64_t kLaneMinCapacity = 4096;
 inline constexpr std::uint64_t kLaneMaxCapacity = std::uint64_t{1} << 30;
 
+// Each side keeps the words it writes on every record apart from the ones the other side
+// reads on every record, and reads the other side's position only when its own copy runs out
+// (the publisher when the ring looks full, the subscriber when it read everything it knew
+// of): a cache line moves between the two cores once per batch, not once per message.
 struct LaneHeader {  // written by the publisher only
   std::uint64_t magic;     // kLaneMagic (informational)
   std::uint64_t capacity;  // informational: each side uses the capacity the broker told it
-  // Bytes ever written: stored (release) after the records before it are complete.
+  // Bytes ever written: stored (seq_cst) after the records before it are complete.
   alignas(64) std::atomic<std::uint64_t> write_pos;
-  // Futex word the subscriber sleeps on; bumped (seq_cst) after write_pos moves.
-  std::atomic<std::uint32_t> write_seq;
-  // The publisher sleeps on the ack's read_seq (lane full): the subscriber wakes it. A line of
-  // its own: the subscriber reads it after every record, and write_pos changes with each.
-  alignas(64) std::atomic<std::uint32_t> writer_waiting;
-  // Counters for the broker's books: messages the publisher put in, and dropped at a full lane.
+  // Rarely written, read by the subscriber after every record:
+  // the futex word the subscriber sleeps on, bumped only to wake it;
+  alignas(64) std::atomic<std::uint32_t> write_seq;
+  // nonzero while the publisher sleeps on the ack's read_seq (lane full), a new value for
+  // each sleep, which the subscriber wakes once.
+  std::atomic<std::uint32_t> writer_waiting;
+  // Counters for the broker's books: messages the publisher put in, and dropped at a full
+  // lane (apart: the subscriber reads it with every record, and it rarely changes).
   alignas(64) std::atomic<std::uint64_t> accepted;
-  std::atomic<std::uint64_t> dropped;
+  alignas(64) std::atomic<std::uint64_t> dropped;
 };
 static_assert(std::is_standard_layout_v<LaneHeader>);
 static_assert(sizeof(LaneHeader) <= kLaneHeaderBytes);
 
 struct LaneAck {  // written by the subscriber only
-  alignas(64) std::atomic<std::uint64_t> read_pos;  // bytes consumed (release after reading them)
-  std::atomic<std::uint32_t> read_seq;              // futex word the publisher sleeps on
-  // Nonzero while the subscriber sleeps (on write_seq, or on its wake socket); a new value
+  alignas(64) std::atomic<std::uint64_t> read_pos;  // bytes consumed (seq_cst, after reading them)
+  // Rarely written, read by the publisher after every record:
+  // the futex word the publisher sleeps on, bumped only to wake it;
+  alignas(64) std::atomic<std::uint32_t> read_seq;
+  // nonzero while the subscriber sleeps (on write_seq, or on its wake socket), a new value
   // for each sleep, which the publisher wakes once.
   std::atomic<std::uint32_t> reader_waiting;
-  alignas(64) std::atomic<std::uint64_t> delivered; // messages consumed
+  alignas(64) std::atomic<std::uint64_t> delivered;  // messages consumed
 };
 static_assert(std::is_standard_layout_v<LaneAck>);
 static_assert(sizeof(LaneAck) <= kLaneAckBytes);
