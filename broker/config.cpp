@@ -143,6 +143,10 @@ std::expected<void, std::string> load_lanes(const toml::table& t, LaneSettings& 
       auto r = get_int<std::int64_t>(v, key, 0, kTiB);
       if (!r) return Error(r.error());
       lanes.max_bytes_per_uid = static_cast<std::uint64_t>(*r);
+    } else if (key == "max_fanout") {
+      auto r = get_int<std::int64_t>(v, key, 0, 4096);
+      if (!r) return Error(r.error());
+      lanes.max_fanout = static_cast<std::uint32_t>(*r);
     } else {
       return Error(fmt::format("{}: unknown key 'lanes.{}'", where(v), key));
     }

@@ -75,6 +75,10 @@ struct LaneSettings {
   // a subscriber's queue in the broker holds, so a publisher is held back no sooner.
   std::uint64_t capacity_bytes = 1u << 20;
   std::uint32_t max_per_client = 64;           // lanes one connection is an end of
+  // A topic goes by lane to at most this many subscriber connections; one that more receive
+  // goes through the broker to all of them: its fan-out on its own core beats the publisher
+  // writing every copy itself (docs/performance.md). 0: no lanes at all.
+  std::uint32_t max_fanout = 2;
   std::uint64_t max_bytes_per_uid = 1ull << 30;  // the segments of one uid's lanes (both ends charged)
 
   friend bool operator==(const LaneSettings&, const LaneSettings&) = default;

@@ -51,10 +51,14 @@ Lanes::RouteState Lanes::desired(const Session& publisher, std::string_view topi
   RouteState r;
   bool grouped = false;
   if (!publisher.may_publish(topic) || !router_.direct_subscriptions(topic, matches_, grouped)) return r;
-  const bool barred = barred_.contains(publisher.id());
   r.via_broker = grouped;
   for (const Subscription* sub : matches_) r.receivers.push_back({sub->owner->id(), sub->id});
   std::sort(r.receivers.begin(), r.receivers.end());
+  // Fan-out wider than lanes.max_fanout connections is the broker's (matches_ come grouped
+  // by owner, as the loop below needs).
+  std::size_t owners = 0;
+  for (std::size_t i = 0; i < matches_.size(); ++i) owners += i == 0 || matches_[i]->owner != matches_[i - 1]->owner;
+  const bool barred = barred_.contains(publisher.id()) || owners > config_.lanes.max_fanout;
   for (std::size_t i = 0; i < matches_.size();) {
     const std::uint64_t owner = matches_[i]->owner->id();
     std::size_t end = i;

@@ -67,15 +67,17 @@ void LaneSubscriber::wait(const std::shared_ptr<Lane>& lane) {
   // started with bytes already there (sent while this end was armed but awake) would sleep
   // through them; a read takes them at once.
   lane->wake.async_read_some(asio::buffer(lane->wake_bytes),
-                             [this, weak = std::weak_ptr(lane)](std::error_code ec, std::size_t) {
+                             [this, weak = std::weak_ptr(lane)](std::error_code ec, std::size_t got) {
                                auto l = weak.lock();
                                if (!l || ec) return;  // closed (or the publisher's end went: LANE_CLOSE follows)
                                l->waiting = false;
-                               // The rest of what came (a bounded number of reads: a publisher
-                               // that floods it only makes the next read complete at once).
-                               for (int i = 0; i < 16 && ::recv(l->wake.native_handle(), l->wake_bytes.data(),
-                                                                l->wake_bytes.size(), MSG_DONTWAIT) > 0;
-                                    ++i) {
+                               // The rest of what came, if the read may have left some (a bounded
+                               // number of reads: a publisher that floods it only makes the next
+                               // read complete at once).
+                               for (int i = 0; i < 16 && got == l->wake_bytes.size(); ++i) {
+                                 const ssize_t more = ::recv(l->wake.native_handle(), l->wake_bytes.data(),
+                                                             l->wake_bytes.size(), MSG_DONTWAIT);
+                                 got = more > 0 ? static_cast<std::size_t>(more) : 0;
                                }
                                on_wake(l);
                              });

@@ -48,7 +48,7 @@ TEST(Config, ThePackagedExampleShowsEveryLimitWithItsDefault) {
   EXPECT_TRUE(c.limits == Limits{}) << "a value in the example is not the default";
   EXPECT_TRUE(c.timeouts == Timeouts{}) << "a value in the example is not the default";
   EXPECT_TRUE(c.lanes == LaneSettings{}) << "a value in the example is not the default";
-  EXPECT_EQ(keys, 21u + 5u + 4u) << "every [limits], [timeouts] and [lanes] key, once";
+  EXPECT_EQ(keys, 21u + 5u + 5u) << "every [limits], [timeouts] and [lanes] key, once";
   ::unlink(path.c_str());
 }
 

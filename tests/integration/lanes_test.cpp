@@ -135,6 +135,54 @@ TEST(Lanes, APublisherDeclinesALaneItsMessagesMayNotFitAndTheBrokerCarriesThem) 
       << broker.process().err();
 }
 
+// A topic that more subscriber connections receive than lanes.max_fanout goes through the
+// broker to all of them, and back by lane when it narrows again: each subscriber gets every
+// message, in order, across both switches.
+TEST(Lanes, AFanOutWiderThanMaxFanoutGoesThroughTheBrokerAndBackByLaneWhenItNarrows) {
+  BrokerProcess broker(kLanesOn + "max_fanout = 2\n");
+  Client a = broker.connect("a"), b = broker.connect("b");
+  auto sa = a.subscribe("wide.t");
+  auto sb = b.subscribe("wide.t");
+  ASSERT_TRUE(sa.has_value() && sb.has_value());
+  Client pub = broker.connect("pub");
+  std::uint64_t next = 0;
+  // Publishes until `lane_accepted` does (or does not) grow: by lane or through the broker.
+  auto publish_some = [&](std::uint64_t n) {
+    for (std::uint64_t i = 0; i < n; ++i) ASSERT_TRUE(pub.publish("wide.t", number(next++)).has_value());
+    ASSERT_TRUE(pub.flush().has_value());
+  };
+  ASSERT_TRUE(eventually([&] {
+    publish_some(100);
+    return broker_status(pub).lanes_open() == 2 && broker_status(pub).lane_accepted() > 0;
+  }));
+  Client c = broker.connect("c");
+  auto sc = c.subscribe("wide.t");  // its SUBACK waits until the publisher took the new route
+  ASSERT_TRUE(sc.has_value());
+  const std::uint64_t c_from = next;
+  const std::uint64_t laned = broker_status(pub).lane_accepted();
+  publish_some(2000);
+  EXPECT_EQ(broker_status(pub).lane_accepted(), laned) << "three receivers, yet a lane carried the topic";
+  ASSERT_TRUE(sc->unsubscribe().has_value());
+  ASSERT_TRUE(eventually([&] {
+    publish_some(100);
+    return broker_status(pub).lane_accepted() > laned;
+  })) << "two receivers again, yet the broker carries the topic";
+  const auto got_a = receive_numbers(a, next);
+  const auto got_b = receive_numbers(b, next);
+  ASSERT_EQ(got_a.size(), next);
+  ASSERT_EQ(got_b.size(), next);
+  for (std::uint64_t i = 0; i < next; ++i) {
+    ASSERT_EQ(got_a[i], i);
+    ASSERT_EQ(got_b[i], i);
+  }
+  const auto got_c = receive_numbers(c, 2000);
+  ASSERT_EQ(got_c.size(), 2000u);
+  for (std::uint64_t i = 0; i < 2000; ++i) ASSERT_EQ(got_c[i], c_from + i);
+  const auto st = broker_status(pub);
+  EXPECT_EQ(st.lanes_opened(), 2u) << st.ShortDebugString();  // none for c, the lanes kept
+  expect_books_balance(st);
+}
+
 TEST(Lanes, TurnedOffInTheConfigTheBrokerCarriesEverything) {
   BrokerProcess broker("[lanes]\nenabled = false\n");
   Client sub = broker.connect("sub");
