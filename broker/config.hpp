@@ -69,8 +69,7 @@ struct Timeouts {
 
 // Direct lanes (lanes.hpp): publisher to subscriber through shared memory.
 struct LaneSettings {
-  // Off until a lane carries fan-out as fast as the broker does (docs/performance.md).
-  bool enabled = false;
+  bool enabled = true;
   // Each lane's ring (a power of two, 4 KiB..1 GiB): 1 MiB holds ~30,000 small messages, what
   // a subscriber's queue in the broker holds, so a publisher is held back no sooner.
   std::uint64_t capacity_bytes = 1u << 20;

@@ -169,7 +169,7 @@ void Lanes::release_waits(TopicRoute& route) {
   route.waiting.clear();
 }
 
-bool Lanes::route_taken(Session& from, const wire::Header& h) {
+Lanes::Taken Lanes::route_taken(Session& from, const wire::Header& h) {
   auto pub = publishers_.find(from.id());
   TopicRoute* route = nullptr;
   if (pub != publishers_.end()) {
@@ -180,12 +180,23 @@ bool Lanes::route_taken(Session& from, const wire::Header& h) {
   if (route == nullptr || version > route->version) {
     from.cut_off(wire::PROTOCOL_ERROR, fmt::format("LANE_ROUTE_ACK for a route never sent (topic '{}', version {})",
                                                    printable(h.topic(), kMaxReason), version));
-    return false;
+    return Taken::kRefused;
+  }
+  // Each fence is relayed into its subscriber's queue: one without room holds the publisher
+  // back like a lossless publish, so a publisher writing fences cannot grow that queue.
+  for (const auto& f : h.lane().targets()) {
+    auto it = lanes_.find(f.lane());
+    if (it == lanes_.end() || it->second.publisher != from.id()) continue;
+    Session* sub = broker_.find(it->second.subscriber);
+    if (sub != nullptr && !sub->outbox().has_room()) {
+      sub->outbox().hold_back(from.id());
+      return Taken::kHeldBack;
+    }
   }
   // Version 0 changes no route: fences around a message the broker carries (a bulk payload).
   // Versions are taken in order; one the broker dropped meanwhile (its lanes closed) is stale.
   const bool marks_only = version == 0;
-  if (!marks_only && (route->unacked.empty() || route->unacked.front().first != version)) return true;
+  if (!marks_only && (route->unacked.empty() || route->unacked.front().first != version)) return Taken::kTaken;
   const RouteState before = marks_only ? route->taken : std::move(route->taken);
   if (!marks_only) {
     route->taken = std::move(route->unacked.front().second);
@@ -214,7 +225,7 @@ bool Lanes::route_taken(Session& from, const wire::Header& h) {
     Lane& lane = it->second;
     if (lane.publisher != from.id() || lane.state != State::kOpen) {
       from.cut_off(wire::PROTOCOL_ERROR, fmt::format("LANE_ROUTE_ACK names lane {}, which this client does not write", f.lane()));
-      return false;
+      return Taken::kRefused;
     }
     if (f.fence() <= lane.last_fence) {
       ending.push_back({f.lane(), "the publisher's fence numbers went back", true});
@@ -257,7 +268,7 @@ bool Lanes::route_taken(Session& from, const wire::Header& h) {
   }
   if (!marks_only && route->unacked.empty()) release_waits(*route);
   for (const Ending& e : ending) close(e.lane, e.why, e.broken);
-  return true;
+  return Taken::kTaken;
 }
 
 // ---- setup -------------------------------------------------------------------------------
@@ -451,6 +462,8 @@ void Lanes::close(std::uint64_t lane_id, std::string_view reason, bool broken, s
   if (broken) {
     ++retired_.closed_broken;
     spdlog::warn("lane {} from client {} to client {} closed: {}", lane_id, lane.publisher, lane.subscriber, reason);
+  } else if (gone == 0) {  // given up, stalled, a right revoked: the pair goes through the broker from now on
+    spdlog::info("lane {} from client {} to client {} closed: {}", lane_id, lane.publisher, lane.subscriber, reason);
   } else {
     spdlog::debug("lane {} from client {} to client {} closed: {}", lane_id, lane.publisher, lane.subscriber, reason);
   }

@@ -79,7 +79,10 @@ class Lanes {
   // Frames from clients. Each returns false for a protocol error of that client (it has been
   // sent the fatal error already).
   bool segment(Session& from, const wire::Header& h, shm::UniqueFd fd, shm::UniqueFd wake);
-  bool route_taken(Session& from, const wire::Header& h);
+  // LANE_ROUTE_ACK. kHeldBack: a subscriber its fences go to has no room for them; the frame
+  // waits (the publisher is held back, as a publish to that subscriber would be).
+  enum class Taken { kTaken, kHeldBack, kRefused };
+  Taken route_taken(Session& from, const wire::Header& h);
   void error_reported(Session& from, const wire::Header& h);
   // LANE_CLOSE back from an end: it no longer writes (or reads) the lane.
   void close_done(Session& from, const wire::Header& h);

@@ -66,7 +66,12 @@ Session::Step Session::handle_frame(const wire::Header& h, std::span<const std::
       return Step::kContinue;
     case wire::LANE_ROUTE_ACK:
       if (!lanes_capable_) break;
-      return broker_.lanes().route_taken(*this, h) ? Step::kContinue : Step::kClose;
+      switch (broker_.lanes().route_taken(*this, h)) {
+        case Lanes::Taken::kTaken: return Step::kContinue;
+        case Lanes::Taken::kHeldBack: return Step::kBlocked;
+        case Lanes::Taken::kRefused: return Step::kClose;
+      }
+      return Step::kClose;
     case wire::LANE_ERROR:
       if (!lanes_capable_) break;
       broker_.lanes().error_reported(*this, h);

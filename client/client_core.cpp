@@ -460,7 +460,7 @@ Result<void> ClientCore::publish(std::string_view topic, std::span<const std::by
   // outgoing bytes comes first, outside the lanes' lock (the loop takes that lock to change
   // routes, and the loop is what makes room).
   wait_for_send_room();
-  return lane_pub_.publish(topic, headers, payload, options_.timeout, [&](bool laned) {
+  return lane_pub_.publish(topic, headers, payload, options_.timeout, !on_io_thread(), [&](bool laned) {
     if (!laned) return send_publish(topic, false, headers, payload, false);
     // Marked: after a reconnect it is not sent again, since its lane subscribers may have it.
     thread_local wire::Header h;

@@ -190,7 +190,7 @@ void LanePublisher::mark_locked(std::string_view topic, wire::Header& marks, std
 
 LanePublisher::Written LanePublisher::write_locked(const Route& r, std::string_view topic,
                                                   std::span<const std::byte> headers, std::span<const std::byte> payload,
-                                                  std::chrono::steady_clock::time_point deadline,
+                                                  std::chrono::steady_clock::time_point deadline, bool may_wait,
                                                   std::vector<std::uint64_t>& written) {
   const std::size_t size = proto::lane_message_size(topic, headers, payload.size());
   for (const Target& t : r.targets) {
@@ -206,7 +206,9 @@ LanePublisher::Written LanePublisher::write_locked(const Route& r, std::string_v
     if (*room) {
       proto::encode_lane_message(**room, topic, headers, payload);
       lane.writer.commit();
-      written_.fetch_add(1, std::memory_order_relaxed);
+      written_.store(written_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);  // under mu_
+    } else if (t.lossless && !lane.closed.load(std::memory_order_acquire) && !may_wait) {
+      return {.give_up = t.id, .why = "full when its publisher could not wait (a publish from the client's loop)"};
     } else if (t.lossless && !lane.closed.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < deadline) {
       return {.full = t.lane};  // lossless subscriptions hold the publisher back until there is room
     } else {

@@ -66,9 +66,12 @@ class LanePublisher {
   // `to_broker(laned)` when the broker needs it too (no route, or receivers without a lane);
   // `laned`: some lane has it already.
   // `blocked_for`: the most a full lane of lossless subscriptions holds this call back.
+  // `may_wait` false (a publish from the client's loop, which is what reads the lanes' close
+  // and must not stall): a full lane of lossless subscriptions is given up instead, read to
+  // its end by its subscriber, and the broker carries the message and what follows.
   template <class ToBroker>
   Result<void> publish(std::string_view topic, std::span<const std::byte> headers, std::span<const std::byte> payload,
-                       std::chrono::milliseconds blocked_for, ToBroker&& to_broker) {
+                       std::chrono::milliseconds blocked_for, bool may_wait, ToBroker&& to_broker) {
     UniqueLock lk(mu_);  // also without routes: one may be taking effect this moment
     thread_local std::vector<std::uint64_t> written;  // lanes that have this message
     written.clear();
@@ -77,7 +80,7 @@ class LanePublisher {
     for (;;) {
       const Route* r = cut_.load(std::memory_order_acquire) ? nullptr : find_locked(topic);
       if (r == nullptr) return to_broker(!written.empty());
-      const Written w = write_locked(*r, topic, headers, payload, deadline, written);
+      const Written w = write_locked(*r, topic, headers, payload, deadline, may_wait, written);
       if (w.give_up != 0) {  // that lane's subscriptions get it through the broker: go round
         give_up_locked(w.give_up, w.why, w.broken);
         continue;
@@ -151,7 +154,8 @@ class LanePublisher {
   [[nodiscard]] const Route* find_locked(std::string_view topic) UBROKER_REQUIRES(mu_);
   // Writes the message into each lane of the route not in `written` (and adds it there).
   // Stops at a lane full for lossless subscriptions with time left before `deadline` (to wait
-  // for, then call again), or at one to give up (a message larger than it, a violation).
+  // for, then call again), or at one to give up (a message larger than it, a violation, full
+  // when the caller may not wait).
   struct Written {
     std::shared_ptr<Lane> full;
     std::uint64_t give_up = 0;
@@ -160,7 +164,7 @@ class LanePublisher {
   };
   Written write_locked(const Route& r, std::string_view topic, std::span<const std::byte> headers,
                        std::span<const std::byte> payload, std::chrono::steady_clock::time_point deadline,
-                       std::vector<std::uint64_t>& written) UBROKER_REQUIRES(mu_);
+                       bool may_wait, std::vector<std::uint64_t>& written) UBROKER_REQUIRES(mu_);
   // This end stops using the lane: out of every route (whose subscriptions then need the
   // broker), and the broker told why.
   void give_up_locked(std::uint64_t id, const char* why, bool broken) UBROKER_REQUIRES(mu_);

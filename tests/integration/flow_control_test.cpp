@@ -24,7 +24,9 @@ std::uint64_t summary_figure(const std::string& log, const std::string& what) {
 }
 
 TEST(FlowControl, SlowSubscriberTwoMillionMessagesZeroLoss) {
-  BrokerProcess broker("[limits]\nqueue_max_messages = 2000\n");
+  // The broker's backpressure (its summary counts the blocks), so no lanes; a lane's own is
+  // tested in lanes_test.
+  BrokerProcess broker("[limits]\nqueue_max_messages = 2000\n[lanes]\nenabled = false\n");
   constexpr std::uint64_t kCount = 2'000'000;
   std::atomic<std::uint64_t> received{0}, gaps{0};
   std::uint64_t expect = 0;  // I/O thread only
@@ -100,7 +102,9 @@ TEST(FlowControl, DropPolicyCountsExactlyWhatItDropped) {
 }
 
 TEST(FlowControl, StuckSubscriberIsDisconnectedWhileOthersGoOn) {
-  BrokerProcess broker("[limits]\nqueue_max_messages = 1000\n[timeouts]\nslow_consumer_ms = 300\nlinger_ms = 5000\n");
+  // The broker's own queue and its rules, so no lanes (lanes_test has a lane's stuck reader).
+  BrokerProcess broker(
+      "[limits]\nqueue_max_messages = 1000\n[timeouts]\nslow_consumer_ms = 300\nlinger_ms = 5000\n[lanes]\nenabled = false\n");
   constexpr std::uint64_t kCount = 100'000;
   std::mutex mu;
   std::condition_variable cv;

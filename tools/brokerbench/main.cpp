@@ -93,7 +93,7 @@ struct Options {
   double rate = 0;  // latency64 sends per second, open loop; 0: closed loop (one at a time)
   std::string api = "io";  // latency64's client API path (roles.hpp: kLatencyApis)
   unsigned busy_poll_us = 0;  // the broker's busy_poll_us and every client's ConnectOptions::busy_poll
-  std::string lanes = "off";  // the started broker's lanes.enabled (brokerd's default)
+  std::string lanes = "on";  // the started broker's lanes.enabled (brokerd's default)
   bool cpu = false;           // latency64 also reports the CPU its processes spent
   int subscribers = 8;
   std::vector<std::uint64_t> connections{1000, 10000};
@@ -499,7 +499,7 @@ int main(int argc, char** argv) {
                  "microseconds (default 0)")
       ->check(CLI::Range(0u, 10000u));
   app.add_option("--lanes", o.lanes,
-                 "Direct lanes in the broker brokerbench starts (lanes.enabled): off (the default, as brokerd's) or on")
+                 "Direct lanes in the broker brokerbench starts (lanes.enabled): on (the default, as brokerd's) or off")
       ->check(CLI::IsMember({"on", "off"}));
   app.add_flag("--cpu", o.cpu,
                "latency64 also reports the CPU seconds the broker, pinger and ponger spent per 100k round trips");
