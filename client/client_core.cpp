@@ -78,6 +78,7 @@ std::shared_ptr<ShmReader> ClientCore::make_reader() {
 
 void ClientCore::start() {
   reader_ = make_reader();
+  lane_sub_.set_owner(weak_from_this());
   post_to_strand([self = shared_from_this()] { self->on_readable(); });
   notify({.event = ConnectionEvent::kConnected});
   if (own_io_) {

@@ -56,9 +56,7 @@ void LaneSubscriber::wait(const std::shared_ptr<Lane>& lane) {
   // (Armed again also when a wait is under way: a read in between disarmed it.)
   if (!lane->reader.arm()) {
     lane->reader.disarm();
-    asio::post(strand_, [this, weak = std::weak_ptr(lane)] {
-      if (auto l = weak.lock()) on_wake(l);
-    });
+    wake_later(lane);
     return;
   }
   if (lane->waiting) return;
@@ -67,8 +65,9 @@ void LaneSubscriber::wait(const std::shared_ptr<Lane>& lane) {
   // started with bytes already there (sent while this end was armed but awake) would sleep
   // through them; a read takes them at once.
   lane->wake.async_read_some(asio::buffer(lane->wake_bytes),
-                             [this, weak = std::weak_ptr(lane)](std::error_code ec, std::size_t got) {
-                               auto l = weak.lock();
+                             [this, owner = owner_, weak = std::weak_ptr(lane)](std::error_code ec, std::size_t got) {
+                               const auto keep = owner.lock();  // first: `this` lives while the client does
+                               auto l = keep ? weak.lock() : nullptr;
                                if (!l || ec) return;  // closed (or the publisher's end went: LANE_CLOSE follows)
                                l->waiting = false;
                                // The rest of what came, if the read may have left some (a bounded
@@ -87,11 +86,7 @@ void LaneSubscriber::on_wake(const std::shared_ptr<Lane>& lane) {
   lane->reader.disarm();
   switch (drain(*lane)) {
     case Drain::kEmpty: wait(lane); return;
-    case Drain::kYield:
-      asio::post(strand_, [this, weak = std::weak_ptr(lane)] {
-        if (auto l = weak.lock()) on_wake(l);
-      });
-      return;
+    case Drain::kYield: wake_later(lane); return;
     case Drain::kAtFence:  // the broker's word for it comes behind what it queued before
     case Drain::kPaused:
     case Drain::kBroken: return;
@@ -191,9 +186,7 @@ void LaneSubscriber::fence(std::uint64_t id, std::uint64_t number, std::string_v
   // What came after the fence is read in the lane's own turn, whether or not a read of the
   // wake socket is under way (the reader may not be armed: a turn can stop at a fence while
   // one is pending, and then no wake-up comes).
-  asio::post(strand_, [this, weak = std::weak_ptr(lane)] {
-    if (auto l = weak.lock(); l && l->at_fence == 0) on_wake(l);
-  });
+  wake_later(lane);
 }
 
 void LaneSubscriber::close(std::uint64_t id, bool broken) {
@@ -232,10 +225,17 @@ void LaneSubscriber::resume() {
   for (auto& [id, lane] : lanes_) {
     if (!lane->paused) continue;
     lane->paused = false;
-    asio::post(strand_, [this, weak = std::weak_ptr(lane)] {
-      if (auto l = weak.lock()) on_wake(l);
-    });
+    wake_later(lane);
   }
+}
+
+void LaneSubscriber::wake_later(const std::shared_ptr<Lane>& lane) {
+  // The client may be gone by then, or going on another thread of an application's
+  // io_context: `this` is used only while the owner is held.
+  asio::post(strand_, [this, owner = owner_, weak = std::weak_ptr(lane)] {
+    const auto keep = owner.lock();
+    if (auto l = keep ? weak.lock() : nullptr; l && l->at_fence == 0) on_wake(l);
+  });
 }
 
 const char* LaneSubscriber::decode_copy(Lane& lane, std::span<const std::byte> record, proto::LaneMessage& m,

@@ -60,6 +60,10 @@ class LaneSubscriber {
     std::function<std::size_t()> room;
   };
   LaneSubscriber(Strand strand, Hooks hooks) : strand_(std::move(strand)), hooks_(std::move(hooks)) {}
+  // What owns this object (the client): every handler this end posts holds it while it runs,
+  // so the client cannot be destroyed under a handler running on another thread of the
+  // application's io_context, and a handler that runs after it is gone does nothing.
+  void set_owner(std::weak_ptr<const void> owner) { owner_ = std::move(owner); }
 
   // LANE_OFFER: a duplicate of the ack segment and the wake pair's other end, to send back.
   Result<std::array<UniqueFd, 2>> offer(std::uint64_t id);
@@ -103,6 +107,8 @@ class LaneSubscriber {
   // announced, read and applied by the caller), a pause, or a turn's worth.
   Drain drain(Lane& lane, std::uint64_t until = 0);
   void wait(const std::shared_ptr<Lane>& lane);
+  // on_wake in the lane's next turn (unless it stops at a fence meanwhile).
+  void wake_later(const std::shared_ptr<Lane>& lane);
   void on_wake(const std::shared_ptr<Lane>& lane);
   void fail(Lane& lane, const char* why);
   // Decodes a record with its topic and headers copied out of the ring and checked there:
@@ -111,6 +117,7 @@ class LaneSubscriber {
 
   Strand strand_;
   Hooks hooks_;
+  std::weak_ptr<const void> owner_;
   std::unordered_map<std::uint64_t, std::shared_ptr<Lane>> lanes_;
   std::vector<std::uint64_t> drops_;  // scratch
   std::vector<std::byte> copy_;       // scratch: a record's topic and headers
