@@ -56,8 +56,11 @@ Lanes::RouteState Lanes::desired(const Session& publisher, std::string_view topi
   std::sort(r.receivers.begin(), r.receivers.end());
   // Fan-out wider than lanes.max_fanout connections is the broker's (matches_ come grouped
   // by owner, as the loop below needs).
-  std::size_t owners = 0;
-  for (std::size_t i = 0; i < matches_.size(); ++i) owners += i == 0 || matches_[i]->owner != matches_[i - 1]->owner;
+  std::size_t owners = 0;  // other than the publisher itself
+  for (std::size_t i = 0; i < matches_.size(); ++i) {
+    const bool next_owner = i == 0 || matches_[i]->owner != matches_[i - 1]->owner;
+    owners += next_owner && matches_[i]->owner->id() != publisher.id();
+  }
   const bool barred = barred_.contains(publisher.id()) || owners > config_.lanes.max_fanout;
   for (std::size_t i = 0; i < matches_.size();) {
     const std::uint64_t owner = matches_[i]->owner->id();
@@ -159,6 +162,21 @@ bool Lanes::subscriptions_changed(Session* subscriber, std::uint64_t seq) {
   return false;
 }
 
+bool Lanes::carries_lossless(std::uint64_t publisher, std::uint64_t lane) const {
+  auto p = publishers_.find(publisher);
+  if (p == publishers_.end()) return false;
+  auto lossless_in = [&](const RouteState& r) {
+    return std::any_of(r.targets.begin(), r.targets.end(), [&](const Target& t) { return t.lane == lane && t.lossless; });
+  };
+  for (const auto& [topic, route] : p->second.topics) {
+    if (lossless_in(route.taken) || lossless_in(route.sent)) return true;
+    for (const auto& [version, r] : route.unacked) {
+      if (lossless_in(r)) return true;
+    }
+  }
+  return false;
+}
+
 void Lanes::release_waits(TopicRoute& route) {
   for (const std::uint64_t w : route.waiting) {
     auto it = waits_.find(w);
@@ -182,16 +200,31 @@ Lanes::Taken Lanes::route_taken(Session& from, const wire::Header& h) {
                                                    printable(h.topic(), kMaxReason), version));
     return Taken::kRefused;
   }
-  // Each fence is relayed into its subscriber's queue: one without room holds the publisher
-  // back like a lossless publish, so a publisher writing fences cannot grow that queue.
+  // Each fence is relayed into its subscriber's queue, so a publisher writing fences must
+  // not grow that queue past its limits: one fence per lane and ACK (an honest publisher
+  // names each lane once), and a queue without room holds the publisher back like a lossless
+  // publish, or, for a lane that carries only DROP subscriptions, ends the lane (the broker
+  // carries the pair from then on, dropping as its rules say).
+  std::vector<std::uint64_t> named;
+  std::vector<std::uint64_t> lossy_full;
   for (const auto& f : h.lane().targets()) {
+    if (std::find(named.begin(), named.end(), f.lane()) != named.end()) {
+      from.cut_off(wire::PROTOCOL_ERROR, fmt::format("LANE_ROUTE_ACK names lane {} twice", f.lane()));
+      return Taken::kRefused;
+    }
+    named.push_back(f.lane());
     auto it = lanes_.find(f.lane());
     if (it == lanes_.end() || it->second.publisher != from.id()) continue;
     Session* sub = broker_.find(it->second.subscriber);
-    if (sub != nullptr && !sub->outbox().has_room()) {
+    if (sub == nullptr || sub->outbox().has_room()) continue;
+    if (carries_lossless(from.id(), f.lane())) {
       sub->outbox().hold_back(from.id());
       return Taken::kHeldBack;
     }
+    lossy_full.push_back(f.lane());
+  }
+  for (const std::uint64_t lane : lossy_full) {
+    close(lane, "its subscriber's queue had no room for a fence (DROP subscriptions: the broker carries them)", false);
   }
   // Version 0 changes no route: fences around a message the broker carries (a bulk payload).
   // Versions are taken in order; one the broker dropped meanwhile (its lanes closed) is stale.
@@ -566,10 +599,7 @@ void Lanes::sweep(Clock::time_point now) {
     }
   }
   for (auto& [id, why] : unfinished) close(id, why, true);
-  for (auto& [id, why] : stalled) {
-    spdlog::info("lane {}: closed: {}", id, why);
-    close(id, why, false);
-  }
+  for (auto& [id, why] : stalled) close(id, why, false);  // logged there
 
   // A publisher that does not take its route changes holds back subscriptions: it loses its
   // lanes, and its topics go through the broker.

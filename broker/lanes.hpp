@@ -200,6 +200,9 @@ class Lanes {
   // Kept in the books while its ends finish with it.
   static void count_open(const Lane& lane, Books& b);
   void release_waits(TopicRoute& route);
+  // Whether any route of the publisher (taken, sent or on its way) has lossless subscriptions
+  // on the lane.
+  [[nodiscard]] bool carries_lossless(std::uint64_t publisher, std::uint64_t lane) const;
   void send(std::uint64_t session, wire::Header& h, std::vector<shm::UniqueFd> fds = {});
 
   Broker& broker_;

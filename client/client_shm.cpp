@@ -118,8 +118,11 @@ Result<void> ClientCore::publish(Loan&& loan, std::span<const std::byte> headers
   // their subscribers get it in order with what the lanes carry (LanePublisher::around).
   thread_local wire::Header marks;
   wait_for_send_room();
+  // On the client's own loop (a callback's publish) a fence is not waited for: a lane too
+  // full for one is given up, as for a plain publish there.
+  const auto fence_wait = on_io_thread() ? std::chrono::milliseconds(0) : options_.timeout;
   auto sent = lane_pub_.around(
-      h.topic(), marks, options_.timeout, [&] { return send_frame(h, {}, -1, false); },
+      h.topic(), marks, fence_wait, [&] { return send_frame(h, {}, -1, false); },
       [this](const wire::Header& m) { (void)send_frame(m, {}, -1, false); });
   if (!sent) return sent;  // the loan's destructor gives the space back
   loan.ring_.reset();      // the broker releases it once every receiver is done

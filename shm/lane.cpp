@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -90,7 +91,9 @@ Result<void> LaneWriter::fail(const char* why) noexcept {
 }
 
 std::optional<std::uint64_t> LaneWriter::read_pos() noexcept {
-  const std::uint64_t r = ack().read_pos.load(std::memory_order_acquire);
+  // seq_cst: wait_for_room's Dekker handshake reads it after announcing the wait (and it is
+  // read only when the copy runs out, not per record).
+  const std::uint64_t r = ack().read_pos.load(std::memory_order_seq_cst);
   if (const char* why = check_read_pos(last_read_pos_, r, write_pos_)) {
     (void)fail(why);
     return std::nullopt;
@@ -187,7 +190,8 @@ Result<bool> LaneWriter::wait_for_room(std::chrono::nanoseconds timeout) {
     auto w = futex_wait(ack().read_seq, seen, timeout);
     woken = w && *w != WaitResult::kTimedOut;
   }
-  h.writer_waiting.store(0, std::memory_order_relaxed);
+  std::uint32_t mine = arms_;  // cleared only if no later wait armed it since
+  h.writer_waiting.compare_exchange_strong(mine, 0, std::memory_order_relaxed);
   return woken;
 }
 
@@ -195,7 +199,10 @@ void LaneWriter::wait(const RoomWait& w, std::chrono::nanoseconds timeout) noexc
   w.waiting->store(w.arm, std::memory_order_seq_cst);
   // Dekker with the reader's consume: it moves read_pos, bumps read_seq, then reads `waiting`.
   if (w.read_pos->load(std::memory_order_seq_cst) == w.was) (void)futex_wait(*w.read_seq, w.seen, timeout);
-  w.waiting->store(0, std::memory_order_relaxed);
+  // Another thread of the publisher may be waiting on the same lane with a later arm: only
+  // this wait's own is cleared.
+  std::uint32_t mine = w.arm;
+  w.waiting->compare_exchange_strong(mine, 0, std::memory_order_relaxed);
 }
 
 // ---- the subscriber's end -----------------------------------------------------------------
@@ -264,7 +271,8 @@ void LaneReader::consume() noexcept {
   if (armed == 0 || armed == woken_writer_arm_) return;  // not waiting, or woken already for this wait
   woken_writer_arm_ = armed;
   a.read_seq.fetch_add(1, std::memory_order_release);  // ends a wait that read it before arming
-  (void)futex_wake(a.read_seq, 1);
+  // Every waiter: several threads of the publisher may wait on this lane under one arm.
+  (void)futex_wake(a.read_seq, INT_MAX);
 }
 
 std::uint32_t LaneReader::next_arm() noexcept {

@@ -448,97 +448,138 @@ INSTANTIATE_TEST_SUITE_P(
                    }}),
     bad_segment_name);
 
-// Both ends raw: a publisher names fence after fence in LANE_ROUTE_ACKs (version 0, as around
-// a bulk payload) while its subscriber reads nothing. Each fence is relayed into that
-// subscriber's queue only while the queue has room; then the publisher is held back (the
-// broker stops reading it), so the queue stays within its limit instead of growing with every
-// frame the publisher sends.
-TEST(HostileFences, FencesNamedFasterThanTheSubscriberReadsHoldThePublisherBack) {
-  BrokerProcess broker(kConfig);  // queue_max_messages = 256
-  auto read_until = [](RawConnection& raw, wire::FrameType type) {
+// Both ends raw, the lane set up as each end's client would answer it: the publisher then
+// names what fences it likes in LANE_ROUTE_ACKs, and the subscriber reads nothing.
+struct RawLane {
+  RawConnection sub, pub;
+  shm::UniqueFd wake_mine, wake_theirs, ack, data;
+  std::uint64_t lane = 0;
+  std::uint64_t version = 0;  // of the route that names it
+
+  RawLane(const BrokerProcess& broker, wire::Overflow overflow) : sub(broker.socket()), pub(broker.socket()) {
+    sub.hello("raw-sub", {shm::kLaneFeature});
+    sub.subscribe(1, "fence.t", overflow);
+    pub.hello("raw-pub", {shm::kLaneFeature});
+    wire::Header publish;
+    publish.set_type(wire::PUBLISH);
+    publish.set_topic("fence.t");
+    pub.send_frame(publish, "first");
+    auto sub_offer = read_until(sub, wire::LANE_OFFER);
+    if (!sub_offer) return;
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return;
+    wake_mine = shm::UniqueFd(pair[0]);
+    wake_theirs = shm::UniqueFd(pair[1]);
+    ack = sealed_memfd(shm::kLaneAckBytes);
+    wire::Header segment;
+    segment.set_type(wire::LANE_SEGMENT);
+    segment.mutable_lane()->set_id(sub_offer->lane().id());
+    segment.set_fd_count(2);
+    const std::array<int, 2> sub_fds{ack.get(), wake_theirs.get()};
+    if (!sub.send_frame_with_fds(segment, sub_fds)) return;
+    auto pub_offer = read_until(pub, wire::LANE_OFFER);
+    if (!pub_offer || !pub_offer->lane().publisher()) return;
+    data = sealed_memfd(shm::kLaneHeaderBytes + pub_offer->lane().capacity());
+    segment.set_fd_count(1);
+    const int data_fd = data.get();
+    if (!pub.send_frame_with_fds(segment, std::span(&data_fd, 1))) return;
+    for (auto route = read_until(pub, wire::LANE_ROUTE); route; route = read_until(pub, wire::LANE_ROUTE)) {
+      if (route->lane().targets_size() == 0) continue;  // the first route may come before the lane opened
+      lane = route->lane().targets(0).lane();
+      version = route->lane().version();
+      return;
+    }
+  }
+  static std::optional<wire::Header> read_until(RawConnection& raw, wire::FrameType type) {
     for (int i = 0; i < 20; ++i) {
       auto f = raw.read_frame();
-      if (!f) return std::optional<wire::Header>();
+      if (!f) return std::nullopt;
       if (f->type() == type) return f;
     }
-    return std::optional<wire::Header>();
-  };
-  RawConnection sub(broker.socket());
-  sub.hello("raw-sub", {shm::kLaneFeature});
-  sub.subscribe(1, "fence.t");
-  RawConnection pub(broker.socket());
-  pub.hello("raw-pub", {shm::kLaneFeature});
-  wire::Header publish;
-  publish.set_type(wire::PUBLISH);
-  publish.set_topic("fence.t");
-  pub.send_frame(publish, "first");
-  // Setup, as each end's client would answer it.
-  auto sub_offer = read_until(sub, wire::LANE_OFFER);
-  ASSERT_TRUE(sub_offer.has_value());
-  int pair[2];
-  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
-  const shm::UniqueFd wake_mine(pair[0]), wake_theirs(pair[1]);
-  const shm::UniqueFd ack = sealed_memfd(shm::kLaneAckBytes);
-  wire::Header segment;
-  segment.set_type(wire::LANE_SEGMENT);
-  segment.mutable_lane()->set_id(sub_offer->lane().id());
-  segment.set_fd_count(2);
-  const std::array<int, 2> sub_fds{ack.get(), wake_theirs.get()};
-  ASSERT_TRUE(sub.send_frame_with_fds(segment, sub_fds));
-  auto pub_offer = read_until(pub, wire::LANE_OFFER);
-  ASSERT_TRUE(pub_offer.has_value());
-  ASSERT_TRUE(pub_offer->lane().publisher());
-  const shm::UniqueFd data = sealed_memfd(shm::kLaneHeaderBytes + pub_offer->lane().capacity());
-  segment.set_fd_count(1);
-  const int data_fd = data.get();
-  ASSERT_TRUE(pub.send_frame_with_fds(segment, std::span(&data_fd, 1)));
-  auto route = read_until(pub, wire::LANE_ROUTE);
-  ASSERT_TRUE(route.has_value());
-  while (route->lane().targets_size() == 0) {  // the first route may come before the lane opened
-    route = read_until(pub, wire::LANE_ROUTE);
-    ASSERT_TRUE(route.has_value());
+    return std::nullopt;
   }
-  const std::uint64_t lane = route->lane().targets(0).lane();
-
-  // The flood: the route taken with fence 1, then marks with fences 2, 3, ... until the
-  // broker stops reading this publisher (its socket stays full for 3 s) or 50,000 were sent.
-  ASSERT_EQ(::fcntl(pub.fd(), F_SETFL, ::fcntl(pub.fd(), F_GETFL) | O_NONBLOCK), 0);
-  std::uint64_t sent = 0;
-  bool held_back = false;
-  std::vector<std::byte> frame;
-  for (std::uint64_t fence = 1; fence <= 50000 && !held_back; ++fence) {
-    wire::Header ackh;
-    ackh.set_type(wire::LANE_ROUTE_ACK);
-    ackh.set_topic("fence.t");
-    ackh.mutable_lane()->set_version(fence == 1 ? route->lane().version() : 0);
-    auto* t = ackh.mutable_lane()->add_targets();
-    t->set_lane(lane);
-    t->set_fence(fence);
-    frame.resize(proto::frame_head_size(ackh));
-    proto::write_frame_head(frame.data(), ackh, 0);
-    std::size_t off = 0;
-    while (off < frame.size()) {
-      const ssize_t n = ::send(pub.fd(), frame.data() + off, frame.size() - off, MSG_NOSIGNAL);
-      if (n > 0) {
-        off += static_cast<std::size_t>(n);
-        continue;
-      }
-      ASSERT_TRUE(n < 0 && errno == EAGAIN) << std::strerror(errno);
-      pollfd p{.fd = pub.fd(), .events = POLLOUT, .revents = 0};
-      if (::poll(&p, 1, 3000) == 0) {
-        held_back = true;
-        break;
+  // The route taken with fence 1 (version 0 after: marks around a message the broker
+  // carries), naming the lane `times` times.
+  [[nodiscard]] std::vector<std::byte> ack_frame(std::uint64_t fence, int times = 1) const {
+    wire::Header h;
+    h.set_type(wire::LANE_ROUTE_ACK);
+    h.set_topic("fence.t");
+    h.mutable_lane()->set_version(fence == 1 ? version : 0);
+    for (int i = 0; i < times; ++i) {
+      auto* t = h.mutable_lane()->add_targets();
+      t->set_lane(lane);
+      t->set_fence(fence + static_cast<std::uint64_t>(i));
+    }
+    std::vector<std::byte> frame(proto::frame_head_size(h));
+    proto::write_frame_head(frame.data(), h, 0);
+    return frame;
+  }
+  // Sends fences 1, 2, ... until the broker stops reading this publisher (its socket stays
+  // full for 3 s: true) or `count` were sent (false).
+  [[nodiscard]] bool flood(std::uint64_t count) {
+    EXPECT_EQ(::fcntl(pub.fd(), F_SETFL, ::fcntl(pub.fd(), F_GETFL) | O_NONBLOCK), 0);
+    for (std::uint64_t fence = 1; fence <= count; ++fence) {
+      const auto frame = ack_frame(fence);
+      for (std::size_t off = 0; off < frame.size();) {
+        const ssize_t n = ::send(pub.fd(), frame.data() + off, frame.size() - off, MSG_NOSIGNAL);
+        if (n > 0) {
+          off += static_cast<std::size_t>(n);
+          continue;
+        }
+        if (n < 0 && errno != EAGAIN) return false;  // closed by the broker
+        pollfd p{.fd = pub.fd(), .events = POLLOUT, .revents = 0};
+        if (::poll(&p, 1, 3000) == 0) return true;
       }
     }
-    sent += off == frame.size() ? 1 : 0;
+    return false;
   }
+};
+
+// Each fence goes into the subscriber's queue only while it has room; then the publisher is
+// held back (the broker stops reading it), and the queue stays within its limit instead of
+// growing with every frame the publisher sends.
+TEST(HostileFences, FencesNamedFasterThanALosslessSubscriberReadsHoldThePublisherBack) {
+  BrokerProcess broker(kConfig);  // queue_max_messages = 256
+  RawLane raw(broker, wire::BLOCK);
+  ASSERT_NE(raw.lane, 0u) << "no lane was set up";
+  const bool held_back = raw.flood(50000);
   Client observer = broker.connect("observer");
   const auto st = broker_status(observer);
-  EXPECT_TRUE(held_back) << "all " << sent << " fences were relayed: " << st.ShortDebugString();
+  EXPECT_TRUE(held_back) << "all 50000 fences were relayed: " << st.ShortDebugString();
   ASSERT_EQ(st.uids_size(), 1);
   // 256 messages' room, plus the frames a route change may add beyond it: a few KiB, not the
   // megabytes 50,000 relayed fences would be.
   EXPECT_LT(st.uids(0).queued_bytes(), 64u * 1024) << st.ShortDebugString();
+}
+
+// A lane that carries only DROP subscriptions does not hold its publisher back for a fence:
+// it ends, and the broker carries the pair, dropping as its rules say.
+TEST(HostileFences, AFenceForADropSubscriberWithAFullQueueEndsTheLaneInstead) {
+  BrokerProcess broker(kConfig);
+  RawLane raw(broker, wire::DROP);
+  ASSERT_NE(raw.lane, 0u) << "no lane was set up";
+  EXPECT_FALSE(raw.flood(50000)) << "held back for a lossy subscriber";
+  ASSERT_TRUE(eventually([&] {
+    return broker.process().err().find("its subscriber's queue had no room for a fence") != std::string::npos;
+  })) << broker.process().err();
+  Client observer = broker.connect("observer");
+  const auto st = broker_status(observer);
+  EXPECT_EQ(st.lanes_open(), 0u);
+  EXPECT_LT(st.uids(0).queued_bytes(), 64u * 1024) << st.ShortDebugString();
+}
+
+// An ACK that names a lane twice (to have each fence relayed) is a protocol error.
+TEST(HostileFences, AnAckNamingALaneTwiceIsAProtocolError) {
+  BrokerProcess broker(kConfig);
+  RawLane raw(broker, wire::BLOCK);
+  ASSERT_NE(raw.lane, 0u) << "no lane was set up";
+  raw.pub.send_bytes(raw.ack_frame(1, 2));
+  auto err = RawLane::read_until(raw.pub, wire::ERROR);
+  ASSERT_TRUE(err.has_value());
+  EXPECT_EQ(err->error().code(), wire::PROTOCOL_ERROR);
+  EXPECT_NE(err->error().message().find("names lane " + std::to_string(raw.lane) + " twice"), std::string::npos)
+      << err->error().message();
+  EXPECT_TRUE(raw.pub.wait_closed());
 }
 
 // Setup frames for lanes a client is not an end of, or out of turn: a protocol error, and the

@@ -61,12 +61,13 @@ void RawConnection::hello(const std::string& name, const std::vector<std::string
   ASSERT_EQ(w->type(), wire::WELCOME);
 }
 
-void RawConnection::subscribe(std::uint64_t id, const std::string& pattern) {
+void RawConnection::subscribe(std::uint64_t id, const std::string& pattern, wire::Overflow overflow) {
   wire::Header h;
   h.set_type(wire::SUBSCRIBE);
   h.set_seq(id);
   h.add_sub_ids(id);
   h.set_topic(pattern);
+  h.set_overflow(overflow);
   send_frame(h);
   auto ack = read_frame();
   ASSERT_TRUE(ack.has_value());

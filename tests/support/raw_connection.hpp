@@ -29,7 +29,7 @@ class RawConnection {
   // HELLO (offering `features`, e.g. shm::kLaneFeature), then expects WELCOME.
   void hello(const std::string& name = "raw", const std::vector<std::string>& features = {});
   // SUBSCRIBE (seq = id) to `pattern`, then expects its ACK.
-  void subscribe(std::uint64_t id, const std::string& pattern);
+  void subscribe(std::uint64_t id, const std::string& pattern, wire::Overflow overflow = wire::BLOCK);
 
   // The next frame, or nullopt on EOF or timeout (eof() tells which).
   std::optional<wire::Header> read_frame(std::chrono::milliseconds timeout = std::chrono::seconds(5),
