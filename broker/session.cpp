@@ -365,6 +365,22 @@ bool Session::may_publish(std::string_view topic) const noexcept {
   return grants_.allows_topic(Right::kPublish, topic);
 }
 
+void Session::subscribed(std::uint64_t seq) {
+  ack(seq);
+  for (HeldAnswer& a : held_answers_) {
+    if (!a.pong && a.seq == seq) a.done = true;
+  }
+  while (!held_answers_.empty() && (held_answers_.front().pong || held_answers_.front().done)) {
+    if (held_answers_.front().pong) {
+      control_.Clear();
+      control_.set_type(wire::PONG);
+      control_.set_seq(held_answers_.front().seq);
+      queue_control(control_);
+    }
+    held_answers_.pop_front();
+  }
+}
+
 void Session::send_lane_frame(const wire::Header& h, std::vector<shm::UniqueFd> fds) {
   if (closing()) return;
   // Lane frames are few (setup, route changes) and always sent: at most a few per lane and

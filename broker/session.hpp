@@ -12,6 +12,7 @@
 #include <chrono>
 #include <expected>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <span>
@@ -112,7 +113,7 @@ class Session {
   [[nodiscard]] bool lanes_capable() const noexcept { return lanes_capable_; }
   [[nodiscard]] bool may_publish(std::string_view topic) const noexcept;
   void send_lane_frame(const wire::Header& h, std::vector<shm::UniqueFd> fds);
-  void subscribed(std::uint64_t seq) { ack(seq); }
+  void subscribed(std::uint64_t seq);
   void cut_off(wire::ErrorCode code, std::string_view message);
 
  private:
@@ -216,6 +217,16 @@ class Session {
   shm::UniqueFd claimed_fd_;  // the fd of the frame being handled (SHM_REGISTER, LANE_SEGMENT)
   shm::UniqueFd claimed_wake_fd_;  // LANE_SEGMENT's second: a subscriber's eventfd
   bool lanes_capable_ = false;
+  // SUBSCRIBEs whose ACK waits for publishers to take their routes, and the PINGs that came
+  // after one, in order: a flush() answered only once the subscriptions before it are in
+  // place for every publisher, as without lanes. Bounded: the reader is held back while the
+  // queue is full, and a client has at most limits.max_subscriptions SUBSCRIBEs in flight.
+  struct HeldAnswer {
+    std::uint64_t seq;
+    bool pong;       // a PING's answer (else a SUBACK)
+    bool done;       // a SUBACK sent already
+  };
+  std::deque<HeldAnswer> held_answers_;
 
   std::uint64_t published_ = 0;
   std::uint64_t published_bytes_ = 0;

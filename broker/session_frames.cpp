@@ -81,6 +81,10 @@ Session::Step Session::handle_frame(const wire::Header& h, std::span<const std::
       broker_.lanes().close_done(*this, h);
       return Step::kContinue;
     case wire::PING:
+      if (!held_answers_.empty()) {  // behind the SUBACKs still to come
+        held_answers_.push_back({.seq = h.seq(), .pong = true, .done = false});
+        return Step::kContinue;
+      }
       control_.Clear();
       control_.set_type(wire::PONG);
       control_.set_seq(h.seq());
@@ -385,7 +389,11 @@ Session::Step Session::handle_subscribe(const wire::Header& h) {
   }
   // Publishers whose lanes now carry the topic to this subscription, or who must now send it
   // to the broker too, take their new routes first: the ACK follows (Lanes::subscriptions_changed).
-  if (!broker_.lanes().subscriptions_changed(this, h.seq())) ack(h.seq());
+  if (broker_.lanes().subscriptions_changed(this, h.seq())) {
+    held_answers_.push_back({.seq = h.seq(), .pong = false, .done = false});
+  } else {
+    ack(h.seq());
+  }
   return Step::kContinue;
 }
 

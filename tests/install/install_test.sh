@@ -93,8 +93,12 @@ consumer() {  # NAME CMAKE_ARGS...: configures, builds and runs the out-of-tree 
 consumer cxx20-shared -DCONSUMER_CXX_STANDARD=20
 consumer cxx23-shared -DCONSUMER_CXX_STANDARD=23
 consumer cxx20-static -DCONSUMER_CXX_STANDARD=20 -DUBROKER_USE_STATIC_LIBS=ON
-ldd "$work/cxx20-shared/consumer" | grep -q "libubroker.so.0 => $libdir/" || fail "the shared consumer does not load the prefix's libubroker.so.0"
-if ldd "$work/cxx20-static/consumer" | grep -q libubroker; then fail "the static consumer loads libubroker.so"; fi
+# ldd's output is taken whole before it is searched: `ldd | grep -q` under pipefail fails
+# when grep exits at its match and ldd, still writing, dies of SIGPIPE.
+libs=$(ldd "$work/cxx20-shared/consumer")
+grep -q "libubroker.so.0 => $libdir/" <<<"$libs" || fail "the shared consumer does not load the prefix's libubroker.so.0"
+libs=$(ldd "$work/cxx20-static/consumer")
+if grep -q libubroker <<<"$libs"; then fail "the static consumer loads libubroker.so"; fi
 
 export PKG_CONFIG_PATH="$libdir/pkgconfig"
 step "C11 program with pkg-config (shared): $(pkg-config --cflags --libs ubroker)"
@@ -107,7 +111,8 @@ step "C11 program with pkg-config --static: $static_libs"
 # shellcheck disable=SC2046,SC2086
 cc -std=c11 -Wall -Wextra -Werror "$src/examples/c_demo.c" -o "$work/c-demo-static" $(pkg-config --cflags ubroker) \
   $static_libs || fail "build the static C demo"
-if ldd "$work/c-demo-static" | grep -q libubroker; then fail "the static C demo loads libubroker.so"; fi
+libs=$(ldd "$work/c-demo-static")
+if grep -q libubroker <<<"$libs"; then fail "the static C demo loads libubroker.so"; fi
 "$work/c-demo-static" "$sock" || fail "run the static C demo"
 
 kill -TERM "$broker_pid"

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstring>
 #include <fstream>
 #include <mutex>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "broker_process.hpp"
+#include "raw_connection.hpp"
 #include "script_peer.hpp"
 #include "test_util.hpp"
 
@@ -214,6 +216,66 @@ TEST(Lanes, ACallbackPublishingIntoAFullLaneGivesItUpAndTheBrokerCarriesTheRestI
   EXPECT_EQ(st.lane_dropped(), 0u);
   EXPECT_EQ(st.lane_lost(), 0u);
   expect_books_balance(st);
+}
+
+// A SUBSCRIBE whose ACK waits for a publisher to take its new route (here a publisher whose
+// loop is busy in a callback) also holds back the answer to a PING sent after it: flush()
+// after a subscription was restored means it is in place, as without lanes.
+TEST(Lanes, APingAfterASubscribeIsAnsweredOnlyOnceTheSubscriptionIsInPlace) {
+  BrokerProcess broker(kLanesOn);
+  Client a = broker.connect("a");
+  auto sa = a.subscribe("held.t");
+  ASSERT_TRUE(sa.has_value());
+  Client pub = broker.connect("pub");
+  ASSERT_TRUE(eventually([&] {
+    EXPECT_TRUE(pub.publish("held.t", number(0)).has_value());
+    while (a.receive(0ms)) {
+    }
+    return broker_status(a).lane_delivered() > 0;
+  }));
+  // The publisher's loop is held in a callback: it takes no route change until released.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool busy = false, release = false;
+  auto hold = pub.subscribe("hold.t", [&](const MessageView&) {
+    std::unique_lock lk(mu);
+    busy = true;
+    cv.notify_all();
+    cv.wait(lk, [&] { return release; });
+  });
+  ASSERT_TRUE(hold.has_value());
+  ASSERT_TRUE(a.publish("hold.t", "x").has_value());
+  {
+    std::unique_lock lk(mu);
+    ASSERT_TRUE(cv.wait_for(lk, 10s, [&] { return busy; }));
+  }
+  RawConnection raw(broker.socket());
+  raw.hello("late");
+  wire::Header h;
+  h.set_type(wire::SUBSCRIBE);
+  h.set_seq(1);
+  h.add_sub_ids(1);
+  h.set_topic("held.t");
+  raw.send_frame(h);
+  h.Clear();
+  h.set_type(wire::PING);
+  h.set_seq(2);
+  raw.send_frame(h);
+  // Neither answer while the publisher cannot take its route (before the fix, the PONG came).
+  auto early = raw.read_frame(500ms);
+  EXPECT_FALSE(early.has_value()) << "answered before the publisher took its route: " << early->ShortDebugString();
+  {
+    std::lock_guard lk(mu);
+    release = true;
+  }
+  cv.notify_all();
+  std::vector<std::uint64_t> answers;  // ACK and PONG seqs, in the order they came
+  while (answers.size() < 2) {
+    auto f = raw.read_frame(10s);
+    ASSERT_TRUE(f.has_value()) << "no answer";
+    if (f->type() == wire::ACK || f->type() == wire::PONG) answers.push_back(f->seq());
+  }
+  EXPECT_EQ(answers, (std::vector<std::uint64_t>{1, 2})) << "the PONG overtook the SUBACK";
 }
 
 TEST(Lanes, TurnedOffInTheConfigTheBrokerCarriesEverything) {
