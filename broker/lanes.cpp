@@ -205,14 +205,20 @@ Lanes::Taken Lanes::route_taken(Session& from, const wire::Header& h) {
   // names each lane once), and a queue without room holds the publisher back like a lossless
   // publish, or, for a lane that carries only DROP subscriptions, ends the lane (the broker
   // carries the pair from then on, dropping as its rules say).
-  std::vector<std::uint64_t> named;
+  if (static_cast<std::size_t>(h.lane().targets_size()) > config_.lanes.max_per_client) {
+    from.cut_off(wire::PROTOCOL_ERROR, fmt::format("LANE_ROUTE_ACK names {} lanes, more than a client writes (lanes.max_per_client)",
+                                                   h.lane().targets_size()));
+    return Taken::kRefused;
+  }
+  named_.clear();
+  for (const auto& f : h.lane().targets()) named_.push_back(f.lane());
+  std::sort(named_.begin(), named_.end());
+  if (auto twice = std::adjacent_find(named_.begin(), named_.end()); twice != named_.end()) {
+    from.cut_off(wire::PROTOCOL_ERROR, fmt::format("LANE_ROUTE_ACK names lane {} twice", *twice));
+    return Taken::kRefused;
+  }
   std::vector<std::uint64_t> lossy_full;
   for (const auto& f : h.lane().targets()) {
-    if (std::find(named.begin(), named.end(), f.lane()) != named.end()) {
-      from.cut_off(wire::PROTOCOL_ERROR, fmt::format("LANE_ROUTE_ACK names lane {} twice", f.lane()));
-      return Taken::kRefused;
-    }
-    named.push_back(f.lane());
     auto it = lanes_.find(f.lane());
     if (it == lanes_.end() || it->second.publisher != from.id()) continue;
     Session* sub = broker_.find(it->second.subscriber);

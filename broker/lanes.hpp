@@ -225,6 +225,7 @@ class Lanes {
   Books retired_;  // of closed lanes
   wire::Header frame_;  // reused for every frame sent
   std::vector<const Subscription*> matches_;  // scratch
+  std::vector<std::uint64_t> named_;          // scratch: the lanes a LANE_ROUTE_ACK names
 };
 
 }  // namespace ubroker::broker

@@ -379,6 +379,7 @@ void Session::subscribed(std::uint64_t seq) {
     }
     held_answers_.pop_front();
   }
+  wake_reader();  // a PING held back by a full held_answers_ may go on
 }
 
 void Session::send_lane_frame(const wire::Header& h, std::vector<shm::UniqueFd> fds) {

@@ -215,12 +215,13 @@ class Session {
   // The SUBSCRIBE whose retained values are being sent (its frame stays buffered meanwhile).
   std::optional<PendingReplay> replay_;
   shm::UniqueFd claimed_fd_;  // the fd of the frame being handled (SHM_REGISTER, LANE_SEGMENT)
-  shm::UniqueFd claimed_wake_fd_;  // LANE_SEGMENT's second: a subscriber's eventfd
+  shm::UniqueFd claimed_wake_fd_;  // LANE_SEGMENT's second: a subscriber's wake socket
   bool lanes_capable_ = false;
   // SUBSCRIBEs whose ACK waits for publishers to take their routes, and the PINGs that came
   // after one, in order: a flush() answered only once the subscriptions before it are in
-  // place for every publisher, as without lanes. Bounded: the reader is held back while the
-  // queue is full, and a client has at most limits.max_subscriptions SUBSCRIBEs in flight.
+  // place for every publisher, as without lanes. Bounded: at limits.queue_max_messages held
+  // answers a further PING waits (this client's reader is held back until a SUBACK goes),
+  // and a client has at most limits.max_subscriptions SUBSCRIBEs in flight.
   struct HeldAnswer {
     std::uint64_t seq;
     bool pong;       // a PING's answer (else a SUBACK)

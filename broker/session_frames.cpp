@@ -82,6 +82,7 @@ Session::Step Session::handle_frame(const wire::Header& h, std::span<const std::
       return Step::kContinue;
     case wire::PING:
       if (!held_answers_.empty()) {  // behind the SUBACKs still to come
+        if (held_answers_.size() >= broker_.config().limits.queue_max_messages) return Step::kBlocked;
         held_answers_.push_back({.seq = h.seq(), .pong = true, .done = false});
         return Step::kContinue;
       }

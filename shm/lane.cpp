@@ -22,6 +22,13 @@ constexpr unsigned kLaneSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRIT
 
 std::unexpected<std::error_code> protocol_error() { return std::unexpected(std::make_error_code(std::errc::protocol_error)); }
 
+// The next value of a waiting word: never 0 (which says nobody waits), a new one per wait, so
+// the other end wakes each wait once.
+std::uint32_t next_arm(std::uint32_t& arms) noexcept {
+  if (++arms == 0) arms = 1;
+  return arms;
+}
+
 }  // namespace
 
 const char* check_lane_fd(int fd, std::uint64_t size) {
@@ -164,21 +171,17 @@ Result<LaneWriter::Push> LaneWriter::try_push_fence(std::uint64_t number) {
   return Push::kWritten;
 }
 
-std::uint32_t LaneWriter::next_arm() noexcept {
-  if (++arms_ == 0) arms_ = 1;
-  return arms_;
-}
-
 LaneWriter::RoomWait LaneWriter::room_wait() noexcept {
   return {&ack().read_seq, ack().read_seq.load(std::memory_order_seq_cst), &ack().read_pos, last_read_pos_,
-          &header().writer_waiting, next_arm()};
+          &header().writer_waiting, next_arm(arms_)};
 }
 
 Result<bool> LaneWriter::wait_for_room(std::chrono::nanoseconds timeout) {
   if (violation_ != nullptr || !ack_map_) return protocol_error();
   LaneHeader& h = header();
   const std::uint32_t seen = ack().read_seq.load(std::memory_order_seq_cst);
-  h.writer_waiting.store(next_arm(), std::memory_order_seq_cst);
+  const std::uint32_t arm = next_arm(arms_);
+  h.writer_waiting.store(arm, std::memory_order_seq_cst);
   const std::uint64_t before = last_read_pos_;
   const auto r = read_pos();  // after announcing the wait: a reader that consumed meanwhile is seen here
   if (!r) {
@@ -190,7 +193,7 @@ Result<bool> LaneWriter::wait_for_room(std::chrono::nanoseconds timeout) {
     auto w = futex_wait(ack().read_seq, seen, timeout);
     woken = w && *w != WaitResult::kTimedOut;
   }
-  std::uint32_t mine = arms_;  // cleared only if no later wait armed it since
+  std::uint32_t mine = arm;  // cleared only if no other wait armed it since
   h.writer_waiting.compare_exchange_strong(mine, 0, std::memory_order_relaxed);
   return woken;
 }
@@ -275,14 +278,9 @@ void LaneReader::consume() noexcept {
   (void)futex_wake(a.read_seq, INT_MAX);
 }
 
-std::uint32_t LaneReader::next_arm() noexcept {
-  if (++arms_ == 0) arms_ = 1;
-  return arms_;
-}
-
 bool LaneReader::arm() noexcept {
   if (!data_map_) return true;
-  ack().reader_waiting.store(next_arm(), std::memory_order_seq_cst);
+  ack().reader_waiting.store(next_arm(arms_), std::memory_order_seq_cst);
   return header().write_pos.load(std::memory_order_seq_cst) == read_pos_;
 }
 
@@ -290,7 +288,7 @@ Result<bool> LaneReader::wait_for_message(std::chrono::nanoseconds timeout) {
   if (violation_ != nullptr || !data_map_) return protocol_error();
   LaneAck& a = ack();
   const std::uint32_t seen = header().write_seq.load(std::memory_order_seq_cst);
-  a.reader_waiting.store(next_arm(), std::memory_order_seq_cst);
+  a.reader_waiting.store(next_arm(arms_), std::memory_order_seq_cst);
   bool woken = header().write_pos.load(std::memory_order_seq_cst) != read_pos_;
   if (!woken) {
     auto w = futex_wait(header().write_seq, seen, timeout);

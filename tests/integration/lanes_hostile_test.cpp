@@ -582,6 +582,28 @@ TEST(HostileFences, AnAckNamingALaneTwiceIsAProtocolError) {
   EXPECT_TRUE(raw.pub.wait_closed());
 }
 
+// An ACK naming more lanes than a client may write (lanes.max_per_client, 64) is refused before
+// the broker looks at any of them.
+TEST(HostileFences, AnAckNamingMoreLanesThanAClientWritesIsAProtocolError) {
+  BrokerProcess broker(kConfig);
+  RawLane raw(broker, wire::BLOCK);
+  ASSERT_NE(raw.lane, 0u) << "no lane was set up";
+  wire::Header h;
+  h.set_type(wire::LANE_ROUTE_ACK);
+  h.set_topic("fence.t");
+  for (std::uint64_t i = 0; i < 65; ++i) {
+    auto* t = h.mutable_lane()->add_targets();
+    t->set_lane(raw.lane + i);
+    t->set_fence(1);
+  }
+  raw.pub.send_frame(h);
+  auto err = RawLane::read_until(raw.pub, wire::ERROR);
+  ASSERT_TRUE(err.has_value());
+  EXPECT_EQ(err->error().code(), wire::PROTOCOL_ERROR);
+  EXPECT_NE(err->error().message().find("names 65 lanes"), std::string::npos) << err->error().message();
+  EXPECT_TRUE(raw.pub.wait_closed());
+}
+
 // Setup frames for lanes a client is not an end of, or out of turn: a protocol error, and the
 // connection is closed with it.
 TEST(HostileSetup, ASegmentForALaneNeverOfferedIsAProtocolError) {

@@ -82,7 +82,6 @@ class LaneWriter {
   // The subscriber's read position, checked; nullopt after a violation.
   [[nodiscard]] std::optional<std::uint64_t> read_pos() noexcept;
   Result<void> fail(const char* why) noexcept;
-  std::uint32_t next_arm() noexcept;
   // Makes the record reserved last visible and wakes the subscriber if it sleeps.
   void publish(LaneRecordKind kind) noexcept;
 
@@ -138,7 +137,6 @@ class LaneReader {
   [[nodiscard]] const char* violation() const noexcept { return violation_; }
 
  private:
-  std::uint32_t next_arm() noexcept;
   LaneReader(Memfd ack, Mapping map) noexcept : ack_(std::move(ack)), ack_map_(std::move(map)) {}
   [[nodiscard]] LaneAck& ack() const noexcept { return *reinterpret_cast<LaneAck*>(ack_map_.data()); }
   [[nodiscard]] const LaneHeader& header() const noexcept { return *reinterpret_cast<const LaneHeader*>(data_map_.data()); }
