@@ -11,6 +11,7 @@
 #include "broker.hpp"
 #include "log_text.hpp"
 #include "session.hpp"
+#include "shm_registry.hpp"
 #include "ubroker/shm/lane.hpp"
 #include "ubroker/shm/lane_layout.hpp"
 
@@ -232,7 +233,7 @@ Lanes::Taken Lanes::route_taken(Session& from, const wire::Header& h) {
   for (const std::uint64_t lane : lossy_full) {
     close(lane, "its subscriber's queue had no room for a fence (DROP subscriptions: the broker carries them)", false);
   }
-  // Version 0 changes no route: fences around a message the broker carries (a bulk payload).
+  // Version 0 changes no route: fences only (a segment a lane needs for bulk records).
   // Versions are taken in order; one the broker dropped meanwhile (its lanes closed) is stale.
   const bool marks_only = version == 0;
   if (!marks_only && (route->unacked.empty() || route->unacked.front().first != version)) return Taken::kTaken;
@@ -274,6 +275,25 @@ Lanes::Taken Lanes::route_taken(Session& from, const wire::Header& h) {
     fenced.push_back(f.lane());
     const Target* now = target_in(route->taken, f.lane());
     frame_.Clear();
+    if (f.segment() != 0) {
+      // The publisher's bulk records on this lane name the segment from this fence on: the
+      // subscriber gets it (its fd, the first time) with the fence, as a delivery would.
+      ShmSegment* seg = broker_.shm().find(from.id(), f.segment());
+      Session* sub = broker_.find(lane.subscriber);
+      if (seg == nullptr) {
+        ending.push_back({f.lane(), "the publisher named a segment it did not register", true});
+        continue;
+      }
+      if (sub == nullptr) continue;
+      auto passed = sub->outbox().pass_segment(*seg);
+      if (!passed) {
+        ending.push_back({f.lane(), "the subscriber's uid has shm_max_fds_in_flight_per_uid segments already", false});
+        continue;
+      }
+      frame_.mutable_lane()->set_segment(f.segment());
+      frame_.mutable_shm()->set_segment(seg->id);
+      frame_.set_fd_count(*passed ? 1 : 0);
+    }
     frame_.set_type(wire::LANE_FENCE);
     frame_.set_topic(h.topic());
     frame_.mutable_lane()->set_id(f.lane());
@@ -285,10 +305,11 @@ Lanes::Taken Lanes::route_taken(Session& from, const wire::Header& h) {
     send(lane.subscriber, frame_);
   }
   // A lane the change touches without a fence would let its subscriber reorder the switch.
+  // (Fences only, version 0, change no lane's share.)
   auto check = [&](const Target& t) {
     const Target* was = target_in(before, t.lane);
     const Target* now = target_in(route->taken, t.lane);
-    const bool changed = marks_only || was == nullptr || now == nullptr || !(*was == *now);
+    const bool changed = was == nullptr || now == nullptr || !(*was == *now);
     if (changed && lanes_.contains(t.lane) && std::find(fenced.begin(), fenced.end(), t.lane) == fenced.end()) {
       // The publisher stopped using it (full too long): what it holds is still read, first.
       ending.push_back({t.lane, "the publisher gave it up (full at a route change)", false});
@@ -479,6 +500,15 @@ void Lanes::end_done(std::uint64_t lane_id, std::uint64_t session) {
   if (!c.publisher_done || !c.subscriber_done) return;
   retire_books(c.lane);
   release(c.lane);
+  // The subscriber answered once it held none of the lane's bulk payloads (or is gone): the
+  // publisher may reuse what it still counted as held there.
+  if (broker_.find(c.lane.publisher) != nullptr) {
+    frame_.Clear();
+    frame_.set_type(wire::LANE_CLOSE);
+    frame_.mutable_lane()->set_id(lane_id);
+    frame_.mutable_lane()->set_holds_released(true);
+    send(c.lane.publisher, frame_);
+  }
   closing_.erase(it);
 }
 

@@ -220,23 +220,12 @@ std::expected<proto::ShmPart, BulkDrop> Outbox::hold_bulk(const BulkRef& bulk) {
   }
   ShmRegistry& registry = *ctx_.shm;
   ShmSegment& seg = registry.segment_of(bulk.record);
-  const bool first = std::find(shm_attached_.begin(), shm_attached_.end(), seg.id) == shm_attached_.end();
-  if (first) {
-    if (!registry.attach_fd(uid.uid())) {
-      ++uid.limited;
-      return std::unexpected(BulkDrop::kNoFd);
-    }
-    // The queue owns a duplicate until it is sent, so the fd it sends is this segment's even
-    // if the segment goes away meanwhile. Failing (out of fds) is a counted drop.
-    shm::UniqueFd dup(::fcntl(seg.fd.get(), F_DUPFD_CLOEXEC, 0));
-    if (!dup) {
-      registry.detach_fd(uid.uid());
-      return std::unexpected(BulkDrop::kNoFd);
-    }
-    out_.attach_fd(std::move(dup));
-    shm_attached_.push_back(seg.id);
-    seg.attached.push_back(id_);
+  auto passed = pass_segment(seg);
+  if (!passed) {
+    ++uid.limited;
+    return std::unexpected(passed.error());
   }
+  const bool first = *passed;
   const std::uint32_t index = take_slot(holds_, free_holds_);
   Hold& hold = holds_[index];
   hold.record = bulk.record;
@@ -250,6 +239,24 @@ std::expected<proto::ShmPart, BulkDrop> Outbox::hold_bulk(const BulkRef& bulk) {
                         .length = ref.length,
                         .token = (std::uint64_t{hold.generation} << 32) | index,
                         .carries_fd = first};
+}
+
+std::expected<bool, BulkDrop> Outbox::pass_segment(ShmSegment& seg) {
+  if (std::find(shm_attached_.begin(), shm_attached_.end(), seg.id) != shm_attached_.end()) return false;
+  ShmRegistry& registry = *ctx_.shm;
+  const std::uint32_t uid = account_.uid().uid();
+  if (!registry.attach_fd(uid)) return std::unexpected(BulkDrop::kNoFd);
+  // The queue owns a duplicate until it is sent, so the fd it sends is this segment's even if
+  // the segment goes away meanwhile.
+  shm::UniqueFd dup(::fcntl(seg.fd.get(), F_DUPFD_CLOEXEC, 0));
+  if (!dup) {
+    registry.detach_fd(uid);
+    return std::unexpected(BulkDrop::kNoFd);
+  }
+  out_.attach_fd(std::move(dup));
+  shm_attached_.push_back(seg.id);
+  seg.attached.push_back(id_);
+  return true;
 }
 
 std::size_t Outbox::release(std::span<const std::uint64_t> tokens, std::uint64_t& first_refused) {

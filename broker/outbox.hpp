@@ -33,6 +33,7 @@ namespace ubroker::broker {
 
 class Outbox;
 class ShmRegistry;
+struct ShmSegment;
 using Clock = std::chrono::steady_clock;
 
 // A payload in shared memory: a record opened in the ShmRegistry.
@@ -92,6 +93,10 @@ class Outbox {
   // Holds a bulk delivery's record for this receiver and, the first time it gets this
   // segment, attaches the segment's fd to the frame about to be queued.
   [[nodiscard]] std::expected<proto::ShmPart, BulkDrop> hold_bulk(const BulkRef& bulk);
+  // This client is to read `seg` (a delivery, or a lane's bulk records): true if its fd is
+  // attached to the next message queued (the first time), false if it has it already;
+  // kNoFd when its uid is at shm_max_fds_in_flight_per_uid (or the broker out of fds).
+  [[nodiscard]] std::expected<bool, BulkDrop> pass_segment(ShmSegment& seg);
 
   // ---- What the Session uses ----
   // Releases bulk holds by token; returns how many tokens were not this client's (the first

@@ -298,8 +298,10 @@ Session::Step Session::handle_bulk_publish(const wire::Header& h, std::span<cons
     return Step::kContinue;
   }
   const BulkRef bulk{.record = *record, .length = h.shm().length()};
-  const RouteResult routed =
-      broker_.router().publish(stamp(), {.topic = h.topic(), .payload = {}, .chunk = nullptr, .bulk = &bulk, .headers = headers});
+  // What this client's lanes carry by reference is skipped, as for any publish.
+  const LaneFilter* lanes = lanes_capable_ ? broker_.lanes().filter(id_, h.topic()) : nullptr;
+  const RouteResult routed = broker_.router().publish(
+      stamp(), {.topic = h.topic(), .payload = {}, .chunk = nullptr, .bulk = &bulk, .headers = headers, .lanes = lanes});
   // Nobody took it (no subscriber, all dropping, invalid topic): the space goes back now.
   registry.close_open(*record, routed == RouteResult::kBlocked);
   if (routed == RouteResult::kBlocked) return Step::kBlocked;
@@ -311,6 +313,7 @@ Session::Step Session::handle_bulk_publish(const wire::Header& h, std::span<cons
                false);
     return Step::kContinue;
   }
+  if (lanes_capable_) broker_.lanes().published(*this, h.topic());
   ++published_;
   published_bytes_ += bulk.length;
   return Step::kContinue;

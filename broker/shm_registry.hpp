@@ -56,6 +56,11 @@ class ShmRegistry {
   // reference inside it. The record starts with no holder.
   [[nodiscard]] std::expected<std::uint32_t, RouteError> open(std::uint64_t owner, std::uint64_t owner_segment,
                                                               const shm::PayloadRef& ref);
+  // The owner's live segment it calls `owner_segment` (a direct lane names it), or nullptr.
+  [[nodiscard]] ShmSegment* find(std::uint64_t owner, std::uint64_t owner_segment) {
+    auto it = by_owner_.find({owner, owner_segment});
+    return it == by_owner_.end() ? nullptr : it->second;
+  }
   // A receiver holds the record (its delivery is queued).
   void hold(std::uint32_t record) noexcept { ++records_[record].holders; }
   // A holder is done; the last one releases the record to the producer.

@@ -271,13 +271,16 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     std::span<const std::byte> headers;  // checked
     std::uint32_t fd_count = 0;
     const wire::ShmRef* shm = nullptr;  // a bulk payload's reference
+    const LaneSubscriber::Bulk* lane_bulk = nullptr;  // or one a lane carried
   };
-  void deliver(const DeliveryHead& h, std::span<const std::byte> payload);
+  // False: a bulk reference that cannot be used (reported, given back, nothing delivered).
+  bool deliver(const DeliveryHead& h, std::span<const std::byte> payload);
   void report(const Error& e);  // an error nobody waits for: on_error, else stderr
   // Direct lanes (client_lanes.cpp): a LANE_* frame from the broker; a lane this end found
   // broken (LANE_ERROR); what the subscribing end calls back.
   void lane_frame(const wire::Header& h);
   void report_lane(std::uint64_t lane, std::string_view why, bool broken = true);
+  void lane_done(std::uint64_t lane);  // LANE_CLOSE back: this end is done with the lane
   LaneSubscriber::Hooks lane_hooks();
   void deliver_request(const wire::Header& h, std::span<const std::byte> payload);
   void answer(const wire::Header& h, std::span<const std::byte> payload);

@@ -10,9 +10,9 @@ LaneSubscriber::Hooks ClientCore::lane_hooks() {
   return {
       .deliver =
           [this](const LaneSubscriber::Delivery& d) {
-            deliver({.topic = d.topic, .sub_ids = d.sub_ids, .dropped = d.dropped, .sender = d.sender,
-                     .headers = d.headers},
-                    d.payload);
+            return deliver({.topic = d.topic, .sub_ids = d.sub_ids, .dropped = d.dropped, .sender = d.sender,
+                            .headers = d.headers, .lane_bulk = d.bulk},
+                           d.payload);
           },
       .broken = [this](std::uint64_t lane, const char* why) { report_lane(lane, why); },
       .room =
@@ -22,7 +22,16 @@ LaneSubscriber::Hooks ClientCore::lane_hooks() {
             read_paused_for_queue_ = true;  // receive() resumes the socket and the lanes
             return 0;
           },
+      .done = [this](std::uint64_t lane) { lane_done(lane); },
   };
+}
+
+void ClientCore::lane_done(std::uint64_t lane) {
+  // Done with it: the broker's books for the lane are final now.
+  wire::Header done;
+  done.set_type(wire::LANE_CLOSE);
+  done.mutable_lane()->set_id(lane);
+  (void)send_frame(done, {});
 }
 
 void ClientCore::report_lane(std::uint64_t lane, std::string_view why, bool broken) {
@@ -99,7 +108,7 @@ void ClientCore::lane_frame(const wire::Header& h) {
       }
       if (why != nullptr) {
         lane_pub_.close(id);
-        lane_sub_.close(id, true);
+        lane_sub_.abandon(id);
         report_lane(id, why);
       }
       return;
@@ -108,19 +117,34 @@ void ClientCore::lane_frame(const wire::Header& h) {
       if (!expect_fds(0)) return;
       lane_pub_.route(h, lane_ack_, [this](const wire::Header& ack) { (void)send_frame(ack, {}); });
       return;
-    case wire::LANE_FENCE:
-      if (!expect_fds(0)) return;
-      lane_sub_.fence(id, h.lane().fence(), h.topic(), {h.sub_ids().data(), static_cast<std::size_t>(h.sub_ids_size())});
+    case wire::LANE_FENCE: {
+      if (fds.size() > (h.lane().segment() != 0 ? 1u : 0u) && !expect_fds(0)) return;
+      LaneSubscriber::Segment segment;
+      if (h.lane().segment() != 0) {
+        // A segment of the publisher's, for its bulk records from this fence on (its fd comes
+        // the first time the broker passes it to this client).
+        if (!fds.empty()) {
+          if (auto why = reader_->attach(h.shm().segment(), std::move(fds[0]))) {
+            lane_sub_.abandon(id);
+            report_lane(id, *why);
+            return;
+          }
+        }
+        segment = {.publisher_id = h.lane().segment(), .broker_id = h.shm().segment(), .reader = reader_};
+      }
+      lane_sub_.fence(id, h.lane().fence(), h.topic(), {h.sub_ids().data(), static_cast<std::size_t>(h.sub_ids_size())},
+                      std::move(segment));
       return;
+    }
     case wire::LANE_CLOSE: {
       if (!expect_fds(0)) return;
+      if (h.lane().holds_released()) {  // the publisher's: its subscriber holds nothing of it now
+        lane_pub_.holds_released(id);
+        return;
+      }
       lane_pub_.close(id);
-      lane_sub_.close(id, h.lane().broken());
-      // Done with it: the broker's books for the lane are final now.
-      wire::Header done;
-      done.set_type(wire::LANE_CLOSE);
-      done.mutable_lane()->set_id(id);
-      (void)send_frame(done, {});
+      // The subscribing end answers once it read what it was going to and holds nothing of it.
+      if (!lane_sub_.close(id, h.lane().broken())) lane_done(id);
       return;
     }
     default: return;

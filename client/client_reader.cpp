@@ -165,14 +165,14 @@ void ClientCore::report(const Error& e) {
   }
 }
 
-void ClientCore::deliver(const DeliveryHead& h, std::span<const std::byte> payload) {
+bool ClientCore::deliver(const DeliveryHead& h, std::span<const std::byte> payload) {
   MessageView view{.topic = h.topic,
                    .payload = payload,
                    .sender = h.sender,
                    .subscription = 0,
                    .dropped_before = 0,
                    .retained = h.retain,
-                   .shared_memory = h.shm != nullptr,
+                   .shared_memory = h.shm != nullptr || h.lane_bulk != nullptr,
                    .headers = Headers(h.headers)};
   // Shared, not raw: an application thread may forget a subscription (unsubscribing while
   // disconnected) while its callback is being called here.
@@ -188,7 +188,9 @@ void ClientCore::deliver(const DeliveryHead& h, std::span<const std::byte> paylo
     }
   }
   const wire::ShmRef& ref = h.shm != nullptr ? *h.shm : wire::ShmRef::default_instance();
-  if (view.shared_memory) {
+  std::uint64_t segment = ref.segment();
+  std::uint64_t token = ref.token();
+  if (h.shm != nullptr) {
     if (h.fd_count == 1) {
       UniqueFd fd = std::move(rfds_.front());
       rfds_.pop_front();
@@ -198,9 +200,19 @@ void ClientCore::deliver(const DeliveryHead& h, std::span<const std::byte> paylo
     auto bytes = reader_->open(ref.segment(), ref.offset(), ref.length(), ref.token(), queued, why);
     if (!bytes) {
       report(Error{Errc::kShmRefused, why});
-      return;
+      return false;
     }
     view.payload = *bytes;
+  } else if (const LaneSubscriber::Bulk* b = h.lane_bulk) {
+    std::string why;
+    auto opened = reader_->open_lane(b->segment, b->offset, b->length, b->hold, queued, why);
+    if (!opened) {
+      report(Error{Errc::kShmRefused, why});
+      return false;
+    }
+    view.payload = opened->first;
+    segment = b->segment;
+    token = opened->second;
   }
   for (std::size_t i = 0; i < targets_.size(); ++i) {
     SubState* sub = targets_[i].get();
@@ -220,8 +232,8 @@ void ClientCore::deliver(const DeliveryHead& h, std::span<const std::byte> paylo
         // Zero copy: the message holds the view and releases it when destroyed.
         Message m(view, Message::Borrow{});
         m.shm_ = reader_;
-        m.shm_segment_ = ref.segment();
-        m.shm_token_ = ref.token();
+        m.shm_segment_ = segment;
+        m.shm_token_ = token;
         queue_.push_back(std::move(m));
       } else {
         queue_.emplace_back(view);
@@ -230,7 +242,8 @@ void ClientCore::deliver(const DeliveryHead& h, std::span<const std::byte> paylo
     queue_cv_.notify_one();  // outside the lock: the woken thread does not block on it at once
   }
   targets_.clear();  // keeps no subscription alive past its delivery
-  if (view.shared_memory && queued == 0) reader_->release(ref.segment(), ref.token());
+  if (view.shared_memory && queued == 0) reader_->release(segment, token);
+  return true;
 }
 
 void ClientCore::deliver_request(const wire::Header& h, std::span<const std::byte> payload) {

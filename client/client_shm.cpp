@@ -77,7 +77,7 @@ Result<Loan> ClientCore::loan(std::string_view topic, std::size_t size, std::chr
   }
   const auto deadline = timeout >= std::chrono::hours(24 * 365) ? std::chrono::steady_clock::time_point::max()
                                                                 : std::chrono::steady_clock::now() + timeout;
-  auto slot = (*ring)->reserve(size, deadline);
+  auto slot = (*ring)->reserve(size, deadline, &lane_pub_);
   if (!slot) {
     if (slot.error() == std::errc::timed_out) {
       return std::unexpected(Error{Errc::kTimeout, fmt::format("no room for {} bytes in the shared-memory ring within "
@@ -114,15 +114,13 @@ Result<void> ClientCore::publish(Loan&& loan, std::span<const std::byte> headers
   ref->set_offset(loan.offset_);
   ref->set_length(loan.data_.size());
   if (!headers.empty()) (void)h.mutable_headers()->ParseFromArray(headers.data(), static_cast<int>(headers.size()));
-  // The broker carries it to every receiver; lanes of the topic are fenced around it, so
-  // their subscribers get it in order with what the lanes carry (LanePublisher::around).
-  thread_local wire::Header marks;
+  // Lanes carry a reference to it (the ring's segment passed to their subscribers with a
+  // fence first); the broker carries it to receivers without a lane, as for a plain publish.
   wait_for_send_room();
-  // On the client's own loop (a callback's publish) a fence is not waited for: a lane too
-  // full for one is given up, as for a plain publish there.
-  const auto fence_wait = on_io_thread() ? std::chrono::milliseconds(0) : options_.timeout;
-  auto sent = lane_pub_.around(
-      h.topic(), marks, fence_wait, [&] { return send_frame(h, {}, -1, false); },
+  auto sent = lane_pub_.publish_bulk(
+      h.topic(), headers,
+      {.ring = loan.ring_, .segment = loan.segment_, .ref = {.offset = loan.offset_, .length = loan.data_.size()}},
+      options_.timeout, !on_io_thread(), [&](bool) { return send_frame(h, {}, -1, false); },
       [this](const wire::Header& m) { (void)send_frame(m, {}, -1, false); });
   if (!sent) return sent;  // the loan's destructor gives the space back
   loan.ring_.reset();      // the broker releases it once every receiver is done

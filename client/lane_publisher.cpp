@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstring>
 
 namespace ubroker::detail {
 namespace {
@@ -53,10 +54,19 @@ void LanePublisher::close(std::uint64_t id) {
   lanes_.erase(it);
 }
 
+void LanePublisher::holds_released(std::uint64_t id) {
+  LockGuard lk(mu_);
+  auto it = holding_.find(id);
+  if (it == holding_.end()) return;
+  collect_locked(*it->second, true);
+  holding_.erase(it);
+}
+
 void LanePublisher::close_all() {
   for (auto& [id, lane] : lanes_) lane->closed.store(true, std::memory_order_release);
   {
     LockGuard lk(mu_);
+    holding_.clear();  // their ring goes with the connection: nothing is written there again
     routes_.clear();
     last_ = nullptr;
     cut_.store(false, std::memory_order_release);  // the next connection's lanes are new ones
@@ -168,45 +178,128 @@ void LanePublisher::give_up_locked(std::uint64_t id, const char* why, bool broke
   report_(id, why, broken);  // before the publish that needs the broker now: it closes the lane first
 }
 
-void LanePublisher::mark_locked(std::string_view topic, wire::Header& marks, std::chrono::milliseconds wait) {
-  marks.Clear();
-  marks.set_type(wire::LANE_ROUTE_ACK);
-  marks.set_topic(std::string(topic));
-  marks.mutable_lane()->set_version(0);  // no route change: fences only
-  auto it = routes_.find(topic);
-  std::vector<std::uint64_t> given_up;
-  for (const Target& t : it->second.targets) {
+void LanePublisher::collect_locked(Lane& lane, bool all) {
+  if (!lane.ring) return;
+  bool any = false;
+  lane.writer.collect(
+      [&](std::uint64_t offset) {
+        lane.ring->unhold(offset);
+        any = true;
+      },
+      all);
+  if (any) lane.ring->wake_waiters();
+}
+
+void LanePublisher::collect() {
+  LockGuard lk(mu_);
+  for (auto it = holding_.begin(); it != holding_.end();) {
+    collect_locked(*it->second, false);
+    // A closed lane that holds nothing is done with (its broker's word would change nothing).
+    if (it->second->closed.load(std::memory_order_acquire) && !it->second->writer.holds_out()) {
+      it = holding_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+bool LanePublisher::wait_for(std::uint64_t offset, std::chrono::steady_clock::time_point deadline) {
+  UniqueLock lk(mu_);
+  for (auto& [id, lane] : holding_) {
+    collect_locked(*lane, false);
+    if (!lane->writer.holds(offset)) continue;
+    // Its subscriber wakes a publisher that waits (writer_waiting) when it lets a hold go.
+    const shm::LaneWriter::RoomWait room = lane->writer.release_wait();
+    const std::shared_ptr<Lane> keep = lane;  // its mappings outlive the wait (the loop may drop it)
+    lk.unlock();
+    const auto now = std::chrono::steady_clock::now();
+    if (now < deadline) shm::LaneWriter::wait(room, std::min<std::chrono::nanoseconds>(deadline - now, std::chrono::seconds(1)));
+    return true;
+  }
+  return false;
+}
+
+shm::Result<std::optional<LanePublisher::Reserved>> LanePublisher::reserve_locked(Lane& lane, std::size_t size,
+                                                                             const Bulk* bulk) {
+  Reserved r;
+  if (bulk != nullptr) {
+    auto hold = lane.writer.take_hold(bulk->ref.offset);
+    if (!hold) {  // all out: what the subscriber let go comes back first
+      collect_locked(lane, false);
+      hold = lane.writer.take_hold(bulk->ref.offset);
+      if (!hold) return std::optional<Reserved>();
+    }
+    r.hold = *hold;
+    size += sizeof(shm::LaneBulkRef);
+  }
+  auto room = lane.writer.try_reserve(size);
+  if (!room || !*room) {
+    if (bulk != nullptr) lane.writer.return_hold(r.hold);
+    if (!room) return std::unexpected(room.error());
+    return std::optional<Reserved>();
+  }
+  r.out = **room;
+  return std::optional(r);
+}
+
+bool LanePublisher::attach_locked(const Route& r, const Bulk& bulk, std::string_view topic, wire::Header& marks,
+                                  std::vector<std::uint64_t>& give_up) {
+  bool any = false;
+  for (const Target& t : r.targets) {
+    Lane& lane = *t.lane;
+    if (std::find(lane.segments.begin(), lane.segments.end(), bulk.segment) != lane.segments.end()) continue;
+    if (!any) {
+      marks.Clear();
+      marks.set_type(wire::LANE_ROUTE_ACK);
+      marks.set_topic(std::string(topic));
+      marks.mutable_lane()->set_version(0);  // no route change: fences only
+      any = true;
+    }
+    // The subscriber reads on past this fence only once the broker passed it the segment.
     std::uint64_t number = 0;
-    if (!fence_locked(*t.lane, number, wait)) {
-      given_up.push_back(t.id);
+    if (!fence_locked(lane, number, kFenceWait)) {
+      give_up.push_back(t.id);
       continue;
     }
+    lane.segments.push_back(bulk.segment);
     auto* f = marks.mutable_lane()->add_targets();
     f->set_lane(t.id);
     f->set_fence(number);
+    f->set_segment(bulk.segment);
   }
-  for (const std::uint64_t id : given_up) give_up_locked(id, "full around a message the broker carries", false);
+  return any && marks.lane().targets_size() != 0;
 }
 
 LanePublisher::Written LanePublisher::write_locked(const Route& r, std::string_view topic,
                                                   std::span<const std::byte> headers, std::span<const std::byte> payload,
-                                                  std::chrono::steady_clock::time_point deadline, bool may_wait,
-                                                  std::vector<std::uint64_t>& written) {
+                                                  const Bulk* bulk, std::chrono::steady_clock::time_point deadline,
+                                                  bool may_wait, std::vector<std::uint64_t>& written) {
   const std::size_t size = proto::lane_message_size(topic, headers, payload.size());
   for (const Target& t : r.targets) {
     if (std::find(written.begin(), written.end(), t.id) != written.end()) continue;
     Lane& lane = *t.lane;
-    auto room = lane.writer.try_reserve(size);
+    auto room = reserve_locked(lane, size, bulk);
     if (!room) {
       // Larger than the lane can ever hold, or the subscriber broke its rules: the lane goes,
       // and this message (and what follows) reaches its subscriptions through the broker.
       const bool broken = room.error() != std::errc::message_size;
       return {.give_up = t.id, .why = !broken ? "a message larger than the lane" : lane.writer.violation() != nullptr ? lane.writer.violation() : "the lane broke", .broken = broken};
     }
-    if (*room) {
-      proto::encode_lane_message(**room, topic, headers, payload);
+    if (*room && bulk == nullptr) {
+      proto::encode_lane_message((*room)->out, topic, headers, payload);
       lane.writer.commit();
       written_.store(written_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);  // under mu_
+    } else if (*room) {
+      const shm::LaneBulkRef ref{.segment = bulk->segment, .offset = bulk->ref.offset, .length = bulk->ref.length,
+                                 .slot = (*room)->hold.slot, .generation = (*room)->hold.generation};
+      std::memcpy((*room)->out.data(), &ref, sizeof ref);
+      proto::encode_lane_message((*room)->out.subspan(sizeof ref), topic, headers, {});
+      // Counted before the record can be released (here or by the broker).
+      bulk->ring->hold(bulk->ref);
+      if (!lane.ring) lane.ring = bulk->ring;
+      holding_.try_emplace(t.id, t.lane);
+      lane.writer.commit_bulk();
+      written_.store(written_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     } else if (t.lossless && !lane.closed.load(std::memory_order_acquire) && !may_wait) {
       return {.give_up = t.id, .why = "full when its publisher could not wait (a publish from the client's loop)"};
     } else if (t.lossless && !lane.closed.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < deadline) {

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <asio/post.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
@@ -116,7 +117,7 @@ LaneSubscriber::Drain LaneSubscriber::drain(Lane& lane, std::uint64_t until) {
       return Drain::kEmpty;
     }
     const std::span<const std::byte> record = **next;
-    if (lane.reader.peeked_fence()) {
+    if (lane.reader.peeked_kind() == shm::kLaneFence) {
       std::uint64_t number = 0;
       std::memcpy(&number, record.data(), sizeof number);
       if (until == 0) {
@@ -130,25 +131,16 @@ LaneSubscriber::Drain LaneSubscriber::drain(Lane& lane, std::uint64_t until) {
       lane.reader.consume();
       return Drain::kEmpty;  // the caller applies the broker's word
     }
-    proto::LaneMessage m;
-    const Lane::Share* share = nullptr;
-    if (const char* why = decode_copy(lane, record, m, share)) {
-      fail(lane, why);
-      return Drain::kBroken;
-    }
     // Drops the publisher counted at a full lane are reported with the next message, as the
     // broker reports its own.
     const std::uint64_t dropped = lane.reader.dropped_by_publisher();
     const std::uint64_t new_drops = dropped > lane.dropped_seen ? dropped - lane.dropped_seen : 0;
     lane.dropped_seen = std::max(dropped, lane.dropped_seen);
-    drops_.assign(new_drops == 0 ? 0 : share->sub_ids.size(), new_drops);
-    room -= std::min(room, share->sub_ids.size());  // each may queue it (with no callback)
-    hooks_.deliver({.topic = m.topic,
-                    .sub_ids = share->sub_ids,
-                    .dropped = drops_,
-                    .sender = lane.sender,
-                    .headers = m.headers,
-                    .payload = m.payload});
+    if (const char* why = take(lane, record, std::span(&new_drops, 1))) {
+      fail(lane, why);
+      return Drain::kBroken;
+    }
+    room -= std::min(room, lane.last_share->sub_ids.size());  // each may queue it (with no callback)
     lane.reader.consume();
   }
   if (until != 0) {
@@ -159,7 +151,7 @@ LaneSubscriber::Drain LaneSubscriber::drain(Lane& lane, std::uint64_t until) {
 }
 
 void LaneSubscriber::fence(std::uint64_t id, std::uint64_t number, std::string_view topic,
-                           std::span<const std::uint64_t> sub_ids) {
+                           std::span<const std::uint64_t> sub_ids, Segment segment) {
   auto it = lanes_.find(id);
   if (it == lanes_.end()) return;  // closed meanwhile
   const std::shared_ptr<Lane> lane = it->second;
@@ -177,6 +169,15 @@ void LaneSubscriber::fence(std::uint64_t id, std::uint64_t number, std::string_v
   } else if (drain(*lane, number) != Drain::kEmpty) {
     return;  // broken (reported)
   }
+  if (segment.publisher_id != 0) {
+    const bool known = std::any_of(lane->segments.begin(), lane->segments.end(),
+                                   [&](const Segment& s) { return s.publisher_id == segment.publisher_id; });
+    if (known || !segment.reader->use(segment.broker_id)) {
+      fail(*lane, known ? "the broker passed a segment twice" : "a segment the broker passed cannot be used");
+      return;
+    }
+    lane->segments.push_back(std::move(segment));
+  }
   lane->last_share = nullptr;
   if (sub_ids.empty()) {
     if (auto t = lane->topics.find(topic); t != lane->topics.end()) lane->topics.erase(t);
@@ -189,9 +190,14 @@ void LaneSubscriber::fence(std::uint64_t id, std::uint64_t number, std::string_v
   wake_later(lane);
 }
 
-void LaneSubscriber::close(std::uint64_t id, bool broken) {
+bool LaneSubscriber::close(std::uint64_t id, bool broken) {
+  if (auto b = broken_.find(id); b != broken_.end()) {
+    answer_when_released(b->second, id);
+    broken_.erase(b);
+    return true;
+  }
   auto it = lanes_.find(id);
-  if (it == lanes_.end()) return;
+  if (it == lanes_.end()) return false;
   const std::shared_ptr<Lane> lane = it->second;
   lanes_.erase(it);
   // Its publisher left: what it wrote is read now, ahead of anything the socket brings next.
@@ -199,18 +205,24 @@ void LaneSubscriber::close(std::uint64_t id, bool broken) {
     lane->paused = false;
     for (std::uint64_t n = 0; n < lane->capacity / shm::kLaneRecordAlign / 2 + 1; ++n) {  // what it held, at most
       auto next = lane->reader.peek();
-      if (!next || !*next || lane->reader.peeked_fence()) break;  // a fence never announced ends it
-      proto::LaneMessage m;
-      const Lane::Share* share = nullptr;
-      if (decode_copy(*lane, **next, m, share) == nullptr) {
-        hooks_.deliver({.topic = m.topic, .sub_ids = share->sub_ids, .dropped = {}, .sender = lane->sender,
-                        .headers = m.headers, .payload = m.payload});
-      }
+      if (!next || !*next || lane->reader.peeked_kind() == shm::kLaneFence) break;  // a fence never announced ends it
+      if (take(*lane, **next, {}) != nullptr) break;
       lane->reader.consume();
     }
   }
   std::error_code ignored;
   lane->wake.cancel(ignored);
+  answer_when_released(lane->holds, id);
+  return true;
+}
+
+void LaneSubscriber::answer_when_released(const std::shared_ptr<LaneHolds>& holds, std::uint64_t id) {
+  // The last release may come on any thread: the answer goes from the loop.
+  holds->when_released([this, owner = owner_, strand = strand_, id] {
+    asio::post(strand, [this, owner, id] {
+      if (const auto keep = owner.lock()) hooks_.done(id);
+    });
+  });
 }
 
 void LaneSubscriber::close_all() {
@@ -219,6 +231,7 @@ void LaneSubscriber::close_all() {
     lane->wake.cancel(ignored);
   }
   lanes_.clear();
+  broken_.clear();
 }
 
 void LaneSubscriber::resume() {
@@ -236,6 +249,44 @@ void LaneSubscriber::wake_later(const std::shared_ptr<Lane>& lane) {
     const auto keep = owner.lock();
     if (auto l = keep ? weak.lock() : nullptr; l && l->at_fence == 0) on_wake(l);
   });
+}
+
+const char* LaneSubscriber::take(Lane& lane, std::span<const std::byte> record, std::span<const std::uint64_t> drops) {
+  Bulk bulk;
+  const bool is_bulk = lane.reader.peeked_kind() == shm::kLaneBulk;
+  if (is_bulk) {
+    // Read once into a private copy (the publisher can still write the ring), then checked:
+    // the segment must be one the broker passed this lane, the reference inside it (ShmReader).
+    shm::LaneBulkRef ref;
+    std::memcpy(&ref, record.data(), sizeof ref);
+    record = record.subspan(sizeof ref);
+    auto seg = std::find_if(lane.segments.begin(), lane.segments.end(),
+                            [&](const Segment& s) { return s.publisher_id == ref.segment; });
+    if (seg == lane.segments.end()) return "a bulk record naming a segment the broker did not pass";
+    if (ref.slot >= shm::kLaneHoldSlots) return "a bulk record with a hold slot out of range";
+    bulk = {.segment = seg->broker_id, .offset = ref.offset, .length = ref.length,
+            .hold = {.lane = lane.holds, .slot = ref.slot, .generation = ref.generation}};
+  }
+  proto::LaneMessage m;
+  const Lane::Share* share = nullptr;
+  if (const char* why = decode_copy(lane, record, m, share)) {
+    if (is_bulk) lane.holds->refuse(bulk.hold.slot, bulk.hold.generation);
+    return why;
+  }
+  if (is_bulk && !m.payload.empty()) {
+    lane.holds->refuse(bulk.hold.slot, bulk.hold.generation);
+    return "a bulk record with a payload of its own";
+  }
+  const std::uint64_t new_drops = drops.empty() ? 0 : drops[0];
+  drops_.assign(new_drops == 0 ? 0 : share->sub_ids.size(), new_drops);
+  const bool taken = hooks_.deliver({.topic = m.topic,
+                                     .sub_ids = share->sub_ids,
+                                     .dropped = drops_,
+                                     .sender = lane.sender,
+                                     .headers = m.headers,
+                                     .payload = m.payload,
+                                     .bulk = is_bulk ? &bulk : nullptr});
+  return taken ? nullptr : "a bulk reference outside the segment the broker passed";
 }
 
 const char* LaneSubscriber::decode_copy(Lane& lane, std::span<const std::byte> record, proto::LaneMessage& m,
@@ -270,13 +321,19 @@ const char* LaneSubscriber::decode_copy(Lane& lane, std::span<const std::byte> r
 
 void LaneSubscriber::fail(Lane& lane, const char* why) {
   const std::uint64_t id = lane.id;
+  if (!lanes_.contains(id)) return;
+  abandon(id);
+  hooks_.broken(id, why);
+}
+
+void LaneSubscriber::abandon(std::uint64_t id) {
   auto it = lanes_.find(id);
   if (it == lanes_.end()) return;
-  const std::shared_ptr<Lane> keep = it->second;  // `lane` may be its only other owner
+  const std::shared_ptr<Lane> keep = it->second;  // the caller's `lane` may be its only other owner
   lanes_.erase(it);
+  broken_.emplace(id, keep->holds);  // the broker's LANE_CLOSE is answered once they are back
   std::error_code ignored;
   keep->wake.cancel(ignored);
-  hooks_.broken(id, why);
 }
 
 }  // namespace ubroker::detail

@@ -15,6 +15,11 @@
 // subscriber stops reading at a fence the broker never announces is the broker's to close (it
 // sees the lane not read for timeouts.slow_consumer_ms).
 //
+// A bulk record names a segment of the publisher's that the broker passed with a fence
+// (LANE_FENCE with lane.segment): its payload is read in place, held until every message of
+// it is gone (LaneHolds), and released into this end's ack segment. A closed lane's end
+// answers the broker once it holds nothing of it.
+//
 // Threads: the client's loop only (the strand).
 #pragma once
 
@@ -32,6 +37,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "lane_holds.hpp"
+#include "shm_reader.hpp"
 #include "ubroker/message.hpp"
 #include "ubroker/error.hpp"
 #include "ubroker/shm/lane.hpp"
@@ -43,6 +50,12 @@ namespace ubroker::detail {
 class LaneSubscriber {
  public:
   using Strand = asio::strand<asio::io_context::executor_type>;
+  struct Bulk {  // a bulk record's payload: in the broker's segment `segment`, held by the lane
+    std::uint64_t segment = 0;
+    std::uint64_t offset = 0;
+    std::uint64_t length = 0;
+    ShmReader::LaneHold hold;
+  };
   struct Delivery {
     std::string_view topic;
     std::span<const std::uint64_t> sub_ids;
@@ -50,14 +63,19 @@ class LaneSubscriber {
     Sender sender;
     std::span<const std::byte> headers;  // checked
     std::span<const std::byte> payload;
+    const Bulk* bulk = nullptr;  // set: the payload is this, in shared memory
   };
   struct Hooks {
-    std::function<void(const Delivery&)> deliver;
+    // False: a bulk reference that cannot be used (nothing was delivered; the lane breaks).
+    std::function<bool(const Delivery&)> deliver;
     // The lane broke: this end dropped it and the broker should close it (LANE_ERROR).
     std::function<void(std::uint64_t lane, const char* why)> broken;
     // How many more messages the receive queue takes now (0: deliveries must wait, and
     // reading resumes with resume()). Asked once per that many, not per message.
     std::function<std::size_t()> room;
+    // The end of a closed lane is done: it read what it was going to and holds nothing of it
+    // (LANE_CLOSE back to the broker). On the loop.
+    std::function<void(std::uint64_t lane)> done;
   };
   LaneSubscriber(Strand strand, Hooks hooks) : strand_(std::move(strand)), hooks_(std::move(hooks)) {}
   // What owns this object (the client): every handler this end posts holds it while it runs,
@@ -70,18 +88,36 @@ class LaneSubscriber {
   // LANE_OPEN: the publisher's segment (checked) and identity. Why it was refused, or nullptr.
   const char* open(std::uint64_t id, UniqueFd data, std::uint64_t capacity, Sender sender);
   // LANE_FENCE: reads the lane up to the fence, then applies the broker's word for `topic`
-  // (no sub_ids: the topic leaves the lane).
-  void fence(std::uint64_t id, std::uint64_t number, std::string_view topic, std::span<const std::uint64_t> sub_ids);
+  // (no sub_ids: the topic leaves the lane), and the segment it passed, if any (`reader`
+  // maps it; the publisher's bulk records name it by `publisher_id` from then on).
+  struct Segment {
+    std::uint64_t publisher_id = 0;
+    std::uint64_t broker_id = 0;
+    std::shared_ptr<ShmReader> reader;
+  };
+  void fence(std::uint64_t id, std::uint64_t number, std::string_view topic, std::span<const std::uint64_t> sub_ids,
+             Segment segment);
   // LANE_CLOSE: unless `broken`, what is in the lane is read first (its publisher left).
-  void close(std::uint64_t id, bool broken);
+  // False if this end has no such lane (the caller answers the broker); else hooks.done is
+  // called once nothing of the lane is held any more.
+  bool close(std::uint64_t id, bool broken);
   void close_all();
+  // This end stops reading the lane (the caller reports why); the broker's LANE_CLOSE is
+  // answered as close() does.
+  void abandon(std::uint64_t id);
   [[nodiscard]] bool has(std::uint64_t id) const { return lanes_.contains(id); }
   // Reads on after a pause (no room).
   void resume();
 
  private:
   struct Lane {
-    Lane(shm::LaneReader r, asio::posix::stream_descriptor w) : reader(std::move(r)), wake(std::move(w)) {}
+    Lane(shm::LaneReader r, asio::posix::stream_descriptor w)
+        : reader(std::move(r)), wake(std::move(w)), holds(std::make_shared<LaneHolds>(reader.mappings())) {}
+    Lane(const Lane&) = delete;
+    Lane& operator=(const Lane&) = delete;
+    ~Lane() {
+      for (const Segment& s : segments) s.reader->unuse(s.broker_id);
+    }
     shm::LaneReader reader;
     asio::posix::stream_descriptor wake;  // owns this end of the wake socket pair
     std::array<std::byte, 64> wake_bytes{};
@@ -101,6 +137,8 @@ class LaneSubscriber {
     // changing `topics` forgets it).
     std::string last_topic;
     const Share* last_share = nullptr;
+    std::shared_ptr<LaneHolds> holds;
+    std::vector<Segment> segments;  // passed by the broker, kept mapped while the lane lives
   };
   enum class Drain { kEmpty, kAtFence, kPaused, kBroken, kYield };
   // Reads records until the lane is empty, a fence stops it (`until`: the fence the socket
@@ -114,11 +152,17 @@ class LaneSubscriber {
   // Decodes a record with its topic and headers copied out of the ring and checked there:
   // the topic must be one the broker routed on this lane (`share` set to it).
   const char* decode_copy(Lane& lane, std::span<const std::byte> record, proto::LaneMessage& m, const Lane::Share*& share);
+  // Delivers a message or bulk record (`drops`: reported with it): why the lane breaks, or
+  // nullptr.
+  const char* take(Lane& lane, std::span<const std::byte> record, std::span<const std::uint64_t> drops);
+  void answer_when_released(const std::shared_ptr<LaneHolds>& holds, std::uint64_t id);
 
   Strand strand_;
   Hooks hooks_;
   std::weak_ptr<const void> owner_;
   std::unordered_map<std::uint64_t, std::shared_ptr<Lane>> lanes_;
+  // Lanes this end found broken: their holds, until the broker's LANE_CLOSE.
+  std::unordered_map<std::uint64_t, std::shared_ptr<LaneHolds>> broken_;
   std::vector<std::uint64_t> drops_;  // scratch
   std::vector<std::byte> copy_;       // scratch: a record's topic and headers
 };

@@ -59,8 +59,56 @@ std::optional<std::span<const std::byte>> ShmReader::open(std::uint64_t segment,
   return std::span<const std::byte>(seg.map.data() + offset, static_cast<std::size_t>(length));
 }
 
+std::optional<std::pair<std::span<const std::byte>, std::uint64_t>> ShmReader::open_lane(
+    std::uint64_t segment, std::uint64_t offset, std::uint64_t length, const LaneHold& hold, std::uint32_t holders,
+    std::string& why) {
+  LockGuard lk(mu_);
+  auto it = segments_.find(segment);
+  const char* bad = it == segments_.end() || !it->second.map
+                        ? "unknown segment"
+                        : shm::check_ref(it->second.map.size(), {.offset = offset, .length = length});
+  if (bad != nullptr) {
+    why = fmt::format("a lane's bulk reference (segment {}, offset {}, length {}): {}", segment, offset, length, bad);
+    hold.lane->refuse(hold.slot, hold.generation);
+    return std::nullopt;
+  }
+  Segment& seg = it->second;
+  ++seg.in_use;
+  std::uint32_t index = 0;
+  if (!free_lane_holds_.empty()) {
+    index = free_lane_holds_.back();
+    free_lane_holds_.pop_back();
+  } else {
+    index = static_cast<std::uint32_t>(lane_holds_.size());
+    lane_holds_.emplace_back();
+  }
+  lane_holds_[index] = HeldByLane{.hold = hold, .holders = std::max<std::uint32_t>(holders, 1)};
+  hold.lane->held();
+  return std::pair(std::span<const std::byte>(seg.map.data() + offset, static_cast<std::size_t>(length)),
+                   kLaneToken | index);
+}
+
 void ShmReader::release(std::uint64_t segment, std::uint64_t token) {
   bool ready = false;
+  LaneHold let_go;
+  {
+    LockGuard lk(mu_);
+    auto it = segments_.find(segment);
+    if (it == segments_.end()) return;
+    if ((token & kLaneToken) != 0) {
+      const auto index = static_cast<std::uint32_t>(token & ~kLaneToken);
+      if (index >= lane_holds_.size() || lane_holds_[index].holders == 0) return;
+      HeldByLane& h = lane_holds_[index];
+      if (--h.holders != 0) return;
+      let_go = std::move(h.hold);
+      free_lane_holds_.push_back(index);
+      if (--it->second.in_use == 0 && it->second.detached) segments_.erase(it);
+    }
+  }
+  if (let_go.lane) {
+    let_go.lane->release(let_go.slot, let_go.generation);  // outside the lock: it may wake the publisher
+    return;
+  }
   {
     LockGuard lk(mu_);
     auto it = segments_.find(segment);
@@ -79,6 +127,21 @@ void ShmReader::release(std::uint64_t segment, std::uint64_t token) {
 void ShmReader::release_locked(Segment& seg, std::uint64_t segment, std::uint64_t token) {
   pending_.push_back(token);
   if (--seg.in_use == 0 && seg.detached) segments_.erase(segment);
+}
+
+bool ShmReader::use(std::uint64_t segment) {
+  LockGuard lk(mu_);
+  auto it = segments_.find(segment);
+  if (it == segments_.end() || !it->second.map) return false;
+  ++it->second.in_use;
+  return true;
+}
+
+void ShmReader::unuse(std::uint64_t segment) {
+  LockGuard lk(mu_);
+  auto it = segments_.find(segment);
+  if (it == segments_.end()) return;
+  if (--it->second.in_use == 0 && it->second.detached) segments_.erase(it);
 }
 
 void ShmReader::detach(std::uint64_t segment) {

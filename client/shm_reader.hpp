@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "annotated_mutex.hpp"
+#include "lane_holds.hpp"
 
 #include "ubroker/shm/mapping.hpp"
 #include "ubroker/shm/syscall.hpp"
@@ -43,8 +44,23 @@ class ShmReader {
   [[nodiscard]] std::optional<std::span<const std::byte>> open(std::uint64_t segment, std::uint64_t offset,
                                                                std::uint64_t length, std::uint64_t token,
                                                                std::uint32_t holders, std::string& why);
+  // The payload of a bulk record a direct lane carried, held in the lane (LaneHolds) rather
+  // than by the broker: as open(), and the token its holders release it by. nullopt: the
+  // reference is unusable (`why`), and the hold was given back.
+  struct LaneHold {
+    std::shared_ptr<LaneHolds> lane;
+    std::uint32_t slot = 0;
+    std::uint32_t generation = 0;
+  };
+  [[nodiscard]] std::optional<std::pair<std::span<const std::byte>, std::uint64_t>> open_lane(
+      std::uint64_t segment, std::uint64_t offset, std::uint64_t length, const LaneHold& hold, std::uint32_t holders,
+      std::string& why);
   // One holder is done with a delivery.
   void release(std::uint64_t segment, std::uint64_t token);
+  // A lane names the segment: it stays mapped while the lane lives (its records may still be
+  // read after the broker detached it, the publisher having left).
+  [[nodiscard]] bool use(std::uint64_t segment);
+  void unuse(std::uint64_t segment);
   // The broker has no more use for the segment.
   void detach(std::uint64_t segment);
   // The releases to send now (the caller sends them in one SHM_RELEASE).
@@ -53,6 +69,7 @@ class ShmReader {
   [[nodiscard]] std::size_t mapped_segments();
 
   static constexpr std::uint32_t kMaxTokenSlot = 1u << 22;  // bounds what the broker can make us allocate
+  static constexpr std::uint64_t kLaneToken = std::uint64_t{1} << 63;  // tokens of lane holds (ours, not the broker's)
 
  private:
   struct Segment {
@@ -68,6 +85,12 @@ class ShmReader {
   std::unordered_map<std::uint64_t, Segment> segments_ UBROKER_GUARDED_BY(mu_);
   std::vector<std::uint32_t> holders_ UBROKER_GUARDED_BY(mu_);  // by token slot (the token's low 32 bits)
   std::vector<std::uint64_t> pending_ UBROKER_GUARDED_BY(mu_);
+  struct HeldByLane {
+    LaneHold hold;
+    std::uint32_t holders = 0;  // 0: a free entry
+  };
+  std::vector<HeldByLane> lane_holds_ UBROKER_GUARDED_BY(mu_);  // by token & ~kLaneToken
+  std::vector<std::uint32_t> free_lane_holds_ UBROKER_GUARDED_BY(mu_);
 };
 
 }  // namespace ubroker::detail

@@ -138,7 +138,7 @@ void LaneWriter::publish(LaneRecordKind kind) noexcept {
   std::memcpy(rec, &head, sizeof head);
   write_pos_ += lane_record_bytes(reserved_);
   LaneHeader& h = header();
-  if (kind == kLaneMessage) h.accepted.store(++accepted_, std::memory_order_relaxed);  // ours alone: no RMW
+  if (kind != kLaneFence) h.accepted.store(++accepted_, std::memory_order_relaxed);  // ours alone: no RMW
   // Dekker with the reader: it sets reader_waiting, then re-reads write_pos before sleeping.
   h.write_pos.store(write_pos_, std::memory_order_seq_cst);
   const std::uint32_t armed = ack().reader_waiting.load(std::memory_order_seq_cst);
@@ -151,6 +151,39 @@ void LaneWriter::publish(LaneRecordKind kind) noexcept {
     h.write_seq.fetch_add(1, std::memory_order_release);
     (void)futex_wake(h.write_seq, 1);
   }
+}
+
+std::optional<LaneWriter::Hold> LaneWriter::take_hold(std::uint64_t offset) {
+  std::uint32_t slot = 0;
+  if (!free_slots_.empty()) {
+    slot = free_slots_.back();
+    free_slots_.pop_back();
+  } else if (held_.size() < kLaneHoldSlots) {
+    slot = static_cast<std::uint32_t>(held_.size());
+    held_.emplace_back();
+  } else {
+    return std::nullopt;
+  }
+  Held& h = held_[slot];
+  if (++h.generation == 0) h.generation = 1;  // 0 is what an unused release word holds
+  h.offset = offset;
+  h.live = true;
+  ++outstanding_;
+  return Hold{.slot = slot, .generation = h.generation};
+}
+
+void LaneWriter::return_hold(const Hold& h) noexcept {
+  held_[h.slot].live = false;
+  --outstanding_;
+  free_slots_.push_back(h.slot);
+}
+
+bool LaneWriter::holds(std::uint64_t offset) const noexcept {
+  if (outstanding_ == 0) return false;
+  for (const Held& h : held_) {
+    if (h.live && h.offset == offset) return true;
+  }
+  return false;
 }
 
 Result<LaneWriter::Push> LaneWriter::try_push(std::span<const std::byte> payload) {
@@ -172,14 +205,23 @@ Result<LaneWriter::Push> LaneWriter::try_push_fence(std::uint64_t number) {
 }
 
 LaneWriter::RoomWait LaneWriter::room_wait() noexcept {
-  return {&ack().read_seq, ack().read_seq.load(std::memory_order_seq_cst), &ack().read_pos, last_read_pos_,
+  return {&ack().read_seq,  ack().read_seq.load(std::memory_order_seq_cst),
+          &ack().read_pos,  last_read_pos_,
+          &ack().releases,  ack().releases.load(std::memory_order_seq_cst),
           &header().writer_waiting, next_arm(arms_)};
+}
+
+LaneWriter::RoomWait LaneWriter::release_wait() noexcept {
+  RoomWait w = room_wait();
+  w.was = ack().read_pos.load(std::memory_order_seq_cst);  // compared only, never used
+  return w;
 }
 
 Result<bool> LaneWriter::wait_for_room(std::chrono::nanoseconds timeout) {
   if (violation_ != nullptr || !ack_map_) return protocol_error();
   LaneHeader& h = header();
   const std::uint32_t seen = ack().read_seq.load(std::memory_order_seq_cst);
+  const std::uint64_t releases = ack().releases.load(std::memory_order_seq_cst);
   const std::uint32_t arm = next_arm(arms_);
   h.writer_waiting.store(arm, std::memory_order_seq_cst);
   const std::uint64_t before = last_read_pos_;
@@ -188,7 +230,7 @@ Result<bool> LaneWriter::wait_for_room(std::chrono::nanoseconds timeout) {
     h.writer_waiting.store(0, std::memory_order_relaxed);
     return protocol_error();
   }
-  bool woken = *r != before;
+  bool woken = *r != before || ack().releases.load(std::memory_order_seq_cst) != releases;
   if (!woken) {
     auto w = futex_wait(ack().read_seq, seen, timeout);
     woken = w && *w != WaitResult::kTimedOut;
@@ -200,8 +242,11 @@ Result<bool> LaneWriter::wait_for_room(std::chrono::nanoseconds timeout) {
 
 void LaneWriter::wait(const RoomWait& w, std::chrono::nanoseconds timeout) noexcept {
   w.waiting->store(w.arm, std::memory_order_seq_cst);
-  // Dekker with the reader's consume: it moves read_pos, bumps read_seq, then reads `waiting`.
-  if (w.read_pos->load(std::memory_order_seq_cst) == w.was) (void)futex_wait(*w.read_seq, w.seen, timeout);
+  // Dekker with the reader's consume (and release_hold): it moves read_pos (counts a release),
+  // bumps read_seq, then reads `waiting`.
+  if (w.read_pos->load(std::memory_order_seq_cst) == w.was && w.releases->load(std::memory_order_seq_cst) == w.releases_was) {
+    (void)futex_wait(*w.read_seq, w.seen, timeout);
+  }
   // Another thread of the publisher may be waiting on the same lane with a later arm: only
   // this wait's own is cleared.
   std::uint32_t mine = w.arm;
@@ -210,6 +255,20 @@ void LaneWriter::wait(const RoomWait& w, std::chrono::nanoseconds timeout) noexc
 
 // ---- the subscriber's end -----------------------------------------------------------------
 
+void release_hold(const LaneMappings& m, std::uint32_t slot, std::uint32_t generation) noexcept {
+  if (slot >= kLaneHoldSlots || !m.ack) return;
+  auto& a = *reinterpret_cast<LaneAck*>(m.ack.data());
+  a.released[slot].store(generation, std::memory_order_release);  // after every read of the payload
+  // Dekker with a publisher waiting for room or for this hold: it arms writer_waiting, then
+  // re-reads `releases` before sleeping on read_seq.
+  a.releases.fetch_add(1, std::memory_order_seq_cst);
+  if (!m.data) return;
+  const auto& h = *reinterpret_cast<const LaneHeader*>(m.data.data());
+  if (h.writer_waiting.load(std::memory_order_seq_cst) == 0) return;
+  a.read_seq.fetch_add(1, std::memory_order_release);
+  (void)futex_wake(a.read_seq, INT_MAX);
+}
+
 Result<LaneReader> LaneReader::create() {
   auto ack = Memfd::create("ubroker-lane-ack", kLaneAckBytes);
   if (!ack) return std::unexpected(ack.error());
@@ -217,7 +276,9 @@ Result<LaneReader> LaneReader::create() {
   if (!map) return std::unexpected(map.error());
   if (auto sealed = add_seals(ack->fd(), F_SEAL_FUTURE_WRITE); !sealed) return std::unexpected(sealed.error());
   std::construct_at(reinterpret_cast<LaneAck*>(map->data()));
-  return LaneReader(std::move(*ack), std::move(*map));
+  auto maps = std::make_shared<LaneMappings>();
+  maps->ack = std::move(*map);
+  return LaneReader(std::move(*ack), std::move(maps));
 }
 
 Result<void> LaneReader::attach(int data_fd, std::uint64_t capacity) {
@@ -226,7 +287,8 @@ Result<void> LaneReader::attach(int data_fd, std::uint64_t capacity) {
   }
   auto map = Mapping::map(data_fd, kLaneHeaderBytes + capacity, Access::kReadOnly);
   if (!map) return std::unexpected(map.error());
-  data_map_ = std::move(*map);
+  maps_->data = std::move(*map);
+  data_ = maps_->data.data();
   capacity_ = capacity;
   return {};
 }
@@ -237,7 +299,7 @@ Result<std::optional<std::span<const std::byte>>> LaneReader::fail(const char* w
 }
 
 Result<std::optional<std::span<const std::byte>>> LaneReader::peek() {
-  if (violation_ != nullptr || !data_map_) return protocol_error();
+  if (violation_ != nullptr || data_ == nullptr) return protocol_error();
   for (;;) {
     // Each value the publisher wrote is read once, checked, and only the checked copy used.
     // Its position is read again only once everything it said before was read.
@@ -257,7 +319,7 @@ Result<std::optional<std::span<const std::byte>>> LaneReader::peek() {
       continue;
     }
     peeked_bytes_ = lane_record_bytes(r.length);
-    peeked_fence_ = r.kind == kLaneFence;
+    peeked_kind_ = static_cast<LaneRecordKind>(r.kind);
     return std::optional(std::span<const std::byte>(ring() + read_pos_ % capacity_ + sizeof r, r.length));
   }
 }
@@ -267,7 +329,7 @@ void LaneReader::consume() noexcept {
   read_pos_ += peeked_bytes_;
   peeked_bytes_ = 0;
   LaneAck& a = ack();
-  if (!peeked_fence_) a.delivered.store(++delivered_, std::memory_order_relaxed);  // ours alone: no RMW
+  if (peeked_kind_ != kLaneFence) a.delivered.store(++delivered_, std::memory_order_relaxed);  // ours alone: no RMW
   // Dekker with the writer: it sets writer_waiting, then re-reads read_pos before sleeping.
   a.read_pos.store(read_pos_, std::memory_order_seq_cst);
   const std::uint32_t armed = header().writer_waiting.load(std::memory_order_seq_cst);
@@ -279,13 +341,13 @@ void LaneReader::consume() noexcept {
 }
 
 bool LaneReader::arm() noexcept {
-  if (!data_map_) return true;
+  if (data_ == nullptr) return true;
   ack().reader_waiting.store(next_arm(arms_), std::memory_order_seq_cst);
   return header().write_pos.load(std::memory_order_seq_cst) == read_pos_;
 }
 
 Result<bool> LaneReader::wait_for_message(std::chrono::nanoseconds timeout) {
-  if (violation_ != nullptr || !data_map_) return protocol_error();
+  if (violation_ != nullptr || data_ == nullptr) return protocol_error();
   LaneAck& a = ack();
   const std::uint32_t seen = header().write_seq.load(std::memory_order_seq_cst);
   a.reader_waiting.store(next_arm(arms_), std::memory_order_seq_cst);

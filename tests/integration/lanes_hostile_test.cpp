@@ -498,8 +498,8 @@ struct RawLane {
     }
     return std::nullopt;
   }
-  // The route taken with fence 1 (version 0 after: marks around a message the broker
-  // carries), naming the lane `times` times.
+  // The route taken with fence 1 (version 0 after: fences only), naming the lane `times`
+  // times.
   [[nodiscard]] std::vector<std::byte> ack_frame(std::uint64_t fence, int times = 1) const {
     wire::Header h;
     h.set_type(wire::LANE_ROUTE_ACK);

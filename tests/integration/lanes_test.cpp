@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "broker_process.hpp"
+#include "lanes_util.hpp"
 #include "raw_connection.hpp"
 #include "ubroker/proto/frame_codec.hpp"
 #include "script_peer.hpp"
@@ -26,21 +27,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string number(std::uint64_t n) { return std::string(reinterpret_cast<const char*>(&n), sizeof n); }
-std::uint64_t number_of(std::span<const std::byte> p) {
-  std::uint64_t n = ~0ull;
-  if (p.size() >= sizeof n) std::memcpy(&n, p.data(), sizeof n);
-  return n;
-}
-
-// Said here so these tests test lanes whatever the default.
-const std::string kLanesOn = "[lanes]\nenabled = true\n";
-
-void expect_books_balance(const wire::BrokerStatus& st) {
-  EXPECT_EQ(st.lane_accepted(), st.lane_delivered() + st.lane_dropped() + st.lane_lost() + st.lane_queued())
-      << st.ShortDebugString();
-}
-
 // Receives until `n` messages came (or 10 s of silence); their numbers.
 std::vector<std::uint64_t> receive_numbers(Client& c, std::size_t n) {
   std::vector<std::uint64_t> got;
@@ -50,17 +36,6 @@ std::vector<std::uint64_t> receive_numbers(Client& c, std::size_t n) {
     got.push_back(number_of(m->payload()));
   }
   return got;
-}
-
-// Publishes number 0 on `topic` until a lane carried one (the first ones set it up), `sub`
-// taking what comes meanwhile.
-bool lane_carries(Client& pub, const std::string& topic, Client& sub) {
-  return eventually([&] {
-    if (!pub.publish(topic, number(0))) return false;
-    while (sub.receive(0ms)) {
-    }
-    return broker_status(pub).lane_delivered() > 0;
-  });
 }
 
 TEST(Lanes, APublisherAndASubscriberGetALaneThatCarriesEveryMessageInOrderWithTheBrokersBooks) {

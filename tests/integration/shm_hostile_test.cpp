@@ -377,7 +377,9 @@ TEST(ShmQuota, SegmentsAndBytesPerUidAreBounded) {
 }
 
 TEST(ShmQuota, FdsInFlightPerUidAreBoundedAndTheDropsCounted) {
-  BrokerProcess broker("[limits]\nshm_max_fds_in_flight_per_uid = 1\n");
+  // The broker's deliveries (a lane would carry p1's later payloads, and report the broker's
+  // drops only with the broker's next delivery).
+  BrokerProcess broker("[limits]\nshm_max_fds_in_flight_per_uid = 1\n[lanes]\nenabled = false\n");
   Client status = broker.connect("status");
   Client sub = broker.connect("sub");
   auto handle = sub.subscribe("fds.>");

@@ -49,7 +49,8 @@ std::uint64_t seq_of(const Message& m) {
 
 class Bulk : public ::testing::Test {
  protected:
-  BrokerProcess broker_;
+  // The broker's path and its books (lanes_bulk_test.cpp has the lanes' path).
+  BrokerProcess broker_{"[lanes]\nenabled = false\n"};
   Client status_ = broker_.connect("status");
 };
 

@@ -118,14 +118,14 @@ TEST(Lane, FencesAreRecordsOfTheirOwnAndAnArmedReaderIsWokenThroughItsWakeSocket
   r->disarm();
   auto f = r->peek();
   ASSERT_TRUE(f && *f);
-  EXPECT_TRUE(r->peeked_fence());
+  EXPECT_EQ(r->peeked_kind(), kLaneFence);
   std::uint64_t number = 0;
   std::memcpy(&number, (*f)->data(), sizeof number);
   EXPECT_EQ(number, 7u);
   r->consume();
   ASSERT_EQ(w->try_push(bytes_of("after")).value(), LaneWriter::Push::kWritten);
   EXPECT_EQ(next_text(*r), "after");
-  EXPECT_FALSE(r->peeked_fence());
+  EXPECT_EQ(r->peeked_kind(), kLaneMessage);
   EXPECT_EQ(r->delivered(), 2u) << "fences are not messages";
 }
 

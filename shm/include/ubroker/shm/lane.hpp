@@ -11,8 +11,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
+#include <vector>
 
 #include "ubroker/shm/lane_layout.hpp"
 #include "ubroker/shm/mapping.hpp"
@@ -52,6 +54,37 @@ class LaneWriter {
   // nullopt when the lane is full now), then commit() publishes exactly those bytes.
   [[nodiscard]] Result<std::optional<std::span<std::byte>>> try_reserve(std::uint64_t size);
   void commit() noexcept { publish(kLaneMessage); }
+  // The same for a bulk record (lane_layout.hpp): try_reserve(sizeof(LaneBulkRef) + the
+  // message), the caller writes both, then commit_bulk().
+  void commit_bulk() noexcept { publish(kLaneBulk); }
+
+  // Holds on bulk payloads in the publisher's ring (the subscriber releases them in its ack
+  // segment, lane_layout.hpp). take_hold: a hold on the ring record at `offset` (nullopt: the
+  // subscriber holds kLaneHoldSlots already); return_hold: one not written after all.
+  struct Hold {
+    std::uint32_t slot;
+    std::uint32_t generation;
+  };
+  [[nodiscard]] std::optional<Hold> take_hold(std::uint64_t offset);
+  void return_hold(const Hold& h) noexcept;
+  // Calls released(offset) for each hold the subscriber let go since (its slot is free again),
+  // or, with `all`, for every hold still out (a subscriber gone for good).
+  template <class F>
+  void collect(F&& released, bool all = false) {
+    if (outstanding_ == 0 || !ack_map_) return;
+    for (std::uint32_t slot = 0; slot < held_.size() && outstanding_ != 0; ++slot) {
+      Held& h = held_[slot];
+      if (!h.live) continue;
+      if (!all && ack().released[slot].load(std::memory_order_acquire) != h.generation) continue;
+      h.live = false;
+      --outstanding_;
+      free_slots_.push_back(slot);
+      released(h.offset);
+    }
+  }
+  [[nodiscard]] bool holds_out() const noexcept { return outstanding_ != 0; }
+  // Whether a hold out is on the record at `offset`.
+  [[nodiscard]] bool holds(std::uint64_t offset) const noexcept;
   // Writes fence `number` (lane_layout.hpp) if it fits now.
   [[nodiscard]] Result<Push> try_push_fence(std::uint64_t number);
   // Waits until the subscriber makes room (or `timeout`): true if it may have.
@@ -60,15 +93,21 @@ class LaneWriter {
   // For a writer whose calls are serialized by a lock it must not hold while it waits:
   // room_wait() (under the lock) says what to wait on, wait() (outside it) waits for the
   // subscriber to consume, or `timeout`. Touches only the shared words, never this object.
+  // A release of a bulk hold ends the wait too (a lane whose holds are all out is full).
   struct RoomWait {
     const std::atomic<std::uint32_t>* read_seq;
     std::uint32_t seen;
     const std::atomic<std::uint64_t>* read_pos;
     std::uint64_t was;
+    const std::atomic<std::uint64_t>* releases;
+    std::uint64_t releases_was;
     std::atomic<std::uint32_t>* waiting;
     std::uint32_t arm;  // this wait's writer_waiting value
   };
   [[nodiscard]] RoomWait room_wait() noexcept;
+  // The same for a wait for a release of a hold (the read position as it is now: the wait is
+  // not for room).
+  [[nodiscard]] RoomWait release_wait() noexcept;
   static void wait(const RoomWait& w, std::chrono::nanoseconds timeout) noexcept;
   [[nodiscard]] const char* violation() const noexcept { return violation_; }
   [[nodiscard]] std::uint64_t max_payload() const noexcept { return capacity_ / 2 - sizeof(LaneRecord); }
@@ -99,7 +138,25 @@ class LaneWriter {
   // before the reader runs (a wake-up per record made a busy lane a system call per message).
   std::uint32_t woken_arm_ = 0;
   const char* violation_ = nullptr;
+  struct Held {
+    std::uint64_t offset = 0;
+    std::uint32_t generation = 0;
+    bool live = false;
+  };
+  std::vector<Held> held_;  // by slot, grown as holds are taken
+  std::vector<std::uint32_t> free_slots_;
+  std::uint32_t outstanding_ = 0;
 };
+
+// The subscriber's mappings of a lane: shared by its reader and by every bulk payload it
+// holds, so a release can be written after the lane closed (and from any thread).
+struct LaneMappings {
+  Mapping ack;   // read-write
+  Mapping data;  // read-only, once attached
+};
+// The subscriber lets a bulk payload go: after its last read of the payload, any thread.
+// Wakes the publisher if it waits (for room, or for this hold).
+void release_hold(const LaneMappings& m, std::uint32_t slot, std::uint32_t generation) noexcept;
 
 class LaneReader {
  public:
@@ -110,11 +167,13 @@ class LaneReader {
   // checked (check_lane_fd), then mapped read-only.
   [[nodiscard]] Result<void> attach(int data_fd, std::uint64_t capacity);
 
-  // The next record, valid until consume(); nullopt when none is there yet. A message, or a
-  // fence (peeked_fence() says which; its 8 bytes are its number). Errors: protocol_error
-  // (a violation).
+  // The next record, valid until consume(); nullopt when none is there yet. A message, a bulk
+  // record or a fence (peeked_kind() says which; a fence's 8 bytes are its number). Errors:
+  // protocol_error (a violation).
   [[nodiscard]] Result<std::optional<std::span<const std::byte>>> peek();
-  [[nodiscard]] bool peeked_fence() const noexcept { return peeked_fence_; }
+  [[nodiscard]] LaneRecordKind peeked_kind() const noexcept { return peeked_kind_; }
+  // For the bulk payloads this end holds (release_hold).
+  [[nodiscard]] const std::shared_ptr<LaneMappings>& mappings() const noexcept { return maps_; }
   // Done with the record peek() returned: its space goes back to the publisher.
   void consume() noexcept;
   // Sleeps until the publisher writes (or `timeout`): true if it may have.
@@ -126,33 +185,35 @@ class LaneReader {
   void disarm() noexcept { ack().reader_waiting.store(0, std::memory_order_relaxed); }
   // Whether the publisher wrote past what was read (its position is only compared).
   [[nodiscard]] bool has_unread() const noexcept {
-    return data_map_ && header().write_pos.load(std::memory_order_acquire) != read_pos_;
+    return data_ != nullptr && header().write_pos.load(std::memory_order_acquire) != read_pos_;
   }
   // Messages the publisher dropped at a full lane, as it says (unchecked: only reported).
   [[nodiscard]] std::uint64_t dropped_by_publisher() const noexcept {
-    return data_map_ ? header().dropped.load(std::memory_order_relaxed) : 0;
+    return data_ != nullptr ? header().dropped.load(std::memory_order_relaxed) : 0;
   }
   // Messages consumed (fences not counted).
   [[nodiscard]] std::uint64_t delivered() const noexcept { return ack().delivered.load(std::memory_order_relaxed); }
   [[nodiscard]] const char* violation() const noexcept { return violation_; }
 
  private:
-  LaneReader(Memfd ack, Mapping map) noexcept : ack_(std::move(ack)), ack_map_(std::move(map)) {}
-  [[nodiscard]] LaneAck& ack() const noexcept { return *reinterpret_cast<LaneAck*>(ack_map_.data()); }
-  [[nodiscard]] const LaneHeader& header() const noexcept { return *reinterpret_cast<const LaneHeader*>(data_map_.data()); }
-  [[nodiscard]] const std::byte* ring() const noexcept { return data_map_.data() + kLaneHeaderBytes; }
+  LaneReader(Memfd ack, std::shared_ptr<LaneMappings> maps) noexcept
+      : ack_(std::move(ack)), maps_(std::move(maps)), ack_ptr_(reinterpret_cast<LaneAck*>(maps_->ack.data())) {}
+  [[nodiscard]] LaneAck& ack() const noexcept { return *ack_ptr_; }
+  [[nodiscard]] const LaneHeader& header() const noexcept { return *reinterpret_cast<const LaneHeader*>(data_); }
+  [[nodiscard]] const std::byte* ring() const noexcept { return data_ + kLaneHeaderBytes; }
   Result<std::optional<std::span<const std::byte>>> fail(const char* why) noexcept;
 
   Memfd ack_;
-  Mapping ack_map_;
-  Mapping data_map_;
+  std::shared_ptr<LaneMappings> maps_;
+  LaneAck* ack_ptr_;
+  const std::byte* data_ = nullptr;  // maps_->data, once attached
   std::uint64_t capacity_ = 0;
   std::uint64_t read_pos_ = 0;     // ours: the shared copy is only for the publisher
   std::uint64_t known_write_pos_ = 0;  // the publisher's, as read last (checked)
   std::uint64_t delivered_ = 0;
   std::uint32_t woken_writer_arm_ = 0;  // the publisher's wait for room last woken
   std::uint64_t peeked_bytes_ = 0; // the record peek() returned (0: none)
-  bool peeked_fence_ = false;
+  LaneRecordKind peeked_kind_ = kLaneMessage;
   std::uint32_t arms_ = 0;  // each arming a new nonzero reader_waiting, so the writer wakes it once
   const char* violation_ = nullptr;
 };

@@ -5,8 +5,9 @@
 //   the data segment, the publisher's: [0, 4096) LaneHeader, then `capacity` bytes of ring
 //     (a power of two). The publisher maps it read-write and seals it F_SEAL_FUTURE_WRITE
 //     before handing it on; the subscriber can only map it read-only.
-//   the ack segment, the subscriber's: 4096 bytes, LaneAck. The subscriber maps it read-write
-//     and seals it the same way; the publisher maps it read-only.
+//   the ack segment, the subscriber's: kLaneAckBytes, LaneAck (its read position and the
+//     releases of the bulk payloads it held). The subscriber maps it read-write and seals it
+//     the same way; the publisher maps it read-only.
 //
 // Positions are byte counts since the lane began (64-bit, never wrapping in practice); a
 // position's place in the ring is `position % capacity`. Records are 8-byte aligned: a
@@ -29,12 +30,15 @@
 
 namespace ubroker::shm {
 
-inline constexpr std::uint64_t kLaneMagic = 0x324e414c524b4255;  // "UBKRLAN2" little-endian
+inline constexpr std::uint64_t kLaneMagic = 0x334e414c524b4255;  // "UBKRLAN3" little-endian
 // What a client offers in HELLO, naming this layout: the broker pairs only clients that offer
 // the one it knows, so ends built against another layout never share a lane.
-inline constexpr const char* kLaneFeature = "lanes/2";
+inline constexpr const char* kLaneFeature = "lanes/3";
 inline constexpr std::uint64_t kLaneHeaderBytes = 4096;
-inline constexpr std::uint64_t kLaneAckBytes = 4096;
+// Bulk payloads a subscriber may hold at once per lane (messages of the publisher's shared
+// memory it has not destroyed yet): one release word each in the ack segment.
+inline constexpr std::uint32_t kLaneHoldSlots = 4096;
+inline constexpr std::uint64_t kLaneAckBytes = 4096 + kLaneHoldSlots * 4;
 inline constexpr std::uint64_t kLaneRecordAlign = 8;
 inline constexpr std::uint64_t kLaneMinCapacity = 4096;
 inline constexpr std::uint64_t kLaneMaxCapacity = std::uint64_t{1} << 30;
@@ -71,16 +75,37 @@ struct LaneAck {  // written by the subscriber only
   // for each sleep, which the publisher wakes once.
   std::atomic<std::uint32_t> reader_waiting;
   alignas(64) std::atomic<std::uint64_t> delivered;  // messages consumed
+  // Bulk payloads let go (any thread of the subscriber): `released[slot]` takes the hold's
+  // generation (release order, after the last read of the payload), then `releases` counts
+  // it (seq_cst), and a publisher waiting (writer_waiting) is woken on read_seq. The
+  // publisher reads the words of the holds it gave out, never trusting them for more than
+  // its own holds: a subscriber that lies only loses its own payloads.
+  alignas(64) std::atomic<std::uint64_t> releases;
+  alignas(4096) std::atomic<std::uint32_t> released[kLaneHoldSlots];
 };
 static_assert(std::is_standard_layout_v<LaneAck>);
 static_assert(sizeof(LaneAck) <= kLaneAckBytes);
+static_assert(offsetof(LaneAck, released) == 4096);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
 // A fence (8 bytes: its number) marks where the publisher took a new route: the subscriber
 // reads past it only once the broker's matching LANE_FENCE came in on the socket, so order is
 // kept where a publisher's messages move between the broker and the lane. Not a message: not
 // counted in `accepted` or `delivered`.
-enum LaneRecordKind : std::uint32_t { kLaneMessage = 1, kLanePadding = 2, kLaneFence = 3 };
+// A bulk record is a message whose payload stays in the publisher's shared-memory segment
+// (shm/segment_layout.hpp): a LaneBulkRef, then the message with an empty payload. The
+// segment is one the broker passed the subscriber with a fence; the reference is checked
+// against the subscriber's own mapping of it.
+enum LaneRecordKind : std::uint32_t { kLaneMessage = 1, kLanePadding = 2, kLaneFence = 3, kLaneBulk = 4 };
+
+struct LaneBulkRef {
+  std::uint64_t segment;  // the publisher's own id for it (as in its SHM_REGISTER)
+  std::uint64_t offset;   // PayloadRef
+  std::uint64_t length;
+  std::uint32_t slot;        // the hold: released[slot] takes `generation` when let go
+  std::uint32_t generation;  // never 0
+};
+static_assert(sizeof(LaneBulkRef) == 32);
 
 struct LaneRecord {
   std::uint32_t length;  // payload bytes (kLaneMessage), or padding bytes after this header
@@ -109,8 +134,11 @@ static_assert(sizeof(LaneRecord) == 8);
 [[nodiscard]] constexpr const char* check_record(const LaneRecord& r, std::uint64_t read_pos, std::uint64_t write_pos,
                                                  std::uint64_t capacity) noexcept {
   if (write_pos - read_pos < sizeof(LaneRecord)) return "a record header past the write position";
-  if (r.kind != kLaneMessage && r.kind != kLanePadding && r.kind != kLaneFence) return "a record of unknown kind";
+  if (r.kind != kLaneMessage && r.kind != kLanePadding && r.kind != kLaneFence && r.kind != kLaneBulk) {
+    return "a record of unknown kind";
+  }
   if (r.kind == kLaneFence && r.length != sizeof(std::uint64_t)) return "a fence record that is not 8 bytes";
+  if (r.kind == kLaneBulk && r.length < sizeof(LaneBulkRef)) return "a bulk record shorter than its reference";
   const std::uint64_t bytes = lane_record_bytes(r.length);
   const std::uint64_t to_end = capacity - read_pos % capacity;
   if (bytes > to_end) return "a record that wraps around the end of the ring";

@@ -21,6 +21,20 @@
 
 namespace ubroker::shm {
 
+// Holds on records that the producer counts itself (RecordHeader::holds): the subscribers of
+// its direct lanes release them in their own ack segments.
+class RecordHolds {
+ public:
+  // Takes back (ProducerRing::unhold) whatever was released since.
+  virtual void collect() = 0;
+  // Waits until the record whose payload is at `offset` may have been released, or
+  // `deadline`; false (at once) if no holder of it is known.
+  virtual bool wait_for(std::uint64_t offset, std::chrono::steady_clock::time_point deadline) = 0;
+
+ protected:
+  ~RecordHolds() = default;
+};
+
 class ProducerRing {
  public:
   struct Slot {
@@ -36,15 +50,23 @@ class ProducerRing {
 
   // A slot of `length` bytes (> 0). Errors: std::errc::message_size when it could never fit
   // (see max_payload()), std::errc::timed_out when no space came back by `deadline`.
-  [[nodiscard]] Result<Slot> reserve(std::uint64_t length, std::chrono::steady_clock::time_point deadline);
-  // Gives a reserved slot back without publishing it.
+  // `holds`: where the records' own holds are released, when some are out.
+  [[nodiscard]] Result<Slot> reserve(std::uint64_t length, std::chrono::steady_clock::time_point deadline,
+                                     RecordHolds* holds = nullptr);
+  // Gives a reserved slot back without publishing it, or marks a published one released by
+  // the producer itself (the broker was not given it; its own holds still count).
   void abandon(const PayloadRef& ref) noexcept;
+  // The producer's own holds on a record (RecordHeader::holds): hold() before the record is
+  // released or sent to the broker; unhold() once its holder let go, then wake_waiters().
+  void hold(const PayloadRef& ref) noexcept;
+  void unhold(std::uint64_t offset) noexcept;
+  void wake_waiters() noexcept;
 
   [[nodiscard]] int fd() const noexcept { return memfd_.fd(); }
   [[nodiscard]] std::uint64_t size() const noexcept { return memfd_.size(); }
   [[nodiscard]] std::uint64_t max_payload() const noexcept { return ring_bytes_ - kRecordHeaderBytes; }
   // Bytes of the ring in use (reserved and not yet reclaimed), for tests and stats.
-  [[nodiscard]] std::uint64_t used_bytes();
+  [[nodiscard]] std::uint64_t used_bytes(RecordHolds* holds = nullptr);
 
   // Only create() constructs (public for make_shared).
   ProducerRing(Memfd memfd, Mapping map) noexcept;

@@ -57,7 +57,10 @@ struct alignas(64) RecordHeader {
   // (release) when the last receiver lets go; the producer loads it (acquire) before reusing
   // the space, so every receiver's reads happen before the producer's next writes.
   std::atomic<std::uint32_t> state;
-  std::uint32_t reserved;
+  // Holds the producer counts itself: a direct lane's subscriber releases a payload where the
+  // producer reads it, not through the broker (shm/lane.hpp). Written by the producer only;
+  // the space is reused once `state` is released and this is 0.
+  std::atomic<std::uint32_t> holds;
   std::uint64_t bytes;  // the whole record (header + payload + padding); written by the producer
 };
 static_assert(std::is_standard_layout_v<RecordHeader>);
