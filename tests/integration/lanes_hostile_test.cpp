@@ -133,12 +133,9 @@ char* topic_at(std::span<std::byte> data, std::uint64_t pos) {
   return reinterpret_cast<char*>(ring_at(data, pos) + sizeof(LaneRecord) + 8);
 }
 
-class HostilePublisher : public testing::TestWithParam<Corruption> {};
-
-// Ten messages wait in the lane of a stopped subscriber; this process corrupts them (or the
-// header) and lets the subscriber go on.
-TEST_P(HostilePublisher, TheSubscriberReportsItTheBrokerClosesTheLaneAndTheBrokerCarriesThePair) {
-  const Corruption& c = GetParam();
+// Ten messages (bulk payloads, with `bulk`) wait in the lane of a stopped subscriber; this
+// process corrupts them (or the header) and lets the subscriber go on.
+void corrupt_a_stopped_subscribers_lane(const Corruption& c, bool bulk) {
   BrokerProcess broker(kConfig);
   Process peer = Process::spawn({UBROKER_TEST_PEER, "subscribe", broker.socket(), "hostile.t", "1000000000"});
   ASSERT_TRUE(wait_for_output(peer, "ready"));
@@ -151,7 +148,17 @@ TEST_P(HostilePublisher, TheSubscriberReportsItTheBrokerClosesTheLaneAndTheBroke
   ASSERT_TRUE(eventually([&] { return broker_status(pub).lane_queued() == 0; }));
   peer.signal(SIGSTOP);
   ASSERT_TRUE(eventually([&] { return stopped(peer.pid()); }));
-  for (int i = 0; i < 10; ++i) ASSERT_TRUE(pub.publish("hostile.t", numbered(seq++)).has_value());
+  for (int i = 0; i < 10; ++i) {
+    if (!bulk) {
+      ASSERT_TRUE(pub.publish("hostile.t", numbered(seq++)).has_value());
+      continue;
+    }
+    auto loan = pub.loan("hostile.t", 4096);
+    ASSERT_TRUE(loan.has_value());
+    const std::string n = numbered(seq++);
+    std::memcpy(loan->data().data(), n.data(), n.size());
+    ASSERT_TRUE(pub.publish(std::move(*loan)).has_value());
+  }
   ASSERT_TRUE(pub.flush().has_value());
   ASSERT_TRUE(eventually([&] { return broker_status(pub).lane_queued() == 10; }));
   const auto before = broker_status(pub);
@@ -190,6 +197,12 @@ TEST_P(HostilePublisher, TheSubscriberReportsItTheBrokerClosesTheLaneAndTheBroke
   EXPECT_EQ(after.lane_accepted(), closed.lane_accepted());
   EXPECT_EQ(after.lanes_opened(), closed.lanes_opened()) << "no new lane for a pair whose lane broke";
   EXPECT_FALSE(peer.wait(0ms).has_value()) << "the subscriber died: " << peer.err();
+}
+
+class HostilePublisher : public testing::TestWithParam<Corruption> {};
+
+TEST_P(HostilePublisher, TheSubscriberReportsItTheBrokerClosesTheLaneAndTheBrokerCarriesThePair) {
+  corrupt_a_stopped_subscribers_lane(GetParam(), false);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -232,6 +245,42 @@ INSTANTIATE_TEST_SUITE_P(
                      h.write_seq = 0xdeadbeef;
                      h.writer_waiting = 7;
                    }}),
+    name_of);
+
+// The first bulk record the subscriber has not read (the segment's fence comes before it) and
+// its reference.
+std::uint64_t first_bulk(std::span<std::byte> data, std::span<std::byte> ack) {
+  std::uint64_t pos = next_read(ack);
+  while (record_at(data, pos).kind != shm::kLaneBulk) pos += shm::lane_record_bytes(record_at(data, pos).length);
+  return pos;
+}
+shm::LaneBulkRef& bulk_ref_at(std::span<std::byte> data, std::uint64_t pos) {
+  return *reinterpret_cast<shm::LaneBulkRef*>(ring_at(data, pos) + sizeof(LaneRecord));
+}
+
+class HostileBulkPublisher : public testing::TestWithParam<Corruption> {};
+
+TEST_P(HostileBulkPublisher, TheSubscriberReportsItTheBrokerClosesTheLaneAndTheBrokerCarriesThePair) {
+  corrupt_a_stopped_subscribers_lane(GetParam(), true);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    EveryField, HostileBulkPublisher,
+    testing::Values(
+        Corruption{"ShorterThanItsReference", "a bulk record shorter than its reference",
+                   [](auto data, auto ack) { record_at(data, first_bulk(data, ack)).length = 16; }},
+        Corruption{"ASegmentNotPassed", "a bulk record naming a segment the broker did not pass",
+                   [](auto data, auto ack) { bulk_ref_at(data, first_bulk(data, ack)).segment = 77; }},
+        Corruption{"AHoldSlotOutOfRange", "a bulk record with a hold slot out of range",
+                   [](auto data, auto ack) { bulk_ref_at(data, first_bulk(data, ack)).slot = shm::kLaneHoldSlots; }},
+        Corruption{"AnOffsetPastTheSegment", "a bulk reference outside the segment the broker passed",
+                   [](auto data, auto ack) { bulk_ref_at(data, first_bulk(data, ack)).offset = std::uint64_t{1} << 40; }},
+        Corruption{"AnOffsetNotAtARecord", "a bulk reference outside the segment the broker passed",
+                   [](auto data, auto ack) { bulk_ref_at(data, first_bulk(data, ack)).offset += 8; }},
+        Corruption{"ALengthPastTheSegment", "a bulk reference outside the segment the broker passed",
+                   [](auto data, auto ack) { bulk_ref_at(data, first_bulk(data, ack)).length = std::uint64_t{1} << 40; }},
+        Corruption{"APayloadOfItsOwn", "a bulk record with a payload of its own",
+                   [](auto data, auto ack) { record_at(data, first_bulk(data, ack)).length += 8; }}),
     name_of);
 
 // ---- a hostile subscriber -----------------------------------------------------------------
