@@ -210,9 +210,9 @@ bool ClientCore::deliver(const DeliveryHead& h, std::span<const std::byte> paylo
       report(Error{Errc::kShmRefused, why});
       return false;
     }
-    view.payload = opened->first;
-    segment = b->segment;
-    token = opened->second;
+    view.payload = opened->payload;
+    segment = opened->segment;
+    token = opened->token;
   }
   for (std::size_t i = 0; i < targets_.size(); ++i) {
     SubState* sub = targets_[i].get();

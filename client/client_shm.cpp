@@ -55,6 +55,7 @@ Result<std::shared_ptr<shm::ProducerRing>> ClientCore::producer_ring() {
   auto answer = control_request(h, options_.timeout, !on_io_thread(), (*ring)->fd());
   if (!answer) return std::unexpected(answer.error());
   ring_ = std::move(*ring);
+  lane_pub_.set_ring(ring_);
   return ring_;
 }
 

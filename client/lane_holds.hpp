@@ -28,6 +28,12 @@ class LaneHolds {
   // The lane closed: `done` runs once, when nothing is held any more: now, on this thread, if
   // nothing is, else on the thread that releases the last.
   void when_released(std::function<void()> done);
+  // The connection is gone: no answer is due any more (a new connection's lane ids are new).
+  void disarm() noexcept {
+    disarmed_.store(true);
+    answered_.store(true);
+  }
+  [[nodiscard]] bool disarmed() const noexcept { return disarmed_.load(); }
 
  private:
   std::shared_ptr<shm::LaneMappings> maps_;
@@ -35,6 +41,7 @@ class LaneHolds {
   std::function<void()> done_;  // written before closing_ is set
   std::atomic<bool> closing_{false};
   std::atomic<bool> answered_{false};
+  std::atomic<bool> disarmed_{false};
 };
 
 }  // namespace ubroker::detail

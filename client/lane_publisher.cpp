@@ -7,12 +7,6 @@
 #include <cstring>
 
 namespace ubroker::detail {
-namespace {
-
-constexpr auto kFenceWait = std::chrono::milliseconds(20);
-
-}  // namespace
-
 Result<UniqueFd> LanePublisher::offer(std::uint64_t id, std::uint64_t capacity) {
   if (lanes_.contains(id)) return std::unexpected(Error{Errc::kProtocolError, "the broker offered a lane twice"});
   auto w = shm::LaneWriter::create(capacity);
@@ -59,6 +53,7 @@ void LanePublisher::holds_released(std::uint64_t id) {
   auto it = holding_.find(id);
   if (it == holding_.end()) return;
   collect_locked(*it->second, true);
+  it->second->writer.wake_own_waiters();  // a thread waiting for one of those holds looks again
   holding_.erase(it);
 }
 
@@ -67,6 +62,7 @@ void LanePublisher::close_all() {
   {
     LockGuard lk(mu_);
     holding_.clear();  // their ring goes with the connection: nothing is written there again
+    ring_.reset();
     routes_.clear();
     last_ = nullptr;
     cut_.store(false, std::memory_order_release);  // the next connection's lanes are new ones
@@ -206,28 +202,34 @@ void LanePublisher::collect() {
 bool LanePublisher::wait_for(std::uint64_t offset, std::chrono::steady_clock::time_point deadline) {
   UniqueLock lk(mu_);
   for (auto& [id, lane] : holding_) {
-    collect_locked(*lane, false);
     if (!lane->writer.holds(offset)) continue;
-    // Its subscriber wakes a publisher that waits (writer_waiting) when it lets a hold go.
+    // The words the wait compares are read before the releases are: a release in between
+    // ends the wait at once. Its subscriber wakes a publisher that waits (writer_waiting).
     const shm::LaneWriter::RoomWait room = lane->writer.release_wait();
+    collect_locked(*lane, false);
+    if (!lane->writer.holds(offset)) return true;
     const std::shared_ptr<Lane> keep = lane;  // its mappings outlive the wait (the loop may drop it)
     lk.unlock();
     const auto now = std::chrono::steady_clock::now();
-    if (now < deadline) shm::LaneWriter::wait(room, std::min<std::chrono::nanoseconds>(deadline - now, std::chrono::seconds(1)));
+    if (now < deadline) shm::LaneWriter::wait(room, std::min<std::chrono::nanoseconds>(deadline - now, kHoldSlice));
     return true;
   }
   return false;
 }
 
 shm::Result<std::optional<LanePublisher::Reserved>> LanePublisher::reserve_locked(Lane& lane, std::size_t size,
-                                                                             const Bulk* bulk) {
+                                                                             const Bulk* bulk, bool& holds_out) {
   Reserved r;
+  holds_out = false;
   if (bulk != nullptr) {
     auto hold = lane.writer.take_hold(bulk->ref.offset);
     if (!hold) {  // all out: what the subscriber let go comes back first
       collect_locked(lane, false);
       hold = lane.writer.take_hold(bulk->ref.offset);
-      if (!hold) return std::optional<Reserved>();
+      if (!hold) {
+        holds_out = true;
+        return std::optional<Reserved>();
+      }
     }
     r.hold = *hold;
     size += sizeof(shm::LaneBulkRef);
@@ -243,7 +245,7 @@ shm::Result<std::optional<LanePublisher::Reserved>> LanePublisher::reserve_locke
 }
 
 bool LanePublisher::attach_locked(const Route& r, const Bulk& bulk, std::string_view topic, wire::Header& marks,
-                                  std::vector<std::uint64_t>& give_up) {
+                                  std::vector<std::uint64_t>& give_up, std::chrono::milliseconds wait) {
   bool any = false;
   for (const Target& t : r.targets) {
     Lane& lane = *t.lane;
@@ -257,7 +259,7 @@ bool LanePublisher::attach_locked(const Route& r, const Bulk& bulk, std::string_
     }
     // The subscriber reads on past this fence only once the broker passed it the segment.
     std::uint64_t number = 0;
-    if (!fence_locked(lane, number, kFenceWait)) {
+    if (!fence_locked(lane, number, wait)) {
       give_up.push_back(t.id);
       continue;
     }
@@ -278,7 +280,8 @@ LanePublisher::Written LanePublisher::write_locked(const Route& r, std::string_v
   for (const Target& t : r.targets) {
     if (std::find(written.begin(), written.end(), t.id) != written.end()) continue;
     Lane& lane = *t.lane;
-    auto room = reserve_locked(lane, size, bulk);
+    bool holds_out = false;
+    auto room = reserve_locked(lane, size, bulk, holds_out);
     if (!room) {
       // Larger than the lane can ever hold, or the subscriber broke its rules: the lane goes,
       // and this message (and what follows) reaches its subscriptions through the broker.
@@ -303,7 +306,7 @@ LanePublisher::Written LanePublisher::write_locked(const Route& r, std::string_v
     } else if (t.lossless && !lane.closed.load(std::memory_order_acquire) && !may_wait) {
       return {.give_up = t.id, .why = "full when its publisher could not wait (a publish from the client's loop)"};
     } else if (t.lossless && !lane.closed.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < deadline) {
-      return {.full = t.lane};  // lossless subscriptions hold the publisher back until there is room
+      return {.full = t.lane, .holds_out = holds_out};  // lossless subscriptions hold the publisher back until there is room
     } else {
       // DROP subscriptions lose it at a full lane (counted in the lane, for the broker's books).
       lane.writer.count_dropped();

@@ -55,6 +55,11 @@ class LanePublisher final : public shm::RecordHolds {
   // Loop: the lane is gone (LANE_CLOSE): a publisher waiting for room in it gives up, and
   // routes stop naming it.
   void close(std::uint64_t id);
+  // The producer ring of this connection (bulk publishes name no other), or none.
+  void set_ring(std::shared_ptr<shm::ProducerRing> ring) {
+    LockGuard lk(mu_);
+    ring_ = std::move(ring);
+  }
   // Loop: the lane's subscriber holds none of its bulk payloads any more, or is gone.
   void holds_released(std::uint64_t id);
   // Loop: the connection is gone, and every lane with it (the ring goes with it too).
@@ -145,6 +150,7 @@ class LanePublisher final : public shm::RecordHolds {
   // when the caller may not wait).
   struct Written {
     std::shared_ptr<Lane> full;
+    bool holds_out = false;  // `full` has all its holds out (what frees one is a release, not room)
     std::uint64_t give_up = 0;
     const char* why = nullptr;
     bool broken = false;
@@ -158,11 +164,12 @@ class LanePublisher final : public shm::RecordHolds {
     std::span<std::byte> out;
     shm::LaneWriter::Hold hold{};
   };
-  shm::Result<std::optional<Reserved>> reserve_locked(Lane& lane, std::size_t size, const Bulk* bulk) UBROKER_REQUIRES(mu_);
+  shm::Result<std::optional<Reserved>> reserve_locked(Lane& lane, std::size_t size, const Bulk* bulk,
+                                                      bool& holds_out) UBROKER_REQUIRES(mu_);
   // Fences each lane of the route that lacks the bulk payload's segment into `marks`; the
   // lanes that stay full are added to `give_up`.
   bool attach_locked(const Route& r, const Bulk& bulk, std::string_view topic, wire::Header& marks,
-                     std::vector<std::uint64_t>& give_up) UBROKER_REQUIRES(mu_);
+                     std::vector<std::uint64_t>& give_up, std::chrono::milliseconds wait) UBROKER_REQUIRES(mu_);
   // Takes back the holds `lane` lets go (all of them with `all`).
   void collect_locked(Lane& lane, bool all) UBROKER_REQUIRES(mu_);
 
@@ -179,10 +186,17 @@ class LanePublisher final : public shm::RecordHolds {
     auto deadline = std::chrono::steady_clock::time_point::max();
     for (;;) {
       const Route* r = cut_.load(std::memory_order_acquire) ? nullptr : find_locked(topic);
+      if (bulk != nullptr && bulk->ring != ring_) {
+        // A loan from a connection lost since (its check passed before the reconnect): the
+        // broker and the lanes of this one know another ring.
+        return std::unexpected(Error{Errc::kInvalidArgument, "the loan is from a connection lost since; loan again"});
+      }
       if (r == nullptr) return to_broker(!written.empty());
       if (bulk != nullptr) {
         give_up.clear();
-        if (attach_locked(*r, *bulk, topic, marks, give_up)) send_marks(marks);
+        if (attach_locked(*r, *bulk, topic, marks, give_up, may_wait ? kFenceWait : std::chrono::milliseconds(0))) {
+          send_marks(marks);
+        }
         if (!give_up.empty()) {
           for (const std::uint64_t id : give_up) give_up_locked(id, "full when a segment was to be passed", false);
           continue;
@@ -204,7 +218,7 @@ class LanePublisher final : public shm::RecordHolds {
       if (deadline == std::chrono::steady_clock::time_point::max()) {
         deadline = std::chrono::steady_clock::now() + blocked_for;
       }
-      const shm::LaneWriter::RoomWait room = w.full->writer.room_wait();
+      const shm::LaneWriter::RoomWait room = w.holds_out ? w.full->writer.release_wait() : w.full->writer.room_wait();
       lk.unlock();
       if (!w.full->closed.load(std::memory_order_acquire)) shm::LaneWriter::wait(room, kRoomSlice);
       lk.lock();
@@ -214,6 +228,10 @@ class LanePublisher final : public shm::RecordHolds {
   // broker), and the broker told why.
   void give_up_locked(std::uint64_t id, const char* why, bool broken) UBROKER_REQUIRES(mu_);
   static constexpr auto kRoomSlice = std::chrono::milliseconds(2);
+  static constexpr auto kFenceWait = std::chrono::milliseconds(20);
+  // The longest one wait for a hold's release sleeps before looking again (several threads
+  // waiting on one lane share its waiting word, and the last to arm it is the one woken).
+  static constexpr auto kHoldSlice = std::chrono::milliseconds(20);
   // Writes a fence into `lane`, waiting up to `wait` for room; false if the lane stays full.
   bool fence_locked(Lane& lane, std::uint64_t& number, std::chrono::milliseconds wait) UBROKER_REQUIRES(mu_);
 
@@ -225,6 +243,7 @@ class LanePublisher final : public shm::RecordHolds {
   const std::pair<const std::string, Route>* last_ UBROKER_GUARDED_BY(mu_) = nullptr;  // the topic looked up last
   // Lanes whose subscriber may hold bulk payloads, open or closed (until holds_released).
   std::unordered_map<std::uint64_t, std::shared_ptr<Lane>> holding_ UBROKER_GUARDED_BY(mu_);
+  std::shared_ptr<shm::ProducerRing> ring_ UBROKER_GUARDED_BY(mu_);
   std::atomic<bool> cut_{false};
   Report report_;
   std::atomic<std::uint64_t> written_{0};

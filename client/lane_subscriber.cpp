@@ -217,11 +217,19 @@ bool LaneSubscriber::close(std::uint64_t id, bool broken) {
 }
 
 void LaneSubscriber::answer_when_released(const std::shared_ptr<LaneHolds>& holds, std::uint64_t id) {
-  // The last release may come on any thread: the answer goes from the loop.
-  holds->when_released([this, owner = owner_, strand = strand_, id] {
-    asio::post(strand, [this, owner, id] {
-      if (const auto keep = owner.lock()) hooks_.done(id);
-    });
+  std::erase_if(answering_, [](const std::weak_ptr<LaneHolds>& h) { return h.expired(); });
+  answering_.push_back(holds);  // disarmed if the connection goes first
+  // The last release may come on any thread, after the client is gone: the answer goes from
+  // the loop, and only while the client (and so its loop) lives.
+  holds->when_released([this, owner = owner_, strand = strand_, weak = std::weak_ptr(holds), id] {
+    const auto keep = owner.lock();
+    auto h = weak.lock();  // alive: this runs inside it
+    if (keep && h) {
+      asio::post(strand, [this, owner, h = std::move(h), id] {
+        // (Disarmed on the loop when the connection went: a new connection's ids are new.)
+        if (const auto alive = owner.lock(); alive && !h->disarmed()) hooks_.done(id);
+      });
+    }
   });
 }
 
@@ -232,6 +240,10 @@ void LaneSubscriber::close_all() {
   }
   lanes_.clear();
   broken_.clear();
+  for (const auto& h : answering_) {
+    if (const auto holds = h.lock()) holds->disarm();
+  }
+  answering_.clear();
 }
 
 void LaneSubscriber::resume() {

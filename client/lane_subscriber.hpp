@@ -163,6 +163,7 @@ class LaneSubscriber {
   std::unordered_map<std::uint64_t, std::shared_ptr<Lane>> lanes_;
   // Lanes this end found broken: their holds, until the broker's LANE_CLOSE.
   std::unordered_map<std::uint64_t, std::shared_ptr<LaneHolds>> broken_;
+  std::vector<std::weak_ptr<LaneHolds>> answering_;  // closed lanes whose answer waits for their holds
   std::vector<std::uint64_t> drops_;  // scratch
   std::vector<std::byte> copy_;       // scratch: a record's topic and headers
 };

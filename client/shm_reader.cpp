@@ -59,7 +59,7 @@ std::optional<std::span<const std::byte>> ShmReader::open(std::uint64_t segment,
   return std::span<const std::byte>(seg.map.data() + offset, static_cast<std::size_t>(length));
 }
 
-std::optional<std::pair<std::span<const std::byte>, std::uint64_t>> ShmReader::open_lane(
+std::optional<ShmReader::Opened> ShmReader::open_lane(
     std::uint64_t segment, std::uint64_t offset, std::uint64_t length, const LaneHold& hold, std::uint32_t holders,
     std::string& why) {
   LockGuard lk(mu_);
@@ -84,31 +84,17 @@ std::optional<std::pair<std::span<const std::byte>, std::uint64_t>> ShmReader::o
   }
   lane_holds_[index] = HeldByLane{.hold = hold, .holders = std::max<std::uint32_t>(holders, 1)};
   hold.lane->held();
-  return std::pair(std::span<const std::byte>(seg.map.data() + offset, static_cast<std::size_t>(length)),
-                   kLaneToken | index);
+  return Opened{.payload = std::span<const std::byte>(seg.map.data() + offset, static_cast<std::size_t>(length)),
+                .segment = segment | kLaneHold,
+                .token = index};
 }
 
 void ShmReader::release(std::uint64_t segment, std::uint64_t token) {
-  bool ready = false;
-  LaneHold let_go;
-  {
-    LockGuard lk(mu_);
-    auto it = segments_.find(segment);
-    if (it == segments_.end()) return;
-    if ((token & kLaneToken) != 0) {
-      const auto index = static_cast<std::uint32_t>(token & ~kLaneToken);
-      if (index >= lane_holds_.size() || lane_holds_[index].holders == 0) return;
-      HeldByLane& h = lane_holds_[index];
-      if (--h.holders != 0) return;
-      let_go = std::move(h.hold);
-      free_lane_holds_.push_back(index);
-      if (--it->second.in_use == 0 && it->second.detached) segments_.erase(it);
-    }
-  }
-  if (let_go.lane) {
-    let_go.lane->release(let_go.slot, let_go.generation);  // outside the lock: it may wake the publisher
+  if ((segment & kLaneHold) != 0) {
+    release_lane(segment & ~kLaneHold, token);
     return;
   }
+  bool ready = false;
   {
     LockGuard lk(mu_);
     auto it = segments_.find(segment);
@@ -122,6 +108,21 @@ void ShmReader::release(std::uint64_t segment, std::uint64_t token) {
     ready = pending_.size() == 1;
   }
   if (ready) releases_ready_();
+}
+
+void ShmReader::release_lane(std::uint64_t segment, std::uint64_t token) {
+  LaneHold let_go;
+  {
+    LockGuard lk(mu_);
+    auto it = segments_.find(segment);
+    if (it == segments_.end() || token >= lane_holds_.size() || lane_holds_[token].holders == 0) return;
+    HeldByLane& h = lane_holds_[token];
+    if (--h.holders != 0) return;
+    let_go = std::move(h.hold);
+    free_lane_holds_.push_back(static_cast<std::uint32_t>(token));
+    if (--it->second.in_use == 0 && it->second.detached) segments_.erase(it);
+  }
+  let_go.lane->release(let_go.slot, let_go.generation);  // outside the lock: it may wake the publisher
 }
 
 void ShmReader::release_locked(Segment& seg, std::uint64_t segment, std::uint64_t token) {

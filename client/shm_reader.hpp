@@ -45,14 +45,20 @@ class ShmReader {
                                                                std::uint64_t length, std::uint64_t token,
                                                                std::uint32_t holders, std::string& why);
   // The payload of a bulk record a direct lane carried, held in the lane (LaneHolds) rather
-  // than by the broker: as open(), and the token its holders release it by. nullopt: the
-  // reference is unusable (`why`), and the hold was given back.
+  // than by the broker: as open(), and the segment and token its holders release it by (the
+  // segment marked kLaneHold: the broker's tokens use all 64 bits). nullopt: the reference
+  // is unusable (`why`), and the hold was given back.
   struct LaneHold {
     std::shared_ptr<LaneHolds> lane;
     std::uint32_t slot = 0;
     std::uint32_t generation = 0;
   };
-  [[nodiscard]] std::optional<std::pair<std::span<const std::byte>, std::uint64_t>> open_lane(
+  struct Opened {
+    std::span<const std::byte> payload;
+    std::uint64_t segment;
+    std::uint64_t token;
+  };
+  [[nodiscard]] std::optional<Opened> open_lane(
       std::uint64_t segment, std::uint64_t offset, std::uint64_t length, const LaneHold& hold, std::uint32_t holders,
       std::string& why);
   // One holder is done with a delivery.
@@ -69,7 +75,8 @@ class ShmReader {
   [[nodiscard]] std::size_t mapped_segments();
 
   static constexpr std::uint32_t kMaxTokenSlot = 1u << 22;  // bounds what the broker can make us allocate
-  static constexpr std::uint64_t kLaneToken = std::uint64_t{1} << 63;  // tokens of lane holds (ours, not the broker's)
+  // Marks the segment of a lane hold (the broker's segment ids count up from 1).
+  static constexpr std::uint64_t kLaneHold = std::uint64_t{1} << 63;
 
  private:
   struct Segment {
@@ -78,6 +85,7 @@ class ShmReader {
     bool detached = false;
   };
   void release_locked(Segment& seg, std::uint64_t segment, std::uint64_t token) UBROKER_REQUIRES(mu_);
+  void release_lane(std::uint64_t segment, std::uint64_t token);
 
   std::uint64_t max_segment_bytes_;
   std::function<void()> releases_ready_;
@@ -89,7 +97,7 @@ class ShmReader {
     LaneHold hold;
     std::uint32_t holders = 0;  // 0: a free entry
   };
-  std::vector<HeldByLane> lane_holds_ UBROKER_GUARDED_BY(mu_);  // by token & ~kLaneToken
+  std::vector<HeldByLane> lane_holds_ UBROKER_GUARDED_BY(mu_);  // by token
   std::vector<std::uint32_t> free_lane_holds_ UBROKER_GUARDED_BY(mu_);
 };
 

@@ -178,6 +178,10 @@ void LaneWriter::return_hold(const Hold& h) noexcept {
   free_slots_.push_back(h.slot);
 }
 
+void LaneWriter::wake_own_waiters() noexcept {
+  if (ack_map_) (void)futex_wake(ack().read_seq, INT_MAX);
+}
+
 bool LaneWriter::holds(std::uint64_t offset) const noexcept {
   if (outstanding_ == 0) return false;
   for (const Held& h : held_) {

@@ -175,6 +175,85 @@ TEST(LaneBulk, ASubscriberThatLeavesHoldingPayloadsGivesThePublisherItsSpaceBack
   expect_books_balance(broker_status(*pub));
 }
 
+TEST(LaneBulk, ALosslessLaneWithAllItsHoldsOutHoldsThePublisherBackUntilOneIsLetGo) {
+  BrokerProcess broker(kLanesOn);
+  Client sub = broker.connect("hoarder");
+  auto s = sub.subscribe("hoard.t");
+  ASSERT_TRUE(s);
+  Client pub = broker.connect("hoard-pub");
+  ASSERT_TRUE(lane_set_up(pub, "hoard.t", sub));
+  // 4096 payloads held (a lane's most): the next one waits for a release, not for room.
+  std::vector<Message> held;
+  constexpr std::uint64_t kHolds = 4096;
+  std::thread publisher([&] {
+    for (std::uint64_t i = 0; i < kHolds; ++i) ASSERT_TRUE(publish_bulk(pub, "hoard.t", i, 64)) << i;
+  });
+  for (std::uint64_t i = 0; i < kHolds; ++i) {
+    auto m = sub.receive(10s);
+    ASSERT_TRUE(m) << i;
+    ASSERT_EQ(number_of(m->payload()), i);
+    held.push_back(std::move(*m));
+  }
+  publisher.join();
+  std::atomic<bool> releasing{false};
+  std::thread reader([&] {
+    std::this_thread::sleep_for(200ms);  // gives the publish time to wait first
+    releasing = true;
+    held.erase(held.begin());
+  });
+  ASSERT_TRUE(publish_bulk(pub, "hoard.t", kHolds, 64));
+  const bool waited_for_release = releasing;
+  reader.join();
+  EXPECT_TRUE(waited_for_release);
+  auto m = sub.receive(5s);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(number_of(m->payload()), kHolds);
+  const auto st = broker_status(pub);
+  EXPECT_EQ(st.lane_dropped(), 0u);
+  EXPECT_EQ(st.bulk_messages(), 0u);
+  expect_books_balance(st);
+}
+
+// The lane closes (its subscriber stopped reading it) while the subscriber holds payloads:
+// the publisher's space stays theirs until they are let go, not until the lane is gone.
+TEST(LaneBulk, PayloadsHeldWhenTheLaneClosesKeepTheirSpaceUntilLetGo) {
+  BrokerProcess broker(kLanesOn + "[timeouts]\nslow_consumer_ms = 300\n");
+  auto sub = Client::connect({.address = broker.socket(), .name = "holder", .receive_queue = 16});
+  ASSERT_TRUE(sub);
+  auto s = sub->subscribe("closing.t");
+  ASSERT_TRUE(s);
+  auto pub = connect_with_ring(broker, "small-ring", kSmallRing);
+  ASSERT_TRUE(pub);
+  ASSERT_TRUE(lane_set_up(*pub, "closing.t", *sub));
+  std::vector<Message> held;
+  for (int i = 0; i < kFitInSmallRing; ++i) {
+    ASSERT_TRUE(publish_bulk(*pub, "closing.t", static_cast<std::uint64_t>(i), 4096, 5s));
+    auto m = sub->receive(5s);
+    ASSERT_TRUE(m);
+    ASSERT_TRUE(m->shared_memory());
+    held.push_back(std::move(*m));
+  }
+  // Twenty small ones: sixteen fill the receive queue, the lane holds the rest unread, and
+  // the broker closes the lane it sees not read.
+  for (std::uint64_t i = 0; i < 20; ++i) ASSERT_TRUE(pub->publish("closing.t", number(1000 + i)));
+  ASSERT_TRUE(eventually([&] { return broker_status(*pub).lanes_open() == 0; }, 10s));
+  for (std::uint64_t i = 0; i < 20; ++i) {
+    auto m = sub->receive(5s);
+    ASSERT_TRUE(m) << i;
+    ASSERT_EQ(number_of(m->payload()), 1000 + i);
+  }
+  EXPECT_FALSE(pub->loan("closing.t", 4096, 300ms)) << "space the subscriber still holds was given back";
+  for (int i = 0; i < kFitInSmallRing; ++i) EXPECT_EQ(number_of(held[i].payload()), static_cast<std::uint64_t>(i));
+  held.clear();
+  auto loan = pub->loan("closing.t", 4096, 10s);
+  ASSERT_TRUE(loan) << loan.error().message;
+  ASSERT_TRUE(eventually([&] { return broker_status(*pub).lane_queued() == 0; }));
+  const auto st = broker_status(*pub);
+  EXPECT_EQ(st.lanes_broken(), 0u);
+  EXPECT_EQ(st.lane_lost(), 0u);
+  expect_books_balance(st);
+}
+
 TEST(LaneBulk, ACallbackSubscriberReleasesEachPayloadAsItsHandlerReturns) {
   BrokerProcess broker(kLanesOn);
   Client sub = broker.connect("callback-sub");

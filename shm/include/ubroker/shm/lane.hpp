@@ -83,6 +83,9 @@ class LaneWriter {
     }
   }
   [[nodiscard]] bool holds_out() const noexcept { return outstanding_ != 0; }
+  // Wakes this publisher's own threads waiting on the lane (a wake-up, not a change: each
+  // looks again within its wait's slice if it missed it).
+  void wake_own_waiters() noexcept;
   // Whether a hold out is on the record at `offset`.
   [[nodiscard]] bool holds(std::uint64_t offset) const noexcept;
   // Writes fence `number` (lane_layout.hpp) if it fits now.
