@@ -124,19 +124,10 @@ TEST(LaneBulk, AHeldPayloadKeepsItsSpaceUntilLetGoAndALoanWaitingForItWakesThen)
   }
   EXPECT_EQ(broker_status(sub).bulk_held(), 0u) << "held in the lane, not by the broker";
   EXPECT_FALSE(pub->loan("held.t", 4096, 200ms)) << "the subscriber holds the whole ring";
-  // A loan waiting for the space wakes once the subscriber lets go. `releasing` is set before
-  // the first release, so a loan that succeeds with it still false did not wait for it.
-  std::atomic<bool> releasing{false};
-  std::thread reader([&] {
-    std::this_thread::sleep_for(100ms);  // gives the loan time to go to sleep first
-    releasing = true;
-    held.clear();
-  });
-  auto loan = pub->loan("held.t", 4096, 10s);
-  const bool waited_for_release = releasing;
-  reader.join();
+  // A loan waiting for the space wakes once the subscriber lets go.
+  Result<Loan> loan = std::unexpected(Error{});
+  EXPECT_TRUE(waits_for([&] { loan = pub->loan("held.t", 4096, 10s); }, [&] { held.clear(); }));
   ASSERT_TRUE(loan) << loan.error().message;
-  EXPECT_TRUE(waited_for_release);
   ASSERT_TRUE(pub->publish(std::move(*loan)));
   auto m = sub.receive(5s);
   ASSERT_TRUE(m);
@@ -195,16 +186,9 @@ TEST(LaneBulk, ALosslessLaneWithAllItsHoldsOutHoldsThePublisherBackUntilOneIsLet
     held.push_back(std::move(*m));
   }
   publisher.join();
-  std::atomic<bool> releasing{false};
-  std::thread reader([&] {
-    std::this_thread::sleep_for(200ms);  // gives the publish time to wait first
-    releasing = true;
-    held.erase(held.begin());
-  });
-  ASSERT_TRUE(publish_bulk(pub, "hoard.t", kHolds, 64));
-  const bool waited_for_release = releasing;
-  reader.join();
-  EXPECT_TRUE(waited_for_release);
+  Result<void> sent;
+  EXPECT_TRUE(waits_for([&] { sent = publish_bulk(pub, "hoard.t", kHolds, 64); }, [&] { held.erase(held.begin()); }));
+  ASSERT_TRUE(sent) << sent.error().message;
   auto m = sub.receive(5s);
   ASSERT_TRUE(m);
   EXPECT_EQ(number_of(m->payload()), kHolds);

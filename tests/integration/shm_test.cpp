@@ -189,19 +189,9 @@ TEST_F(Bulk, ProducerBlocksOnAFullRingAndResumesWhenReadersRelease) {
   }
   EXPECT_EQ(broker_status(status_).bulk_held(), 14u);
   // A loan waiting on the futex wakes once the reader lets go (the broker marks releases).
-  // `releasing` is set before the first release, so a loan that succeeds with it still false
-  // did not wait for the release at all.
-  std::atomic<bool> releasing{false};
-  std::thread reader([&] {
-    std::this_thread::sleep_for(100ms);  // gives the loan time to go to sleep first
-    releasing = true;
-    held.clear();
-  });
-  auto loan = producer->loan("ring.full", 4096, 10s);
-  const bool waited_for_release = releasing;
-  reader.join();
+  Result<Loan> loan = std::unexpected(Error{});
+  EXPECT_TRUE(waits_for([&] { loan = producer->loan("ring.full", 4096, 10s); }, [&] { held.clear(); }));
   ASSERT_TRUE(loan) << loan.error().message;
-  EXPECT_TRUE(waited_for_release);
   EXPECT_TRUE(eventually([&] { return broker_status(status_).bulk_held() == 0; }));
 }
 

@@ -127,4 +127,21 @@ inline Process serve_from_peer(const BrokerProcess& b, const std::string& topic,
   return Process::spawn({UBROKER_TEST_PEER, "serve", b.socket(), topic, mode});
 }
 
+// Runs `blocked` (a call that waits for something) while another thread, after giving it
+// time to go to sleep, runs `let_go`: whether `blocked` came back only once `let_go` had begun
+// (it waited for what `let_go` frees, rather than finding it free).
+template <class Blocked, class LetGo>
+bool waits_for(Blocked&& blocked, LetGo&& let_go) {
+  std::atomic<bool> begun{false};
+  std::thread other([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    begun = true;
+    let_go();
+  });
+  blocked();
+  const bool waited = begun;
+  other.join();
+  return waited;
+}
+
 }  // namespace ubroker::test
