@@ -213,7 +213,41 @@ wire::ClientList Broker::clients(const std::string& after) const {
                             c->set_dropped(dropped);
                             c->set_subscriptions(subs);
                             c->set_services(services);
+                            const Lanes::ClientLanes ln = lanes_.client_lanes(s->id());
+                            c->set_lanes_out(ln.out);
+                            c->set_lanes_in(ln.in);
+                            c->set_lane_messages_out(ln.sent);
+                            c->set_lane_messages_in(ln.received);
                             return c->ByteSizeLong();
+                          }));
+  return list;
+}
+
+wire::LaneList Broker::lane_list(const std::string& after) const {
+  wire::LaneList list;
+  const std::vector<Lanes::View> all = lanes_.views();
+  auto name_of = [&](std::uint64_t id) {
+    const Session* s = find(id);
+    return s != nullptr ? s->name() : std::string();
+  };
+  list.set_next(fill_page(all, after, page_budget(), [](const Lanes::View& v) { return cursor(v.id); },
+                          [&](const Lanes::View& v) {
+                            auto* l = list.add_lanes();
+                            l->set_id(v.id);
+                            l->set_publisher_id(v.publisher);
+                            l->set_publisher_name(name_of(v.publisher));
+                            l->set_subscriber_id(v.subscriber);
+                            l->set_subscriber_name(name_of(v.subscriber));
+                            l->set_state(v.state);
+                            l->set_capacity(v.capacity);
+                            l->set_accepted(v.books.accepted);
+                            l->set_delivered(v.books.delivered);
+                            l->set_dropped(v.books.dropped);
+                            l->set_queued(v.books.queued());
+                            for (const std::string& t : v.topics) l->add_topics(t);
+                            l->set_age_ms(static_cast<std::uint64_t>(
+                                std::chrono::duration_cast<std::chrono::milliseconds>(v.age).count()));
+                            return l->ByteSizeLong();
                           }));
   return list;
 }
@@ -262,6 +296,7 @@ wire::TopicList Broker::topics(const std::string& after) {
     t->set_subscribers(static_cast<std::uint32_t>(router_.count_subscribers(topic)));
     t->set_rate(ts.rate);
     t->set_retained(retained_.contains(topic));
+    t->set_lanes(lanes_.carrying(topic));
     fill_service_counts(*t, ts.served);
     return t->ByteSizeLong();
   }));
@@ -291,6 +326,8 @@ void Broker::answer_admin(Session& caller, const wire::Header& request, std::spa
     body = topics(page.after()).SerializeAsString();
   } else if (topic == "$sys.admin.shm") {
     body = segments(page.after()).SerializeAsString();
+  } else if (topic == "$sys.admin.lanes") {
+    body = lane_list(page.after()).SerializeAsString();
   } else if (topic == "$sys.admin.reload") {
     if (auto r = reload(); !r) {
       caller.send_error(wire::INVALID_CONFIG, fmt::format("reload refused, the current policy stays: {}", r.error()),

@@ -121,6 +121,7 @@ class Broker {
   [[nodiscard]] wire::SubscriptionList subscriptions(const std::string& after) const;
   [[nodiscard]] wire::TopicList topics(const std::string& after);
   [[nodiscard]] wire::SegmentList segments(const std::string& after) const;
+  [[nodiscard]] wire::LaneList lane_list(const std::string& after) const;
   [[nodiscard]] std::size_t page_budget() const noexcept;
   void stop(std::string_view why);
   void give_back_memory();

@@ -688,16 +688,54 @@ std::uint64_t Lanes::bytes_of_uid(uid_t uid) const {
   return it == uid_bytes_.end() ? 0 : it->second;
 }
 
-std::pair<std::size_t, std::size_t> Lanes::lanes_of(std::uint64_t client) const {
-  std::pair<std::size_t, std::size_t> n{0, 0};
+Lanes::ClientLanes Lanes::client_lanes(std::uint64_t client) const {
+  ClientLanes n;
   auto it = by_session_.find(client);
   if (it == by_session_.end()) return n;
   for (const std::uint64_t id : it->second) {
     const Lane& l = lanes_.at(id);
     if (l.state != State::kOpen) continue;
-    ++(l.publisher == client ? n.first : n.second);
+    Books b;
+    count_open(l, b);
+    if (l.publisher == client) {
+      ++n.out;
+      n.sent += b.accepted;
+    } else {
+      ++n.in;
+      n.received += b.delivered;
+    }
   }
   return n;
+}
+
+std::uint32_t Lanes::carrying(std::string_view topic) const {
+  std::uint32_t n = 0;
+  for (const auto& [id, pub] : publishers_) {
+    if (auto t = pub.topics.find(topic); t != pub.topics.end()) n += static_cast<std::uint32_t>(t->second.taken.targets.size());
+  }
+  return n;
+}
+
+std::vector<Lanes::View> Lanes::views() const {
+  std::vector<View> out;
+  const auto now = Clock::now();
+  auto view_of = [&](const Lane& l, const char* state) {
+    View v{.id = l.id, .publisher = l.publisher, .subscriber = l.subscriber, .state = state, .capacity = l.capacity,
+           .books = {}, .age = now - l.offered_at, .topics = {}};
+    if (l.state == State::kOpen) count_open(l, v.books);
+    if (auto p = publishers_.find(l.publisher); p != publishers_.end() && std::string_view(state) != "closing") {
+      for (const auto& [topic, route] : p->second.topics) {
+        const auto& ts = route.taken.targets;
+        if (std::any_of(ts.begin(), ts.end(), [&](const Target& t) { return t.lane == l.id; })) v.topics.push_back(topic);
+      }
+      std::sort(v.topics.begin(), v.topics.end());
+    }
+    out.push_back(std::move(v));
+  };
+  for (const auto& [id, lane] : lanes_) view_of(lane, lane.state == State::kOpen ? "open" : "setting up");
+  for (const auto& [id, c] : closing_) view_of(c.lane, "closing");
+  std::sort(out.begin(), out.end(), [](const View& a, const View& b) { return a.id < b.id; });
+  return out;
 }
 
 void Lanes::send(std::uint64_t session, wire::Header& h, std::vector<shm::UniqueFd> fds) {

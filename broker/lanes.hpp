@@ -104,8 +104,28 @@ class Lanes {
   // Totals over the open lanes (read now) and the closed ones.
   [[nodiscard]] Books books() const;
   [[nodiscard]] std::uint64_t bytes_of_uid(uid_t uid) const;
-  // The lanes one client is an end of: as publisher and as subscriber.
-  [[nodiscard]] std::pair<std::size_t, std::size_t> lanes_of(std::uint64_t client) const;
+  // One client's open lanes, and what it put into them and took out of them.
+  struct ClientLanes {
+    std::uint32_t out = 0;  // as publisher
+    std::uint32_t in = 0;   // as subscriber
+    std::uint64_t sent = 0;
+    std::uint64_t received = 0;
+  };
+  [[nodiscard]] ClientLanes client_lanes(std::uint64_t client) const;
+  // The lanes that carry `topic` now (the publishers' routes taken).
+  [[nodiscard]] std::uint32_t carrying(std::string_view topic) const;
+  // Every lane, set up, open or closing, by id (brokerctl lanes).
+  struct View {
+    std::uint64_t id = 0;
+    std::uint64_t publisher = 0;
+    std::uint64_t subscriber = 0;
+    const char* state = "";
+    std::uint64_t capacity = 0;
+    Books books;  // accepted, delivered, dropped and queued(), of this lane
+    Clock::duration age{};
+    std::vector<std::string> topics;
+  };
+  [[nodiscard]] std::vector<View> views() const;
 
  private:
   enum class State { kOffered, kOpen };

@@ -16,6 +16,7 @@
 
 #include "broker_process.hpp"
 #include "brokerctl_run.hpp"
+#include "lanes_util.hpp"
 #include "test_util.hpp"
 
 namespace ubroker::test {
@@ -512,6 +513,71 @@ TEST(BrokerctlOperator, MonitorDecodesTheBrokersOwnEvents) {
   }
   mon.signal(SIGINT);
   ASSERT_TRUE(mon.wait(10s).has_value());
+}
+
+// Direct lanes carry messages the broker never sees: each lane with its ends, state, counts
+// and topics (brokerctl lanes), and per client and per topic what lanes carry.
+TEST(BrokerctlLanes, EachLaneIsListedWithItsEndsCountsAndTopicsAndClientsAndTopicsCountThem) {
+  BrokerProcess broker(kLanesOn);
+  Client sub = broker.connect("lane-reader");
+  auto s = sub.subscribe("lanes.listed");
+  ASSERT_TRUE(s);
+  Client pub = broker.connect("lane-writer");
+  ASSERT_TRUE(lane_carries(pub, "lanes.listed", sub));
+  for (std::uint64_t i = 1; i <= 100; ++i) ASSERT_TRUE(pub.publish("lanes.listed", number(i)));
+  std::uint64_t last = 0;
+  while (last != 100) {
+    auto m = sub.receive(10s);
+    ASSERT_TRUE(m);
+    last = number_of(m->payload());
+  }
+  ASSERT_TRUE(eventually([&] { return broker_status(pub).lane_queued() == 0; }));
+  const auto st = broker_status(pub);
+
+  auto r = brokerctl(broker, {"lanes", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto lanes = parse_json<wire::LaneList>(r.out);
+  ASSERT_EQ(lanes.lanes_size(), 1) << r.out;
+  const auto& l = lanes.lanes(0);
+  EXPECT_EQ(l.publisher_id(), pub.id());
+  EXPECT_EQ(l.publisher_name(), "lane-writer");
+  EXPECT_EQ(l.subscriber_id(), sub.id());
+  EXPECT_EQ(l.subscriber_name(), "lane-reader");
+  EXPECT_EQ(l.state(), "open");
+  ASSERT_EQ(l.topics_size(), 1);
+  EXPECT_EQ(l.topics(0), "lanes.listed");
+  EXPECT_EQ(l.accepted(), st.lane_accepted());
+  EXPECT_GE(l.accepted(), 100u);
+  EXPECT_EQ(l.delivered(), l.accepted());
+  EXPECT_EQ(l.queued(), 0u);
+
+  r = brokerctl(broker, {"clients", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  bool writer = false, reader = false;
+  const auto clients = parse_json<wire::ClientList>(r.out);
+  for (const auto& c : clients.clients()) {
+    if (c.client_id() == pub.id()) {
+      writer = c.lanes_out() == 1 && c.lanes_in() == 0 && c.lane_messages_out() == l.accepted();
+    } else if (c.client_id() == sub.id()) {
+      reader = c.lanes_out() == 0 && c.lanes_in() == 1 && c.lane_messages_in() == l.delivered();
+    }
+  }
+  EXPECT_TRUE(writer && reader) << r.out;
+
+  r = brokerctl(broker, {"topics", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  bool counted = false;
+  const auto topics = parse_json<wire::TopicList>(r.out);
+  for (const auto& t : topics.topics()) counted |= t.topic() == "lanes.listed" && t.lanes() == 1;
+  EXPECT_TRUE(counted) << r.out;
+
+  // The table for people: one row, its state and its topic.
+  r = brokerctl(broker, {"lanes"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("LANE"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("lane-writer"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("open"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("lanes.listed"), std::string::npos) << r.out;
 }
 
 }  // namespace

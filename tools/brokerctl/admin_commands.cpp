@@ -143,7 +143,8 @@ int cmd_clients(Context& ctx) {
   if (auto e = ctx.admin_list("clients", list)) return *e;
   if (ctx.json) return ctx.print_json(list);
   ubroker::ctl::Table t({"ID", "NAME", "PID", "COMMAND", "USER", "GID", "SINCE", "MSGS IN", "BYTES IN", "MSGS OUT",
-                         "BYTES OUT", "QUEUED", "DROPS", "SUBS", "SERVES", "REQS", "REPLIES", "ERR REPLIES", "STATUS"});
+                         "BYTES OUT", "QUEUED", "DROPS", "SUBS", "SERVES", "REQS", "REPLIES", "ERR REPLIES",
+                         "LANES OUT/IN", "LANE MSGS OUT/IN", "STATUS"});
   // What a client reports about itself (Client::set_status), as key=value words.
   auto status_of = [](const ubroker::wire::ClientInfo& c) {
     std::string out;
@@ -157,7 +158,8 @@ int cmd_clients(Context& ctx) {
            std::to_string(c.messages_out()), std::to_string(c.bytes_out()), std::to_string(c.queued_messages()),
            std::to_string(c.dropped()), std::to_string(c.subscriptions()), std::to_string(c.services()),
            std::to_string(c.requests()), std::to_string(c.replies()), std::to_string(c.error_replies()),
-           status_of(c)});
+           fmt::format("{}/{}", c.lanes_out(), c.lanes_in()),
+           fmt::format("{}/{}", c.lane_messages_out(), c.lane_messages_in()), status_of(c)});
   }
   t.print(stdout);
   return kOk;
@@ -185,14 +187,15 @@ int cmd_topics(Context& ctx) {
   ubroker::wire::TopicList list;
   if (auto e = ctx.admin_list("topics", list)) return *e;
   if (ctx.json) return ctx.print_json(list);
-  ubroker::ctl::Table t({"TOPIC", "PUBLISHERS", "SUBSCRIBERS", "MESSAGES", "BYTES", "RATE/S", "RETAINED", "REQUESTS",
-                         "ERRORS", "TIMEOUTS", "LATENCY MEAN/MAX"});
+  ubroker::ctl::Table t({"TOPIC", "PUBLISHERS", "SUBSCRIBERS", "MESSAGES", "BYTES", "RATE/S", "RETAINED", "LANES",
+                         "REQUESTS", "ERRORS", "TIMEOUTS", "LATENCY MEAN/MAX"});
   for (const auto& s : list.topics()) {
     char rate[32];
     std::snprintf(rate, sizeof rate, "%.1f", s.rate());
     const bool requested = s.requests() != 0;
     t.add({s.topic(), std::to_string(s.publishers()), std::to_string(s.subscribers()), std::to_string(s.messages()),
-           std::to_string(s.bytes()), rate, s.retained() ? "yes" : "no", std::to_string(s.requests()),
+           std::to_string(s.bytes()), rate, s.retained() ? "yes" : "no", std::to_string(s.lanes()),
+           std::to_string(s.requests()),
            std::to_string(s.errors()), std::to_string(s.timeouts()),
            requested ? latency(s.latency_mean_us(), s.latency_max_us()) : "-"});
   }
@@ -211,6 +214,27 @@ int cmd_shm(Context& ctx) {
                                   : std::to_string(s.owner_client_id()) + " " + s.owner_name();
     t.add({std::to_string(s.id()), owner, std::to_string(s.uid()), std::to_string(s.bytes()),
            std::to_string(s.open_records()), std::to_string(s.receivers())});
+  }
+  t.print(stdout);
+  return kOk;
+}
+
+int cmd_lanes(Context& ctx) {
+  ubroker::wire::LaneList list;
+  if (auto e = ctx.admin_list("lanes", list)) return *e;
+  if (ctx.json) return ctx.print_json(list);
+  ubroker::ctl::Table t({"LANE", "PUBLISHER", "SUBSCRIBER", "STATE", "AGE", "CAPACITY", "MSGS IN", "DELIVERED",
+                         "DROPPED", "QUEUED", "TOPICS"});
+  auto end = [](std::uint64_t id, const std::string& name) {
+    return name.empty() ? std::to_string(id) : std::to_string(id) + " " + name;
+  };
+  for (const auto& l : list.lanes()) {
+    std::string topics;
+    for (const auto& topic : l.topics()) topics += (topics.empty() ? "" : " ") + topic;
+    t.add({std::to_string(l.id()), end(l.publisher_id(), l.publisher_name()),
+           end(l.subscriber_id(), l.subscriber_name()), l.state(), human_duration(l.age_ms()),
+           std::to_string(l.capacity()), std::to_string(l.accepted()), std::to_string(l.delivered()),
+           std::to_string(l.dropped()), std::to_string(l.queued()), topics.empty() ? "-" : topics});
   }
   t.print(stdout);
   return kOk;

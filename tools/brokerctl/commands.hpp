@@ -18,6 +18,7 @@ int cmd_clients(Context& ctx);
 int cmd_subs(Context& ctx);
 int cmd_topics(Context& ctx);
 int cmd_shm(Context& ctx);
+int cmd_lanes(Context& ctx);
 int cmd_kick(Context& ctx, std::uint64_t id, const std::string& reason);
 int cmd_reload(Context& ctx);
 

@@ -91,6 +91,8 @@ int main(int argc, char** argv) {
   json_flag(topics);
   auto* shm = app.add_subcommand("shm", "Shared-memory segments");
   json_flag(shm);
+  auto* lanes = app.add_subcommand("lanes", "Direct lanes: publisher, subscriber, state, topics, messages in and out");
+  json_flag(lanes);
 
   std::string pattern = ">", topic;
   std::optional<std::string> data, exec;
@@ -188,6 +190,7 @@ int main(int argc, char** argv) {
   if (subs->parsed()) return cmd_subs(ctx);
   if (topics->parsed()) return cmd_topics(ctx);
   if (shm->parsed()) return cmd_shm(ctx);
+  if (lanes->parsed()) return cmd_lanes(ctx);
   if (monitor->parsed()) return cmd_monitor(ctx, pattern, monitor_json);
   if (pub->parsed()) return cmd_pub(ctx, topic, data, lines, retain);
   if (sub->parsed()) {

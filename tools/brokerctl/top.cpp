@@ -98,12 +98,14 @@ void draw(const Snapshot& now, const Snapshot* before, ClientOrder order, bool t
                                                                .count())));
   const auto& prev = before != nullptr ? before->status : st;
   out += fmt::format(
-      "connections {}  subscriptions {}  in {} msg/s  out {} msg/s  requests {}/s  errors {}  dropped {}  memory {} "
-      "(rss {})\n",
+      "connections {}  subscriptions {}  in {} msg/s  out {} msg/s  lanes {} ({} msg/s)  requests {}/s  errors {}  "
+      "dropped {}  memory {} (rss {})\n",
       st.connections(), st.subscriptions(), rate(per_second(st.messages_in(), prev.messages_in())),
-      rate(per_second(st.deliveries_written(), prev.deliveries_written())),
+      rate(per_second(st.deliveries_written(), prev.deliveries_written())), st.lanes_open(),
+      rate(per_second(st.lane_delivered(), prev.lane_delivered())),
       rate(per_second(st.requests(), prev.requests())), st.error_replies() + st.request_timeouts(),
-      st.dropped_overflow() + st.dropped_disconnect() + st.bulk_dropped_fds() + st.bulk_dropped_holds(),
+      st.dropped_overflow() + st.dropped_disconnect() + st.bulk_dropped_fds() + st.bulk_dropped_holds() +
+          st.lane_dropped(),
       human_bytes(st.memory_bytes()), human_bytes(st.rss_bytes()));
   std::fputs(out.c_str(), stdout);
 
@@ -120,8 +122,9 @@ void draw(const Snapshot& now, const Snapshot* before, ClientOrder order, bool t
   for (const auto& c : now.clients.clients()) {
     const auto it = earlier.find(c.client_id());
     const wire::ClientInfo* e = it == earlier.end() ? nullptr : it->second;
-    rows.push_back({&c, e ? per_second(c.messages_in(), e->messages_in()) : 0.0,
-                    e ? per_second(c.messages_out(), e->messages_out()) : 0.0});
+    // What it sent and received, through the broker and by its lanes.
+    rows.push_back({&c, e ? per_second(c.messages_in() + c.lane_messages_out(), e->messages_in() + e->lane_messages_out()) : 0.0,
+                    e ? per_second(c.messages_out() + c.lane_messages_in(), e->messages_out() + e->lane_messages_in()) : 0.0});
   }
   std::sort(rows.begin(), rows.end(), [&](const Row& a, const Row& b) {
     switch (order) {
