@@ -73,6 +73,7 @@ class OnTerminal {
       int st = 0;
       if (::waitpid(pid_, &st, WNOHANG) == pid_) {
         status_ = st;
+        drain();  // what it wrote last may still be in the terminal
         return exit_code(st);
       }
       (void)wait_for("\x01never\x01", 50ms);
@@ -83,6 +84,18 @@ class OnTerminal {
   [[nodiscard]] int master() const { return master_; }
 
  private:
+  // Reads everything the terminal holds (the child has exited: nothing more comes).
+  void drain() {
+    for (;;) {
+      pollfd p{.fd = master_, .events = POLLIN, .revents = 0};
+      if (::poll(&p, 1, 0) != 1) return;
+      char buf[4096];
+      const ssize_t n = ::read(master_, buf, sizeof buf);
+      if (n <= 0) return;  // EIO: all read
+      screen_.append(buf, static_cast<std::size_t>(n));
+    }
+  }
+
   pid_t pid_ = -1;
   int master_ = -1;
   std::string screen_;
