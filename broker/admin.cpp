@@ -120,17 +120,23 @@ std::string cursor(std::uint64_t id) { return fmt::format("{:020}", id); }
 
 // One page of a listing: the entries for `keys` (sorted so that their cursors sort too) that
 // come after `after`, as many as fit in `budget` bytes of the answer. `add(key)` adds one
-// entry and returns its encoded size. Returns the next page's `after` ("": the last page).
-template <class Key, class CursorFn, class AddFn>
+// entry and returns its encoded size; `undo()` takes the last one out again (it did not fit;
+// a page's first entry always stays, so every page makes progress). Returns the next page's
+// `after` ("": the last page).
+template <class Key, class CursorFn, class AddFn, class UndoFn>
 std::string fill_page(const std::vector<Key>& keys, const std::string& after, std::size_t budget, CursorFn cursor_of,
-                      AddFn add) {
+                      AddFn add, UndoFn undo) {
   auto it = after.empty() ? keys.begin()
                           : std::upper_bound(keys.begin(), keys.end(), after,
                                              [&](const std::string& a, const Key& k) { return a < cursor_of(k); });
   std::size_t used = 0;
   for (; it != keys.end(); ++it) {
-    if (used != 0 && used >= budget) return cursor_of(*std::prev(it));
-    used += add(*it) + 8;  // and the field's tag and length
+    const std::size_t size = add(*it) + 8;  // and the field's tag and length
+    if (used != 0 && used + size > budget) {
+      undo();
+      return cursor_of(*std::prev(it));
+    }
+    used += size;
   }
   return {};
 }
@@ -155,7 +161,8 @@ wire::SegmentList Broker::segments(const std::string& after) const {
                             s->set_open_records(seg->open_records);
                             s->set_receivers(static_cast<std::uint32_t>(seg->attached.size()));
                             return s->ByteSizeLong();
-                          }));
+                          },
+                          [&] { list.mutable_segments()->RemoveLast(); }));
   return list;
 }
 
@@ -219,7 +226,8 @@ wire::ClientList Broker::clients(const std::string& after) const {
                             c->set_lane_messages_out(ln.sent);
                             c->set_lane_messages_in(ln.received);
                             return c->ByteSizeLong();
-                          }));
+                          },
+                          [&] { list.mutable_clients()->RemoveLast(); }));
   return list;
 }
 
@@ -244,11 +252,14 @@ wire::LaneList Broker::lane_list(const std::string& after) const {
                             l->set_delivered(v.books.delivered);
                             l->set_dropped(v.books.dropped);
                             l->set_queued(v.books.queued());
-                            for (const std::string& t : v.topics) l->add_topics(t);
+                            constexpr std::size_t kTopicsListed = 32;  // keeps an entry small
+                            for (std::size_t i = 0; i < v.topics.size() && i < kTopicsListed; ++i) l->add_topics(v.topics[i]);
+                            l->set_topics_total(static_cast<std::uint32_t>(v.topics.size()));
                             l->set_age_ms(static_cast<std::uint64_t>(
                                 std::chrono::duration_cast<std::chrono::milliseconds>(v.age).count()));
                             return l->ByteSizeLong();
-                          }));
+                          },
+                          [&] { list.mutable_lanes()->RemoveLast(); }));
   return list;
 }
 
@@ -277,7 +288,7 @@ wire::SubscriptionList Broker::subscriptions(const std::string& after) const {
     i->set_dropped(sub->dropped);
     fill_service_counts(*i, sub->served);
     return i->ByteSizeLong();
-  }));
+  }, [&] { list.mutable_subscriptions()->RemoveLast(); }));
   return list;
 }
 
@@ -299,7 +310,7 @@ wire::TopicList Broker::topics(const std::string& after) {
     t->set_lanes(lanes_.carrying(topic));
     fill_service_counts(*t, ts.served);
     return t->ByteSizeLong();
-  }));
+  }, [&] { list.mutable_topics()->RemoveLast(); }));
   list.set_untracked_messages(router_.untracked_messages());
   list.set_topics_forgotten(router_.topics_forgotten());
   return list;

@@ -479,6 +479,8 @@ void Lanes::retire_books(const Lane& lane) {
   // Both ends are done with it (or gone): what nobody read is lost.
   Books last;
   count_open(lane, last);
+  if (broker_.find(lane.publisher) != nullptr) retired_by_session_[lane.publisher].first += last.accepted;
+  if (broker_.find(lane.subscriber) != nullptr) retired_by_session_[lane.subscriber].second += last.delivered;
   retired_.accepted += last.accepted;
   retired_.dropped += last.dropped;
   retired_.delivered += last.delivered;
@@ -581,6 +583,7 @@ void Lanes::session_gone(std::uint64_t id) {
   }
   for (const std::uint64_t lane_id : closing) end_done(lane_id, id);
   std::erase_if(waits_, [&](const auto& w) { return w.second.session == id; });
+  retired_by_session_.erase(id);
   std::erase_if(broken_pairs_, [&](const auto& p) { return p.first == id || p.second == id; });
   barred_.erase(id);
   (void)subscriptions_changed();  // its subscriptions are gone from the routes that had them
@@ -690,21 +693,27 @@ std::uint64_t Lanes::bytes_of_uid(uid_t uid) const {
 
 Lanes::ClientLanes Lanes::client_lanes(std::uint64_t client) const {
   ClientLanes n;
-  auto it = by_session_.find(client);
-  if (it == by_session_.end()) return n;
-  for (const std::uint64_t id : it->second) {
-    const Lane& l = lanes_.at(id);
-    if (l.state != State::kOpen) continue;
+  if (auto r = retired_by_session_.find(client); r != retired_by_session_.end()) {
+    n.sent = r->second.first;
+    n.received = r->second.second;
+  }
+  auto add = [&](const Lane& l, bool open) {
     Books b;
     count_open(l, b);
     if (l.publisher == client) {
-      ++n.out;
+      n.out += open ? 1 : 0;
       n.sent += b.accepted;
-    } else {
-      ++n.in;
+    } else if (l.subscriber == client) {
+      n.in += open ? 1 : 0;
       n.received += b.delivered;
     }
+  };
+  if (auto it = by_session_.find(client); it != by_session_.end()) {
+    for (const std::uint64_t id : it->second) {
+      if (const Lane& l = lanes_.at(id); l.state == State::kOpen) add(l, true);
+    }
   }
+  for (const auto& [id, c] : closing_) add(c.lane, false);  // closed, still read: its counts stay
   return n;
 }
 

@@ -104,7 +104,8 @@ class Lanes {
   // Totals over the open lanes (read now) and the closed ones.
   [[nodiscard]] Books books() const;
   [[nodiscard]] std::uint64_t bytes_of_uid(uid_t uid) const;
-  // One client's open lanes, and what it put into them and took out of them.
+  // One client's open lanes, and what it put into all its lanes and took out of them (closed
+  // ones included, so the counts only grow).
   struct ClientLanes {
     std::uint32_t out = 0;  // as publisher
     std::uint32_t in = 0;   // as subscriber
@@ -243,6 +244,8 @@ class Lanes {
   std::set<std::uint64_t> barred_;
   std::unordered_map<std::uint64_t, Closing> closing_;  // by lane id
   Books retired_;  // of closed lanes
+  // What each connected client put into and took out of its lanes that are closed and done.
+  std::unordered_map<std::uint64_t, std::pair<std::uint64_t, std::uint64_t>> retired_by_session_;
   wire::Header frame_;  // reused for every frame sent
   std::vector<const Subscription*> matches_;  // scratch
   std::vector<std::uint64_t> named_;          // scratch: the lanes a LANE_ROUTE_ACK names

@@ -396,7 +396,8 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   wire::Header lane_ack_;                           // scratch for LANE_ROUTE_ACK
 
   // ---- state_mu_: subscriptions, outstanding requests, the reconnect handshake ----
-  // Lock order: state_mu_, then write_mu_ or queue_mu_; ring_mu_ alone.
+  // Lock order: state_mu_, then write_mu_ or queue_mu_; ring_mu_, then the lanes' publishing
+  // lock (LanePublisher::set_ring), then a ring's own.
   mutable Mutex state_mu_;
   std::condition_variable answer_cv_;     // an answer is done, or the connection failed
   std::condition_variable reconnect_cv_;  // reconnect_wanted_, or closed

@@ -221,11 +221,13 @@ void LaneSubscriber::answer_when_released(const std::shared_ptr<LaneHolds>& hold
   answering_.push_back(holds);  // disarmed if the connection goes first
   // The last release may come on any thread, after the client is gone: the answer goes from
   // the loop, and only while the client (and so its loop) lives.
-  holds->when_released([this, owner = owner_, strand = strand_, weak = std::weak_ptr(holds), id] {
+  holds->when_released([this, owner = owner_, weak = std::weak_ptr(holds), id] {
+    // Nothing of the loop is kept here (the holds may outlive the client and its io_context):
+    // `this`, and so strand_, is used only while the client is held.
     const auto keep = owner.lock();
     auto h = weak.lock();  // alive: this runs inside it
     if (keep && h) {
-      asio::post(strand, [this, owner, h = std::move(h), id] {
+      asio::post(strand_, [this, owner, h = std::move(h), id] {
         // (Disarmed on the loop when the connection went: a new connection's ids are new.)
         if (const auto alive = owner.lock(); alive && !h->disarmed()) hooks_.done(id);
       });

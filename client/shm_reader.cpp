@@ -11,6 +11,8 @@
 namespace ubroker::detail {
 
 std::optional<std::string> ShmReader::attach(std::uint64_t segment, UniqueFd fd) {
+  // The broker's ids count up from 1; the top bit marks this reader's own lane holds.
+  if ((segment & kLaneHold) != 0) return fmt::format("segment id {} is out of range", segment);
   // The broker checked all this already; a receiver trusts the kernel, not the broker.
   auto facts = shm::inspect(fd.get());
   if (!facts) return fmt::format("cannot inspect segment {}: {}", segment, facts.error().message());

@@ -315,6 +315,26 @@ TEST(BrokerctlPolicy, AnotherUidGetsOnlyTheAdminServicesThePolicyGrants) {
 namespace ubroker::test {
 namespace {
 
+// A page ends before the entry that would take it past the frame: clients whose statuses
+// (3 KiB each) are larger than the frame's slack still list, every one of them.
+TEST(BrokerctlTables, APageNeverOutgrowsAFrameWhateverItsEntries) {
+  BrokerProcess broker("[limits]\nmax_frame_bytes = 16384\n");
+  std::vector<Client> clients;
+  const std::string big(2900, 'x');
+  const HeaderField status[] = {{"big", big}};
+  for (int i = 0; i < 24; ++i) {
+    clients.push_back(broker.connect(fmt::format("big-{:02}", i)));
+    ASSERT_TRUE(clients.back().set_status(status));
+    ASSERT_TRUE(clients.back().flush());
+  }
+  const auto r = brokerctl(broker, {"clients", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto list = parse_json<wire::ClientList>(r.out);
+  int with_status = 0;
+  for (const auto& c : list.clients()) with_status += c.status().fields_size() == 1 ? 1 : 0;
+  EXPECT_EQ(with_status, 24);
+}
+
 TEST(BrokerctlTables, ListingsLargerThanAFrameComeInPagesAndTheTopicTableMakesRoomForNewTopics) {
   // Frames of 64 KiB: 3,000 subscriptions do not fit in one answer.
   BrokerProcess broker("[limits]\nmax_frame_bytes = 65536\nmax_subscriptions = 5000\n");

@@ -231,6 +231,9 @@ int cmd_lanes(Context& ctx) {
   for (const auto& l : list.lanes()) {
     std::string topics;
     for (const auto& topic : l.topics()) topics += (topics.empty() ? "" : " ") + topic;
+    if (l.topics_total() > static_cast<std::uint32_t>(l.topics_size())) {
+      topics += fmt::format(" (+{} more)", l.topics_total() - static_cast<std::uint32_t>(l.topics_size()));
+    }
     t.add({std::to_string(l.id()), end(l.publisher_id(), l.publisher_name()),
            end(l.subscriber_id(), l.subscriber_name()), l.state(), human_duration(l.age_ms()),
            std::to_string(l.capacity()), std::to_string(l.accepted()), std::to_string(l.delivered()),
