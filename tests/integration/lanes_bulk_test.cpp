@@ -238,6 +238,34 @@ TEST(LaneBulk, PayloadsHeldWhenTheLaneClosesKeepTheirSpaceUntilLetGo) {
   expect_books_balance(st);
 }
 
+// The publisher leaves (the lane closes while its subscriber holds payloads), the subscriber's
+// client is destroyed, and only then are the payloads let go: their views stayed valid, and
+// the release (with the lane's answer pending) touches nothing of the client that is gone.
+TEST(LaneBulk, PayloadsHeldPastTheirLaneAndTheirClientAreLetGoSafely) {
+  BrokerProcess broker(kLanesOn);
+  auto sub = std::make_unique<Client>(broker.connect("outliving"));
+  auto handle = sub->subscribe("outlive.t");
+  ASSERT_TRUE(handle);
+  auto s = std::make_unique<Subscription>(std::move(*handle));
+  auto pub = std::make_unique<Client>(broker.connect("leaving-pub"));
+  ASSERT_TRUE(lane_set_up(*pub, "outlive.t", *sub));
+  std::vector<Message> held;
+  for (std::uint64_t i = 0; i < 8; ++i) {
+    ASSERT_TRUE(publish_bulk(*pub, "outlive.t", i, 4096));
+    auto m = sub->receive(5s);
+    ASSERT_TRUE(m);
+    ASSERT_TRUE(m->shared_memory());
+    held.push_back(std::move(*m));
+  }
+  pub.reset();  // the lane closes; its subscriber's answer waits for the eight
+  ASSERT_TRUE(eventually([&] { return broker_status(*sub).lanes_open() == 0; }));
+  ASSERT_TRUE(sub->flush());  // the LANE_CLOSE was read
+  s.reset();
+  sub.reset();
+  for (std::uint64_t i = 0; i < 8; ++i) EXPECT_EQ(number_of(held[i].payload()), i);
+  held.clear();
+}
+
 TEST(LaneBulk, ACallbackSubscriberReleasesEachPayloadAsItsHandlerReturns) {
   BrokerProcess broker(kLanesOn);
   Client sub = broker.connect("callback-sub");
