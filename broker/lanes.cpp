@@ -732,7 +732,8 @@ std::vector<Lanes::View> Lanes::views() const {
     View v{.id = l.id, .publisher = l.publisher, .subscriber = l.subscriber, .state = state, .capacity = l.capacity,
            .books = {}, .age = now - l.offered_at, .topics = {}};
     if (l.state == State::kOpen) count_open(l, v.books);
-    if (auto p = publishers_.find(l.publisher); p != publishers_.end() && std::string_view(state) != "closing") {
+    // (A closed lane is out of every route already: it lists none.)
+    if (auto p = publishers_.find(l.publisher); p != publishers_.end()) {
       for (const auto& [topic, route] : p->second.topics) {
         const auto& ts = route.taken.targets;
         if (std::any_of(ts.begin(), ts.end(), [&](const Target& t) { return t.lane == l.id; })) v.topics.push_back(topic);

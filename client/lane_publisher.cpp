@@ -175,15 +175,16 @@ void LanePublisher::give_up_locked(std::uint64_t id, const char* why, bool broke
 }
 
 void LanePublisher::collect_locked(Lane& lane, bool all) {
-  if (!lane.ring) return;
+  if (!ring_) return;
+  shm::ProducerRing& ring = *ring_;
   bool any = false;
   lane.writer.collect(
       [&](std::uint64_t offset) {
-        lane.ring->unhold(offset);
+        ring.unhold(offset);
         any = true;
       },
       all);
-  if (any) lane.ring->wake_waiters();
+  if (any) ring.wake_waiters();
 }
 
 void LanePublisher::collect() {
@@ -288,21 +289,21 @@ LanePublisher::Written LanePublisher::write_locked(const Route& r, std::string_v
       const bool broken = room.error() != std::errc::message_size;
       return {.give_up = t.id, .why = !broken ? "a message larger than the lane" : lane.writer.violation() != nullptr ? lane.writer.violation() : "the lane broke", .broken = broken};
     }
-    if (*room && bulk == nullptr) {
-      proto::encode_lane_message((*room)->out, topic, headers, payload);
-      lane.writer.commit();
+    if (*room) {
+      if (bulk == nullptr) {
+        proto::encode_lane_message((*room)->out, topic, headers, payload);
+        lane.writer.commit();
+      } else {
+        const shm::LaneBulkRef ref{.segment = bulk->segment, .offset = bulk->ref.offset, .length = bulk->ref.length,
+                                   .slot = (*room)->hold.slot, .generation = (*room)->hold.generation};
+        std::memcpy((*room)->out.data(), &ref, sizeof ref);
+        proto::encode_lane_message((*room)->out.subspan(sizeof ref), topic, headers, {});
+        // Counted before the record can be released (here or by the broker).
+        bulk->ring->hold(bulk->ref);
+        holding_.try_emplace(t.id, t.lane);
+        lane.writer.commit_bulk();
+      }
       written_.store(written_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);  // under mu_
-    } else if (*room) {
-      const shm::LaneBulkRef ref{.segment = bulk->segment, .offset = bulk->ref.offset, .length = bulk->ref.length,
-                                 .slot = (*room)->hold.slot, .generation = (*room)->hold.generation};
-      std::memcpy((*room)->out.data(), &ref, sizeof ref);
-      proto::encode_lane_message((*room)->out.subspan(sizeof ref), topic, headers, {});
-      // Counted before the record can be released (here or by the broker).
-      bulk->ring->hold(bulk->ref);
-      if (!lane.ring) lane.ring = bulk->ring;
-      holding_.try_emplace(t.id, t.lane);
-      lane.writer.commit_bulk();
-      written_.store(written_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     } else if (t.lossless && !lane.closed.load(std::memory_order_acquire) && !may_wait) {
       return {.give_up = t.id, .why = "full when its publisher could not wait (a publish from the client's loop)"};
     } else if (t.lossless && !lane.closed.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < deadline) {

@@ -129,7 +129,6 @@ class LanePublisher final : public shm::RecordHolds {
     std::atomic<bool> closed{false};  // set by the loop without mu_
     std::uint64_t next_fence = 1;
     std::vector<std::uint64_t> segments;  // the producer segments the subscriber was passed (mu_)
-    std::shared_ptr<shm::ProducerRing> ring;  // where its holds are (mu_)
   };
   struct Target {
     std::shared_ptr<Lane> lane;
@@ -243,6 +242,8 @@ class LanePublisher final : public shm::RecordHolds {
   const std::pair<const std::string, Route>* last_ UBROKER_GUARDED_BY(mu_) = nullptr;  // the topic looked up last
   // Lanes whose subscriber may hold bulk payloads, open or closed (until holds_released).
   std::unordered_map<std::uint64_t, std::shared_ptr<Lane>> holding_ UBROKER_GUARDED_BY(mu_);
+  // The connection's ring: every hold in `holding_` is on a record of it (bulk publishes name
+  // no other, and both are dropped together with the connection).
   std::shared_ptr<shm::ProducerRing> ring_ UBROKER_GUARDED_BY(mu_);
   std::atomic<bool> cut_{false};
   Report report_;

@@ -136,7 +136,7 @@ LaneSubscriber::Drain LaneSubscriber::drain(Lane& lane, std::uint64_t until) {
     const std::uint64_t dropped = lane.reader.dropped_by_publisher();
     const std::uint64_t new_drops = dropped > lane.dropped_seen ? dropped - lane.dropped_seen : 0;
     lane.dropped_seen = std::max(dropped, lane.dropped_seen);
-    if (const char* why = take(lane, record, std::span(&new_drops, 1))) {
+    if (const char* why = take(lane, record, new_drops)) {
       fail(lane, why);
       return Drain::kBroken;
     }
@@ -206,7 +206,7 @@ bool LaneSubscriber::close(std::uint64_t id, bool broken) {
     for (std::uint64_t n = 0; n < lane->capacity / shm::kLaneRecordAlign / 2 + 1; ++n) {  // what it held, at most
       auto next = lane->reader.peek();
       if (!next || !*next || lane->reader.peeked_kind() == shm::kLaneFence) break;  // a fence never announced ends it
-      if (take(*lane, **next, {}) != nullptr) break;
+      if (take(*lane, **next, 0) != nullptr) break;
       lane->reader.consume();
     }
   }
@@ -265,7 +265,7 @@ void LaneSubscriber::wake_later(const std::shared_ptr<Lane>& lane) {
   });
 }
 
-const char* LaneSubscriber::take(Lane& lane, std::span<const std::byte> record, std::span<const std::uint64_t> drops) {
+const char* LaneSubscriber::take(Lane& lane, std::span<const std::byte> record, std::uint64_t new_drops) {
   Bulk bulk;
   const bool is_bulk = lane.reader.peeked_kind() == shm::kLaneBulk;
   if (is_bulk) {
@@ -291,7 +291,6 @@ const char* LaneSubscriber::take(Lane& lane, std::span<const std::byte> record, 
     lane.holds->refuse(bulk.hold.slot, bulk.hold.generation);
     return "a bulk record with a payload of its own";
   }
-  const std::uint64_t new_drops = drops.empty() ? 0 : drops[0];
   drops_.assign(new_drops == 0 ? 0 : share->sub_ids.size(), new_drops);
   const bool taken = hooks_.deliver({.topic = m.topic,
                                      .sub_ids = share->sub_ids,

@@ -152,9 +152,9 @@ class LaneSubscriber {
   // Decodes a record with its topic and headers copied out of the ring and checked there:
   // the topic must be one the broker routed on this lane (`share` set to it).
   const char* decode_copy(Lane& lane, std::span<const std::byte> record, proto::LaneMessage& m, const Lane::Share*& share);
-  // Delivers a message or bulk record (`drops`: reported with it): why the lane breaks, or
-  // nullptr.
-  const char* take(Lane& lane, std::span<const std::byte> record, std::span<const std::uint64_t> drops);
+  // Delivers a message or bulk record (`new_drops`: the publisher's drops reported with it):
+  // why the lane breaks, or nullptr.
+  const char* take(Lane& lane, std::span<const std::byte> record, std::uint64_t new_drops);
   void answer_when_released(const std::shared_ptr<LaneHolds>& holds, std::uint64_t id);
 
   Strand strand_;

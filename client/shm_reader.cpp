@@ -33,20 +33,24 @@ std::optional<std::string> ShmReader::attach(std::uint64_t segment, UniqueFd fd)
   return std::nullopt;
 }
 
+const char* ShmReader::check_locked(std::uint64_t segment, std::uint64_t offset, std::uint64_t length,
+                                    Segments::iterator& it) {
+  it = segments_.find(segment);
+  if (it == segments_.end() || !it->second.map) return "unknown segment";
+  return shm::check_ref(it->second.map.size(), {.offset = offset, .length = length});
+}
+
+void ShmReader::unuse_locked(Segments::iterator it) {
+  if (--it->second.in_use == 0 && it->second.detached) segments_.erase(it);
+}
+
 std::optional<std::span<const std::byte>> ShmReader::open(std::uint64_t segment, std::uint64_t offset,
                                                           std::uint64_t length, std::uint64_t token,
                                                           std::uint32_t holders, std::string& why) {
   LockGuard lk(mu_);
   const auto slot = static_cast<std::uint32_t>(token);
-  auto it = segments_.find(segment);
-  const char* bad = nullptr;
-  if (it == segments_.end() || !it->second.map) {
-    bad = "unknown segment";
-  } else if (slot >= kMaxTokenSlot) {
-    bad = "token out of range";
-  } else {
-    bad = shm::check_ref(it->second.map.size(), {.offset = offset, .length = length});
-  }
+  Segments::iterator it;
+  const char* bad = slot >= kMaxTokenSlot ? "token out of range" : check_locked(segment, offset, length, it);
   if (bad != nullptr) {
     why = fmt::format("unusable shared-memory reference (segment {}, offset {}, length {}): {}", segment, offset, length,
                       bad);
@@ -65,11 +69,8 @@ std::optional<ShmReader::Opened> ShmReader::open_lane(
     std::uint64_t segment, std::uint64_t offset, std::uint64_t length, const LaneHold& hold, std::uint32_t holders,
     std::string& why) {
   LockGuard lk(mu_);
-  auto it = segments_.find(segment);
-  const char* bad = it == segments_.end() || !it->second.map
-                        ? "unknown segment"
-                        : shm::check_ref(it->second.map.size(), {.offset = offset, .length = length});
-  if (bad != nullptr) {
+  Segments::iterator it;
+  if (const char* bad = check_locked(segment, offset, length, it)) {
     why = fmt::format("a lane's bulk reference (segment {}, offset {}, length {}): {}", segment, offset, length, bad);
     hold.lane->refuse(hold.slot, hold.generation);
     return std::nullopt;
@@ -106,8 +107,9 @@ void ShmReader::release(std::uint64_t segment, std::uint64_t token) {
       --holders_[slot];
       return;
     }
-    release_locked(it->second, segment, token);
+    pending_.push_back(token);
     ready = pending_.size() == 1;
+    unuse_locked(it);
   }
   if (ready) releases_ready_();
 }
@@ -122,14 +124,9 @@ void ShmReader::release_lane(std::uint64_t segment, std::uint64_t token) {
     if (--h.holders != 0) return;
     let_go = std::move(h.hold);
     free_lane_holds_.push_back(static_cast<std::uint32_t>(token));
-    if (--it->second.in_use == 0 && it->second.detached) segments_.erase(it);
+    unuse_locked(it);
   }
   let_go.lane->release(let_go.slot, let_go.generation);  // outside the lock: it may wake the publisher
-}
-
-void ShmReader::release_locked(Segment& seg, std::uint64_t segment, std::uint64_t token) {
-  pending_.push_back(token);
-  if (--seg.in_use == 0 && seg.detached) segments_.erase(segment);
 }
 
 bool ShmReader::use(std::uint64_t segment) {
@@ -142,9 +139,7 @@ bool ShmReader::use(std::uint64_t segment) {
 
 void ShmReader::unuse(std::uint64_t segment) {
   LockGuard lk(mu_);
-  auto it = segments_.find(segment);
-  if (it == segments_.end()) return;
-  if (--it->second.in_use == 0 && it->second.detached) segments_.erase(it);
+  if (auto it = segments_.find(segment); it != segments_.end()) unuse_locked(it);
 }
 
 void ShmReader::detach(std::uint64_t segment) {

@@ -84,13 +84,18 @@ class ShmReader {
     std::uint64_t in_use = 0;  // deliveries not yet released
     bool detached = false;
   };
-  void release_locked(Segment& seg, std::uint64_t segment, std::uint64_t token) UBROKER_REQUIRES(mu_);
+  using Segments = std::unordered_map<std::uint64_t, Segment>;
+  // Why a reference into `segment` cannot be used, or nullptr (`it` then names it).
+  const char* check_locked(std::uint64_t segment, std::uint64_t offset, std::uint64_t length, Segments::iterator& it)
+      UBROKER_REQUIRES(mu_);
+  // One use of the segment ends: it is unmapped once detached and unused.
+  void unuse_locked(Segments::iterator it) UBROKER_REQUIRES(mu_);
   void release_lane(std::uint64_t segment, std::uint64_t token);
 
   std::uint64_t max_segment_bytes_;
   std::function<void()> releases_ready_;
   Mutex mu_;
-  std::unordered_map<std::uint64_t, Segment> segments_ UBROKER_GUARDED_BY(mu_);
+  Segments segments_ UBROKER_GUARDED_BY(mu_);
   std::vector<std::uint32_t> holders_ UBROKER_GUARDED_BY(mu_);  // by token slot (the token's low 32 bits)
   std::vector<std::uint64_t> pending_ UBROKER_GUARDED_BY(mu_);
   struct HeldByLane {

@@ -98,8 +98,8 @@ Result<void> LaneWriter::fail(const char* why) noexcept {
 }
 
 std::optional<std::uint64_t> LaneWriter::read_pos() noexcept {
-  // seq_cst: wait_for_room's Dekker handshake reads it after announcing the wait (and it is
-  // read only when the copy runs out, not per record).
+  // seq_cst: read after a wait for room announced itself (and only when the copy runs out,
+  // not per record).
   const std::uint64_t r = ack().read_pos.load(std::memory_order_seq_cst);
   if (const char* why = check_read_pos(last_read_pos_, r, write_pos_)) {
     (void)fail(why);
@@ -223,25 +223,11 @@ LaneWriter::RoomWait LaneWriter::release_wait() noexcept {
 
 Result<bool> LaneWriter::wait_for_room(std::chrono::nanoseconds timeout) {
   if (violation_ != nullptr || !ack_map_) return protocol_error();
-  LaneHeader& h = header();
-  const std::uint32_t seen = ack().read_seq.load(std::memory_order_seq_cst);
-  const std::uint64_t releases = ack().releases.load(std::memory_order_seq_cst);
-  const std::uint32_t arm = next_arm(arms_);
-  h.writer_waiting.store(arm, std::memory_order_seq_cst);
-  const std::uint64_t before = last_read_pos_;
-  const auto r = read_pos();  // after announcing the wait: a reader that consumed meanwhile is seen here
-  if (!r) {
-    h.writer_waiting.store(0, std::memory_order_relaxed);
-    return protocol_error();
-  }
-  bool woken = *r != before || ack().releases.load(std::memory_order_seq_cst) != releases;
-  if (!woken) {
-    auto w = futex_wait(ack().read_seq, seen, timeout);
-    woken = w && *w != WaitResult::kTimedOut;
-  }
-  std::uint32_t mine = arm;  // cleared only if no other wait armed it since
-  h.writer_waiting.compare_exchange_strong(mine, 0, std::memory_order_relaxed);
-  return woken;
+  const RoomWait w = room_wait();
+  wait(w, timeout);
+  const auto r = read_pos();  // checked, as every position the subscriber writes
+  if (!r) return protocol_error();
+  return *r != w.was || ack().releases.load(std::memory_order_relaxed) != w.releases_was;
 }
 
 void LaneWriter::wait(const RoomWait& w, std::chrono::nanoseconds timeout) noexcept {
